@@ -1,0 +1,228 @@
+"""Who may call the service: bearer JWTs, device keys and signed file URLs. No Flask.
+
+* Algorithms come from the configuration, never from the token header; ``exp`` and ``sub``
+  are required; ``aud``/``iss`` are checked when configured. Each way a token can be bad has
+  its own error code, so a client (and an operator reading logs) can tell which.
+* Device keys are compared as SHA-256 digests in constant time; plain keys never stay in memory
+  longer than start-up.
+* File URLs carry ``expires`` and an HMAC over ``image id + expiry`` with a key derived from the
+  local secret, so an ``<img src>`` works without a bearer header and cannot be moved to
+  another image or extended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+
+from .config import ConfigError, Settings
+from .errors import AuthError, Forbidden, TokenExpired
+
+SCOPES = ("read", "write")
+MAX_TOKEN_CHARS = 8192
+SECRET_FILE = "jwt.secret"
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    scopes: frozenset[str]
+    kind: str = "user"  # user | device | signed-url
+
+    def can(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+def _read_secret_file(path: Path, name: str) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise ConfigError(f"{name}: {path} is empty")
+    return value
+
+
+def ensure_local_secret(data_dir: Path) -> str:
+    """The generated secret at <data_dir>/jwt.secret, created once with mode 0600."""
+    path = data_dir / SECRET_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: two processes starting at once must not overwrite each other's secret.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_secret_file(path, "auth.jwt_secret")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(secrets.token_hex(32) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return _read_secret_file(path, "auth.jwt_secret")
+
+
+def digest_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _load_device_digests(settings: Settings) -> frozenset[str]:
+    entries = list(settings["auth.device_keys"])
+    if settings["auth.device_keys_file"]:
+        text = _read_secret_file(Path(settings["auth.device_keys_file"]), "auth.device_keys_file")
+        entries += [line.strip() for line in text.splitlines() if line.strip()]
+    digests = set()
+    for entry in entries:
+        if entry.startswith("sha256:"):
+            hexpart = entry[len("sha256:"):].lower()
+            if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
+                raise ConfigError("auth.device_keys: a sha256: entry needs 64 hex digits")
+            digests.add(hexpart)
+        else:
+            digests.add(digest_key(entry))
+    return frozenset(digests)
+
+
+class Authenticator:
+    """Verifies credentials with the key material of one configuration."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.algorithms = list(settings["auth.jwt_algorithms"])
+        self.audience = settings["auth.audience"] or None
+        self.issuer = settings["auth.issuer"] or None
+        self.url_ttl = int(settings["auth.url_signing_ttl"])
+        if settings["auth.jwt_secret"]:
+            local_secret = settings["auth.jwt_secret"]
+        elif settings["auth.jwt_secret_file"]:
+            local_secret = _read_secret_file(
+                Path(settings["auth.jwt_secret_file"]), "auth.jwt_secret_file"
+            )
+        else:
+            local_secret = ensure_local_secret(settings.data_dir)
+        self._signing_secret = local_secret if self.algorithms[0].startswith("HS") else None
+        if self._signing_secret is not None:
+            self._verify_key: object = local_secret
+        else:
+            self._verify_key = _read_secret_file(
+                Path(settings["auth.jwt_public_key_file"]), "auth.jwt_public_key_file"
+            )
+        # A separate key for URL signatures, so a leaked image URL says nothing about tokens.
+        self._url_key = hmac.new(local_secret.encode(), b"edgecatalog url signing", "sha256").digest()
+        self.device_digests = _load_device_digests(settings)
+
+    # -- bearer tokens -------------------------------------------------------------------
+    def verify_token(self, token: str) -> Principal:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise AuthError("token is too large", "Authorization", code="TOKEN_MALFORMED")
+        options = {"require": ["exp", "sub"]}
+        try:
+            claims = jwt.decode(
+                token,
+                self._verify_key,
+                algorithms=self.algorithms,
+                audience=self.audience,
+                issuer=self.issuer,
+                options=options,
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenExpired("token has expired", "Authorization") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("token is not valid yet", "Authorization", code="TOKEN_NOT_YET_VALID") from None
+        except jwt.InvalidAlgorithmError:
+            raise AuthError(
+                "token algorithm is not allowed", "Authorization", code="TOKEN_ALGORITHM_NOT_ALLOWED"
+            ) from None
+        except jwt.InvalidSignatureError:
+            raise AuthError(
+                "token signature is invalid", "Authorization", code="TOKEN_SIGNATURE_INVALID"
+            ) from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(
+                f"token lacks the required '{exc.claim}' claim", "Authorization",
+                code="TOKEN_CLAIMS_INVALID",
+            ) from None
+        except (jwt.InvalidAudienceError, jwt.InvalidIssuerError, jwt.InvalidSubjectError) as exc:
+            raise AuthError(
+                f"token claims are not accepted: {exc}", "Authorization", code="TOKEN_CLAIMS_INVALID"
+            ) from None
+        except (jwt.DecodeError, jwt.InvalidKeyError, jwt.InvalidTokenError, ValueError, TypeError):
+            raise AuthError("token is malformed", "Authorization", code="TOKEN_MALFORMED") from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise AuthError("token 'sub' must be a non-empty string", "Authorization",
+                            code="TOKEN_CLAIMS_INVALID")
+        return Principal(subject, _scopes_of(claims))
+
+    def issue_token(self, subject: str, scope: str = "read", ttl: int = 3600) -> str:
+        if self._signing_secret is None:
+            raise ConfigError(
+                "auth.jwt_algorithms: tokens for RS*/ES* are issued upstream; this service only "
+                "signs HS* tokens"
+            )
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+        now = int(time.time())
+        claims = {"sub": subject, "scope": "read write" if scope == "write" else "read",
+                  "iat": now, "exp": now + ttl}
+        if self.audience:
+            claims["aud"] = self.audience
+        if self.issuer:
+            claims["iss"] = self.issuer
+        return jwt.encode(claims, self._signing_secret, algorithm=self.algorithms[0])
+
+    # -- device keys ---------------------------------------------------------------------
+    def verify_device_key(self, key: str) -> Principal:
+        presented = digest_key(key)
+        found = False
+        for known in self.device_digests:
+            # Compare against every digest so timing does not reveal which one matched.
+            found |= hmac.compare_digest(presented, known)
+        if not found or not key.startswith("adk_"):
+            raise AuthError("device key is not recognised", "X-Device-Key", code="INVALID_DEVICE_KEY")
+        return Principal(f"device:{presented[:12]}", frozenset({"read", "write"}), kind="device")
+
+    # -- signed file URLs ----------------------------------------------------------------
+    def sign_file(self, image_id: int, now: float | None = None) -> tuple[int, str]:
+        """(expires, signature) for /files/<image_id>.
+
+        The expiry is rounded up to a 5-minute step so the same image keeps the same URL for a
+        while and browsers can cache it.
+        """
+        now = time.time() if now is None else now
+        step = min(300, self.url_ttl)
+        expires = int(-(-(now + self.url_ttl) // step) * step)
+        return expires, self._signature(f"files/{image_id}", expires)
+
+    def verify_file_signature(self, resource: str, expires: str, signature: str,
+                              now: float | None = None) -> Principal:
+        if not expires.isdigit() or len(expires) > 12:
+            raise Forbidden("signed URL has an invalid expiry", "expires")
+        expected = self._signature(resource, int(expires))
+        if not hmac.compare_digest(expected, signature):
+            raise Forbidden("signed URL signature does not match", "signature")
+        if int(expires) < (time.time() if now is None else now):
+            raise Forbidden("signed URL has expired", "expires")
+        return Principal("signed-url", frozenset({"read"}), kind="signed-url")
+
+    def _signature(self, resource: str, expires: int) -> str:
+        message = f"{resource}:{expires}".encode()
+        return hmac.new(self._url_key, message, "sha256").hexdigest()
+
+
+def _scopes_of(claims: dict) -> frozenset[str]:
+    raw = claims.get("scope", claims.get("scopes", "read"))
+    if isinstance(raw, str):
+        items = raw.split()
+    elif isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+        items = raw
+    else:
+        raise AuthError("token 'scope' must be a string or list of strings", "Authorization",
+                        code="TOKEN_CLAIMS_INVALID")
+    scopes = {s for s in items if s in SCOPES}
+    if "write" in scopes:
+        scopes.add("read")
+    return frozenset(scopes)

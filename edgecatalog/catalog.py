@@ -1,0 +1,240 @@
+"""Writes to the catalog: devices, the collecting batch, new images with their annotations
+and outbox row, and image updates. No Flask; every write is one short IMMEDIATE transaction.
+
+Geometry arrives normalized (0..1) as upstream's upload metadata carries it and is stored both
+ways the contract shows it: ``x_center, y_center, width, height`` normalized, and ``geometry``
+as integer pixels (``[x_min, y_min, x_max, y_max]`` for a bbox, the flat point list for a
+polygon).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from .db import write_tx
+from .errors import Conflict, NotFound, ValidationError
+from .models import (
+    ANNOTATION_STATUSES,
+    ANNOTATION_TYPES,
+    SPLITS,
+    Annotation,
+    Batch,
+    Device,
+    FileRoot,
+    Image,
+    Outbox,
+)
+from .timeutil import format_ts, now_us
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_images: int = 1000
+    window_us: int = 30 * 60 * 1_000_000
+
+
+@dataclass(frozen=True)
+class NewAnnotation:
+    class_value: str
+    type: str
+    geometry: Sequence[float]  # normalized, see module docstring
+    confidence: float | None = None
+    z_order: int = 0
+    source: str = "model"
+
+
+@dataclass(frozen=True)
+class NewImage:
+    filename: str
+    storage_key: str
+    sha256: str
+    byte_size: int
+    width: int
+    height: int
+    root: str  # absolute folder the file lives under
+    path: str  # relative to root
+    device_id: str
+    captured_at: int | None = None
+    model_id: str = ""
+    model_version: str = ""
+    source: str = ""
+    annotations: Sequence[NewAnnotation] = field(default_factory=tuple)
+
+
+def validate_annotation(ann: NewAnnotation, where: str = "annotations") -> None:
+    if not isinstance(ann.class_value, str) or not ann.class_value.strip():
+        raise ValidationError(f"{where}.class_value", "class_value must be a non-empty string")
+    if ann.type not in ANNOTATION_TYPES:
+        raise ValidationError(f"{where}.type", f"type must be one of {', '.join(ANNOTATION_TYPES)}")
+    geom = ann.geometry
+    if not isinstance(geom, (list, tuple)) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in geom
+    ):
+        raise ValidationError(f"{where}.geometry", "geometry must be a list of numbers")
+    if ann.type == "bbox" and len(geom) != 4:
+        raise ValidationError(f"{where}.geometry",
+                              "a bbox geometry is [x_center, y_center, width, height]")
+    if ann.type == "polygon" and (len(geom) < 6 or len(geom) % 2):
+        raise ValidationError(f"{where}.geometry",
+                              "a polygon geometry is [x1, y1, x2, y2, ...] with 3 or more points")
+    if any(v < 0 or v > 1 for v in geom):
+        raise ValidationError(f"{where}.geometry", "geometry values must be normalized to 0..1")
+    if ann.confidence is not None and (
+        isinstance(ann.confidence, bool) or not isinstance(ann.confidence, (int, float))
+        or not 0 <= ann.confidence <= 1
+    ):
+        raise ValidationError(f"{where}.confidence", "confidence must be a number in 0..1")
+    if isinstance(ann.z_order, bool) or not isinstance(ann.z_order, int):
+        raise ValidationError(f"{where}.z_order", "z_order must be an integer")
+
+
+def annotation_columns(ann: NewAnnotation, width: int, height: int) -> dict[str, Any]:
+    """The stored columns of one annotation, for an image of width x height pixels."""
+    g = [float(v) for v in ann.geometry]
+    if ann.type == "bbox":
+        xc, yc, w, h = g
+        box = [xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2]
+        clamped = [min(max(v, 0.0), 1.0) for v in box]
+        pixels = [round(clamped[0] * width), round(clamped[1] * height),
+                  round(clamped[2] * width), round(clamped[3] * height)]
+    else:
+        xs, ys = g[0::2], g[1::2]
+        xc, yc = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+        w, h = max(xs) - min(xs), max(ys) - min(ys)
+        pixels = [round(v * (width if i % 2 == 0 else height)) for i, v in enumerate(g)]
+    return {
+        "class_value": ann.class_value.strip(),
+        "type": ann.type,
+        "geometry": json.dumps(pixels, separators=(",", ":")),
+        "x_center": xc, "y_center": yc, "width": w, "height": h,
+        "confidence": None if ann.confidence is None else float(ann.confidence),
+        "source": ann.source,
+        "z_order": ann.z_order,
+    }
+
+
+def ensure_device(device_id: str, now: int) -> Device:
+    device = Device.get_or_none(Device.device_id == device_id)
+    if device is None:
+        device = Device.create(device_id=device_id, name=device_id, created_at=now)
+    return device
+
+
+def collecting_batch(device: Device, now: int, policy: BatchPolicy) -> Batch:
+    """The device's open batch, closing it first when it is full or its window has passed."""
+    batch = (Batch.select().where((Batch.device == device) & (Batch.stage == "collecting"))
+             .order_by(Batch.id.desc()).first())
+    # A clock set back (now < opened_at) keeps the batch open rather than closing it early.
+    if batch is not None and (
+        batch.image_count >= policy.max_images or now - batch.opened_at >= policy.window_us
+    ):
+        batch.stage, batch.closed_at, batch.updated_at = "complete", now, now
+        batch.save()
+        batch = None
+    if batch is None:
+        batch = Batch.create(name=f"{device.device_id} {format_ts(now)}", device=device,
+                             stage="collecting", image_count=0, opened_at=now,
+                             created_at=now, updated_at=now)
+    return batch
+
+
+def file_root(path: str) -> FileRoot:
+    root, _ = FileRoot.get_or_create(path=path)
+    return root
+
+
+def idempotency_key(device_id: str, sha256: str) -> str:
+    """Fixed when the image is queued: the same bytes from the same device are one upload."""
+    return hashlib.sha256(f"{device_id}\n{sha256}".encode()).hexdigest()
+
+
+def add_image(new: NewImage, policy: BatchPolicy = BatchPolicy()) -> tuple[Image, bool]:
+    """Insert an image, its annotations and its outbox row in one transaction.
+
+    Returns (image, created); the same bytes already in the catalog return the existing image.
+    """
+    for i, ann in enumerate(new.annotations):
+        validate_annotation(ann, f"annotations[{i}]")
+    now = now_us()
+    with write_tx():
+        existing = Image.get_or_none(Image.sha256 == new.sha256)
+        if existing is not None:
+            return existing, False
+        device = ensure_device(new.device_id, now)
+        batch = collecting_batch(device, now, policy)
+        image = Image.create(
+            filename=new.filename, storage_key=new.storage_key, width=new.width,
+            height=new.height, device=device, batch=batch, created_at=now, updated_at=now,
+            captured_at=new.captured_at if new.captured_at is not None else now,
+            sha256=new.sha256, byte_size=new.byte_size, root=file_root(new.root),
+            path=new.path, model_id=new.model_id, model_version=new.model_version,
+            source=new.source,
+        )
+        rows = [dict(annotation_columns(a, new.width, new.height), image=image.id,
+                     created_at=now, updated_at=now) for a in new.annotations]
+        if rows:
+            Annotation.insert_many(rows).execute()
+        Batch.update(image_count=Batch.image_count + 1, updated_at=now).where(
+            Batch.id == batch.id).execute()
+        Outbox.create(image=image, kind="upload",
+                      idempotency_key=idempotency_key(new.device_id, new.sha256),
+                      payload="{}", byte_size=new.byte_size, created_at=now, updated_at=now)
+    return image, True
+
+
+PATCHABLE = ("annotation_status", "split", "split_locked")
+
+
+def parse_image_patch(body: Mapping[str, Any]) -> dict[str, Any]:
+    from . import params  # local: params is a leaf module, this keeps the import graph flat
+
+    params.require_object(body)
+    params.reject_unknown(body, PATCHABLE)
+    if not body:
+        raise ValidationError("body", f"give at least one of {', '.join(PATCHABLE)}")
+    changes: dict[str, Any] = {}
+    if "annotation_status" in body:
+        changes["annotation_status"] = params.body_choice(body, "annotation_status",
+                                                          ANNOTATION_STATUSES)
+    if "split" in body:
+        changes["split"] = params.body_choice(body, "split", SPLITS)
+    if "split_locked" in body:
+        changes["split_locked"] = params.body_bool(body, "split_locked")
+    return changes
+
+
+def update_image(image_id: int, changes: Mapping[str, Any]) -> None:
+    """Apply a partial update. The split of a locked image changes only if the same request
+    unlocks it."""
+    now = now_us()
+    with write_tx():
+        image = Image.get_or_none(Image.id == image_id)
+        if image is None:
+            raise NotFound(f"image {image_id} does not exist", "id")
+        locked_after = changes.get("split_locked", image.split_locked)
+        if "split" in changes and changes["split"] != image.split and image.split_locked \
+                and locked_after:
+            raise Conflict(f"image {image_id} has a locked split; unlock it in the same request "
+                           "(split_locked: false) to change it", "split")
+        if not any(getattr(image, k) != v for k, v in changes.items()):
+            return
+        Image.update(updated_at=now, **changes).where(Image.id == image_id).execute()
+        queue_change(image, "patch_image", dict(changes), now)
+
+
+def queue_change(image: Image, kind: str, payload: dict[str, Any], now: int) -> None:
+    """Queue a local change of an image already synced upstream, in the caller's transaction."""
+    if image.sync_state != "synced":
+        return  # not yet upstream: its upload will carry the current state
+    key = hashlib.sha256(f"{kind}\n{image.id}\n{now}\n{json.dumps(payload, sort_keys=True)}"
+                         .encode()).hexdigest()
+    Outbox.create(image=image, kind=kind, idempotency_key=key, payload=json.dumps(payload),
+                  created_at=now, updated_at=now)
+
+
+def touch_images(image_ids: Iterable[int], now: int) -> None:
+    Image.update(updated_at=now).where(Image.id.in_(list(image_ids))).execute()

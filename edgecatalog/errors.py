@@ -1,0 +1,112 @@
+"""The one error hierarchy of the service.
+
+Every failure a client can see is a ``CatalogError`` with an HTTP status and an UPPER_SNAKE
+code; ``envelope.error_body`` turns it into the JSON envelope. The domain raises these without
+knowing about Flask; the web layer maps them to responses in one place (``web.py``).
+"""
+
+from __future__ import annotations
+
+
+class CatalogError(Exception):
+    status = 500
+    code = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, details: str = "", *, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+
+class ValidationError(CatalogError):
+    """A parameter or body field has a value the contract does not accept.
+
+    ``details`` names the offending parameter, so a client can point at it.
+    """
+
+    status = 400
+    code = "VALIDATION_ERROR"
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message, details=param)
+        self.param = param
+
+
+class AuthError(CatalogError):
+    status = 401
+    code = "UNAUTHORIZED"
+
+    def __init__(self, message: str, details: str = "", *, code: str | None = None):
+        # RFC 6750: every 401 to a bearer-protected resource carries a challenge.
+        super().__init__(message, details, headers={"WWW-Authenticate": 'Bearer realm="edgecatalog"'})
+        if code is not None:
+            self.code = code
+
+
+class TokenExpired(AuthError):
+    code = "TOKEN_EXPIRED"
+
+
+class InvalidToken(AuthError):
+    code = "INVALID_TOKEN"
+
+
+class Forbidden(CatalogError):
+    status = 403
+    code = "FORBIDDEN"
+
+
+class NotFound(CatalogError):
+    status = 404
+    code = "NOT_FOUND"
+
+
+class MethodNotAllowed(CatalogError):
+    status = 405
+    code = "METHOD_NOT_ALLOWED"
+
+
+class Conflict(CatalogError):
+    status = 409
+    code = "CONFLICT"
+
+
+class Gone(CatalogError):
+    status = 410
+    code = "GONE"
+
+
+class PayloadTooLarge(CatalogError):
+    status = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class UriTooLong(CatalogError):
+    status = 414
+    code = "URI_TOO_LONG"
+
+
+class UnsupportedMediaType(CatalogError):
+    status = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class RangeNotSatisfiable(CatalogError):
+    status = 416
+    code = "RANGE_NOT_SATISFIABLE"
+
+
+class InsufficientStorage(CatalogError):
+    status = 507
+    code = "INSUFFICIENT_STORAGE"
+
+
+class ServiceUnavailable(CatalogError):
+    status = 503
+    code = "SERVICE_UNAVAILABLE"
+
+
+class InternalError(CatalogError):
+    status = 500
+    code = "INTERNAL_ERROR"

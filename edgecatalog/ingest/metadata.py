@@ -1,0 +1,126 @@
+"""The upload ``metadata`` JSON (also the ``<name>.json`` sidecar format), validated.
+
+Fields: model_id, model_version, source, timestamp (capture time), device_id, filename and
+annotations [{class_value, type, geometry, confidence, z_order}] with normalized geometry.
+Every problem raises ``ValidationError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..catalog import NewAnnotation, validate_annotation
+from ..errors import ValidationError
+from ..timeutil import parse_ts
+
+MAX_METADATA_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 8
+STRING_FIELDS = ("model_id", "model_version", "source", "device_id", "filename")
+KNOWN_FIELDS = STRING_FIELDS + ("timestamp", "annotations")
+ANNOTATION_FIELDS = ("class_value", "type", "geometry", "confidence", "z_order")
+
+
+@dataclass(frozen=True)
+class Metadata:
+    model_id: str = ""
+    model_version: str = ""
+    source: str = ""
+    device_id: str = ""
+    filename: str = ""
+    captured_at: int | None = None
+    annotations: tuple[NewAnnotation, ...] = field(default_factory=tuple)
+
+
+def check_filename(name: str, param: str = "filename") -> str:
+    """A bare file name: no path separators, no NUL, not '.'/'..', not overlong."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise ValidationError(param, f"{param} must be a bare file name without path separators")
+    if len(name.encode("utf-8")) > 200:
+        raise ValidationError(param, f"{param} must be at most 200 bytes")
+    if any(ord(c) < 32 for c in name):
+        raise ValidationError(param, f"{param} must not contain control characters")
+    return name
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def parse_metadata_text(text: str | bytes, *, max_annotations: int = 1000,
+                        param: str = "metadata") -> Metadata:
+    if len(text) > MAX_METADATA_BYTES:
+        raise ValidationError(param, f"{param} is larger than {MAX_METADATA_BYTES} bytes")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValidationError(param, f"{param} is not UTF-8 text") from None
+    if not text.strip():
+        return Metadata()
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValidationError(param, f"{param} is not valid JSON") from None
+    return parse_metadata(doc, max_annotations=max_annotations, param=param)
+
+
+def parse_metadata(doc: Any, *, max_annotations: int = 1000, param: str = "metadata") -> Metadata:
+    if not isinstance(doc, dict):
+        raise ValidationError(param, f"{param} must be a JSON object")
+    if _depth(doc) > MAX_DEPTH:
+        raise ValidationError(param, f"{param} is nested deeper than {MAX_DEPTH} levels")
+    values: dict[str, Any] = {}
+    for name in STRING_FIELDS:
+        if name in doc and doc[name] is not None:
+            if not isinstance(doc[name], str) or len(doc[name]) > 256:
+                raise ValidationError(f"{param}.{name}", f"{name} must be a string of at most 256 characters")
+            values[name] = doc[name]
+    if values.get("filename"):
+        check_filename(values["filename"], f"{param}.filename")
+    if doc.get("timestamp") is not None:
+        stamp = doc["timestamp"]
+        try:
+            values["captured_at"] = parse_ts(stamp) if isinstance(stamp, str) else _bad_ts()
+        except (ValueError, OverflowError):
+            raise ValidationError(f"{param}.timestamp",
+                                  "timestamp must be an ISO-8601 date-time such as "
+                                  "2026-11-28T10:00:00Z") from None
+    raw = doc.get("annotations")
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list):
+        raise ValidationError(f"{param}.annotations", "annotations must be a list")
+    if len(raw) > max_annotations:
+        raise ValidationError(f"{param}.annotations",
+                              f"at most {max_annotations} annotations per image, got {len(raw)}")
+    annotations = []
+    for i, item in enumerate(raw):
+        where = f"{param}.annotations[{i}]"
+        if not isinstance(item, dict):
+            raise ValidationError(where, "each annotation must be an object")
+        for key in ("class_value", "type", "geometry"):
+            if key not in item:
+                raise ValidationError(f"{where}.{key}", f"{key} is required")
+        ann = NewAnnotation(
+            class_value=item["class_value"] if isinstance(item["class_value"], str) else "",
+            type=item["type"] if isinstance(item["type"], str) else "",
+            geometry=item["geometry"],
+            confidence=item.get("confidence"),
+            z_order=item.get("z_order", i) if item.get("z_order") is not None else i,
+            source=values.get("source") or "model",
+        )
+        validate_annotation(ann, where)
+        annotations.append(ann)
+    return Metadata(annotations=tuple(annotations), **values)
+
+
+def _bad_ts() -> int:
+    raise ValueError("timestamp must be a string")

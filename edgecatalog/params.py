@@ -1,0 +1,118 @@
+"""One small parser per kind of query parameter or body field.
+
+Each raises ``ValidationError`` naming the parameter and the accepted form; none falls back
+silently to a default when a value is given but wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from .errors import ValidationError
+
+MAX_ID = 2**63 - 1
+_TRUE = ("true", "1")
+_FALSE = ("false", "0")
+
+
+def parse_int(name: str, text: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    stripped = text.strip()
+    body = stripped[1:] if stripped[:1] in "+-" else stripped
+    if not body.isascii() or not body.isdigit() or len(body) > 19:
+        raise ValidationError(name, f"{name} must be an integer, got {_show(text)}")
+    value = int(stripped)
+    if minimum is not None and value < minimum:
+        raise ValidationError(name, f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValidationError(name, f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def parse_id(name: str, text: str) -> int:
+    return parse_int(name, text, minimum=1, maximum=MAX_ID)
+
+
+def parse_bool(name: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValidationError(name, f"{name} must be true, false, 1 or 0, got {_show(text)}")
+
+
+def parse_choice(name: str, text: str, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if text not in choices:
+        raise ValidationError(name, f"{name} must be one of {', '.join(choices)}, got {_show(text)}")
+    return text
+
+
+def parse_nullable_id(name: str, text: str) -> int | None:
+    """An integer id, or the literal 'null' meaning 'has none'."""
+    if text == "null":
+        return None
+    try:
+        return parse_id(name, text)
+    except ValidationError:
+        raise ValidationError(name, f"{name} must be an integer id or null, got {_show(text)}") from None
+
+
+def parse_csv(name: str, text: str, *, max_items: int) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if len(items) > max_items:
+        raise ValidationError(name, f"{name} accepts at most {max_items} items, got {len(items)}")
+    return items
+
+
+def single_values(args: Any, names: Iterable[str], *, max_chars: int) -> dict[str, str]:
+    """The known parameters of a MultiDict, each given at most once and not overlong.
+
+    A parameter given twice is ambiguous (first? last? both?), so it is an error rather than
+    a guess. Unknown parameters are ignored, as upstream does.
+    """
+    values: dict[str, str] = {}
+    for name in names:
+        given = args.getlist(name) if hasattr(args, "getlist") else [args[name]] if name in args else []
+        if not given:
+            continue
+        if len(given) > 1:
+            raise ValidationError(name, f"{name} was given {len(given)} times; give it once")
+        value = given[0]
+        if len(value) > max_chars:
+            raise ValidationError(name, f"{name} is longer than {max_chars} characters")
+        if "\x00" in value:
+            raise ValidationError(name, f"{name} must not contain NUL characters")
+        values[name] = value
+    return values
+
+
+def require_object(body: Any, name: str = "body") -> Mapping[str, Any]:
+    if not isinstance(body, dict):
+        raise ValidationError(name, f"{name} must be a JSON object")
+    return body
+
+
+def reject_unknown(body: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    for key in body:
+        if key not in allowed:
+            raise ValidationError(key, f"unknown field {key!r}; accepted fields: {', '.join(allowed)}")
+
+
+def body_bool(body: Mapping[str, Any], name: str) -> bool:
+    value = body[name]
+    if not isinstance(value, bool):
+        raise ValidationError(name, f"{name} must be true or false")
+    return value
+
+
+def body_choice(body: Mapping[str, Any], name: str, choices: Iterable[str]) -> str:
+    value = body[name]
+    if not isinstance(value, str):
+        raise ValidationError(name, f"{name} must be a string")
+    return parse_choice(name, value, choices)
+
+
+def _show(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:40] + "...")

@@ -1,0 +1,36 @@
+"""Timestamps: stored as integer microseconds since the Unix epoch (UTC), sent as RFC 3339.
+
+Integers keep rows small and indexes fast at a million images; the wire format is
+``2026-11-28T10:00:00Z`` or ``2026-11-28T10:00:00.123456Z`` when there are microseconds.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def format_ts(us: int | None) -> str:
+    if us is None:
+        return ""
+    seconds, micros = divmod(us, 1_000_000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{micros:06d}Z" if micros else f"{stamp}Z"
+
+
+def parse_ts(text: str) -> int:
+    """Parse an ISO-8601/RFC 3339 timestamp; naive times are taken as UTC. Raises ValueError."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    delta = parsed - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

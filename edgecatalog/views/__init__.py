@@ -1,0 +1,1 @@
+"""One blueprint per resource. A view parses, calls the domain, serializes and wraps."""

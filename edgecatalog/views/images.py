@@ -1,0 +1,56 @@
+"""GET /data/images, GET /data/images/<id>, PATCH /data/images/<id>."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from flask import Blueprint, jsonify, request
+
+from .. import catalog, envelope, params, queries
+from ..serialize import image_to_dict
+from ..web import authenticator, json_body, public_base, require, settings
+
+bp = Blueprint("images", __name__)
+
+
+def signed_url_maker() -> Callable[[int], str]:
+    base, auth = public_base(), authenticator()
+
+    def url(image_id: int) -> str:
+        expires, signature = auth.sign_file(image_id)
+        return f"{base}/files/{image_id}?expires={expires}&signature={signature}"
+
+    return url
+
+
+@bp.get("/data/images")
+@require("read")
+def list_images():
+    cfg = settings()
+    query = queries.parse_image_query(request.args, max_class_values=cfg["limits.max_class_values"],
+                                      max_chars=cfg["limits.max_param_chars"])
+    page = queries.select_images(query)
+    url = signed_url_maker() if query.include_image_url else None
+    data = [image_to_dict(row, url) for row in page.rows]
+    return jsonify(envelope.ok(data, envelope.page_meta(len(data), page.limit, page.offset,
+                                                        page.total)))
+
+
+@bp.get("/data/images/<int:image_id>")
+@require("read")
+def get_image(image_id: int):
+    given = params.single_values(request.args, ["include_image_url"],
+                                 max_chars=settings()["limits.max_param_chars"])
+    with_url = params.parse_bool("include_image_url", given["include_image_url"]) \
+        if "include_image_url" in given else False
+    row = queries.get_image_row(min(image_id, params.MAX_ID))
+    return jsonify(envelope.ok(image_to_dict(row, signed_url_maker() if with_url else None)))
+
+
+@bp.patch("/data/images/<int:image_id>")
+@require("write")
+def patch_image(image_id: int):
+    changes = catalog.parse_image_patch(json_body())
+    image_id = min(image_id, params.MAX_ID)
+    catalog.update_image(image_id, changes)
+    return jsonify(envelope.ok(image_to_dict(queries.get_image_row(image_id))))

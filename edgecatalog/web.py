@@ -1,0 +1,179 @@
+"""The HTTP edge of the service: the one place errors become responses, plus the
+per-request plumbing every view shares (request ids, limits, CORS, auth, JSON bodies).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import uuid
+from typing import Any, Callable
+
+from flask import Flask, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from . import envelope
+from .auth import Authenticator, Principal
+from .config import Settings
+from .errors import (
+    AuthError,
+    CatalogError,
+    Forbidden,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    UriTooLong,
+    ValidationError,
+)
+from .models import database
+
+log = logging.getLogger("edgecatalog.web")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def settings() -> Settings:
+    return current_app.config["EDGECATALOG"]
+
+
+def authenticator() -> Authenticator:
+    return current_app.extensions["edgecatalog.auth"]
+
+
+def error_response(err: CatalogError) -> Response:
+    response = jsonify(envelope.error_body(err))
+    response.status_code = err.status
+    for name, value in err.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _http_exception(exc: HTTPException) -> Response:
+    mapped: dict[int, CatalogError] = {
+        404: NotFound("no such route", request.path),
+        405: MethodNotAllowed(f"{request.method} is not allowed on {request.path}", request.method),
+        413: PayloadTooLarge("request body is too large", "body"),
+        414: UriTooLong("request URI is too long", "query"),
+        415: UnsupportedMediaType("unsupported content type", "Content-Type"),
+    }
+    err = mapped.get(exc.code or 500)
+    if err is None:
+        if exc.code and exc.code < 500:
+            err = CatalogError(exc.description or exc.name, "")
+            err.status, err.code = exc.code, re.sub(r"\W+", "_", exc.name).upper().strip("_")
+        else:
+            err = InternalError("internal error")
+    response = error_response(err)
+    if exc.code == 405 and exc.get_response().headers.get("Allow"):
+        response.headers["Allow"] = exc.get_response().headers["Allow"]
+    return response
+
+
+def _unexpected(exc: Exception) -> Response:
+    # The traceback goes to the log with the request id, never into the body.
+    log.exception("unhandled error on %s %s (request %s)", request.method, request.path,
+                  g.get("request_id", "-"))
+    return error_response(InternalError("internal error", f"request id {g.get('request_id', '')}"))
+
+
+def _before() -> Response | None:
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    if len(request.query_string) > settings()["server.max_query_string_bytes"]:
+        return error_response(UriTooLong(
+            f"query string is longer than {settings()['server.max_query_string_bytes']} bytes",
+            "query"))
+    if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
+        return Response(status=204)  # CORS pre-flight; headers added in _after
+    database.connect(reuse_if_open=True)  # one long-lived connection per waitress thread
+    return None
+
+
+def _after(response: Response) -> Response:
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    _cors(response)
+    return response
+
+
+def _cors(response: Response) -> None:
+    origins = settings()["server.cors_origins"]
+    origin = request.headers.get("Origin")
+    if not origins or not origin:
+        return
+    if "*" in origins:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+    elif origin in origins:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers.add("Vary", "Origin")
+    else:
+        return
+    if request.method == "OPTIONS":
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = (
+            "Authorization, Content-Type, X-Device-Key, X-Request-ID")
+        response.headers["Access-Control-Max-Age"] = "600"
+    response.headers["Access-Control-Expose-Headers"] = "X-Request-ID, ETag"
+
+
+def install(app: Flask) -> None:
+    app.register_error_handler(CatalogError, error_response)
+    app.register_error_handler(HTTPException, _http_exception)
+    app.register_error_handler(Exception, _unexpected)
+    app.before_request(_before)
+    app.after_request(_after)
+
+
+# -- auth ------------------------------------------------------------------------------------
+
+def bearer_principal() -> Principal:
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise AuthError("missing Authorization: Bearer token", "Authorization")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("Authorization must be 'Bearer <token>'", "Authorization",
+                        code="TOKEN_MALFORMED")
+    return authenticator().verify_token(token.strip())
+
+
+def require(scope: str = "read") -> Callable:
+    """Decorate a view: a bearer token with ``scope`` is needed; 401/403 otherwise."""
+
+    def decorate(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any):
+            principal = bearer_principal()
+            if not principal.can(scope):
+                raise Forbidden(f"this route needs the '{scope}' scope", "scope")
+            g.principal = principal
+            return view(*args, **kwargs)
+
+        wrapper.required_scope = scope  # read by the route/auth coverage test
+        return wrapper
+
+    return decorate
+
+
+def json_body() -> Any:
+    limit = settings()["server.max_json_body_bytes"]
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"JSON body is larger than {limit} bytes", "body")
+    if not request.is_json:
+        raise UnsupportedMediaType("body must be application/json", "Content-Type")
+    raw = request.get_data(cache=False)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"JSON body is larger than {limit} bytes", "body")
+    import json
+
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ValidationError("body", "body is not valid JSON") from None
+
+
+def public_base() -> str:
+    configured = settings()["server.public_url"]
+    return (configured or request.host_url).rstrip("/")

@@ -1,0 +1,115 @@
+"""Shared fixtures: a real SQLite file under tmp_path, the real app, real tokens, and a real
+waitress server on a free loopback port for tests where HTTP matters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import requests
+import waitress.server
+from PIL import Image as PILImage
+
+from edgecatalog import create_app
+from edgecatalog.auth import Authenticator
+from edgecatalog.catalog import NewAnnotation, NewImage, add_image
+from edgecatalog.config import Settings, load_settings
+from edgecatalog.models import database
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values = {"storage.data_dir": str(tmp_path / "data"), "auth.jwt_secret": "t" * 40}
+    values.update({k.replace("__", "."): v for k, v in overrides.items()})
+    return load_settings(environ={}, overrides=values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def app(settings: Settings):
+    application = create_app(settings)
+    yield application
+    if not database.is_closed():
+        database.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def tokens(settings: Settings) -> dict[str, str]:
+    auth = Authenticator(settings)
+    return {"read": auth.issue_token("reader", "read"), "write": auth.issue_token("writer", "write")}
+
+
+@pytest.fixture
+def auth_headers(tokens: dict[str, str]) -> Callable[[str], dict[str, str]]:
+    return lambda scope="read": {"Authorization": f"Bearer {tokens[scope]}"}
+
+
+def jpeg_bytes(width: int = 64, height: int = 48, seed: int = 0) -> bytes:
+    """A real, small JPEG whose bytes differ with the seed."""
+    img = PILImage.new("RGB", (width, height), ((seed * 37) % 256, (seed * 91) % 256, seed % 256))
+    img.putpixel((0, 0), (seed % 256, (seed // 256) % 256, (seed // 65536) % 256))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def seed_image(
+    settings: Settings,
+    *,
+    filename: str = "frame.jpg",
+    device_id: str = "cam01",
+    annotations: tuple[NewAnnotation, ...] = (),
+    seed: int = 0,
+    width: int = 64,
+    height: int = 48,
+    data: bytes | None = None,
+    captured_at: int | None = None,
+):
+    """Store a real file under images/ and index it through the catalog's own write path."""
+    data = data if data is not None else jpeg_bytes(width, height, seed)
+    digest = hashlib.sha256(data).hexdigest()
+    key = f"raw-data/{digest[:12]}_{filename}"
+    target = settings.images_dir / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    image, _ = add_image(NewImage(
+        filename=filename, storage_key=key, sha256=digest, byte_size=len(data), width=width,
+        height=height, root=str(settings.images_dir), path=key, device_id=device_id,
+        captured_at=captured_at, annotations=annotations))
+    return image
+
+
+class LiveServer:
+    def __init__(self, app, host: str = "127.0.0.1", **kw: Any) -> None:
+        self.server = waitress.server.create_server(app, host=host, port=0, threads=4, **kw)
+        self.port = self.server.effective_port
+        self.url = f"http://{host}:{self.port}"
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return requests.get(self.url + path, timeout=10, **kw)
+
+    def close(self) -> None:
+        self.server.close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def live_server(app) -> Iterator[LiveServer]:
+    server = LiveServer(app)
+    yield server
+    server.close()
