@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
+from jwt import exceptions as jwt_exc
+from jwt.algorithms import get_default_algorithms
 
 from .config import ConfigError, Settings
 from .errors import AuthError, Forbidden, TokenExpired
@@ -95,6 +97,10 @@ class Authenticator:
         self.audience = settings["auth.audience"] or None
         self.issuer = settings["auth.issuer"] or None
         self.url_ttl = int(settings["auth.url_signing_ttl"])
+        hmac_tokens = self.algorithms[0].startswith("HS")
+        # Everything that can fail on a bad file is read before the secret file is generated.
+        public_key = None if hmac_tokens else load_verify_key(settings)
+        self.device_digests = _load_device_digests(settings)
         if settings["auth.jwt_secret"]:
             local_secret = settings["auth.jwt_secret"]
         elif settings["auth.jwt_secret_file"]:
@@ -103,22 +109,15 @@ class Authenticator:
             )
         else:
             local_secret = ensure_local_secret(settings.data_dir)
-        self._signing_secret = local_secret if self.algorithms[0].startswith("HS") else None
-        if self._signing_secret is not None:
-            self._verify_key: object = local_secret
-        else:
-            self._verify_key = _read_secret_file(
-                Path(settings["auth.jwt_public_key_file"]), "auth.jwt_public_key_file"
-            )
+        self._signing_secret = local_secret if hmac_tokens else None
+        self._verify_key: object = local_secret if hmac_tokens else public_key
         # A separate key for URL signatures, so a leaked image URL says nothing about tokens.
         self._url_key = hmac.new(local_secret.encode(), b"edgecatalog url signing", "sha256").digest()
-        self.device_digests = _load_device_digests(settings)
 
     # -- bearer tokens -------------------------------------------------------------------
     def verify_token(self, token: str) -> Principal:
         if len(token) > MAX_TOKEN_CHARS:
             raise AuthError("token is too large", "Authorization", code="TOKEN_MALFORMED")
-        options = {"require": ["exp", "sub"]}
         try:
             claims = jwt.decode(
                 token,
@@ -126,30 +125,11 @@ class Authenticator:
                 algorithms=self.algorithms,
                 audience=self.audience,
                 issuer=self.issuer,
-                options=options,
+                options={"require": ["exp", "sub"]},
             )
-        except jwt.ExpiredSignatureError:
-            raise TokenExpired("token has expired", "Authorization") from None
-        except jwt.ImmatureSignatureError:
-            raise AuthError("token is not valid yet", "Authorization", code="TOKEN_NOT_YET_VALID") from None
-        except jwt.InvalidAlgorithmError:
-            raise AuthError(
-                "token algorithm is not allowed", "Authorization", code="TOKEN_ALGORITHM_NOT_ALLOWED"
-            ) from None
-        except jwt.InvalidSignatureError:
-            raise AuthError(
-                "token signature is invalid", "Authorization", code="TOKEN_SIGNATURE_INVALID"
-            ) from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise AuthError(
-                f"token lacks the required '{exc.claim}' claim", "Authorization",
-                code="TOKEN_CLAIMS_INVALID",
-            ) from None
-        except (jwt.InvalidAudienceError, jwt.InvalidIssuerError, jwt.InvalidSubjectError) as exc:
-            raise AuthError(
-                f"token claims are not accepted: {exc}", "Authorization", code="TOKEN_CLAIMS_INVALID"
-            ) from None
-        except (jwt.DecodeError, jwt.InvalidKeyError, jwt.InvalidTokenError, ValueError, TypeError):
+        except jwt_exc.PyJWTError as exc:
+            raise _token_error(exc) from None
+        except (ValueError, TypeError):  # defensive: odd payloads must never become a 500
             raise AuthError("token is malformed", "Authorization", code="TOKEN_MALFORMED") from None
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
@@ -202,7 +182,8 @@ class Authenticator:
         if not expires.isdigit() or len(expires) > 12:
             raise Forbidden("signed URL has an invalid expiry", "expires")
         expected = self._signature(resource, int(expires))
-        if not hmac.compare_digest(expected, signature):
+        # Bytes, not str: compare_digest raises TypeError on non-ASCII text (found by fuzzing).
+        if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
             raise Forbidden("signed URL signature does not match", "signature")
         if int(expires) < (time.time() if now is None else now):
             raise Forbidden("signed URL has expired", "expires")
@@ -211,6 +192,61 @@ class Authenticator:
     def _signature(self, resource: str, expires: int) -> str:
         message = f"{resource}:{expires}".encode()
         return hmac.new(self._url_key, message, "sha256").hexdigest()
+
+
+# PyJWT failure -> (code, message). Subclasses come before their bases (InvalidSignatureError
+# is a DecodeError; the claim errors are InvalidTokenErrors), so the first match is the most
+# precise one.
+_TOKEN_ERRORS: tuple[tuple[type[Exception], str, str], ...] = (
+    (jwt_exc.ImmatureSignatureError, "TOKEN_NOT_YET_VALID", "token is not valid yet"),
+    (jwt_exc.InvalidAlgorithmError, "TOKEN_ALGORITHM_NOT_ALLOWED",
+     "token algorithm is not allowed"),
+    (jwt_exc.InvalidSignatureError, "TOKEN_SIGNATURE_INVALID", "token signature is invalid"),
+    (jwt_exc.MissingRequiredClaimError, "TOKEN_CLAIMS_INVALID", "token lacks a required claim"),
+    (jwt_exc.InvalidAudienceError, "TOKEN_CLAIMS_INVALID", "token audience is not accepted"),
+    (jwt_exc.InvalidIssuerError, "TOKEN_CLAIMS_INVALID", "token issuer is not accepted"),
+    (jwt_exc.InvalidSubjectError, "TOKEN_CLAIMS_INVALID", "token 'sub' is not accepted"),
+    (jwt_exc.InvalidIssuedAtError, "TOKEN_CLAIMS_INVALID", "token 'iat' is not accepted"),
+)
+
+
+def _token_error(exc: Exception) -> AuthError:
+    if isinstance(exc, jwt_exc.ExpiredSignatureError):
+        return TokenExpired("token has expired", "Authorization")
+    for cls, code, message in _TOKEN_ERRORS:
+        if isinstance(exc, cls):
+            if isinstance(exc, jwt_exc.MissingRequiredClaimError):
+                message = f"token lacks the required '{exc.claim}' claim"
+            return AuthError(message, "Authorization", code=code)
+    return AuthError("token is malformed", "Authorization", code="TOKEN_MALFORMED")
+
+
+def load_verify_key(settings: Settings) -> object:
+    """The public key for RS*/ES* tokens, parsed now so a bad file stops start-up."""
+    path = Path(settings["auth.jwt_public_key_file"])
+    pem = _read_secret_file(path, "auth.jwt_public_key_file")
+    algorithms = get_default_algorithms()
+    for name in settings["auth.jwt_algorithms"]:
+        try:
+            key = algorithms[name].prepare_key(pem)
+        except (jwt_exc.InvalidKeyError, ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"auth.jwt_public_key_file: {path} is not a {name} public key ({exc})"
+            ) from None
+        if hasattr(key, "private_bytes"):
+            raise ConfigError(
+                f"auth.jwt_public_key_file: {path} holds a private key; give the public key"
+            )
+    return pem
+
+
+def check_key_files(settings: Settings) -> None:
+    """Read every key file start-up would read, writing nothing (for ``check-config``)."""
+    if not settings["auth.jwt_algorithms"][0].startswith("HS"):
+        load_verify_key(settings)
+    if settings["auth.jwt_secret_file"]:
+        _read_secret_file(Path(settings["auth.jwt_secret_file"]), "auth.jwt_secret_file")
+    _load_device_digests(settings)
 
 
 def _scopes_of(claims: dict) -> frozenset[str]:

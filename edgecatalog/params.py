@@ -6,11 +6,13 @@ silently to a default when a value is given but wrong.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .errors import ValidationError
 
 MAX_ID = 2**63 - 1
+MAX_DIGITS = 64
 _TRUE = ("true", "1")
 _FALSE = ("false", "0")
 
@@ -18,13 +20,15 @@ _FALSE = ("false", "0")
 def parse_int(name: str, text: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
     stripped = text.strip()
     body = stripped[1:] if stripped[:1] in "+-" else stripped
-    if not body.isascii() or not body.isdigit() or len(body) > 19:
+    # Long digit strings are still integers (so a huge limit is clamped, a huge id is out of
+    # range), but the length is capped: int() of a very long string costs quadratic time.
+    if not body.isascii() or not body.isdigit() or len(body) > MAX_DIGITS:
         raise ValidationError(name, f"{name} must be an integer, got {_show(text)}")
     value = int(stripped)
     if minimum is not None and value < minimum:
-        raise ValidationError(name, f"{name} must be >= {minimum}, got {value}")
+        raise ValidationError(name, f"{name} must be >= {minimum}, got {_show(str(value))}")
     if maximum is not None and value > maximum:
-        raise ValidationError(name, f"{name} must be <= {maximum}, got {value}")
+        raise ValidationError(name, f"{name} must be <= {maximum}, got {_show(str(value))}")
     return value
 
 
@@ -116,3 +120,18 @@ def body_choice(body: Mapping[str, Any], name: str, choices: Iterable[str]) -> s
 
 def _show(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
+PAGE_PARAMS = ("limit", "offset")
+
+
+def parse_page(given: Mapping[str, str], *, default_limit: int = 50,
+               max_limit: int = 100) -> tuple[int, int]:
+    """(limit, offset) as /data/images takes them: a limit above the maximum is clamped (as
+    upstream), below 1 is an error; offset >= 0."""
+    limit = default_limit
+    if "limit" in given:
+        limit = min(parse_int("limit", given["limit"], minimum=1), max_limit)
+    offset = parse_int("offset", given["offset"], minimum=0, maximum=MAX_ID) \
+        if "offset" in given else 0
+    return limit, offset

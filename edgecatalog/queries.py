@@ -8,8 +8,9 @@ annotations are asked for) one statement for all of the page's annotations. No F
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from peewee import JOIN, Expression
 
@@ -63,11 +64,6 @@ class Filter:
     help: str
 
 
-def _like_escape(term: str) -> str:
-    # '%', '_' and '\' are literal in a search, never wildcards.
-    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _batches_of_project(project_id: int | None, stage: str | None) -> Expression:
     batches = Batch.select(Batch.id)
     where = Batch.project.is_null() if project_id is None else (Batch.project == project_id)
@@ -103,7 +99,9 @@ FILTERS: tuple[Filter, ...] = (
            "train, val, test, none, or all (no filter)"),
     Filter("class_values", lambda n, t: params.parse_csv(n, t, max_items=10**6), _class_condition,
            "comma-separated class values; any annotation matching any value"),
-    Filter("search", lambda n, t: t, lambda v: Image.filename ** f"%{_like_escape(v)}%",
+    # contains() escapes '%', '_' and '\' and adds ESCAPE '\', so they are literal characters
+    # (a bare LIKE has no escape character in SQLite). LIKE folds ASCII case only.
+    Filter("search", lambda n, t: t, lambda v: Image.filename.contains(v),
            "case-insensitive filename substring; wildcards are literal"),
     Filter("filename", lambda n, t: t, lambda v: Image.filename == v, "exact filename"),
     Filter("sync_state", lambda n, t: params.parse_choice(n, t, SYNC_STATES),
@@ -122,11 +120,8 @@ def parse_image_query(args: Any, *, max_class_values: int = 50, max_chars: int =
         filters["class_values"] = params.parse_csv(
             "class_values", given["class_values"], max_items=max_class_values
         )
-    limit = DEFAULT_LIMIT
-    if "limit" in given:
-        # Above the maximum is clamped (as upstream); below 1 is an error.
-        limit = min(params.parse_int("limit", given["limit"], minimum=1, maximum=params.MAX_ID), MAX_LIMIT)
-    offset = params.parse_int("offset", given["offset"], minimum=0, maximum=params.MAX_ID) if "offset" in given else 0
+    # Above the maximum is clamped (as upstream); below 1 is an error.
+    limit, offset = params.parse_page(given, default_limit=DEFAULT_LIMIT, max_limit=MAX_LIMIT)
     return ImageQuery(
         filters=filters,
         include_annotations=params.parse_bool("include_annotations", given["include_annotations"])
