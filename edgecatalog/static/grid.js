@@ -1,0 +1,174 @@
+// The thumbnail grid: newest first, one API page at a time as the user scrolls. Tiles load
+// /files/{id}/thumbnail (never the full image), lazily, so a long grid stays light.
+
+import { api, describeError, thumbnailPath } from "./api.js";
+import { listQuery, rememberSuggestions } from "./filters.js";
+
+const PAGE_SIZE = 48;
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+export class Grid {
+  constructor({ list, empty, more, count, onOpen, onError }) {
+    Object.assign(this, { list, empty, more, count, onOpen, onError });
+    this.images = [];
+    this.total = null;
+    this.loading = null;
+    this.generation = 0;
+    this.observer = new IntersectionObserver((entries) => {
+      if (entries.some((e) => e.isIntersecting) && !this.failed) this.loadMore();
+    }, { rootMargin: "600px" });
+    this.observer.observe(this.more);
+    more.querySelector("button").addEventListener("click", () => {
+      this.failed = false;
+      this.loadMore();
+    });
+    list.addEventListener("keydown", (event) => this.onKey(event));
+  }
+
+  get done() {
+    return this.total !== null && this.images.length >= this.total;
+  }
+
+  reset(state) {
+    this.state = state;
+    this.images = [];
+    this.total = null;
+    this.generation += 1; // answers to an older filter are dropped
+    this.loading = null;
+    this.failed = false;
+    this.list.replaceChildren();
+    this.empty.hidden = true;
+    this.count.textContent = "";
+    return this.loadMore();
+  }
+
+  loadMore() {
+    if (this.loading || this.done || !this.state) return this.loading;
+    const generation = this.generation;
+    this.loading = api("GET", listQuery(this.state, this.images.length, PAGE_SIZE))
+      .then((body) => {
+        if (generation !== this.generation) return;
+        this.total = body.meta ? body.meta.total : body.data.length;
+        this.append(body.data);
+      })
+      .catch((err) => {
+        if (generation !== this.generation) return;
+        this.failed = true; // no automatic retries: the user sees the error and decides
+        this.onError(err, describeError(err));
+      })
+      .finally(() => {
+        if (generation !== this.generation) return;
+        this.loading = null;
+        this.showProgress();
+        // A tall screen may still show the sentinel: keep filling until it scrolls away.
+        if (!this.done && !this.failed && this.sentinelVisible()) this.loadMore();
+      });
+    return this.loading;
+  }
+
+  sentinelVisible() {
+    const rect = this.more.getBoundingClientRect();
+    return rect.top < window.innerHeight + 600;
+  }
+
+  showProgress() {
+    const shown = this.images.length;
+    this.empty.hidden = this.total !== 0;
+    this.count.textContent = this.total === null ? "" : `${shown} of ${this.total} images`;
+    this.more.querySelector("button").hidden = this.done || (this.total === null && !this.failed);
+  }
+
+  append(images) {
+    const start = this.images.length;
+    this.images.push(...images);
+    rememberSuggestions(images);
+    const fragment = document.createDocumentFragment();
+    images.forEach((image, i) => fragment.append(this.tile(image, start + i)));
+    this.list.append(fragment);
+  }
+
+  tile(image, index) {
+    const item = el("li", "tile");
+    item.dataset.id = image.id;
+    const button = el("button", "tile-button");
+    button.type = "button";
+    button.dataset.index = String(index);
+    button.setAttribute("aria-label", `Open ${image.filename}`);
+    this.fillTile(button, image);
+    button.addEventListener("click", () => this.onOpen(index));
+    item.append(button);
+    return item;
+  }
+
+  fillTile(button, image) {
+    const children = [];
+    if (image.image_url) {
+      const img = el("img", "thumb");
+      img.loading = "lazy";
+      img.decoding = "async";
+      img.alt = image.filename;
+      img.src = thumbnailPath(image.image_url, 256);
+      img.srcset = `${img.src} 1x, ${thumbnailPath(image.image_url, 512)} 2x`;
+      children.push(img);
+    } else {
+      children.push(el("div", "thumb thumb-missing", "file evicted"));
+    }
+    const caption = el("span", "caption");
+    caption.append(el("span", "name", image.filename));
+    const n = (image.annotations || []).length;
+    const meta = el("span", "meta");
+    meta.append(el("span", "pill", `${n} ann.`), el("span", `pill split-${image.split}`,
+      image.split), el("span", `dot sync-${image.sync_state}`, ""));
+    meta.lastChild.title = `sync: ${image.sync_state}`;
+    caption.append(meta);
+    children.push(caption);
+    button.replaceChildren(...children);
+  }
+
+  // After a review action: show the new state without reloading the list.
+  update(image) {
+    const index = this.images.findIndex((i) => i.id === image.id);
+    if (index < 0) return;
+    this.images[index] = image;
+    const button = this.list.querySelector(`button[data-index="${index}"]`);
+    if (button) this.fillTile(button, image);
+  }
+
+  focus(index) {
+    const button = this.list.querySelector(`button[data-index="${index}"]`);
+    if (button) {
+      button.focus();
+      button.scrollIntoView({ block: "nearest" });
+    }
+  }
+
+  columns() {
+    const first = this.list.firstElementChild;
+    if (!first) return 1;
+    const top = first.offsetTop;
+    let n = 0;
+    for (const child of this.list.children) {
+      if (child.offsetTop !== top) break;
+      n += 1;
+    }
+    return Math.max(1, n);
+  }
+
+  onKey(event) {
+    const current = Number(event.target.dataset && event.target.dataset.index);
+    if (Number.isNaN(current)) return;
+    const step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: this.columns(),
+      ArrowUp: -this.columns() }[event.key];
+    if (step === undefined) return;
+    event.preventDefault();
+    const next = Math.min(Math.max(current + step, 0), this.images.length - 1);
+    if (next >= this.images.length - PAGE_SIZE / 2) this.loadMore();
+    this.focus(next);
+  }
+}
