@@ -1,0 +1,101 @@
+"""Logging of the process: one line per event on stderr (journald adds its own metadata),
+as text or JSON (``[logging] format``), at ``[logging] level``.
+
+Every formatted line passes through ``scrub``, so a bearer token, a device key, a JWT or a URL
+signature never reaches the log even if some code puts one into a message by mistake.
+``scrub_query`` is what the access log uses for query strings. No Flask here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from typing import IO, Any
+from urllib.parse import parse_qsl, urlencode
+
+from .config import Settings
+
+# Query parameters whose values are credentials.
+SECRET_PARAMS = frozenset({"signature", "token", "access_token", "api_key", "key", "device_key"})
+_PATTERNS = (
+    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), r"\1 [redacted]"),
+    (re.compile(r"\badk_[A-Za-z0-9_-]+"), "adk_[redacted]"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "[redacted-jwt]"),
+    (
+        re.compile(r"(?i)\b(signature|access_token|token|api_key|device_key)=[^&\s\"']+"),
+        r"\1=[redacted]",
+    ),
+)
+# Attributes a LogRecord has by itself; anything else was passed with extra= and is a field.
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+def scrub(text: str) -> str:
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def scrub_query(query: str) -> str:
+    """A query string with the values of credential parameters replaced."""
+    if not query:
+        return ""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return urlencode(
+        [(k, "[redacted]" if k.lower() in SECRET_PARAMS else v) for k, v in pairs], safe="[]/:,"
+    )
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS}
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extra = _fields(record)
+        if extra:
+            line += " " + " ".join(f"{k}={v}" for k, v in extra.items())
+        # One event, one line: a traceback's newlines would split it in journald.
+        return scrub(line.replace("\n", "\\n"))
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        body: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        body.update(_fields(record))
+        if record.exc_info:
+            body["exc"] = self.formatException(record.exc_info)
+        return scrub(json.dumps(body, default=str, ensure_ascii=False))
+
+
+def configure(settings: Settings | None = None, stream: IO[str] | None = None) -> logging.Handler:
+    """Route every logger to one stderr handler with the configured format and level."""
+    level = settings["logging.level"] if settings else "INFO"
+    fmt = settings["logging.format"] if settings else "text"
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_edgecatalog", False):
+            root.removeHandler(old)
+    handler._edgecatalog = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler

@@ -1,0 +1,168 @@
+"""Running the service: the waitress server built from the settings, its event loop, and an
+orderly shutdown.
+
+``serve(settings)`` is what ``edgecatalog serve`` runs: open and migrate the database, bind,
+start background services, tell systemd READY=1, then loop until SIGTERM/SIGINT. On a signal
+it stops accepting, lets in-flight requests (including responses still being streamed) finish
+within ``[server] shutdown_timeout``, stops background services, checkpoints and closes the
+database, and returns 0. The loop is ours (one ``wasyncore`` poll at a time) rather than
+``server.run()`` because waitress's own loop stops sending the moment it is interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+import waitress
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer
+
+from . import background, sdnotify
+from .config import Settings
+
+log = logging.getLogger("edgecatalog.server")
+BODY_HEADROOM = 64 * 1024  # multipart framing and the metadata part around an upload
+
+
+def build_server(app: Any, settings: Settings) -> Any:
+    """A bound (listening) waitress server with every client-facing limit from the settings."""
+    return waitress.create_server(
+        app,
+        host=settings["server.host"],
+        port=settings["server.port"],
+        threads=settings["server.threads"],
+        connection_limit=settings["server.connection_limit"],
+        channel_timeout=settings["server.channel_timeout"],
+        # waitress looks for idle channels only every cleanup_interval (30 s by default);
+        # never less often than the timeout itself, or a 5 s timeout would mean 30 s.
+        cleanup_interval=min(30, settings["server.channel_timeout"]),
+        max_request_header_size=settings["server.max_request_header_bytes"],
+        # A hard cap a little above the largest route limit: each route's own limit is
+        # enforced in web.py with a JSON 413; a body far beyond any of them is refused by
+        # waitress from its Content-Length alone (plain-text 413) before it is spooled.
+        max_request_body_size=max(
+            settings["ingest.max_upload_bytes"], settings["server.max_json_body_bytes"]
+        )
+        + BODY_HEADROOM,
+        ident="edgecatalog",
+        clear_untrusted_proxy_headers=True,
+    )
+
+
+class GracefulServer:
+    """Drives a waitress server's event loop so it can be drained instead of cut off."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.adj = server.adj
+        self.map: dict = server.map if hasattr(server, "map") else server._map
+        self._stop = threading.Event()
+        self.last_tick = time.monotonic()
+
+    @property
+    def port(self) -> int:
+        return int(getattr(self.server, "effective_port", 0) or self._listeners()[0].effective_port)
+
+    def _listeners(self) -> list[BaseWSGIServer]:
+        return [d for d in list(self.map.values()) if isinstance(d, BaseWSGIServer)]
+
+    def _channels(self) -> list[HTTPChannel]:
+        return [d for d in list(self.map.values()) if isinstance(d, HTTPChannel)]
+
+    def request_stop(self, *_: Any) -> None:
+        """Safe from a signal handler: set a flag and wake the poll."""
+        self._stop.set()
+        for listener in self._listeners():
+            try:
+                listener.pull_trigger()
+            except OSError:
+                pass
+
+    def loop_alive(self, within: float) -> bool:
+        """True when the event loop went round within ``within`` seconds (for the watchdog)."""
+        return time.monotonic() - self.last_tick < within
+
+    def _poll(self, timeout: float) -> None:
+        wasyncore.loop(timeout=timeout, map=self.map, use_poll=self.adj.asyncore_use_poll, count=1)
+        self.last_tick = time.monotonic()
+
+    def run_until_stopped(self) -> None:
+        while not self._stop.is_set():
+            self._poll(self.adj.asyncore_loop_timeout)
+
+    def drain(self, timeout: float) -> bool:
+        """Stop accepting, finish in-flight requests; True when everything finished in time."""
+        for listener in self._listeners():
+            listener.accepting = False
+            # dispatcher.close, not listener.close: the trigger must keep waking the loop.
+            wasyncore.dispatcher.close(listener)
+        deadline = time.monotonic() + timeout
+        finished = False
+        while time.monotonic() < deadline:
+            busy = 0
+            for channel in self._channels():
+                if channel.requests or channel.request is not None or channel.total_outbufs_len:
+                    busy += 1
+                else:
+                    channel.will_close = True  # idle keep-alive: close it now
+            if not self._channels():
+                finished = True
+                break
+            self._poll(0.05)
+        dispatcher = self.server.task_dispatcher
+        dispatcher.shutdown(timeout=max(0.0, deadline - time.monotonic()))
+        if not finished:
+            log.warning("shutdown timeout: %d connection(s) cut off", len(self._channels()))
+        wasyncore.close_all(self.map)
+        return finished
+
+
+def _close_database() -> None:
+    from .models import database
+
+    try:
+        with database.connection_context():
+            # Fold the WAL back into the main file so a copy of catalog.db alone is complete.
+            database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    except Exception as exc:  # noqa: BLE001 - shutting down anyway; say so and go on
+        log.warning("database checkpoint at shutdown failed: %s", exc)
+    if not database.is_closed():
+        database.close()
+
+
+def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit status."""
+    from . import create_app, health
+
+    app = create_app(settings)  # opens the database and applies pending migrations
+    graceful = GracefulServer(build_server(app, settings))
+    services = background.build_services(settings)
+    log.info("serving on http://%s:%s", settings["server.host"], graceful.port)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, graceful.request_stop)
+    background.start_all(services)
+    loop_budget = max(5.0, graceful.adj.asyncore_loop_timeout * 5)
+    watchdog = sdnotify.Watchdog(
+        lambda: graceful.loop_alive(loop_budget) and health.check_database().ok
+    )
+    sdnotify.notify(f"READY=1\nSTATUS=serving on port {graceful.port}")
+    watchdog.start()
+    timeout = settings["server.shutdown_timeout"]
+    try:
+        graceful.run_until_stopped()
+        log.info("shutting down (up to %.0f s for in-flight work)", timeout)
+    finally:
+        sdnotify.notify("STOPPING=1")
+        started = time.monotonic()
+        graceful.drain(timeout)
+        watchdog.stop(1.0)
+        remaining = max(1.0, timeout - (time.monotonic() - started))
+        background.stop_all(services, remaining)
+        _close_database()
+    log.info("stopped")
+    return 0
