@@ -173,4 +173,42 @@ class RejectedFile(BaseModel):
     created_at = BigIntegerField()
 
 
-MODELS = (Project, Device, Batch, DatasetVersion, FileRoot, Image, Annotation, Outbox, RejectedFile)
+class SyncStatus(BaseModel):
+    """The sync worker's shared state (one row, id 1), read by GET /sync/status and by a
+    separate ``edgecatalog sync`` process, so both see the same backoff and auth state."""
+
+    state = CharField(default="idle")  # idle | syncing | offline | backoff | auth_failed
+    consecutive_failures = IntegerField(default=0)
+    next_attempt_at = BigIntegerField(null=True)
+    last_success_at = BigIntegerField(null=True)
+    last_error_at = BigIntegerField(null=True)
+    last_error_status = IntegerField(null=True)
+    last_error_message = TextField(default="")
+    auth_fingerprint = CharField(default="")  # digest of the rejected credentials, never them
+    updated_at = BigIntegerField(default=0)
+
+
+class CaptureFile(BaseModel):
+    """A file the capture folder or ``scan`` took: where it was found, its size and mtime then,
+    and its image. Lets the reconciliation scan skip what it has seen without hashing again, and
+    a late sidecar find its image even after the image was moved into the data folder."""
+
+    root = ForeignKeyField(FileRoot, index=False)
+    path = TextField()  # relative to root, '/'-separated
+    kind = CharField()  # image | sidecar
+    stem = TextField()  # path without its suffix: how a sidecar finds its image
+    image = ForeignKeyField(Image, null=True, on_delete="CASCADE")
+    byte_size = BigIntegerField(default=0)
+    mtime_ns = BigIntegerField(default=0)
+    updated_at = BigIntegerField()
+
+    class Meta:
+        indexes = (
+            (("root", "path"), True),
+            (("root", "stem"), False),
+        )
+
+
+MODELS = (Project, Device, Batch, DatasetVersion, FileRoot, Image, Annotation, Outbox, RejectedFile,
+          SyncStatus,
+          CaptureFile)

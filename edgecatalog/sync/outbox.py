@@ -1,0 +1,181 @@
+"""The outbox as a queue: which rows leave next, and every state change of a row and of its
+image, each in its own short IMMEDIATE transaction.
+
+Row states: ``pending`` (will be sent), ``waiting_token`` (a change to a synced image while no
+``[upstream] api_token`` is configured), ``quarantined`` (rejected upstream, or out of
+attempts; kept with the upstream message until ``sync --retry-quarantined``), ``unsupported``
+(a change upstream documents no endpoint for: annotation updates and deletions). A row that
+reached upstream is deleted: the image row keeps the result (``sync_state``, remote ids).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from peewee import fn
+
+from ..db import write_tx
+from ..models import Annotation, Image, Outbox
+from ..timeutil import now_us
+from .client import Outcome
+from .payload import annotation_to_upload, fields_after_upload
+
+UPLOAD = "upload"
+
+
+def set_local_only(configured: bool) -> int:
+    """``local_only`` means no upstream is configured (no base_url). Pending images become
+    local_only while that is so, and pending again once an upstream is configured."""
+    src, dst = ("local_only", "pending") if configured else ("pending", "local_only")
+    with write_tx():
+        return Image.update(sync_state=dst).where(Image.sync_state == src).execute()
+
+
+def promote_waiting(has_token: bool) -> None:
+    """Changes wait for an API token; they become sendable as soon as one is configured."""
+    with write_tx():
+        if has_token:
+            Outbox.update(state="pending").where(Outbox.state == "waiting_token").execute()
+        else:
+            Outbox.update(state="waiting_token").where(
+                (Outbox.state == "pending") & (Outbox.kind != UPLOAD)).execute()
+
+
+def due_rows(order: str, limit: int) -> list[Outbox]:
+    """The next rows to send. Changes to synced images always go oldest first (their order
+    matters); ``order`` decides which uploads go first."""
+    pending = Outbox.select().where(Outbox.state == "pending")
+    if order == "oldest":
+        return list(pending.order_by(Outbox.id).limit(limit))
+    changes = list(pending.where(Outbox.kind != UPLOAD).order_by(Outbox.id).limit(limit))
+    uploads = pending.where(Outbox.kind == UPLOAD).order_by(Outbox.id.desc())
+    return changes + list(uploads.limit(max(limit - len(changes), 0)))
+
+
+def has_pending() -> bool:
+    return Outbox.select().where(Outbox.state == "pending").exists()
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def mark_sent(items: Sequence[tuple[Outbox, Outcome, Sequence[int]]]) -> None:
+    """Rows upstream accepted, applied in one transaction: a few rows per commit cost little
+    to redo (a resend is answered as the same upload or a duplicate) and save a commit each.
+    Statements are per group, not per row, where they can be."""
+    if not items:
+        return
+    now = now_us()
+    with write_tx():
+        Outbox.delete().where(Outbox.id.in_([row.id for row, _, _ in items])).execute()
+        uploads = [item for item in items if item[0].kind == UPLOAD]
+        if not uploads:
+            return
+        ids = [row.image_id for row, _, _ in uploads]
+        images = {img.id: img for img in Image.select(
+            Image.id, Image.width, Image.height, Image.annotation_status, Image.split,
+            Image.split_locked).where(Image.id.in_(ids))}
+        current: dict[int, set[int]] = {}
+        for image_id, ann_id in (Annotation.select(Annotation.image, Annotation.id)
+                                 .where(Annotation.image.in_(ids)).tuples()):
+            current.setdefault(image_id, set()).add(ann_id)
+        for row, outcome, sent in uploads:
+            image = images.get(row.image_id)
+            if image is not None:
+                _apply_upload(row, image, outcome, current.get(image.id, set()) - set(sent), now)
+
+
+def mark_uploaded(row: Outbox, outcome: Outcome, sent_annotations: Sequence[int]) -> None:
+    mark_sent([(row, outcome, sent_annotations)])
+
+
+def _apply_upload(row: Outbox, image: Image, outcome: Outcome, late: set[int],
+                  now: int) -> None:
+    """The image is upstream: store its ids, and queue what the upload could not carry
+    (fields set locally, annotations added while it was in flight)."""
+    changes = {"sync_state": "synced", "synced_at": now}
+    for local, remote in (("remote_id", "image_id"), ("remote_batch_id", "batch_id"),
+                          ("remote_storage_key", "storage_key")):
+        if outcome.data.get(remote):
+            changes[local] = outcome.data[remote]
+    Image.update(**changes).where(Image.id == image.id).execute()
+    # Keys derive from the upload's key, so replaying this transaction adds nothing twice.
+    fields = fields_after_upload(image)
+    if fields:
+        Outbox.insert(image=image.id, kind="patch_image", payload=json.dumps(fields),
+                      idempotency_key=_key("after-upload", row.idempotency_key),
+                      created_at=now, updated_at=now).on_conflict_ignore().execute()
+    for ann in Annotation.select().where(Annotation.id.in_(sorted(late))) if late else ():
+        body = dict(annotation_to_upload(ann, image.width, image.height), annotation_id=ann.id)
+        Outbox.insert(image=image.id, kind="create_annotation", payload=json.dumps(body),
+                      idempotency_key=_key("late-annotation", row.idempotency_key, str(ann.id)),
+                      created_at=now, updated_at=now).on_conflict_ignore().execute()
+
+
+def mark_done(row: Outbox) -> None:
+    with write_tx():
+        Outbox.delete().where(Outbox.id == row.id).execute()
+
+
+def quarantine(row: Outbox, status: int | None, message: str) -> None:
+    now = now_us()
+    with write_tx():
+        Outbox.update(state="quarantined", last_status=status, last_error=message[:2000],
+                      updated_at=now).where(Outbox.id == row.id).execute()
+        if row.kind == UPLOAD:
+            Image.update(sync_state="quarantined").where(Image.id == row.image_id).execute()
+
+
+def set_state(row: Outbox, state: str, message: str) -> None:
+    with write_tx():
+        Outbox.update(state=state, last_error=message[:2000], updated_at=now_us()).where(
+            Outbox.id == row.id).execute()
+
+
+def record_failure(row: Outbox, status: int | None, message: str, max_attempts: int) -> bool:
+    """Count one transient failure of the row; quarantine it at ``max_attempts``."""
+    attempts = row.attempts + 1
+    if attempts >= max_attempts:
+        quarantine(row, status, f"gave up after {attempts} attempts: {message}")
+        return True
+    with write_tx():
+        Outbox.update(attempts=attempts, last_status=status, last_error=message[:2000],
+                      updated_at=now_us()).where(Outbox.id == row.id).execute()
+    return False
+
+
+def retry_quarantined() -> int:
+    """Put every quarantined row back in the queue with fresh attempts; returns how many."""
+    with write_tx():
+        count = Outbox.update(state="pending", attempts=0, updated_at=now_us()).where(
+            Outbox.state == "quarantined").execute()
+        uploads = Outbox.select(Outbox.image).where(
+            (Outbox.kind == UPLOAD) & (Outbox.state == "pending"))
+        Image.update(sync_state="pending").where(
+            (Image.sync_state == "quarantined") & Image.id.in_(uploads)).execute()
+    return count
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    pending: int
+    pending_bytes: int
+    oldest_pending_at: int | None
+    waiting_token: int
+    quarantined: int
+    unsupported: int
+
+
+def queue_counts() -> QueueCounts:
+    rows = (Outbox.select(Outbox.state, fn.COUNT(Outbox.id), fn.SUM(Outbox.byte_size),
+                          fn.MIN(Outbox.created_at)).group_by(Outbox.state).tuples())
+    by_state = {state: (count, size or 0, oldest) for state, count, size, oldest in rows}
+    pending = by_state.get("pending", (0, 0, None))
+    return QueueCounts(pending[0], pending[1], pending[2],
+                       by_state.get("waiting_token", (0, 0, None))[0],
+                       by_state.get("quarantined", (0, 0, None))[0],
+                       by_state.get("unsupported", (0, 0, None))[0])

@@ -1,0 +1,246 @@
+"""The sync worker: passes over the outbox, what each upstream answer does to the queue and
+the shared state, the loop around the passes, and the ``serve`` background services.
+
+A pass takes a file lock (``<data_dir>/sync.lock``) so that ``serve``'s worker and a separate
+``edgecatalog sync`` never send the same row at once; a killed process drops the lock with
+it. Every state change is its own short transaction, committed after the upstream answer:
+a crash in between leaves the row pending, and its resend carries the same Idempotency-Key,
+which upstream answers as the same upload or as a duplicate, so it is applied exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..config import ConfigError, Settings
+from ..db import write_tx
+from ..models import Annotation, Image, Outbox, database
+from ..timeutil import now_us
+from . import outbox
+from .client import Outcome, UpstreamClient, load_credentials
+from .payload import (
+    LocalFileProblem,
+    annotation_body,
+    load_annotations,
+    load_images,
+    upload_request,
+)
+from .state import load_status, save_status
+from .throttle import backoff_delay
+
+log = logging.getLogger("edgecatalog.sync")
+LOCK_FILE = "sync.lock"
+PATCHABLE = ("annotation_status", "split", "split_locked")  # PATCH /data/images body fields
+MARK_EVERY_US = 1_000_000  # accepted rows wait at most this long for their commit
+
+
+class SyncBusy(Exception):
+    """Another process holds the sync lock."""
+
+
+@contextlib.contextmanager
+def pass_lock(settings: Settings, wait: float) -> Iterator[None]:
+    path = settings.data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise SyncBusy("another sync pass is running (serve or edgecatalog sync)")
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+@dataclass
+class PassReport:
+    sent: int = 0
+    synced: int = 0
+    quarantined: int = 0
+    stopped: str = ""  # why the pass ended early: auth_failed, backoff, offline, busy
+    skipped: str = ""  # why nothing was tried
+    more: bool = False  # a full batch went out: more may be due right away
+
+
+class _Accepted:
+    """Rows upstream accepted, applied in one transaction per group: at the end of a pass,
+    before a failure is recorded, or once the oldest has waited MARK_EVERY_US."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Outbox, Outcome, list[int]]] = []
+        self.since = 0
+
+    def add(self, row: Outbox, outcome: Outcome, sent_annotations: list[int]) -> None:
+        if not self.items:
+            self.since = now_us()
+        self.items.append((row, outcome, sent_annotations))
+        if now_us() - self.since > MARK_EVERY_US:
+            self.flush()
+
+    def flush(self) -> None:
+        outbox.mark_sent(self.items)
+        self.items = []
+
+
+class SyncWorker:
+    def __init__(self, settings: Settings, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.credentials = load_credentials(settings)
+        if not self.credentials.device_key:
+            raise ConfigError("upstream.device_key: required to sync (or upstream.device_key_file)")
+        self.fingerprint = self.credentials.fingerprint(settings["upstream.base_url"])
+        self.client = UpstreamClient(settings, self.credentials)
+        self.rng = rng or random.Random()
+        self.stopping = threading.Event()
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- one pass --------------------------------------------------------------------------
+    def run_pass(self, manual: bool = False, lock_wait: float = 0.0) -> PassReport:
+        """Send up to batch_size rows. ``manual`` (``sync --once``) ignores backoff and a
+        previous auth failure."""
+        try:
+            with pass_lock(self.settings, lock_wait), database.connection_context():
+                # This connection only records what upstream already holds. A commit lost to a
+                # power cut is redone by resending (same Idempotency-Key, or a duplicate), so
+                # it need not wait for fsync; WAL keeps the file consistent either way.
+                database.execute_sql("PRAGMA synchronous = NORMAL")
+                return self._pass(manual)
+        except SyncBusy:
+            if manual:
+                raise
+            return PassReport(skipped="busy")
+
+    def _gate(self, manual: bool) -> str:
+        status = load_status()
+        if manual:
+            return ""
+        if status.state == "auth_failed" and status.auth_fingerprint == self.fingerprint:
+            return "auth_failed"
+        if status.state in ("offline", "backoff") and (status.next_attempt_at or 0) > now_us():
+            return "backoff"
+        return ""
+
+    def _pass(self, manual: bool) -> PassReport:
+        report = PassReport(skipped=self._gate(manual))
+        if report.skipped:
+            return report
+        outbox.set_local_only(True)
+        outbox.promote_waiting(bool(self.credentials.api_token))
+        rows = outbox.due_rows(self.settings["upstream.order"], self.settings["upstream.batch_size"])
+        if rows:
+            save_status(state="syncing")
+        accepted = _Accepted()
+        if not self._send_rows(rows, accepted, report):
+            return report
+        done = {"state": "idle", "consecutive_failures": 0,
+                "next_attempt_at": now_us() + int(self.settings["upstream.interval_seconds"] * 1e6)}
+        if report.synced:
+            done["last_success_at"] = now_us()
+        with write_tx():  # the status never shows rows gone but the pass still running
+            accepted.flush()
+            save_status(**done)
+        # A full batch, or an upload that queued its follow-up changes: more is due now.
+        report.more = len(rows) == self.settings["upstream.batch_size"] or (
+            report.synced > 0 and outbox.has_pending())
+        return report
+
+    def _send_rows(self, rows: list[Outbox], accepted: _Accepted, report: PassReport) -> bool:
+        """Send each row and apply its answer; False when a failure ended the pass."""
+        images = load_images([row.image_id for row in rows])
+        annotations = load_annotations([r.image_id for r in rows if r.kind == outbox.UPLOAD])
+        for row in rows:
+            if self.stopping.is_set():
+                break
+            outcome, sent_annotations = self._send(row, images.get(row.image_id),
+                                                   annotations.get(row.image_id, []))
+            report.sent += 1
+            if outcome.kind in ("ok", "duplicate"):
+                accepted.add(row, outcome, sent_annotations)
+                report.synced += 1
+                continue
+            had_success = bool(report.synced)
+            accepted.flush()
+            if had_success:
+                save_status(last_success_at=now_us())
+            if not self._failed(row, outcome, report):
+                return False
+        return True
+
+    def _send(self, row: Outbox, image: Image | None,
+              annotations: list[Annotation]) -> tuple[Outcome, list[int]]:
+        if image is None:
+            return Outcome("ok", None, "image deleted locally"), []
+        try:
+            if row.kind == outbox.UPLOAD:
+                request = upload_request(row, image, annotations)
+                return self.client.upload(request), [a.id for a in annotations]
+        except LocalFileProblem as exc:
+            return Outcome("reject", None, str(exc)), []
+        if row.kind not in ("patch_image", "create_annotation"):
+            return Outcome("unsupported", None,
+                           f"upstream documents no endpoint for {row.kind}"), []
+        if not image.remote_id:
+            return Outcome("reject", None, "upstream did not give this image an id"), []
+        if row.kind == "patch_image":
+            fields = {k: v for k, v in json.loads(row.payload).items() if k in PATCHABLE}
+            if not fields:  # e.g. model_id: kept locally, upstream's PATCH has no such field
+                return Outcome("ok", None, "nothing upstream can take"), []
+            return self.client.patch_image(image.remote_id, fields, row.idempotency_key), []
+        body = annotation_body(row, image)
+        if body is None:
+            return Outcome("ok", None, "annotation deleted locally"), []
+        return self.client.create_annotation(body, row.idempotency_key), []
+
+    def _failed(self, row: Outbox, outcome: Outcome, report: PassReport) -> bool:
+        """Apply a failed answer; True when the pass may go on with the next row."""
+        now = now_us()
+        error = {"last_error_at": now, "last_error_status": outcome.status,
+                 "last_error_message": outcome.message[:2000]}
+        if outcome.kind == "unsupported":
+            # Kept, visibly, for when upstream documents an endpoint; never blocks the queue.
+            outbox.set_state(row, "unsupported", outcome.message)
+            return True
+        if outcome.kind == "reject":
+            log.warning("quarantined %s of image %s: %s", row.kind, row.image_id, outcome.message)
+            outbox.quarantine(row, outcome.status, outcome.message)
+            report.quarantined += 1
+            save_status(**error)
+            return True
+        if outcome.kind == "auth":
+            log.error("upstream refused the credentials (HTTP %s); sync stops until the "
+                      "configuration changes or 'edgecatalog sync --once' is run", outcome.status)
+            save_status(state="auth_failed", auth_fingerprint=self.fingerprint,
+                        next_attempt_at=None, **error)
+            report.stopped = "auth_failed"
+            return False
+        # Transient. A refused connection says nothing about the row (the link is down) and
+        # neither does 429 (the server is busy): only the others count towards quarantine.
+        counts = outcome.kind == "transient" and outcome.status != 429
+        if counts and outbox.record_failure(row, outcome.status, outcome.message,
+                                            self.settings["upstream.max_attempts"]):
+            report.quarantined += 1
+        failures = load_status().consecutive_failures + 1
+        delay = backoff_delay(failures, self.settings["upstream.max_backoff_seconds"],
+                              outcome.retry_after, self.rng)
+        state = "offline" if outcome.kind == "offline" else "backoff"
+        log.info("sync %s after %s; next attempt in %.1f s", state, outcome.message, delay)
+        save_status(state=state, consecutive_failures=failures,
+                    next_attempt_at=now + int(delay * 1e6), **error)
+        report.stopped = state
+        return False
