@@ -36,6 +36,12 @@ class BatchPolicy:
     max_images: int = 1000
     window_us: int = 30 * 60 * 1_000_000
 
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> "BatchPolicy":
+        """``[batches] max_images`` and ``window_minutes`` of a configuration."""
+        return cls(max_images=int(settings["batches.max_images"]),
+                   window_us=round(float(settings["batches.window_minutes"]) * 60_000_000))
+
 
 @dataclass(frozen=True)
 class NewAnnotation:
@@ -180,6 +186,10 @@ def add_image(new: NewImage, policy: BatchPolicy = BatchPolicy()) -> tuple[Image
             Annotation.insert_many(rows).execute()
         Batch.update(image_count=Batch.image_count + 1, updated_at=now).where(
             Batch.id == batch.id).execute()
+        if batch.image_count + 1 >= policy.max_images:
+            # Full: complete it now rather than when the next image arrives, so a full batch
+            # never shows as collecting. (The window rule can only be seen by the next image.)
+            Batch.update(stage="complete", closed_at=now).where(Batch.id == batch.id).execute()
         Outbox.create(image=image, kind="upload",
                       idempotency_key=idempotency_key(new.device_id, new.sha256),
                       payload="{}", byte_size=new.byte_size, created_at=now, updated_at=now)

@@ -60,3 +60,29 @@ def image_to_dict(
     if "annotations" in row:
         out["annotations"] = [annotation_to_dict(a) for a in row["annotations"]]
     return out
+
+
+def project_to_dict(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "description": row["description"],
+        "created_at": format_ts(row["created_at"]),
+        "updated_at": format_ts(row["updated_at"]),
+    }
+
+
+def batch_to_dict(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "device_id": row["device_id"],
+        "project_id": row["project"],
+        "project_name": row["project_name"] or "",
+        "stage": row["stage"],
+        "image_count": row["image_count"],
+        "opened_at": format_ts(row["opened_at"]),
+        "closed_at": format_ts(row["closed_at"]),
+        "created_at": format_ts(row["created_at"]),
+        "updated_at": format_ts(row["updated_at"]),
+    }

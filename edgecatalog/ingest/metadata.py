@@ -1,7 +1,8 @@
 """The upload ``metadata`` JSON (also the ``<name>.json`` sidecar format), validated.
 
 Fields: model_id, model_version, source, timestamp (capture time), device_id, filename and
-annotations [{class_value, type, geometry, confidence, z_order}] with normalized geometry.
+annotations [{class_value, type, geometry, confidence, z_order, source}] with normalized
+geometry. Unknown fields are ignored, as a cloud pipeline may send more than this catalog keeps.
 Every problem raises ``ValidationError`` naming the field.
 """
 
@@ -19,7 +20,10 @@ MAX_METADATA_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 8
 STRING_FIELDS = ("model_id", "model_version", "source", "device_id", "filename")
 KNOWN_FIELDS = STRING_FIELDS + ("timestamp", "annotations")
-ANNOTATION_FIELDS = ("class_value", "type", "geometry", "confidence", "z_order")
+ANNOTATION_FIELDS = ("class_value", "type", "geometry", "confidence", "z_order", "source")
+# Uploaded annotations are a model's inferences unless an item says otherwise. The top-level
+# ``source`` describes the image (upstream's example is "camera-1"), not its annotations.
+DEFAULT_ANNOTATION_SOURCE = "model"
 
 
 @dataclass(frozen=True)
@@ -115,11 +119,20 @@ def parse_metadata(doc: Any, *, max_annotations: int = 1000, param: str = "metad
             geometry=item["geometry"],
             confidence=item.get("confidence"),
             z_order=item.get("z_order", i) if item.get("z_order") is not None else i,
-            source=values.get("source") or "model",
+            source=_annotation_source(item, where),
         )
         validate_annotation(ann, where)
         annotations.append(ann)
     return Metadata(annotations=tuple(annotations), **values)
+
+
+def _annotation_source(item: dict, where: str) -> str:
+    source = item.get("source")
+    if source is None or source == "":
+        return DEFAULT_ANNOTATION_SOURCE
+    if not isinstance(source, str) or len(source) > 64:
+        raise ValidationError(f"{where}.source", "source must be a string of at most 64 characters")
+    return source
 
 
 def _bad_ts() -> int:

@@ -1,0 +1,188 @@
+"""Manual annotations: create, change and delete one annotation of an image. No Flask.
+
+Geometry comes in normalized, as in upload metadata (bbox ``[x_center, y_center, width,
+height]``, polygon ``[x1, y1, x2, y2, ...]``), and is stored through
+``catalog.annotation_columns`` like every other annotation. Each write touches the image's
+``updated_at`` and, when the image is already upstream, queues the change for the sync worker
+in the same transaction (``catalog.queue_change``).
+
+Outbox payloads (kinds ``create_annotation``, ``update_annotation``, ``delete_annotation``):
+``{"annotation_id": <local id>, "annotation": <state after>, "previous": <state before>}``
+with the side that does not exist left out; a state is ``{class_value, type, geometry
+(normalized), confidence, source, z_order}``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from peewee import fn
+
+from . import params
+from .catalog import NewAnnotation, annotation_columns, queue_change, validate_annotation
+from .db import write_tx
+from .errors import Conflict, NotFound, ValidationError
+from .models import Annotation, Image
+from .queries import ANNOTATION_FIELDS
+from .timeutil import now_us
+
+MANUAL = "manual"
+MAX_CLASS_CHARS = 256
+MAX_Z = 2**31 - 1
+CREATE_FIELDS = ("image_id", "class_value", "type", "geometry", "z_order", "confidence")
+# confidence: a PATCH may clear a model's score (null) or set one; a new manual annotation
+# has none, so POST takes it only as null (a client may echo an annotation object back).
+PATCHABLE = ("class_value", "type", "geometry", "z_order", "confidence")
+
+
+def _validated(ann: NewAnnotation) -> NewAnnotation:
+    """``catalog.validate_annotation``, with errors naming the body field itself."""
+    try:
+        validate_annotation(ann, "body")
+    except ValidationError as exc:
+        raise ValidationError(exc.param.removeprefix("body."), exc.message) from None
+    return ann
+
+
+def _annotation(body: Mapping[str, Any], base: Mapping[str, Any]) -> NewAnnotation:
+    merged = {**base, **body}
+    for name in ("class_value", "type"):
+        if not isinstance(merged.get(name), str):
+            raise ValidationError(name, f"{name} must be a string")
+    if len(merged["class_value"]) > MAX_CLASS_CHARS:
+        raise ValidationError("class_value", f"class_value must be at most {MAX_CLASS_CHARS} "
+                                             "characters")
+    z_order = merged.get("z_order", 0)
+    if isinstance(z_order, int) and not isinstance(z_order, bool) and abs(z_order) > MAX_Z:
+        raise ValidationError("z_order", f"z_order must be between -{MAX_Z} and {MAX_Z}")
+    return _validated(NewAnnotation(
+        class_value=merged["class_value"], type=merged["type"], geometry=merged["geometry"],
+        confidence=merged.get("confidence"), z_order=z_order,
+        source=merged.get("source", MANUAL)))
+
+
+@dataclass(frozen=True)
+class ManualAnnotation:
+    image_id: int
+    annotation: NewAnnotation
+    z_order_given: bool
+
+
+def parse_new_annotation(body: Any) -> ManualAnnotation:
+    params.require_object(body)
+    params.reject_unknown(body, CREATE_FIELDS)
+    for name in ("image_id", "class_value", "type", "geometry"):
+        if name not in body:
+            raise ValidationError(name, f"{name} is required")
+    if body.get("confidence") is not None:
+        raise ValidationError("confidence", "a manual annotation has no confidence; omit it or "
+                                            "send null")
+    image_id = body["image_id"]
+    if isinstance(image_id, bool) or not isinstance(image_id, int) or \
+            not 1 <= image_id <= params.MAX_ID:
+        raise ValidationError("image_id", "image_id must be an integer id")
+    fields = {k: v for k, v in body.items() if k != "image_id"}
+    return ManualAnnotation(image_id, _annotation(fields, {"z_order": 0, "source": MANUAL}),
+                            "z_order" in body)
+
+
+def state_of(row: Annotation, image: Image) -> dict[str, Any]:
+    """An annotation as an outbox payload carries it: normalized geometry, as uploaded."""
+    if row.type == "bbox":
+        geometry = [row.x_center, row.y_center, row.width, row.height]
+    else:
+        pixels = json.loads(row.geometry)
+        geometry = [v / (image.width if i % 2 == 0 else image.height)
+                    for i, v in enumerate(pixels)]
+    return {"class_value": row.class_value, "type": row.type, "geometry": geometry,
+            "confidence": row.confidence, "source": row.source, "z_order": row.z_order}
+
+
+def _image(image_id: int, param: str) -> Image:
+    image = Image.get_or_none(Image.id == image_id)
+    if image is None:
+        raise NotFound(f"image {image_id} does not exist", param)
+    return image
+
+
+def create_annotation(new: ManualAnnotation, *, max_annotations: int) -> int:
+    """Insert a manual annotation (on top of the image's others unless a z_order is given);
+    returns its id."""
+    now = now_us()
+    image_id, ann = new.image_id, new.annotation
+    with write_tx():
+        image = _image(image_id, "image_id")
+        count, top = (Annotation.select(fn.COUNT(Annotation.id), fn.MAX(Annotation.z_order))
+                      .where(Annotation.image == image_id).scalar(as_tuple=True))
+        if count >= max_annotations:
+            raise Conflict(f"image {image_id} already has {count} annotations, the most "
+                           "allowed ([ingest] max_annotations)", "image_id")
+        if not new.z_order_given:
+            # Drawn above what is there: a new box the user just drew should not hide.
+            ann = NewAnnotation(ann.class_value, ann.type, ann.geometry, None,
+                                0 if top is None else top + 1, MANUAL)
+        row = Annotation.create(image=image_id, created_at=now, updated_at=now,
+                                **annotation_columns(ann, image.width, image.height))
+        Image.update(updated_at=now).where(Image.id == image_id).execute()
+        queue_change(image, "create_annotation",
+                     {"annotation_id": row.id, "annotation": state_of(row, image)}, now)
+    return row.id
+
+
+def parse_annotation_patch(body: Any) -> dict[str, Any]:
+    params.require_object(body)
+    params.reject_unknown(body, PATCHABLE)
+    if not body:
+        raise ValidationError("body", f"give at least one of {', '.join(PATCHABLE)}")
+    return dict(body)
+
+
+def update_annotation(annotation_id: int, changes: Mapping[str, Any]) -> None:
+    """Apply a partial change; the merged annotation is validated as a whole (a new ``type``
+    needs a ``geometry`` of its shape). The source is kept; confidence only if not given."""
+    now = now_us()
+    with write_tx():
+        row = Annotation.get_or_none(Annotation.id == annotation_id)
+        if row is None:
+            raise NotFound(f"annotation {annotation_id} does not exist", "id")
+        image = _image(row.image_id, "id")
+        before = state_of(row, image)
+        ann = _annotation(changes, before)
+        columns = annotation_columns(ann, image.width, image.height)
+        if "geometry" not in changes and "type" not in changes:
+            # Keep the stored geometry exactly: recomputing it from the rounded pixel polygon
+            # would drift the normalized columns on every rename.
+            columns = {k: columns[k] for k in ("class_value", "z_order", "confidence")}
+        if all(getattr(row, k) == v for k, v in columns.items()):
+            return
+        Annotation.update(updated_at=now, **columns).where(
+            Annotation.id == annotation_id).execute()
+        Image.update(updated_at=now).where(Image.id == image.id).execute()
+        after = state_of(Annotation.get_by_id(annotation_id), image)
+        queue_change(image, "update_annotation",
+                     {"annotation_id": annotation_id, "annotation": after, "previous": before},
+                     now)
+
+
+def delete_annotation(annotation_id: int) -> None:
+    now = now_us()
+    with write_tx():
+        row = Annotation.get_or_none(Annotation.id == annotation_id)
+        if row is None:
+            raise NotFound(f"annotation {annotation_id} does not exist", "id")
+        image = _image(row.image_id, "id")
+        previous = state_of(row, image)
+        row.delete_instance()
+        Image.update(updated_at=now).where(Image.id == image.id).execute()
+        queue_change(image, "delete_annotation",
+                     {"annotation_id": annotation_id, "previous": previous}, now)
+
+
+def get_annotation_row(annotation_id: int) -> dict[str, Any]:
+    row = (Annotation.select(*ANNOTATION_FIELDS).where(Annotation.id == annotation_id)
+           .dicts().first())
+    if row is None:
+        raise NotFound(f"annotation {annotation_id} does not exist", "id")
+    return row

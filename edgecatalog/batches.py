@@ -1,0 +1,151 @@
+"""Batches: the list query (filters as a table, like images), one batch, and its changes:
+project assignment and the stage lifecycle. No Flask.
+
+Lifecycle, as upstream: ``collecting -> complete -> unassigned -> annotating``, one step at a
+time and only forward. ``annotating`` means "assigned to a project and being labelled", so a
+batch enters it only with a project, and keeps its project while in it. Every change touches
+the ``updated_at`` of the batch's images (their ``project_name`` or batch stage changed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from peewee import JOIN
+
+from . import params
+from .db import write_tx
+from .errors import Conflict, NotFound, ValidationError
+from .models import STAGES, Batch, Device, Image, Project
+from .queries import Filter, Page
+from .timeutil import now_us
+
+NEXT_STAGE = {"collecting": "complete", "complete": "unassigned", "unassigned": "annotating"}
+PATCHABLE = ("project_id", "stage")
+
+
+def _device_condition(device_pk: int):
+    return Batch.device == device_pk
+
+
+# Every filter of GET /data/batches. Adding one is one row here, a test row and a README line.
+BATCH_FILTERS: tuple[Filter, ...] = (
+    Filter("project_id", params.parse_nullable_id,
+           lambda v: Batch.project.is_null() if v is None else Batch.project == v,
+           "integer project id, or null for batches without a project"),
+    Filter("stage", lambda n, t: params.parse_choice(n, t, STAGES), lambda v: Batch.stage == v,
+           "collecting, complete, unassigned or annotating"),
+    Filter("device_id", lambda n, t: t, _device_condition, "exact device id"),
+)
+
+
+@dataclass(frozen=True)
+class BatchQuery:
+    filters: Mapping[str, Any] = field(default_factory=dict)
+    limit: int = 50
+    offset: int = 0
+
+
+def parse_batch_query(args: Any, *, max_chars: int = 1024) -> BatchQuery:
+    names = [f.param for f in BATCH_FILTERS] + list(params.PAGE_PARAMS)
+    given = params.single_values(args, names, max_chars=max_chars)
+    filters = {f.param: f.parse(f.param, given[f.param]) for f in BATCH_FILTERS
+               if f.param in given}
+    limit, offset = params.parse_page(given)
+    return BatchQuery(filters, limit, offset)
+
+
+ROW_FIELDS = (
+    Batch.id, Batch.name, Device.device_id, Batch.project, Project.name.alias("project_name"),
+    Batch.stage, Batch.image_count, Batch.opened_at, Batch.closed_at, Batch.created_at,
+    Batch.updated_at,
+)
+
+
+def batch_rows():
+    return (Batch.select(*ROW_FIELDS)
+            .join(Device, on=(Batch.device == Device.id))
+            .switch(Batch).join(Project, JOIN.LEFT_OUTER, on=(Batch.project == Project.id)))
+
+
+def select_batches(query: BatchQuery) -> Page:
+    """Newest first; ids are unique, so the order is total and pages never overlap."""
+    filters = dict(query.filters)
+    if "device_id" in filters:
+        # As GET /data/images: an unknown device is a 404 naming it, not an empty page.
+        device = Device.get_or_none(Device.device_id == filters["device_id"])
+        if device is None:
+            raise NotFound(f"device {filters['device_id']!r} is not known to this catalog",
+                           "device_id")
+        filters["device_id"] = device.id
+    counted, rows = Batch.select(), batch_rows()
+    for flt in BATCH_FILTERS:
+        if flt.param in filters:
+            condition = flt.condition(filters[flt.param])
+            counted, rows = counted.where(condition), rows.where(condition)
+    page = list(rows.order_by(Batch.id.desc()).limit(query.limit).offset(query.offset).dicts())
+    return Page(page, counted.count(), query.limit, query.offset)
+
+
+def get_batch_row(batch_id: int) -> dict[str, Any]:
+    row = batch_rows().where(Batch.id == batch_id).dicts().first()
+    if row is None:
+        raise NotFound(f"batch {batch_id} does not exist", "id")
+    return row
+
+
+def parse_batch_patch(body: Any) -> dict[str, Any]:
+    params.require_object(body)
+    params.reject_unknown(body, PATCHABLE)
+    if not body:
+        raise ValidationError("body", f"give at least one of {', '.join(PATCHABLE)}")
+    changes: dict[str, Any] = {}
+    if "project_id" in body:
+        value = body["project_id"]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 1 <= value <= params.MAX_ID):
+            raise ValidationError("project_id", "project_id must be an integer id or null")
+        changes["project_id"] = value
+    if "stage" in body:
+        changes["stage"] = params.body_choice(body, "stage", STAGES)
+    return changes
+
+
+def _check_stage(batch: Batch, stage: str, project_after: int | None) -> None:
+    if stage != batch.stage and NEXT_STAGE.get(batch.stage) != stage:
+        allowed = NEXT_STAGE.get(batch.stage)
+        hint = f"it can only move to {allowed!r}" if allowed else "it is the last stage"
+        raise Conflict(f"batch {batch.id} is {batch.stage!r} and cannot move to {stage!r}: "
+                       f"batches go collecting -> complete -> unassigned -> annotating; {hint}",
+                       "stage")
+    if stage == "annotating" and project_after is None:
+        raise Conflict(f"batch {batch.id} needs a project to be annotating; assign one "
+                       "(project_id) first or in the same request", "project_id")
+
+
+def update_batch(batch_id: int, changes: Mapping[str, Any]) -> None:
+    """Apply a partial update in one transaction; a no-op change writes nothing."""
+    now = now_us()
+    with write_tx():
+        batch = Batch.get_or_none(Batch.id == batch_id)
+        if batch is None:
+            raise NotFound(f"batch {batch_id} does not exist", "id")
+        project_after = changes.get("project_id", batch.project_id)
+        if project_after is not None and project_after != batch.project_id and \
+                not Project.select().where(Project.id == project_after).exists():
+            raise ValidationError("project_id", f"project {project_after} does not exist")
+        stage_after = changes.get("stage", batch.stage)
+        if "stage" in changes:
+            _check_stage(batch, stage_after, project_after)
+        elif batch.stage == "annotating" and project_after is None:
+            raise Conflict(f"batch {batch_id} is annotating and must keep a project",
+                           "project_id")
+        if project_after == batch.project_id and stage_after == batch.stage:
+            return
+        update: dict[Any, Any] = {Batch.project: project_after, Batch.stage: stage_after,
+                                  Batch.updated_at: now}
+        if batch.stage == "collecting" and stage_after != "collecting":
+            update[Batch.closed_at] = now  # closed by hand
+        Batch.update(update).where(Batch.id == batch_id).execute()
+        Image.update(updated_at=now).where(Image.batch == batch_id).execute()

@@ -1,0 +1,91 @@
+"""Projects: listing and creating them. No Flask.
+
+A project groups batches for labelling (a batch is assigned to one with PATCH
+/data/batches/{id}). Names are unique, compared exactly as given after trimming spaces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from peewee import IntegrityError
+
+from . import params
+from .db import write_tx
+from .errors import Conflict, NotFound, ValidationError
+from .models import Project
+from .queries import Page
+from .timeutil import now_us
+
+CREATE_FIELDS = ("name", "description")
+MAX_NAME_CHARS = 200
+MAX_DESCRIPTION_CHARS = 2000
+ROW_FIELDS = (Project.id, Project.name, Project.description, Project.created_at,
+              Project.updated_at)
+
+
+@dataclass(frozen=True)
+class NewProject:
+    name: str
+    description: str = ""
+
+
+def _text(body: Mapping[str, Any], name: str, max_chars: int, *, required: bool) -> str:
+    value = body.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationError(name, f"{name} must be a string")
+    value = value.strip()
+    if required and not value:
+        raise ValidationError(name, f"{name} must not be empty")
+    if len(value) > max_chars:
+        raise ValidationError(name, f"{name} must be at most {max_chars} characters")
+    if any(ord(c) < 32 and c not in "\n\t" for c in value):
+        raise ValidationError(name, f"{name} must not contain control characters")
+    return value
+
+
+def parse_new_project(body: Any) -> NewProject:
+    params.require_object(body)
+    params.reject_unknown(body, CREATE_FIELDS)
+    if "name" not in body:
+        raise ValidationError("name", "name is required")
+    return NewProject(name=_text(body, "name", MAX_NAME_CHARS, required=True),
+                      description=_text(body, "description", MAX_DESCRIPTION_CHARS,
+                                        required=False))
+
+
+def create_project(new: NewProject) -> dict[str, Any]:
+    """Insert the project; 409 CONFLICT when the name is taken."""
+    now = now_us()
+    try:
+        with write_tx():
+            if Project.select().where(Project.name == new.name).exists():
+                raise Conflict(f"a project named {new.name!r} already exists", "name")
+            project = Project.create(name=new.name, description=new.description,
+                                     created_at=now, updated_at=now)
+    except IntegrityError:  # pragma: no cover - the check above runs under the write lock
+        raise Conflict(f"a project named {new.name!r} already exists", "name") from None
+    return get_project_row(project.id)
+
+
+def parse_project_query(args: Any, *, max_chars: int = 1024) -> tuple[int, int]:
+    given = params.single_values(args, params.PAGE_PARAMS, max_chars=max_chars)
+    return params.parse_page(given)
+
+
+def select_projects(limit: int, offset: int) -> Page:
+    """Projects by name (then id), the order a picker shows them in."""
+    total = Project.select().count()
+    rows = list(Project.select(*ROW_FIELDS).order_by(Project.name, Project.id)
+                .limit(limit).offset(offset).dicts())
+    return Page(rows, total, limit, offset)
+
+
+def get_project_row(project_id: int) -> dict[str, Any]:
+    row = Project.select(*ROW_FIELDS).where(Project.id == project_id).dicts().first()
+    if row is None:
+        raise NotFound(f"project {project_id} does not exist", "id")
+    return row

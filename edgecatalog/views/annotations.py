@@ -1,0 +1,38 @@
+"""POST /data/annotations, PATCH /data/annotations/<id>, DELETE /data/annotations/<id>."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from .. import annotation_edits, envelope, params
+from ..serialize import annotation_to_dict
+from ..web import json_body, require, settings
+
+bp = Blueprint("annotations", __name__)
+
+
+@bp.post("/data/annotations")
+@require("write")
+def create_annotation():
+    new = annotation_edits.parse_new_annotation(json_body())
+    annotation_id = annotation_edits.create_annotation(
+        new, max_annotations=settings()["ingest.max_annotations"])
+    row = annotation_edits.get_annotation_row(annotation_id)
+    return jsonify(envelope.ok(annotation_to_dict(row))), 201
+
+
+@bp.patch("/data/annotations/<int:annotation_id>")
+@require("write")
+def patch_annotation(annotation_id: int):
+    changes = annotation_edits.parse_annotation_patch(json_body())
+    annotation_id = min(annotation_id, params.MAX_ID)
+    annotation_edits.update_annotation(annotation_id, changes)
+    return jsonify(envelope.ok(annotation_to_dict(annotation_edits.get_annotation_row(annotation_id))))
+
+
+@bp.delete("/data/annotations/<int:annotation_id>")
+@require("write")
+def delete_annotation(annotation_id: int):
+    annotation_id = min(annotation_id, params.MAX_ID)
+    annotation_edits.delete_annotation(annotation_id)
+    return jsonify(envelope.ok({"id": annotation_id, "deleted": True}))

@@ -1,0 +1,29 @@
+"""GET /data/projects, POST /data/projects."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from .. import envelope, projects
+from ..serialize import project_to_dict
+from ..web import json_body, require, settings
+
+bp = Blueprint("projects", __name__)
+
+
+@bp.get("/data/projects")
+@require("read")
+def list_projects():
+    limit, offset = projects.parse_project_query(
+        request.args, max_chars=settings()["limits.max_param_chars"])
+    page = projects.select_projects(limit, offset)
+    data = [project_to_dict(row) for row in page.rows]
+    return jsonify(envelope.ok(data, envelope.page_meta(len(data), page.limit, page.offset,
+                                                        page.total)))
+
+
+@bp.post("/data/projects")
+@require("write")
+def create_project():
+    row = projects.create_project(projects.parse_new_project(json_body()))
+    return jsonify(envelope.ok(project_to_dict(row))), 201
