@@ -25,6 +25,13 @@ class Service(Protocol):
 def build_services(settings: Settings) -> list[Service]:
     """The background services this configuration asks for, in start order."""
     services: list[Service] = []
+    from .sync.service import build_sync_services
+
+    services.extend(build_sync_services(settings))  # sync worker, or the local_only marker
+    if settings["capture.watch_dirs"]:
+        from .ingest.capture import CaptureService
+
+        services.append(CaptureService(settings))  # a missing watch dir raises ConfigError here
     return services
 
 

@@ -11,6 +11,7 @@ from peewee import (
     BigIntegerField,
     BooleanField,
     CharField,
+    CompositeKey,
     FloatField,
     ForeignKeyField,
     IntegerField,
@@ -209,6 +210,33 @@ class CaptureFile(BaseModel):
         )
 
 
+class ImageFacetCount(BaseModel):
+    """Images per (batch, device, status, split, sync state), kept by triggers on ``image``
+    (migration 0004) in the writing transaction: the exact list total without a scan."""
+
+    batch_id = IntegerField()
+    device_id = IntegerField()
+    annotation_status = TextField()
+    split = TextField()
+    sync_state = TextField()
+    n = IntegerField()
+
+    class Meta:
+        primary_key = CompositeKey("batch_id", "device_id", "annotation_status", "split",
+                                   "sync_state")
+        without_rowid = True
+
+
+class ImageClassCount(BaseModel):
+    """Distinct images carrying a class, kept by triggers on ``annotation`` (migration 0004)."""
+
+    class_value = TextField(primary_key=True)
+    n = IntegerField()
+
+    class Meta:
+        without_rowid = True
+
+
 MODELS = (Project, Device, Batch, DatasetVersion, FileRoot, Image, Annotation, Outbox, RejectedFile,
           SyncStatus,
-          CaptureFile)
+          CaptureFile, ImageFacetCount, ImageClassCount)

@@ -1,8 +1,9 @@
 """GET /files/<id>: the image bytes, by id only, from the path stored in the database.
 
 The resolved real path (symlinks followed) must stay inside the image's root, and that root
-must be one the configuration serves from; anything else is a 404, as if the file did not
-exist. Conditional (ETag, If-Modified-Since) and Range requests are answered by Werkzeug.
+must be one the configuration names or the catalog registered (a scanned folder); anything
+else is a 404, as if the file did not exist. Conditional (ETag, If-Modified-Since) and Range
+requests are answered by Werkzeug.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ bp = Blueprint("files", __name__)
 
 
 def allowed_roots() -> list[str]:
+    """The images dir, the configured watch dirs, and every folder the catalog registered as
+    a root (``edgecatalog scan DIR`` in index mode registers DIR: its images are served too)."""
     cfg = settings()
-    roots = [cfg.images_dir] + [Path(d) for d in cfg["capture.watch_dirs"]]
+    roots = [cfg.images_dir] + [Path(d).expanduser() for d in cfg["capture.watch_dirs"]]
+    roots += [Path(p) for (p,) in FileRoot.select(FileRoot.path).tuples()]
     return [os.path.realpath(r) for r in roots]
 
 

@@ -1,0 +1,266 @@
+"""Ingestion throughput: folder indexing (the ``scan`` path) and HTTP upload, against the floor.
+
+    .venv/bin/python benchmarks/ingest.py --n 2000
+
+Generates N unique, real JPEGs of about ``--kb`` KB (default 100), half with a JSON sidecar
+and half with a YOLO sidecar (plus classes.txt), then measures, as the median of ``--repeats``:
+
+- floor: reading and SHA-256 hashing the same files (images and sidecars), nothing else;
+- scan: indexing the folder into a fresh catalog through the same code as ``edgecatalog scan``
+  (``[capture] mode`` from ``--mode``, settle time 0);
+- upload: POST /device/images/upload of the N images (with their JSON metadata) to a real
+  ``edgecatalog serve`` subprocess on a loopback port, from ``--threads`` client threads.
+
+Every measurement reads warm files (the page cache is not dropped), as the floor does.
+Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import random
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+from PIL import Image as PILImage
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edgecatalog import db
+from edgecatalog.config import load_settings
+from edgecatalog.ingest.indexer import FolderIndexer
+from edgecatalog.ingest.probe import CaptureOptions
+from edgecatalog.ingest.scan import scan_folder
+from edgecatalog.models import Image, database
+
+DEVICE_KEY = "adk_" + "b" * 32
+CLASSES = ["person", "car", "defect"]
+
+
+def base_jpegs(kb: int, count: int = 8) -> list[bytes]:
+    """A few distinct noisy JPEGs of about ``kb`` KB (noise keeps JPEG from shrinking them)."""
+    rng = random.Random(7)
+    side = 64
+    out: list[bytes] = []
+    while len(out) < count:
+        img = PILImage.frombytes("RGB", (side, side), rng.randbytes(side * side * 3))
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=85)
+        if len(buf.getvalue()) < kb * 1000 * 0.9:
+            side += 16
+            continue
+        out.append(buf.getvalue())
+    return out
+
+
+def unique_jpeg(base: bytes, i: int) -> bytes:
+    """The base JPEG with a COM segment carrying ``i`` after SOI: still a valid, unique JPEG."""
+    comment = f"edgecatalog benchmark image {i}".encode()
+    segment = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
+    return base[:2] + segment + base[2:]
+
+
+def sidecar(i: int) -> tuple[str, str]:
+    rng = random.Random(i)
+    boxes = [(rng.randrange(len(CLASSES)), 0.2 + rng.random() * 0.6, 0.2 + rng.random() * 0.6,
+              0.1 + rng.random() * 0.1, 0.1 + rng.random() * 0.1, rng.random()) for _ in range(3)]
+    if i % 2 == 0:
+        doc = {"model_id": "yolo", "model_version": "8", "source": "model", "annotations": [
+            {"class_value": CLASSES[c], "type": "bbox", "geometry": [x, y, w, h],
+             "confidence": round(p, 3)} for c, x, y, w, h, p in boxes]}
+        return ".json", json.dumps(doc)
+    return ".txt", "".join(f"{c} {x:.4f} {y:.4f} {w:.4f} {h:.4f} {p:.3f}\n"
+                           for c, x, y, w, h, p in boxes)
+
+
+def generate(folder: Path, n: int, kb: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    bases = base_jpegs(kb)
+    images = []
+    for i in range(n):
+        path = folder / f"frame_{i:06d}.jpg"
+        path.write_bytes(unique_jpeg(bases[i % len(bases)], i))
+        suffix, text = sidecar(i)
+        path.with_suffix(suffix).write_text(text)
+        images.append(path)
+    return images
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (the scan's worker processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def measure_floor(folder: Path) -> float:
+    started = time.perf_counter()
+    count = 0
+    for entry in os.scandir(folder):
+        with open(entry.path, "rb") as fh:
+            hashlib.sha256(fh.read()).hexdigest()
+        count += entry.name.endswith(".jpg")
+    return time.perf_counter() - started
+
+
+def measure_scan(folder: Path, work: Path, mode: str, n: int) -> float:
+    data = work / "scan-data"
+    shutil.rmtree(data, ignore_errors=True)
+    source = folder
+    if mode == "move":  # move empties the folder: give each repeat its own copy
+        source = work / "scan-source"
+        shutil.rmtree(source, ignore_errors=True)
+        shutil.copytree(folder, source)
+    settings = load_settings(environ={}, overrides={
+        "storage.data_dir": str(data), "auth.jwt_secret": "b" * 40,
+        "capture.settle_seconds": 0.0, "capture.mode": mode})
+    db.open_for(settings)
+    db.migrate()
+    with database.connection_context():
+        started = time.perf_counter()
+        report = scan_folder(FolderIndexer(CaptureOptions.from_settings(settings), source),
+                             recursive=False)
+        elapsed = time.perf_counter() - started
+        assert report.indexed == n and Image.select().count() == n, report.summary()
+    database.close()
+    return elapsed
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(work: Path, threads: int) -> tuple[subprocess.Popen, str]:
+    data = work / "http-data"
+    shutil.rmtree(data, ignore_errors=True)
+    port = free_port()
+    config = work / "bench.toml"
+    config.write_text(f'[server]\nhost = "127.0.0.1"\nport = {port}\nthreads = {threads}\n'
+                      f'[storage]\ndata_dir = "{data}"\n'
+                      f'[auth]\njwt_secret = "{"b" * 40}"\ndevice_keys = ["{DEVICE_KEY}"]\n'
+                      '[logging]\nlevel = "WARNING"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECATALOG_")}
+    proc = subprocess.Popen([sys.executable, "-m", "edgecatalog", "serve", "--config",
+                             str(config)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {proc.stderr.read()[-2000:]}")
+        try:
+            requests.get(url + "/health", timeout=1)
+            return proc, url
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("server did not start within 30 s")
+
+
+def measure_upload(images: list[Path], work: Path, threads: int) -> float | None:
+    proc, url = start_server(work, threads)
+    try:
+        probe = requests.post(url + "/device/images/upload", timeout=10)
+        if probe.status_code == 404:
+            print("upload: POST /device/images/upload is not there (404); skipped")
+            return None
+        bodies = [(p.name, p.read_bytes(), _metadata(p)) for p in images]
+        errors: list[str] = []
+        chunks = [bodies[i::threads] for i in range(threads)]
+
+        def client(chunk: list) -> None:
+            with requests.Session() as session:
+                for name, data, meta in chunk:
+                    resp = session.post(url + "/device/images/upload", timeout=30,
+                                        headers={"X-Device-Key": DEVICE_KEY},
+                                        files={"image": (name, data, "image/jpeg")},
+                                        data={"metadata": meta})
+                    if resp.status_code != 201:
+                        errors.append(f"{resp.status_code} {resp.text[:200]}")
+
+        workers = [threading.Thread(target=client, args=(c,)) for c in chunks]
+        started = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        elapsed = time.perf_counter() - started
+        if errors:
+            raise SystemExit(f"upload: {len(errors)} failed, first: {errors[0]}")
+        return elapsed
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _metadata(image: Path) -> str:
+    sidecar_json = image.with_suffix(".json")
+    return sidecar_json.read_text() if sidecar_json.exists() else "{}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=2000, help="images (default 2000)")
+    parser.add_argument("--kb", type=int, default=100, help="approximate JPEG size in KB")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=4, help="HTTP client threads")
+    parser.add_argument("--mode", choices=("index", "move"), default="index")
+    parser.add_argument("--skip-upload", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="edgecatalog-bench-") as tmp:
+        work = Path(tmp)
+        images = generate(work / "captures", args.n, args.kb)
+        size = sum(p.stat().st_size for p in images) / len(images)
+        print(f"{args.n} JPEGs of {size / 1000:.0f} KB avg with sidecars, {os.cpu_count()} CPUs")
+        floor, floor_cpu = timed(args.repeats, measure_floor, work / "captures")
+        scan, scan_cpu = timed(args.repeats, measure_scan, work / "captures", work, args.mode,
+                               args.n)
+        print(f"load average before: {os.getloadavg()[0]:.1f}")
+        report("floor (read + sha256)", args.n, floor, floor, floor_cpu)
+        report(f"scan ({args.mode} mode)", args.n, scan, floor, scan_cpu)
+        if not args.skip_upload:
+            runs = [measure_upload(images, work, args.threads) for _ in range(args.repeats)]
+            if all(r is not None for r in runs):
+                report(f"HTTP upload ({args.threads} threads)", args.n,
+                       statistics.median(runs), floor)
+    return 0
+
+
+def timed(repeats: int, func, *args) -> tuple[float, float]:
+    """Median wall seconds and median CPU seconds of ``repeats`` calls."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        cpu = cpu_seconds()
+        walls.append(func(*args))
+        cpus.append(cpu_seconds() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def report(name: str, n: int, seconds: float, floor: float, cpu: float | None = None) -> None:
+    cpu_text = f"  cpu {cpu / n * 1e6:5.0f} us/image" if cpu is not None else ""
+    print(f"{name:<28} {n / seconds:>9.0f} images/s  {seconds:7.3f} s  "
+          f"{floor / seconds:6.1%} of floor{cpu_text}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

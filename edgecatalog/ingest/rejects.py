@@ -1,0 +1,59 @@
+"""Captures that could not be indexed: recorded in ``RejectedFile`` with the reason, logged,
+listed by ``edgecatalog rejected``, and retried once the file changes (new size or mtime).
+
+Paths are absolute, as found on disk; a file that is later indexed loses its record.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ..db import write_tx
+from ..models import RejectedFile
+from ..timeutil import now_us
+
+log = logging.getLogger("edgecatalog.capture")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    path: str
+    reason: str
+    byte_size: int
+    mtime_ns: int
+
+
+def record_rejected(rej: Rejection) -> None:
+    """Upsert the record (the caller may already be in a transaction: this nests)."""
+    log.warning("rejected %s: %s", rej.path, rej.reason)
+    with write_tx():
+        (RejectedFile.insert(path=rej.path, reason=rej.reason[:2000], byte_size=rej.byte_size,
+                             mtime_ns=rej.mtime_ns, created_at=now_us())
+         .on_conflict(conflict_target=[RejectedFile.path],
+                      preserve=[RejectedFile.reason, RejectedFile.byte_size,
+                                RejectedFile.mtime_ns, RejectedFile.created_at])
+         .execute())
+
+
+def clear_rejected(paths: list[str]) -> None:
+    if paths:
+        RejectedFile.delete().where(RejectedFile.path.in_(paths)).execute()
+
+
+def rejected_among(paths: list[str]) -> dict[str, tuple[int, int]]:
+    """{path: (byte_size, mtime_ns)} of the records among these paths (bounded IN lists)."""
+    found: dict[str, tuple[int, int]] = {}
+    for i in range(0, len(paths), 500):
+        rows = (RejectedFile.select(RejectedFile.path, RejectedFile.byte_size,
+                                    RejectedFile.mtime_ns)
+                .where(RejectedFile.path.in_(paths[i:i + 500])).tuples())
+        found.update({path: (size, mtime) for path, size, mtime in rows})
+    return found
+
+
+def list_rejected(limit: int | None = None) -> list[RejectedFile]:
+    query = RejectedFile.select().order_by(RejectedFile.created_at.desc(), RejectedFile.id.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    return list(query)

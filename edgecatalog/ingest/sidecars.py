@@ -1,0 +1,145 @@
+"""Which files in a capture folder matter, and the annotation sidecars next to images.
+
+A capture folder holds images (by suffix: .jpg .jpeg .png .webp .bmp; the bytes decide whether
+they really are), sidecars ``<name>.json`` (the upload ``metadata`` format) or ``<name>.txt``
+(YOLO: ``class_index x_center y_center width height [confidence]`` per line, normalized), and
+``classes.txt`` (one class name per line, for the YOLO sidecars of that folder). Temporaries
+(``*.tmp``, ``*.part``), dotfiles and everything else are not ours and are left alone.
+When an image has both, ``<name>.json`` wins: it can carry model and capture fields YOLO cannot.
+Every problem raises ``ValidationError``, naming the sidecar and the line or field.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..catalog import NewAnnotation, validate_annotation
+from ..errors import ValidationError
+from .metadata import MAX_METADATA_BYTES, Metadata, parse_metadata_text
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+SIDECAR_SUFFIXES = (".json", ".txt")  # in order of preference
+CLASSES_FILE = "classes.txt"
+IGNORED_SUFFIXES = (".tmp", ".part")
+
+
+def classify(name: str) -> str | None:
+    """'image', 'sidecar', 'classes' or None (not ours: leave it alone)."""
+    lowered = name.lower()
+    if name.startswith(".") or lowered.endswith(IGNORED_SUFFIXES):
+        return None
+    if lowered == CLASSES_FILE:
+        return "classes"
+    suffix = os.path.splitext(lowered)[1]
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in SIDECAR_SUFFIXES:
+        return "sidecar"
+    return None
+
+
+def stem_of(rel: str) -> str:
+    """The key an image and its sidecars share: the relative path without its suffix."""
+    return os.path.splitext(rel)[0]
+
+
+def find_sidecar(image: Path) -> Path | None:
+    """The sidecar of an image, if one exists: ``<stem>.json`` first, then ``<stem>.txt``."""
+    for suffix in SIDECAR_SUFFIXES:
+        candidate = image.with_suffix(suffix)
+        if candidate.name.lower() != CLASSES_FILE and candidate.is_file():
+            return candidate
+    return None
+
+
+def preferred_sidecar(sidecar: Path) -> bool:
+    """False for a ``.txt`` sidecar shadowed by a ``.json`` one for the same image."""
+    return not (sidecar.suffix.lower() == ".txt" and sidecar.with_suffix(".json").is_file())
+
+
+class ClassNames:
+    """Class names for YOLO sidecars: the folder's classes.txt, else the configured list.
+
+    classes.txt is read again only when its mtime or size changes, so a folder of thousands
+    of YOLO sidecars reads it once. Safe to share between threads.
+    """
+
+    def __init__(self, configured: Sequence[str] = ()) -> None:
+        self.configured = tuple(configured)
+        self._cache: dict[Path, tuple[tuple[int, int], tuple[str, ...]]] = {}
+        self._lock = threading.Lock()
+
+    def for_folder(self, folder: Path) -> tuple[str, ...]:
+        path = folder / CLASSES_FILE
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return self.configured
+        stamp = (st.st_mtime_ns, st.st_size)
+        with self._lock:
+            cached = self._cache.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValidationError(str(path.name), f"{CLASSES_FILE} cannot be read: {exc}") from None
+        names = tuple(line.strip() for line in text.splitlines() if line.strip())
+        with self._lock:
+            self._cache[path] = (stamp, names)
+        return names
+
+
+def parse_yolo(text: str, classes: Sequence[str], name: str = "sidecar") -> tuple[NewAnnotation, ...]:
+    """YOLO lines -> bbox annotations; ``name`` is used in error details."""
+    annotations = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{name} line {number}"
+        if len(fields) not in (5, 6):
+            raise ValidationError(where, "expected 'class_index x_center y_center width height "
+                                         f"[confidence]', got {len(fields)} fields")
+        try:
+            index = int(fields[0])
+            numbers = [float(v) for v in fields[1:]]
+        except ValueError:
+            raise ValidationError(where, "class index must be an integer and the rest numbers") \
+                from None
+        if not classes:
+            raise ValidationError(where, f"no {CLASSES_FILE} in the folder and [capture] classes "
+                                         "is empty, so class indexes cannot be named")
+        if not 0 <= index < len(classes):
+            raise ValidationError(where, f"class index {index} is outside 0..{len(classes) - 1}")
+        ann = NewAnnotation(class_value=classes[index], type="bbox", geometry=numbers[:4],
+                            confidence=numbers[4] if len(numbers) == 5 else None,
+                            z_order=len(annotations))
+        validate_annotation(ann, where)
+        annotations.append(ann)
+    return tuple(annotations)
+
+
+def read_sidecar(path: Path, classes: ClassNames, max_annotations: int) -> Metadata:
+    """Read and validate one sidecar; ``ValidationError`` says what is wrong with it."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_METADATA_BYTES + 1)
+    except OSError as exc:
+        raise ValidationError(path.name, f"cannot be read: {exc.strerror or exc}") from None
+    if path.suffix.lower() == ".json":
+        return parse_metadata_text(data, max_annotations=max_annotations, param=path.name)
+    if len(data) > MAX_METADATA_BYTES:
+        raise ValidationError(path.name, f"larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError(path.name, "is not UTF-8 text") from None
+    annotations = parse_yolo(text, classes.for_folder(path.parent), path.name)
+    if len(annotations) > max_annotations:
+        raise ValidationError(path.name, f"at most {max_annotations} annotations per image, "
+                                         f"got {len(annotations)}")
+    return Metadata(annotations=annotations)
