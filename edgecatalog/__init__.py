@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
 
 from .config import Settings, load_settings
+
+if TYPE_CHECKING:  # Flask is imported by create_app only, so the domain and CLI load without it
+    from flask import Flask
 
 __all__ = ["create_app", "__version__"]
 __version__ = "0.1.0"
@@ -15,6 +18,8 @@ __version__ = "0.1.0"
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Flask:
     """Wire settings, database, auth, error handling and blueprints into one app."""
+    from flask import Flask
+
     from . import db, web
     from .auth import Authenticator
     from .views import files, images
@@ -26,11 +31,32 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fla
         settings["ingest.max_upload_bytes"], settings["server.max_json_body_bytes"]
     )
     app.json.sort_keys = False  # keep the contract's field order
+    # Key material first: a bad key file stops start-up before the database is created.
+    app.extensions["edgecatalog.auth"] = Authenticator(settings)
     db.open_for(settings)
     if migrate:
         db.migrate()
-    app.extensions["edgecatalog.auth"] = Authenticator(settings)
     web.install(app)
     app.register_blueprint(images.bp)
     app.register_blueprint(files.bp)
+    from .views import sync as sync_views
+
+    app.register_blueprint(sync_views.bp)
+    from .ingest.upload import reconcile_at_startup
+    from .views import annotations, batches, projects, upload
+
+    if migrate:  # needs the schema; removes files an interrupted ingest left without a row
+        with db.database.connection_context():
+            app.extensions["edgecatalog.ingest_lock"], _ = reconcile_at_startup(
+                settings.images_dir)
+    for blueprint in (upload.bp, projects.bp, batches.bp, annotations.bp):
+        app.register_blueprint(blueprint)
+    from .views import thumbnails, ui
+
+    app.register_blueprint(thumbnails.bp)
+    app.register_blueprint(ui.bp)
+    from .views import ops
+
+    ops.install_observers(app)  # access log + request metrics, for every route
+    app.register_blueprint(ops.bp)
     return app

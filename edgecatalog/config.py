@@ -147,6 +147,10 @@ SETTINGS: tuple[Setting, ...] = (
       "Most comma-separated items in class_values.", minimum=1),
     S("limits", "max_param_chars", int, 1024,
       "Longest single query parameter value.", minimum=16),
+    # [ui]
+    S("ui", "thumbnail_max_pixels", int, 50_000_000,
+      "Largest image (width x height) a thumbnail is made from; larger ones get 422, "
+      "so a decompression bomb cannot exhaust memory.", minimum=1, maximum=89_478_485),
 )
 del S
 
@@ -253,10 +257,13 @@ def _parse_env(setting: Setting, text: str, where: str) -> Any:
 def _flatten_toml(doc: Mapping[str, Any], origin: str) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for section, body in doc.items():
+        if not isinstance(body, dict):
+            # e.g. 'port = 80' above any [section]: say where it belongs, not "unknown section".
+            owners = sorted(s.section for s in SETTINGS if s.key == section)
+            hint = f" (did you mean [{owners[0]}] {section}?)" if owners else ""
+            raise ConfigError(f"{section} in {origin}: settings go under a [section] table{hint}")
         if section not in _SECTIONS:
             raise ConfigError(f"unknown section [{section}] in {origin}")
-        if not isinstance(body, dict):
-            raise ConfigError(f"{section} in {origin}: expected a [{section}] table")
         for key, value in body.items():
             name = f"{section}.{key}"
             if name not in _BY_NAME:

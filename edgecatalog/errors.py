@@ -77,6 +77,18 @@ class Gone(CatalogError):
     code = "GONE"
 
 
+class UnprocessableImage(CatalogError):
+    """The stored file cannot be turned into a thumbnail: too many pixels, or not decodable."""
+
+    status = 422
+    code = "UNPROCESSABLE_IMAGE"
+
+    def __init__(self, message: str, details: str = "", *, code: str | None = None):
+        super().__init__(message, details)
+        if code is not None:
+            self.code = code
+
+
 class PayloadTooLarge(CatalogError):
     status = 413
     code = "PAYLOAD_TOO_LARGE"

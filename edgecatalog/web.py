@@ -4,6 +4,7 @@ per-request plumbing every view shares (request ids, limits, CORS, auth, JSON bo
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import re
@@ -20,10 +21,12 @@ from .errors import (
     AuthError,
     CatalogError,
     Forbidden,
+    InsufficientStorage,
     InternalError,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RangeNotSatisfiable,
     UnsupportedMediaType,
     UriTooLong,
     ValidationError,
@@ -57,6 +60,7 @@ def _http_exception(exc: HTTPException) -> Response:
         413: PayloadTooLarge("request body is too large", "body"),
         414: UriTooLong("request URI is too long", "query"),
         415: UnsupportedMediaType("unsupported content type", "Content-Type"),
+        416: RangeNotSatisfiable("requested range is outside the file", "Range"),
     }
     err = mapped.get(exc.code or 500)
     if err is None:
@@ -66,12 +70,37 @@ def _http_exception(exc: HTTPException) -> Response:
         else:
             err = InternalError("internal error")
     response = error_response(err)
-    if exc.code == 405 and exc.get_response().headers.get("Allow"):
-        response.headers["Allow"] = exc.get_response().headers["Allow"]
+    # Headers the status needs to be useful: Allow on 405, Content-Range (bytes */size) on 416.
+    for name in ("Allow", "Content-Range"):
+        value = exc.get_response().headers.get(name)
+        if value:
+            response.headers[name] = value
     return response
 
 
+def _disk_full(exc: BaseException | None) -> bool:
+    """ENOSPC from a file write, or SQLite's SQLITE_FULL (which carries no errno), anywhere in
+    the exception's chain (peewee wraps sqlite3's error, a failed rollback wraps that)."""
+    for _ in range(10):  # chains are short; bounded all the same
+        if exc is None:
+            return False
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        if "database or disk is full" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _unexpected(exc: Exception) -> Response:
+    if _disk_full(exc):
+        # A full data disk is an operating condition (507, as the upload's own space check
+        # answers), not a bug: one line in the log, no traceback.
+        log.warning("data disk full on %s %s (request %s): %s", request.method, request.path,
+                    g.get("request_id", "-"), exc)
+        return error_response(InsufficientStorage(
+            "the data disk is full; free space (or let synced files be evicted) and retry",
+            "disk"))
     # The traceback goes to the log with the request id, never into the body.
     log.exception("unhandled error on %s %s (request %s)", request.method, request.path,
                   g.get("request_id", "-"))
@@ -87,7 +116,33 @@ def _before() -> Response | None:
             "query"))
     if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
         return Response(status=204)  # CORS pre-flight; headers added in _after
-    database.connect(reuse_if_open=True)  # one long-lived connection per waitress thread
+    too_large = _enforce_body_limit()
+    if too_large is not None:
+        return too_large
+    view = current_app.view_functions.get(request.endpoint or "")
+    if getattr(view, "uses_database", True):  # /healthz must answer with the database wedged
+        database.connect(reuse_if_open=True)  # one long-lived connection per waitress thread
+    return None
+
+
+# Routes whose body may be larger than [server] max_json_body_bytes: (method, rule) -> setting.
+BODY_LIMITS = {("POST", "/device/images/upload"): "ingest.max_upload_bytes"}
+
+
+def body_limit() -> int:
+    """The largest body this request's route accepts."""
+    rule = request.url_rule.rule if request.url_rule is not None else ""
+    name = BODY_LIMITS.get((request.method, rule), "server.max_json_body_bytes")
+    return settings()[name]
+
+
+def _enforce_body_limit() -> Response | None:
+    limit = body_limit()
+    # Werkzeug then stops any read (form parsing, chunked bodies) at this many bytes.
+    request.max_content_length = limit
+    if request.content_length is not None and request.content_length > limit:
+        return error_response(PayloadTooLarge(
+            f"request body is larger than {limit} bytes", "body"))
     return None
 
 

@@ -97,14 +97,25 @@ class LiveServer:
         self.server = waitress.server.create_server(app, host=host, port=0, threads=4, **kw)
         self.port = self.server.effective_port
         self.url = f"http://{host}:{self.port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+
+    def _run(self) -> None:
+        # Our own short-timeout loop, closed from this thread: closing the sockets from the test
+        # thread while waitress sits in select() raced into EBADF in the server thread.
+        from waitress import wasyncore
+
+        while not self._stop.is_set():
+            wasyncore.loop(timeout=0.05, map=self.server._map, count=1)
+        self.server.task_dispatcher.shutdown()
+        wasyncore.close_all(self.server._map)
 
     def get(self, path: str, **kw: Any) -> requests.Response:
         return requests.get(self.url + path, timeout=10, **kw)
 
     def close(self) -> None:
-        self.server.close()
+        self._stop.set()
         self.thread.join(timeout=5)
 
 
