@@ -24,7 +24,7 @@ import jwt
 from jwt import exceptions as jwt_exc
 from jwt.algorithms import get_default_algorithms
 
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, read_secret_file
 from .errors import AuthError, Forbidden, TokenExpired
 
 SCOPES = ("read", "write")
@@ -42,16 +42,6 @@ class Principal:
         return scope in self.scopes
 
 
-def _read_secret_file(path: Path, name: str) -> str:
-    try:
-        value = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
-    if not value:
-        raise ConfigError(f"{name}: {path} is empty")
-    return value
-
-
 def ensure_local_secret(data_dir: Path) -> str:
     """The generated secret at <data_dir>/jwt.secret, created once with mode 0600."""
     path = data_dir / SECRET_FILE
@@ -60,12 +50,12 @@ def ensure_local_secret(data_dir: Path) -> str:
         # O_EXCL: two processes starting at once must not overwrite each other's secret.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return _read_secret_file(path, "auth.jwt_secret")
+        return read_secret_file(path, "auth.jwt_secret")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(secrets.token_hex(32) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-    return _read_secret_file(path, "auth.jwt_secret")
+    return read_secret_file(path, "auth.jwt_secret")
 
 
 def digest_key(key: str) -> str:
@@ -75,7 +65,7 @@ def digest_key(key: str) -> str:
 def _load_device_digests(settings: Settings) -> frozenset[str]:
     entries = list(settings["auth.device_keys"])
     if settings["auth.device_keys_file"]:
-        text = _read_secret_file(Path(settings["auth.device_keys_file"]), "auth.device_keys_file")
+        text = read_secret_file(Path(settings["auth.device_keys_file"]), "auth.device_keys_file")
         entries += [line.strip() for line in text.splitlines() if line.strip()]
     digests = set()
     for entry in entries:
@@ -104,7 +94,7 @@ class Authenticator:
         if settings["auth.jwt_secret"]:
             local_secret = settings["auth.jwt_secret"]
         elif settings["auth.jwt_secret_file"]:
-            local_secret = _read_secret_file(
+            local_secret = read_secret_file(
                 Path(settings["auth.jwt_secret_file"]), "auth.jwt_secret_file"
             )
         else:
@@ -224,7 +214,7 @@ def _token_error(exc: Exception) -> AuthError:
 def load_verify_key(settings: Settings) -> object:
     """The public key for RS*/ES* tokens, parsed now so a bad file stops start-up."""
     path = Path(settings["auth.jwt_public_key_file"])
-    pem = _read_secret_file(path, "auth.jwt_public_key_file")
+    pem = read_secret_file(path, "auth.jwt_public_key_file")
     algorithms = get_default_algorithms()
     for name in settings["auth.jwt_algorithms"]:
         try:
@@ -245,7 +235,7 @@ def check_key_files(settings: Settings) -> None:
     if not settings["auth.jwt_algorithms"][0].startswith("HS"):
         load_verify_key(settings)
     if settings["auth.jwt_secret_file"]:
-        _read_secret_file(Path(settings["auth.jwt_secret_file"]), "auth.jwt_secret_file")
+        read_secret_file(Path(settings["auth.jwt_secret_file"]), "auth.jwt_secret_file")
     _load_device_digests(settings)
 
 

@@ -354,6 +354,18 @@ def load_settings(
     return build_settings(values, {}, source)
 
 
+def read_secret_file(path: str | os.PathLike[str], name: str) -> str:
+    """The stripped contents of a file a setting points at; ConfigError naming the setting."""
+    path = Path(path).expanduser()
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise ConfigError(f"{name}: {path} is empty")
+    return value
+
+
 def describe(setting: Setting) -> str:
     """One line for check-config and docs."""
     return f"{setting.name} = {setting.default!r}  # {setting.help}"

@@ -15,13 +15,13 @@ the folder flush precedes the commit, so a row never points at a rename the disk
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..db import write_tx
+from .durable import fsync_dir
 
 MAX_JOBS_PER_COMMIT = 64  # keeps each write transaction short for readers and other writers
 
@@ -98,14 +98,6 @@ def _commit(batch: list[_Job]) -> None:
                 job.error = exc
         for folder in {f for job in batch if job.error is None for f in job.folders}:
             fsync_dir(folder)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # One per process: every upload thread of the service shares it.

@@ -29,6 +29,7 @@ def link_durably(source: Path, target: Path, sync: bool = True) -> None:
 
 
 def fsync_file(path: Path) -> None:
+    """Flush a file (or, for a folder, the names in it) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -50,11 +51,7 @@ def finish_move(source: Path, target: Path) -> None:
 
 def fsync_dir(path: Path) -> None:
     """Make a rename or unlink in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(path)
 
 
 @lru_cache(maxsize=1)

@@ -23,6 +23,7 @@ from typing import BinaryIO, Container, Iterable
 import imagesize
 
 from ..errors import PayloadTooLarge, UnsupportedMediaType, ValidationError
+from .durable import fsync_dir
 from .imagecheck import structure_problem
 
 try:
@@ -81,14 +82,6 @@ def _checked_size(source: str | io.BytesIO, fmt: str) -> tuple[int, int]:
     if width > 65535 or height > 65535:
         raise ValidationError("image", f"image dimensions {width}x{height} exceed 65535 pixels")
     return width, height
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class IncomingFile:
@@ -172,7 +165,7 @@ class IncomingFile:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.tmp, final)
         if sync_dir:
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         return StoredFile(key, final, self.sha256, self.byte_size, self.width, self.height,
                           self.format)
 

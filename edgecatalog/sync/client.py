@@ -19,7 +19,7 @@ from typing import Any
 import requests
 import urllib3.exceptions
 
-from ..config import ConfigError, Settings
+from ..config import ConfigError, Settings, read_secret_file
 from .throttle import BandwidthLimiter, parse_retry_after
 
 REJECT_STATUSES = (400, 413, 422)
@@ -41,15 +41,7 @@ def _secret(settings: Settings, key: str) -> str:
     value, path = settings[f"upstream.{key}"], settings[f"upstream.{key}_file"]
     if value and path:
         raise ConfigError(f"upstream.{key}: set {key} or {key}_file, not both")
-    if not path:
-        return value
-    try:
-        text = Path(path).expanduser().read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"upstream.{key}_file: cannot read {path}: {exc.strerror}") from None
-    if not text:
-        raise ConfigError(f"upstream.{key}_file: {path} is empty")
-    return text
+    return read_secret_file(path, f"upstream.{key}_file") if path else value
 
 
 def load_credentials(settings: Settings) -> Credentials:
