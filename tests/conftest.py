@@ -124,3 +124,22 @@ def live_server(app) -> Iterator[LiveServer]:
     server = LiveServer(app)
     yield server
     server.close()
+
+
+@pytest.fixture
+def emulator():
+    """The upstream cloud's stand-in on a loopback port (tests/upstream_emulator.py)."""
+    from upstream_emulator import UpstreamEmulator
+
+    emu = UpstreamEmulator()
+    yield emu
+    emu.close()
+
+
+@pytest.fixture(autouse=True)
+def _close_db_after_test():
+    # Tests that open the database directly (not through the app fixture) must not leave a
+    # connection to a deleted tmp_path behind for the next test in this thread.
+    yield
+    if not database.is_closed():
+        database.close()

@@ -8,28 +8,13 @@ import json
 import pytest
 from conftest import seed_image
 from sync_helpers import box, drain, open_db, sync_settings
-from upstream_emulator import UpstreamEmulator
 
 from edgecatalog import catalog
 from edgecatalog.db import write_tx
-from edgecatalog.models import Annotation, Image, Outbox, database
+from edgecatalog.models import Annotation, Image, Outbox
 from edgecatalog.sync.outbox import queue_counts
 from edgecatalog.sync.worker import SyncWorker
 from edgecatalog.timeutil import now_us
-
-
-@pytest.fixture
-def emulator():
-    emu = UpstreamEmulator()
-    yield emu
-    emu.close()
-
-
-@pytest.fixture(autouse=True)
-def _close_db():
-    yield
-    if not database.is_closed():
-        database.close()
 
 
 def _synced_image(settings, worker, **kw):

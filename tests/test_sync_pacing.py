@@ -11,24 +11,10 @@ from conftest import jpeg_bytes, seed_image
 from sync_helpers import all_synced, open_db, run_loop_until, sync_settings
 from upstream_emulator import UpstreamEmulator
 
-from edgecatalog.models import Image, database
+from edgecatalog.models import Image
 from edgecatalog.sync.state import load_status
 from edgecatalog.sync.throttle import BandwidthLimiter, backoff_delay, parse_retry_after
 from edgecatalog.sync.worker import SyncWorker
-
-
-@pytest.fixture
-def emulator():
-    emu = UpstreamEmulator()
-    yield emu
-    emu.close()
-
-
-@pytest.fixture(autouse=True)
-def _close_db():
-    yield
-    if not database.is_closed():
-        database.close()
 
 
 def _uploads(emulator):

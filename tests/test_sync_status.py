@@ -8,30 +8,14 @@ import sqlite3
 import subprocess
 import sys
 
-import pytest
 from conftest import LiveServer, seed_image
 from sync_helpers import open_db, sync_settings
-from upstream_emulator import UpstreamEmulator
 
 from edgecatalog import create_app
 from edgecatalog.auth import Authenticator
 from edgecatalog.models import Image, SyncStatus, database
 from edgecatalog.sync import outbox
 from edgecatalog.sync.worker import SyncWorker
-
-
-@pytest.fixture
-def emulator():
-    emu = UpstreamEmulator()
-    yield emu
-    emu.close()
-
-
-@pytest.fixture(autouse=True)
-def _close_db():
-    yield
-    if not database.is_closed():
-        database.close()
 
 
 def _config_file(tmp_path, settings) -> str:

@@ -17,13 +17,6 @@ from edgecatalog.sync.worker import SyncWorker
 
 
 @pytest.fixture
-def emulator():
-    emu = UpstreamEmulator()
-    yield emu
-    emu.close()
-
-
-@pytest.fixture
 def env(tmp_path, emulator):
     settings = sync_settings(tmp_path, emulator)
     open_db(settings)
