@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from serve_process import ServeProcess
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 REPORT = ARTIFACTS / "reliability.json"
 COLUMNS = ("runs", "faults", "requests", "errors", "lost")
@@ -63,50 +65,9 @@ def plant_secret(folder: Path) -> Path:
     return path
 
 
-class LoggedServe:
-    """``edgecatalog serve`` as a subprocess whose stderr goes to a file, not a pipe: under
-    load waitress logs a warning per queued task, and an undrained pipe fills up and blocks
-    the server's main thread in the middle of a soak (found the hard way)."""
+class LoggedServe(ServeProcess):
+    """``edgecatalog serve`` with its stderr in a file the test names (see ServeProcess)."""
 
     def __init__(self, config: Path, port: int, log_path: Path,
                  env: dict[str, str] | None = None) -> None:
-        import subprocess
-        import sys
-
-        self.port, self.url, self.log_path = port, f"http://127.0.0.1:{port}", log_path
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECATALOG_")}
-        full_env.update(env or {})
-        self._log = open(log_path, "ab")  # noqa: SIM115 - open for the process's life
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgecatalog", "serve", "--config", str(config)],
-            env=full_env, stdout=subprocess.DEVNULL, stderr=self._log)
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        import requests
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited early: {self.log_text()[-2000:]}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("serve did not become ready")
-
-    def log_text(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self, sig: int = 9) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout=30)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-        self._log.close()
+        super().__init__(config, port, env=env, log_path=log_path)

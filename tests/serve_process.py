@@ -49,28 +49,38 @@ def write_config(path: Path, data_dir: Path, port: int, **sections: dict[str, An
 
 
 class ServeProcess:
-    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+    """``edgecatalog serve`` as a subprocess. Its stderr goes to a file, never a pipe: under
+    load waitress logs a warning per queued task, and an undrained pipe fills up and blocks
+    the server's main thread."""
+
+    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None,
+                 log_path: Path | None = None) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path or config.with_name(f"serve-{port}.log")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECATALOG_")}
         full_env.update(env or {})
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - open for the process's life
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgecatalog", "serve", "--config", str(config)],
             env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
         )
+
+    def log_text(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited early: {self.proc.communicate()[1]}")
+                raise AssertionError(f"serve exited early: {self.log_text()[-2000:]}")
             try:
                 if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             time.sleep(0.05)
         raise AssertionError("serve did not become ready")
@@ -78,19 +88,27 @@ class ServeProcess:
     def terminate(self, sig: int = signal.SIGTERM) -> None:
         self.proc.send_signal(sig)
 
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
     def wait(self, timeout: float = 30.0) -> tuple[int, str]:
+        """(exit status, everything the process wrote to stderr)."""
         try:
-            _, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-            raise AssertionError(f"serve did not exit in {timeout} s; stderr: {err}") from None
-        return self.proc.returncode, err
+            self.proc.wait()
+            raise AssertionError(
+                f"serve did not exit in {timeout} s; stderr: {self.log_text()[-2000:]}") from None
+        return self.proc.returncode, self.log_text()
 
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate()
+            self.proc.wait()
+        self._log.close()
 
 
 class ThreadedServer:
