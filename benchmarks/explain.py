@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n## {case.name}  {case.url()}")
             for sql, params in statements:
                 ms = timed(conn, sql, params, args.repeat)
-                print(f"  {ms:8.2f} ms  {sql[:160]}{'...' if len(sql) > 160 else ''}")
+                flat = " ".join(sql.split())  # the hand-written SQL spans lines
+                print(f"  {ms:8.2f} ms  {flat[:160]}{'...' if len(flat) > 160 else ''}")
                 for line in plan_lines(conn, sql, params):
                     print(f"              {line}")
     finally:

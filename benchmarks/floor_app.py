@@ -6,7 +6,13 @@ as ``GET /data/images`` and the bytes for ``GET /files/<id>``. No framework, no 
 no validation beyond what the matrix needs: it measures what SQLite plus waitress cost, so the
 service's overhead can be read as a ratio to it.
 
-Usage: ``python benchmarks/floor_app.py --db DATA/catalog.db --port 8091``
+With ``--same-sql`` the list is answered by the service's own query layer
+(``queries.select_images``: the same statements, through peewee's thin ``execute_sql``) instead
+of the floor's naive SQL, so the ratio then isolates what Flask, auth, the envelope and the
+serializer cost on top of identical SQL work; without it, the floor's plain ``COUNT(*)`` and
+joined ``ORDER BY ... LIMIT`` show what the tuned SQL saves.
+
+Usage: ``python benchmarks/floor_app.py --db DATA/catalog.db --port 8091 [--same-sql]``
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import re
 import sqlite3
 import threading
 import time
+from pathlib import Path
 from urllib.parse import parse_qs
 
 ROW_SQL = """SELECT i.id, i.filename, i.storage_key, i.width, i.height, d.device_id, i.batch_id,
@@ -46,7 +53,7 @@ def fmt_ts(us: int | None) -> str:
     return f"{stamp}.{micros:06d}Z" if micros else f"{stamp}Z"
 
 
-def connection(db_path: str, cache_kb: int = 16_000) -> sqlite3.Connection:
+def connection(db_path: str, cache_kb: int = 2_000) -> sqlite3.Connection:
     conn = getattr(_local, "conn", None)
     if conn is None:
         conn = sqlite3.connect(db_path, check_same_thread=False)
@@ -141,13 +148,44 @@ def respond(start_response, status: str, body: dict) -> list[bytes]:
     return [raw]
 
 
-def make_app(db_path: str, cache_kb: int = 16_000):
+def list_images_same_sql(q: dict[str, str]) -> dict:
+    """The service's own statements (``queries.select_images``), the floor's plain JSON."""
+    from werkzeug.datastructures import MultiDict
+
+    from edgecatalog import queries
+    from edgecatalog.models import database
+
+    database.connect(reuse_if_open=True)  # one long-lived connection per waitress thread
+    page = queries.select_images(queries.parse_image_query(MultiDict(q)))
+    data = []
+    for row in page.rows:
+        item = {key: row.get(key) for key in IMAGE_KEYS if key in row}
+        item["batch_id"] = row["batch"]
+        for key in ("created_at", "updated_at", "synced_at"):
+            item[key] = fmt_ts(row[key])
+        if "annotations" in row:
+            item["annotations"] = [dict(a, geometry=json.loads(a["geometry"]),
+                                        created_at=fmt_ts(a["created_at"]),
+                                        updated_at=fmt_ts(a["updated_at"]))
+                                   for a in row["annotations"]]
+        data.append(item)
+    meta = {"count": len(data), "limit": page.limit, "offset": page.offset, "total": page.total}
+    return {"success": True, "data": data, "meta": meta}
+
+
+def make_app(db_path: str, cache_kb: int = 2_000, same_sql: bool = False):
+    if same_sql:
+        from edgecatalog import db
+
+        db.init_database(Path(db_path))
+
     def app(environ, start_response):
         conn = connection(db_path, cache_kb)
         path = environ.get("PATH_INFO", "")
         if path == "/data/images":
             q = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
-            return respond(start_response, "200 OK", list_images(conn, q))
+            body = list_images_same_sql(q) if same_sql else list_images(conn, q)
+            return respond(start_response, "200 OK", body)
         match = _FILE_ROUTE.match(path)
         if match:
             return send_file(conn, int(match.group(1)), environ, start_response)
@@ -163,9 +201,11 @@ def main() -> None:
     parser.add_argument("--db", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--cache-kb", type=int, default=16_000, help="page cache per connection")
+    parser.add_argument("--cache-kb", type=int, default=2_000, help="page cache per connection")
+    parser.add_argument("--same-sql", action="store_true",
+                        help="answer the list with the service's own query layer")
     args = parser.parse_args()
-    waitress.serve(make_app(args.db, args.cache_kb), host="127.0.0.1", port=args.port, threads=args.threads,
+    waitress.serve(make_app(args.db, args.cache_kb, args.same_sql), host="127.0.0.1", port=args.port, threads=args.threads,
                    ident="floor", _quiet=True)
 
 

@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> dict:
     try:
         starts, started_rss, svc = cold_starts(data, workdir, args.cold_starts, args.threads)
         started.append(svc)
-        floor = servers.start_floor(db_path, workdir, args.threads)
+        floor = servers.start_floor(db_path, workdir, args.threads, args.floor_same_sql)
         started.append(floor)
         targets = {"service": svc, "floor": floor}
         if not args.no_datasette:
@@ -226,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-starts", type=int, default=3)
     parser.add_argument("--only", help="regex: run only the matching queries")
     parser.add_argument("--no-datasette", action="store_true")
+    parser.add_argument("--floor-same-sql", action="store_true",
+                        help="the floor runs the service's own SQL (isolates framework cost)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     result = run(args)

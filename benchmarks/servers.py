@@ -119,11 +119,12 @@ def start_service(data_dir: Path, workdir: Path, threads: int = 4) -> Server:
     return Server("service", url, proc, headers, time.monotonic() - started)
 
 
-def start_floor(db_path: Path, workdir: Path, threads: int = 4) -> Server:
+def start_floor(db_path: Path, workdir: Path, threads: int = 4, same_sql: bool = False) -> Server:
     port = free_port()
     started = time.monotonic()
+    extra = ["--same-sql"] if same_sql else []
     proc = _spawn([sys.executable, str(HERE / "floor_app.py"), "--db", str(db_path),
-                   "--port", str(port), "--threads", str(threads)], workdir / "floor.log")
+                   "--port", str(port), "--threads", str(threads), *extra], workdir / "floor.log")
     url = f"http://{HOST}:{port}"
     wait_ready(f"{url}/data/images?limit=1", {}, proc)
     return Server("floor", url, proc, {}, time.monotonic() - started)

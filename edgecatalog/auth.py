@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,11 +104,20 @@ class Authenticator:
         self._verify_key: object = local_secret if hmac_tokens else public_key
         # A separate key for URL signatures, so a leaked image URL says nothing about tokens.
         self._url_key = hmac.new(local_secret.encode(), b"edgecatalog url signing", "sha256").digest()
+        self._verified = VerifiedTokens()
 
     # -- bearer tokens -------------------------------------------------------------------
     def verify_token(self, token: str) -> Principal:
         if len(token) > MAX_TOKEN_CHARS:
             raise AuthError("token is too large", "Authorization", code="TOKEN_MALFORMED")
+        cached = self._verified.get(token)
+        if cached is not None and time.time() < cached[1]:
+            return cached[0]
+        principal, exp = self._decode(token)
+        self._verified.put(token, principal, min(exp, time.time() + VERIFIED_TTL_SECONDS))
+        return principal
+
+    def _decode(self, token: str) -> tuple[Principal, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -125,7 +135,7 @@ class Authenticator:
         if not isinstance(subject, str) or not subject:
             raise AuthError("token 'sub' must be a non-empty string", "Authorization",
                             code="TOKEN_CLAIMS_INVALID")
-        return Principal(subject, _scopes_of(claims))
+        return Principal(subject, _scopes_of(claims)), float(claims["exp"])
 
     def issue_token(self, subject: str, scope: str = "read", ttl: int = 3600) -> str:
         if self._signing_secret is None:
@@ -198,6 +208,33 @@ _TOKEN_ERRORS: tuple[tuple[type[Exception], str, str], ...] = (
     (jwt_exc.InvalidSubjectError, "TOKEN_CLAIMS_INVALID", "token 'sub' is not accepted"),
     (jwt_exc.InvalidIssuedAtError, "TOKEN_CLAIMS_INVALID", "token 'iat' is not accepted"),
 )
+
+
+VERIFIED_TTL_SECONDS = 60.0
+VERIFIED_MAX = 256
+
+
+class VerifiedTokens:
+    """Tokens verified recently, so a client's every request does not pay the signature check
+    again (~40 us for HS256, far more for RS*/ES*). Keyed by the exact token string; an entry
+    lives until min(exp, verified + 60 s), so an expired token is refused on time. Bounded: the
+    oldest entry goes first. Only successful verifications are kept."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> tuple[Principal, float] | None:
+        return self._entries.get(token)
+
+    def put(self, token: str, principal: Principal, until: float) -> None:
+        with self._lock:
+            if len(self._entries) >= VERIFIED_MAX:
+                now = time.time()
+                for key in [k for k, (_, t) in self._entries.items() if t <= now] or \
+                        [next(iter(self._entries))]:
+                    self._entries.pop(key, None)
+            self._entries[token] = (principal, until)
 
 
 def _token_error(exc: Exception) -> AuthError:

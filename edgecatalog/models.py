@@ -237,6 +237,24 @@ class ImageClassCount(BaseModel):
         without_rowid = True
 
 
+class ImageClassFacet(BaseModel):
+    """Distinct images per class and facet key (as ``ImageFacetCount``), kept by triggers on
+    ``annotation`` and ``image`` (migration 0004): the total of one class with facet filters."""
+
+    class_value = TextField()
+    batch_id = IntegerField()
+    device_id = IntegerField()
+    annotation_status = TextField()
+    split = TextField()
+    sync_state = TextField()
+    n = IntegerField()
+
+    class Meta:
+        primary_key = CompositeKey("class_value", "batch_id", "device_id", "annotation_status",
+                                   "split", "sync_state")
+        without_rowid = True
+
+
 MODELS = (Project, Device, Batch, DatasetVersion, FileRoot, Image, Annotation, Outbox, RejectedFile,
           SyncStatus,
-          CaptureFile, ImageFacetCount, ImageClassCount)
+          CaptureFile, ImageFacetCount, ImageClassCount, ImageClassFacet)

@@ -12,22 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from peewee import JOIN, SQL, Expression, fn
-
-from . import params
+from . import image_sql, params
 from .errors import NotFound
-from .models import (
-    ANNOTATION_STATUSES,
-    SPLITS,
-    STAGES,
-    SYNC_STATES,
-    Annotation,
-    Batch,
-    DatasetVersion,
-    Device,
-    Image,
-    Project,
-)
+from .image_sql import Cond, class_cond, column_cond, project_cond, search_cond
+from .models import ANNOTATION_STATUSES, SPLITS, STAGES, SYNC_STATES, Annotation, Device
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -60,52 +48,37 @@ class Filter:
 
     param: str
     parse: Callable[[str, str], Any]
-    condition: Callable[[Any], Expression | None]
+    # A SQL fragment with its bound values over the alias ``t`` here; a peewee expression
+    # in the batch list, which shares the type.
+    condition: Callable[[Any], Any]
     help: str
 
 
-def _batches_of_project(project_id: int | None, stage: str | None) -> Expression:
-    batches = Batch.select(Batch.id)
-    where = Batch.project.is_null() if project_id is None else (Batch.project == project_id)
-    if stage is not None:
-        where &= Batch.stage == stage
-    return Image.batch.in_(batches.where(where))
-
-
-def _class_condition(values: tuple[str, ...]) -> Expression | None:
-    if not values:
-        return None
-    tagged = Annotation.select(Annotation.image).where(Annotation.class_value.in_(list(values)))
-    return Image.id.in_(tagged)
-
-
-def _device_condition(device_pk: int) -> Expression:
-    return Image.device == device_pk
-
-
 # Every filter of GET /data/images. Adding one is one row here, a test row and a README line.
+# project_id and stage have no condition of their own: they combine into one (_conditions).
 FILTERS: tuple[Filter, ...] = (
     Filter("project_id", params.parse_nullable_id, lambda v: None,
            "integer project id, or null for images whose batch has no project"),
-    Filter("batch_id", params.parse_id, lambda v: Image.batch == v, "integer batch id"),
-    Filter("device_id", lambda n, t: t, _device_condition, "exact device id"),
+    Filter("batch_id", params.parse_id, lambda v: column_cond("batch_id", v), "integer batch id"),
+    Filter("device_id", lambda n, t: t, lambda v: column_cond("device_id", v), "exact device id"),
     Filter("stage", lambda n, t: params.parse_choice(n, t, STAGES), lambda v: None,
            "batch stage; applied only together with project_id"),
     Filter("annotation_status",
            lambda n, t: params.parse_choice(n, t, ANNOTATION_STATUSES),
-           lambda v: Image.annotation_status == v, "pending, in_progress or completed"),
+           lambda v: column_cond("annotation_status", v), "pending, in_progress or completed"),
     Filter("split", lambda n, t: params.parse_choice(n, t, SPLITS + ("all",)),
-           lambda v: None if v == "all" else Image.split == v,
+           lambda v: None if v == "all" else column_cond("split", v),
            "train, val, test, none, or all (no filter)"),
-    Filter("class_values", lambda n, t: params.parse_csv(n, t, max_items=10**6), _class_condition,
+    Filter("class_values", lambda n, t: params.parse_csv(n, t, max_items=10**6),
+           lambda v: class_cond(v, probe=False) if v else None,
            "comma-separated class values; any annotation matching any value"),
-    # contains() escapes '%', '_' and '\' and adds ESCAPE '\', so they are literal characters
+    # '%', '_' and '\' are escaped and LIKE gets ESCAPE '\', so they are literal characters
     # (a bare LIKE has no escape character in SQLite). LIKE folds ASCII case only.
-    Filter("search", lambda n, t: t, lambda v: Image.filename.contains(v),
+    Filter("search", lambda n, t: t, search_cond,
            "case-insensitive filename substring; wildcards are literal"),
-    Filter("filename", lambda n, t: t, lambda v: Image.filename == v, "exact filename"),
+    Filter("filename", lambda n, t: t, lambda v: column_cond("filename", v), "exact filename"),
     Filter("sync_state", lambda n, t: params.parse_choice(n, t, SYNC_STATES),
-           lambda v: Image.sync_state == v, "pending, synced, quarantined or local_only"),
+           lambda v: column_cond("sync_state", v), "pending, synced, quarantined or local_only"),
 )
 
 
@@ -135,7 +108,7 @@ def parse_image_query(args: Any, *, max_class_values: int = 50, max_chars: int =
     )
 
 
-def _conditions(query: ImageQuery) -> list[Expression]:
+def _resolved(query: ImageQuery) -> dict[str, Any]:
     filters = dict(query.filters)
     if "device_id" in filters:
         device = Device.get_or_none(Device.device_id == filters["device_id"])
@@ -143,57 +116,65 @@ def _conditions(query: ImageQuery) -> list[Expression]:
             raise NotFound(f"device {filters['device_id']!r} is not known to this catalog",
                            "device_id")
         filters["device_id"] = device.id
+    return filters
+
+
+def _conditions(filters: dict[str, Any], *, probe: bool = False,
+                omit: frozenset[str] = frozenset()) -> list[Cond]:
     conditions = []
     for flt in FILTERS:
-        if flt.param in filters:
+        if flt.param in filters and flt.param not in omit:
             condition = flt.condition(filters[flt.param])
+            if flt.param == "class_values" and condition is not None:
+                condition = class_cond(filters[flt.param], probe)
             if condition is not None:
                 conditions.append(condition)
-    if "project_id" in filters:
+    if "project_id" in filters and "project_id" not in omit:
         # As upstream: stage narrows by batch stage only when a project is given.
-        conditions.append(_batches_of_project(filters["project_id"], filters.get("stage")))
+        conditions.append(project_cond(filters["project_id"], filters.get("stage")))
     return conditions
 
 
-ROW_FIELDS = (
-    Image.id, Image.filename, Image.storage_key, Image.width, Image.height,
-    Device.device_id, Image.batch, Batch.name.alias("batch_name"),
-    Project.name.alias("project_name"), Image.annotation_status, Image.split,
-    Image.split_locked, DatasetVersion.version_name, Image.created_at, Image.updated_at,
-    Image.sync_state, Image.synced_at, Image.evicted_at,
-)
-
-
-def image_rows():
-    """The select every image read shares: the row plus the names it is shown with."""
-    return (
-        Image.select(*ROW_FIELDS)
-        .join(Device, on=(Image.device == Device.id))
-        .switch(Image).join(Batch, on=(Image.batch == Batch.id))
-        .join(Project, JOIN.LEFT_OUTER, on=(Batch.project == Project.id))
-        .switch(Image).join(DatasetVersion, JOIN.LEFT_OUTER, on=(Image.version == DatasetVersion.id))
-    )
+# Filters whose conditions are all columns of image_facet_count (or the batch it names).
+FACET_FILTERS = frozenset({"project_id", "stage", "batch_id", "device_id", "annotation_status",
+                           "split", "sync_state"})
 
 
 def select_images(query: ImageQuery) -> Page:
-    conditions = _conditions(query)
-    # COUNT(*) straight on the table: peewee's .count() wraps the query in a subquery,
-    # which costs about 10x on a million rows.
-    counted = Image.select(fn.COUNT(SQL("*")))
-    rows = image_rows()
-    for condition in conditions:
-        counted = counted.where(condition)
-        rows = rows.where(condition)
-    total = counted.scalar() or 0
-    sort_field = getattr(Image, query.sort)
-    if query.order == "desc":
-        ordering = (sort_field.desc(), Image.id.desc())
+    """The page and its exact total: a fixed number of statements (device lookup, total,
+    rows, and annotations when asked), whatever the page size."""
+    filters = _resolved(query)
+    ids = None
+    if "search" in filters:
+        ids = image_sql.fts_ids(filters["search"], _conditions(filters, omit=frozenset({"search"})))
+    if ids is not None:
+        total, conds = len(ids), [image_sql.ids_cond(ids)]
     else:
-        ordering = (sort_field.asc(), Image.id.asc())
-    page_rows = list(rows.order_by(*ordering).limit(query.limit).offset(query.offset).dicts())
+        total, conds = _total(filters, query)
+    rows: list[dict[str, Any]] = []
+    if total > query.offset:
+        rows = image_sql.page_rows(conds, query.sort, query.order, query.limit, query.offset)
     if query.include_annotations:
-        attach_annotations(page_rows)
-    return Page(page_rows, total, query.limit, query.offset)
+        attach_annotations(rows)
+    return Page(rows, total, query.limit, query.offset)
+
+
+def _total(filters: dict[str, Any], query: ImageQuery) -> tuple[int, list[Cond]]:
+    """The exact total, and the conditions the page is then best selected with."""
+    given = {k for k, v in filters.items() if not (k == "split" and v == "all")}
+    classes = filters.get("class_values") or None
+    others = given - {"class_values"}
+    facet = _conditions(filters, omit=frozenset({"class_values"})) \
+        if others <= FACET_FILTERS else None
+    conds = _conditions(filters)
+    sql, args = image_sql.count_sql(facet, classes, conds)
+    total, _size, other, class_images = image_sql.database.execute_sql(sql, args).fetchone()
+    # With a class: walking the sort index and probing each row finds the page after about
+    # (offset+limit)*other/total rows; the class's IN list costs about class_images rows.
+    wanted = query.offset + query.limit
+    if classes is not None and total and wanted * other < total * class_images:
+        conds = _conditions(filters, probe=True)
+    return total, conds
 
 
 ANNOTATION_FIELDS = (
@@ -207,21 +188,14 @@ ANNOTATION_FIELDS = (
 def attach_annotations(rows: list[dict[str, Any]]) -> None:
     """Give every row its full annotation list, with one statement for the whole page."""
     by_image: dict[int, list[dict[str, Any]]] = {row["id"]: [] for row in rows}
-    if by_image:
-        found = (
-            Annotation.select(*ANNOTATION_FIELDS)
-            .where(Annotation.image.in_(list(by_image)))
-            .order_by(Annotation.image, Annotation.z_order, Annotation.id)
-            .dicts()
-        )
-        for ann in found:
-            by_image[ann["image"]].append(ann)
+    for ann in image_sql.annotations_of(list(by_image)):
+        by_image[ann["image"]].append(ann)
     for row in rows:
         row["annotations"] = by_image[row["id"]]
 
 
 def get_image_row(image_id: int) -> dict[str, Any]:
-    row = image_rows().where(Image.id == image_id).dicts().first()
+    row = image_sql.image_row(image_id)
     if row is None:
         raise NotFound(f"image {image_id} does not exist", "id")
     attach_annotations([row])
