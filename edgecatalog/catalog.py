@@ -21,12 +21,12 @@ from .models import (
     ANNOTATION_STATUSES,
     ANNOTATION_TYPES,
     SPLITS,
-    Annotation,
     Batch,
     Device,
     FileRoot,
     Image,
     Outbox,
+    database,
 )
 from .timeutil import format_ts, now_us
 
@@ -124,10 +124,12 @@ def annotation_columns(ann: NewAnnotation, width: int, height: int) -> dict[str,
 
 
 def ensure_device(device_id: str, now: int) -> Device:
-    device = Device.get_or_none(Device.device_id == device_id)
-    if device is None:
-        device = Device.create(device_id=device_id, name=device_id, created_at=now)
-    return device
+    # Plain SQL for the common case (the device exists): this runs for every image ingested,
+    # and building the ORM query costs more than SQLite answering it.
+    row = database.execute_sql("SELECT id FROM device WHERE device_id = ?", (device_id,)).fetchone()
+    if row is not None:
+        return Device(id=row[0], device_id=device_id)
+    return Device.create(device_id=device_id, name=device_id, created_at=now)
 
 
 def collecting_batch(device: Device, now: int, policy: BatchPolicy) -> Batch:
@@ -149,6 +151,9 @@ def collecting_batch(device: Device, now: int, policy: BatchPolicy) -> Batch:
 
 
 def file_root(path: str) -> FileRoot:
+    row = database.execute_sql("SELECT id FROM file_root WHERE path = ?", (path,)).fetchone()
+    if row is not None:  # the common case, in plain SQL as in ensure_device
+        return FileRoot(id=row[0], path=path)
     root, _ = FileRoot.get_or_create(path=path)
     return root
 
@@ -162,38 +167,12 @@ def add_image(new: NewImage, policy: BatchPolicy = BatchPolicy()) -> tuple[Image
     """Insert an image, its annotations and its outbox row in one transaction.
 
     Returns (image, created); the same bytes already in the catalog return the existing image.
+    One implementation of the rules serves one image and many: ``ingest.bulk.add_images``.
     """
-    for i, ann in enumerate(new.annotations):
-        validate_annotation(ann, f"annotations[{i}]")
-    now = now_us()
-    with write_tx():
-        existing = Image.get_or_none(Image.sha256 == new.sha256)
-        if existing is not None:
-            return existing, False
-        device = ensure_device(new.device_id, now)
-        batch = collecting_batch(device, now, policy)
-        image = Image.create(
-            filename=new.filename, storage_key=new.storage_key, width=new.width,
-            height=new.height, device=device, batch=batch, created_at=now, updated_at=now,
-            captured_at=new.captured_at if new.captured_at is not None else now,
-            sha256=new.sha256, byte_size=new.byte_size, root=file_root(new.root),
-            path=new.path, model_id=new.model_id, model_version=new.model_version,
-            source=new.source,
-        )
-        rows = [dict(annotation_columns(a, new.width, new.height), image=image.id,
-                     created_at=now, updated_at=now) for a in new.annotations]
-        if rows:
-            Annotation.insert_many(rows).execute()
-        Batch.update(image_count=Batch.image_count + 1, updated_at=now).where(
-            Batch.id == batch.id).execute()
-        if batch.image_count + 1 >= policy.max_images:
-            # Full: complete it now rather than when the next image arrives, so a full batch
-            # never shows as collecting. (The window rule can only be seen by the next image.)
-            Batch.update(stage="complete", closed_at=now).where(Batch.id == batch.id).execute()
-        Outbox.create(image=image, kind="upload",
-                      idempotency_key=idempotency_key(new.device_id, new.sha256),
-                      payload="{}", byte_size=new.byte_size, created_at=now, updated_at=now)
-    return image, True
+    from .ingest.bulk import add_images  # local: ingest builds on this module
+
+    [(image_id, created)] = add_images([new], policy)
+    return Image.get_by_id(image_id), created
 
 
 PATCHABLE = ("annotation_status", "split", "split_locked")

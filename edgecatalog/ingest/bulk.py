@@ -54,8 +54,10 @@ def existing_images(shas: Sequence[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     unique = sorted(set(shas))
     for i in range(0, len(unique), 500):
-        found.update(Image.select(Image.sha256, Image.id)
-                     .where(Image.sha256.in_(unique[i:i + 500])).tuples())
+        chunk = unique[i:i + 500]
+        marks = ", ".join("?" * len(chunk))
+        found.update(database.execute_sql(
+            f"SELECT sha256, id FROM image WHERE sha256 IN ({marks})", chunk).fetchall())
     return found
 
 

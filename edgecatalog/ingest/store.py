@@ -150,14 +150,17 @@ class IncomingFile:
         self.format = fmt
         return fmt, self.width, self.height
 
-    def persist(self, filename: str, *, sync_dir: bool = True) -> StoredFile:
+    def persist(self, filename: str, *, sync_dir: bool = True,
+                sync_file: bool = True) -> StoredFile:
         """fsync, rename to ``raw-data/<uuid>_<filename>`` and fsync the folder (unless the
-        caller flushes the folder itself before committing the row, as group commit does)."""
+        caller flushes the file and folder itself before committing the row, as group commit
+        does)."""
         if not self.format:
             self.check()
         assert self._out is not None
         self._out.flush()
-        os.fsync(self._out.fileno())
+        if sync_file:
+            os.fsync(self._out.fileno())
         self._out.close()
         self._out = None
         key = f"raw-data/{uuid.uuid4()}_{filename}"

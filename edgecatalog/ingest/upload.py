@@ -23,11 +23,12 @@ from typing import Any, BinaryIO, Callable, Mapping
 
 from peewee import SQL
 
-from ..catalog import BatchPolicy, NewImage, add_image
+from ..catalog import BatchPolicy, NewImage
 from ..errors import PayloadTooLarge, ValidationError
-from ..models import FileRoot, Image
+from ..models import FileRoot, Image, database
 from ..retention import ensure_ingest_space
 from . import multipart, store
+from .bulk import add_images
 from .commit import UPLOADS
 from .metadata import MAX_METADATA_BYTES, Metadata, check_filename, parse_metadata_text
 
@@ -106,34 +107,37 @@ def ingest_upload(config: UploadConfig, body: BinaryIO, content_type: str,
         if existing is not None:
             incoming.discard()  # never fsync'ed: a duplicate costs no disk flush
             return existing
-        # The folder is flushed by the group commit, once for every upload in the round.
-        stored = incoming.persist(filename, sync_dir=False)
+        # The file and its folder are flushed by the group commit, once for every upload
+        # in the round, before the row is committed.
+        stored = incoming.persist(filename, sync_dir=False, sync_file=False)
     return _index(config, stored, filename, meta)
 
 
 def _index(config: UploadConfig, stored: store.StoredFile, filename: str,
            meta: Metadata) -> UploadResult:
     try:
-        image, created = UPLOADS.run(lambda: add_image(NewImage(
+        image_id, created = UPLOADS.run(lambda: add_images([NewImage(
             filename=filename, storage_key=stored.storage_key,
             sha256=stored.sha256, byte_size=stored.byte_size, width=stored.width,
             height=stored.height, root=str(config.images_dir), path=stored.storage_key,
             device_id=meta.device_id or config.default_device_id, captured_at=meta.captured_at,
             model_id=meta.model_id, model_version=meta.model_version, source=meta.source,
             annotations=meta.annotations,
-        ), config.batch_policy), sync_folders=[stored.path.parent])
+        )], config.batch_policy, validated=True)[0], sync_folders=[stored.path.parent],
+            sync_files=[stored.path])
     except BaseException:
         store.discard(stored)
         raise
     if not created:  # the same bytes were committed by a concurrent upload meanwhile
         store.discard(stored)
-        return UploadResult(image.id, image.batch_id, image.storage_key, True)
-    return UploadResult(image.id, image.batch_id, stored.storage_key, False)
+    batch_id, storage_key = database.execute_sql(
+        "SELECT batch_id, storage_key FROM image WHERE id = ?", (image_id,)).fetchone()
+    return UploadResult(image_id, batch_id, storage_key, not created)
 
 
 def find_by_sha256(sha256: str) -> UploadResult | None:
-    row = (Image.select(Image.id, Image.batch, Image.storage_key)
-           .where(Image.sha256 == sha256).tuples().first())
+    row = database.execute_sql(
+        "SELECT id, batch_id, storage_key FROM image WHERE sha256 = ?", (sha256,)).fetchone()
     if row is None:
         return None
     return UploadResult(row[0], row[1], row[2], True)
