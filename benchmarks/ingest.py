@@ -11,8 +11,9 @@ and half with a YOLO sidecar (plus classes.txt), then measures, as the median of
 - upload: POST /device/images/upload of the N images (with their JSON metadata) to a real
   ``edgecatalog serve`` subprocess on a loopback port, from ``--threads`` client threads.
 
-Every measurement reads warm files (the page cache is not dropped), as the floor does.
-Not part of the test suite.
+By default every measurement reads warm files (in the page cache), as the floor does; with
+``--cold`` (root only) the page cache is dropped before each floor and scan run, so both read
+from the disk as a device reading fresh captures does. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -226,17 +227,23 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4, help="HTTP client threads")
     parser.add_argument("--mode", choices=("index", "move"), default="index")
     parser.add_argument("--skip-upload", action="store_true")
+    parser.add_argument("--cold", action="store_true",
+                        help="drop the page cache before each floor and scan run (root only)")
     args = parser.parse_args()
+    if args.cold and not drop_page_cache():
+        print("--cold needs root (it writes /proc/sys/vm/drop_caches)", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="edgecatalog-bench-") as tmp:
         work = Path(tmp)
         images = generate(work / "captures", args.n, args.kb)
         size = sum(p.stat().st_size for p in images) / len(images)
         print(f"{args.n} JPEGs of {size / 1000:.0f} KB avg with sidecars, {os.cpu_count()} CPUs")
-        floor, floor_cpu = timed(args.repeats, measure_floor, work / "captures")
-        scan, scan_cpu = timed(args.repeats, measure_scan, work / "captures", work, args.mode,
-                               args.n)
+        floor, floor_cpu = timed(args.repeats, args.cold, measure_floor, work / "captures")
+        scan, scan_cpu = timed(args.repeats, args.cold, measure_scan, work / "captures", work,
+                               args.mode, args.n)
         print(f"load average before: {os.getloadavg()[0]:.1f}")
-        report("floor (read + sha256)", args.n, floor, floor, floor_cpu)
+        cache = "cold cache" if args.cold else "warm cache"
+        report(f"floor (read + sha256, {cache})", args.n, floor, floor, floor_cpu)
         report(f"scan ({args.mode} mode)", args.n, scan, floor, scan_cpu)
         if not args.skip_upload:
             runs = [measure_upload(images, work, args.threads) for _ in range(args.repeats)]
@@ -246,10 +253,22 @@ def main() -> int:
     return 0
 
 
-def timed(repeats: int, func, *args) -> tuple[float, float]:
+def drop_page_cache() -> bool:
+    """Write back and drop the page cache, so the next read comes from the disk."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def timed(repeats: int, cold: bool, func, *args) -> tuple[float, float]:
     """Median wall seconds and median CPU seconds of ``repeats`` calls."""
     walls, cpus = [], []
     for _ in range(repeats):
+        if cold:
+            drop_page_cache()
         cpu = cpu_seconds()
         walls.append(func(*args))
         cpus.append(cpu_seconds() - cpu)
@@ -258,7 +277,7 @@ def timed(repeats: int, func, *args) -> tuple[float, float]:
 
 def report(name: str, n: int, seconds: float, floor: float, cpu: float | None = None) -> None:
     cpu_text = f"  cpu {cpu / n * 1e6:5.0f} us/image" if cpu is not None else ""
-    print(f"{name:<28} {n / seconds:>9.0f} images/s  {seconds:7.3f} s  "
+    print(f"{name:<38} {n / seconds:>9.0f} images/s  {seconds:7.3f} s  "
           f"{floor / seconds:6.1%} of floor{cpu_text}")
 
 

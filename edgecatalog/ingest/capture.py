@@ -125,13 +125,21 @@ class CaptureService:
     def _reconcile(self, indexers: dict[Path, FolderIndexer]) -> None:
         total = ScanReport()
         for indexer in indexers.values():
-            report = scan_folder(indexer, recursive=True, cancel=self._stop.is_set)
+            report = scan_folder(indexer, recursive=True, cancel=self._stop_or_full)
             self._remember_changing(report)
             for name in ("indexed", "duplicates", "rejected", "sidecars"):
                 setattr(total, name, getattr(total, name) + getattr(report, name))
         self.passes += 1
         if total.indexed or total.duplicates or total.rejected or total.sidecars:
             log.info("reconciliation: %s, %d late sidecar(s)", total.summary(), total.sidecars)
+
+    def _stop_or_full(self) -> bool:
+        """Checked between the scan's chunks: in move mode each chunk copies bytes into the
+        data folder, so a long reconciliation stops (files wait in place) once the disk
+        reaches the retention limits, as the event path does."""
+        if self._stop.is_set():
+            return True
+        return self.options.mode == "move" and not self.space.has_room()
 
     def _drain(self) -> None:
         """Move paths from watchdog's queue into ``pending`` (new folders are walked)."""
