@@ -18,7 +18,7 @@ from . import params
 from .db import write_tx
 from .errors import Conflict, NotFound, ValidationError
 from .models import STAGES, Batch, Device, Image, Project
-from .queries import Filter, Page
+from .queries import Filter, Page, known_device_pk
 from .timeutil import now_us
 
 NEXT_STAGE = {"collecting": "complete", "complete": "unassigned", "unassigned": "annotating"}
@@ -72,13 +72,8 @@ def batch_rows():
 def select_batches(query: BatchQuery) -> Page:
     """Newest first; ids are unique, so the order is total and pages never overlap."""
     filters = dict(query.filters)
-    if "device_id" in filters:
-        # As GET /data/images: an unknown device is a 404 naming it, not an empty page.
-        device = Device.get_or_none(Device.device_id == filters["device_id"])
-        if device is None:
-            raise NotFound(f"device {filters['device_id']!r} is not known to this catalog",
-                           "device_id")
-        filters["device_id"] = device.id
+    if "device_id" in filters:  # as GET /data/images
+        filters["device_id"] = known_device_pk(filters["device_id"])
     counted, rows = Batch.select(), batch_rows()
     for flt in BATCH_FILTERS:
         if flt.param in filters:

@@ -108,14 +108,18 @@ def parse_image_query(args: Any, *, max_class_values: int = 50, max_chars: int =
     )
 
 
+def known_device_pk(device_id: str) -> int:
+    """The row id of a device filter; an unknown device is a 404 naming it, not an empty page."""
+    device = Device.get_or_none(Device.device_id == device_id)
+    if device is None:
+        raise NotFound(f"device {device_id!r} is not known to this catalog", "device_id")
+    return device.id
+
+
 def _resolved(query: ImageQuery) -> dict[str, Any]:
     filters = dict(query.filters)
     if "device_id" in filters:
-        device = Device.get_or_none(Device.device_id == filters["device_id"])
-        if device is None:
-            raise NotFound(f"device {filters['device_id']!r} is not known to this catalog",
-                           "device_id")
-        filters["device_id"] = device.id
+        filters["device_id"] = known_device_pk(filters["device_id"])
     return filters
 
 
