@@ -139,15 +139,19 @@ def parse_annotation_patch(body: Any) -> dict[str, Any]:
     return dict(body)
 
 
+def _existing(annotation_id: int) -> tuple[Annotation, Image]:
+    row = Annotation.get_or_none(Annotation.id == annotation_id)
+    if row is None:
+        raise NotFound(f"annotation {annotation_id} does not exist", "id")
+    return row, _image(row.image_id, "id")
+
+
 def update_annotation(annotation_id: int, changes: Mapping[str, Any]) -> None:
     """Apply a partial change; the merged annotation is validated as a whole (a new ``type``
     needs a ``geometry`` of its shape). The source is kept; confidence only if not given."""
     now = now_us()
     with write_tx():
-        row = Annotation.get_or_none(Annotation.id == annotation_id)
-        if row is None:
-            raise NotFound(f"annotation {annotation_id} does not exist", "id")
-        image = _image(row.image_id, "id")
+        row, image = _existing(annotation_id)
         before = state_of(row, image)
         ann = _annotation(changes, before)
         columns = annotation_columns(ann, image.width, image.height)
@@ -169,10 +173,7 @@ def update_annotation(annotation_id: int, changes: Mapping[str, Any]) -> None:
 def delete_annotation(annotation_id: int) -> None:
     now = now_us()
     with write_tx():
-        row = Annotation.get_or_none(Annotation.id == annotation_id)
-        if row is None:
-            raise NotFound(f"annotation {annotation_id} does not exist", "id")
-        image = _image(row.image_id, "id")
+        row, image = _existing(annotation_id)
         previous = state_of(row, image)
         row.delete_instance()
         Image.update(updated_at=now).where(Image.id == image.id).execute()

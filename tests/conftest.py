@@ -143,3 +143,18 @@ def _close_db_after_test():
     yield
     if not database.is_closed():
         database.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for the page tests (tests/browser_support.py), one per module."""
+    from browser_support import browser_session
+
+    yield from browser_session()
+
+
+@pytest.fixture
+def page(browser):
+    from browser_support import page_session
+
+    yield from page_session(browser)

@@ -16,10 +16,8 @@ import pytest
 import requests
 from browser_support import (
     api,
-    browser_session,
     needs_route,
     open_page,
-    page_session,
     requires_browser,
     seed,
     shot,
@@ -36,16 +34,6 @@ except ImportError:  # pragma: no cover - the tests are skipped then
     expect = None
 
 pytestmark = requires_browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    yield from browser_session()
-
-
-@pytest.fixture
-def page(browser):
-    yield from page_session(browser)
 
 
 def test_sign_in_with_a_token_link_shows_the_grid(settings, live_server, tokens, page):

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import math
 
-import pytest
 from browser_support import (
     H,
     W,
     api,
-    browser_session,
     needs_route,
-    page_session,
     requires_browser,
     seed,
     shot,
@@ -29,16 +26,6 @@ except ImportError:  # pragma: no cover - the tests are skipped then
     expect = None
 
 pytestmark = requires_browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    yield from browser_session()
-
-
-@pytest.fixture
-def page(browser):
-    yield from page_session(browser)
 
 
 def test_detail_draws_one_shape_per_annotation(settings, live_server, tokens, page):
