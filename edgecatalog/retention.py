@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import thumbnails
 from .config import Settings
 from .db import write_tx
 from .errors import InsufficientStorage
@@ -68,7 +69,8 @@ class EvictionReport:
 
 
 def _candidates(limit: int) -> list[Image]:
-    query = (Image.select(Image.id, Image.path, Image.byte_size, FileRoot.path.alias("root_path"))
+    query = (Image.select(Image.id, Image.path, Image.byte_size, Image.sha256,
+                          FileRoot.path.alias("root_path"))
              .join(FileRoot, on=(Image.root == FileRoot.id))
              .where((Image.sync_state == "synced") & Image.evicted_at.is_null())
              .order_by(Image.created_at, Image.id).limit(limit))
@@ -116,8 +118,11 @@ def evict_if_needed(settings: Settings, incoming: int = 0) -> EvictionReport:
                 Image.update(evicted_at=now).where(
                     Image.id.in_([img.id for img in chunk]) & Image.evicted_at.is_null()
                     & (Image.sync_state == "synced")).execute()
+            thumbs = settings.data_dir / thumbnails.CACHE_DIRNAME
             for img in chunk:
                 report.freed_bytes += _remove_file(img.root_path, img.path)
+                # Its thumbnails go too: /files/{id}/thumbnail answers 410 like the file.
+                thumbnails.remove_cached(thumbs, img.sha256)
                 report.evicted += 1
                 report.image_ids.append(img.id)
             log.info("evicted %d synced image file(s) to free disk space", len(chunk))

@@ -107,6 +107,27 @@ def test_eviction_takes_the_oldest_synced_files_and_never_an_unsynced_one(disk_s
     assert refused.value.status == 507 and "waiting to be synced" in refused.value.message
 
 
+def test_eviction_removes_the_cached_thumbnails_of_evicted_images(disk_settings):
+    settings, app, disk = disk_settings
+    images = _seed(settings, 4, synced=2)
+    client = app.test_client()
+    auth = {"Authorization": "Bearer " + Authenticator(settings).issue_token("t", "read")}
+    for image in images:
+        assert client.get(f"/files/{image.id}/thumbnail?size=128", headers=auth).status_code == 200
+    cached = {i.id: list((settings.data_dir / "thumbnails").rglob(f"{i.sha256}-*"))
+              for i in images}
+    assert all(len(paths) == 1 for paths in cached.values())
+    disk.other = disk.total  # far over the limits: every synced file must go
+    report = retention.evict_if_needed(settings)
+    assert sorted(report.image_ids) == sorted(i.id for i in images[:2])
+    for image in images[:2]:
+        assert not any(p.exists() for p in cached[image.id])
+        gone = client.get(f"/files/{image.id}/thumbnail?size=128", headers=auth)
+        assert gone.status_code == 410
+    for image in images[2:]:
+        assert all(p.exists() for p in cached[image.id])
+
+
 def test_min_free_bytes_counts_the_incoming_bytes(disk_settings):
     settings, _, disk = disk_settings
     settings = settings.replace(retention__max_disk_percent=100.0,
