@@ -132,10 +132,7 @@ def create_annotation(new: ManualAnnotation, *, max_annotations: int) -> int:
 
 
 def parse_annotation_patch(body: Any) -> dict[str, Any]:
-    params.require_object(body)
-    params.reject_unknown(body, PATCHABLE)
-    if not body:
-        raise ValidationError("body", f"give at least one of {', '.join(PATCHABLE)}")
+    params.patch_body(body, PATCHABLE)
     return dict(body)
 
 

@@ -91,10 +91,7 @@ def get_batch_row(batch_id: int) -> dict[str, Any]:
 
 
 def parse_batch_patch(body: Any) -> dict[str, Any]:
-    params.require_object(body)
-    params.reject_unknown(body, PATCHABLE)
-    if not body:
-        raise ValidationError("body", f"give at least one of {', '.join(PATCHABLE)}")
+    params.patch_body(body, PATCHABLE)
     changes: dict[str, Any] = {}
     if "project_id" in body:
         value = body["project_id"]

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from . import params
 from .db import write_tx
 from .errors import Conflict, NotFound, ValidationError
 from .models import (
@@ -179,12 +180,7 @@ PATCHABLE = ("annotation_status", "split", "split_locked")
 
 
 def parse_image_patch(body: Mapping[str, Any]) -> dict[str, Any]:
-    from . import params  # local: params is a leaf module, this keeps the import graph flat
-
-    params.require_object(body)
-    params.reject_unknown(body, PATCHABLE)
-    if not body:
-        raise ValidationError("body", f"give at least one of {', '.join(PATCHABLE)}")
+    params.patch_body(body, PATCHABLE)
     changes: dict[str, Any] = {}
     if "annotation_status" in body:
         changes["annotation_status"] = params.body_choice(body, "annotation_status",

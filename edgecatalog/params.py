@@ -104,6 +104,16 @@ def reject_unknown(body: Mapping[str, Any], allowed: Iterable[str]) -> None:
             raise ValidationError(key, f"unknown field {key!r}; accepted fields: {', '.join(allowed)}")
 
 
+def patch_body(body: Any, allowed: Iterable[str]) -> Mapping[str, Any]:
+    """A partial-update body: a JSON object of known fields, at least one of them."""
+    allowed = tuple(allowed)
+    require_object(body)
+    reject_unknown(body, allowed)
+    if not body:
+        raise ValidationError("body", f"give at least one of {', '.join(allowed)}")
+    return body
+
+
 def body_bool(body: Mapping[str, Any], name: str) -> bool:
     value = body[name]
     if not isinstance(value, bool):
