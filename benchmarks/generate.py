@@ -3,10 +3,11 @@ path would produce (same tables, same column formats), a million images in minut
 
 The schema comes from the project's migrations (``edgecatalog.db.migrate``); rows are then
 bulk-inserted with ``executemany`` in one transaction with journalling off, the secondary
-indexes and the triggers of migration 0004 dropped during the load (the class-count trigger
-probes an index the load has dropped), the indexes re-created from their own stored SQL, the
-trigger-kept counts and FTS index rebuilt by the migration's own ``backfill`` and its triggers
-re-created afterwards, and WAL restored at the end, so the file the service opens is the same as one it grew itself.
+indexes and the triggers of migrations 0004 and 0005 dropped during the load (the class-count
+trigger probes an index the load has dropped), the indexes re-created from their own stored
+SQL, the trigger-kept counts and FTS index rebuilt by the migrations' own ``backfill`` and
+their triggers re-created afterwards, and WAL restored at the end, so the file the service
+opens is the same as one it grew itself.
 
 Filenames look like ``cam07/2026-11-03/cam07_20261103_141502_000123.jpg``. The catalog keeps
 bare names (the upload path has no folders), so the folder part goes where a capture-folder
@@ -40,13 +41,20 @@ BULK_TABLES = ("image", "annotation", "outbox", "capture_file")
 CHUNK = 20_000
 
 
-def list_structures():
-    """Migration 0004 (facet/class counts, FTS): its triggers and backfill, loaded by path."""
-    path = db.migrations_dir() / "0004_list_counts.py"
-    module_spec = importlib.util.spec_from_file_location("list_counts_0004", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
+TRIGGER_MIGRATIONS = ("0004_list_counts.py", "0005_image_totals.py")
+
+
+def list_structures() -> list:
+    """The migrations whose tables triggers keep (counts, FTS): their triggers and backfill,
+    loaded by path."""
+    modules = []
+    for name in TRIGGER_MIGRATIONS:
+        path = db.migrations_dir() / name
+        module_spec = importlib.util.spec_from_file_location(f"structures_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        modules.append(module)
+    return modules
 
 
 def migrate_schema(db_path: Path) -> None:
@@ -72,17 +80,18 @@ def open_bulk(db_path: Path) -> tuple[sqlite3.Connection, list[str]]:
         f"AND tbl_name IN ({marks})", BULK_TABLES)]
     for name in names:
         conn.execute(f'DROP INDEX "{name}"')
-    list_structures().drop_triggers(conn.execute)
+    for structures in list_structures():
+        structures.drop_triggers(conn.execute)
     return conn, indexes
 
 
 def finish_bulk(conn: sqlite3.Connection, indexes: list[str]) -> None:
     for sql in indexes:
         conn.execute(sql)
-    structures = list_structures()
     conn.execute("BEGIN")
-    structures.backfill(conn.execute)
-    structures.create_triggers(conn.execute)
+    for structures in list_structures():
+        structures.backfill(conn.execute)
+        structures.create_triggers(conn.execute)
     conn.execute("COMMIT")
     conn.execute("PRAGMA journal_mode=WAL")  # back to what the service runs with
     conn.close()

@@ -3,10 +3,11 @@
 Owns the strategy, not the parameters (``queries`` parses those). Every condition is a SQL
 fragment over the alias ``t`` with its values bound, never formatted in. The choices:
 
-- ``total``: a sum over ``image_facet_count`` when every filter is a column of it (project and
-  stage through ``batch``); ``image_class_count`` for one class alone; ``image_class_facet`` for
-  one class with such filters; otherwise ``COUNT(*)``. The three tables are kept by triggers in
-  the writing transaction (migration 0004): never stale, nothing to invalidate, no cache.
+- ``total``: a sum over ``image_total_count`` when every filter is a column of it, over
+  ``image_facet_count`` when a batch or project (and stage, through ``batch``) is among them;
+  ``image_class_count`` for one class alone; ``image_class_facet`` for one class with such
+  filters; otherwise ``COUNT(*)``. The count tables are kept by triggers in the writing
+  transaction (migrations 0004, 0005): never stale, nothing to invalidate.
 - page: the page's ids from ``image`` alone (the planner walks the sort index), then the joins
   for those ids only (a deferred join).
 - class: an ``EXISTS`` probe per row when the class is common (the sort-index walk finds a page
@@ -15,7 +16,9 @@ fragment over the alias ``t`` with its values bound, never formatted in. The cho
   LIKE rechecks (count and page ids in one statement). A common term (more candidates), a 1-2
   character term or one without 3 literal characters in a row takes the exact LIKE alone: a
   scan of the filename index for the count (bounded by the catalog's size, ~70-100 ms at 1M),
-  while its page comes from the sort-index walk at once.
+  while its page comes from the sort-index walk at once. Both search statements are
+  remembered by ``scan_cache`` until the database changes (the only results kept across
+  requests).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import re
 from typing import Any
 
+from . import scan_cache
 from .models import database
 
 Cond = tuple[str, tuple]
@@ -95,7 +99,7 @@ def fts_ids(term: str, conds: list[Cond]) -> list[int] | None:
     sql = (f"WITH cand(id) AS (SELECT rowid FROM image_fts WHERE filename LIKE ? "
            f"LIMIT {FTS_PROBE + 1}) SELECT (SELECT count(*) FROM cand), "
            f"(SELECT json_group_array(t.id) FROM image t{clause})")
-    found, ids = database.execute_sql(sql, (f"%{term}%",) + args).fetchone()
+    found, ids = scan_cache.fetchone(sql, (f"%{term}%",) + args)
     return None if found > FTS_PROBE else json.loads(ids)
 
 
@@ -106,8 +110,15 @@ def where(conds: list[Cond]) -> tuple[str, tuple]:
 
 
 def _sum_facets(conds: list[Cond]) -> tuple[str, tuple]:
+    """The facet filters' total: over ``image_total_count`` (a few rows per device) when no
+    condition names a batch (batch and project filters do), else over ``image_facet_count``."""
     clause, args = where(conds)
-    return f"(SELECT coalesce(sum(t.n), 0) FROM image_facet_count t{clause})", args
+    table = "image_facet_count" if _names_batch(conds) else "image_total_count"
+    return f"(SELECT coalesce(sum(t.n), 0) FROM {table} t{clause})", args
+
+
+def _names_batch(conds: list[Cond]) -> bool:
+    return any(c.lstrip("+").startswith("t.batch_id") for c, _ in conds)
 
 
 def _class_images(classes: tuple[str, ...]) -> tuple[str, tuple]:
@@ -124,7 +135,7 @@ def _prefer_batch_index(conds: list[Cond]) -> list[Cond]:
     """Without statistics the planner walks a 3-4 valued column's index (every 'val' image)
     rather than the batch index when both apply; a unary '+' takes those columns out of the
     index choice when a batch condition is there (measured at 1M: 84 -> see README ms)."""
-    if not any(c.startswith("t.batch_id") for c, _ in conds):
+    if not _names_batch(conds):
         return conds
     return [(f"+{c}" if c.split(" ")[0] in LOW_CARDINALITY else c, a) for c, a in conds]
 

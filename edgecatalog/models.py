@@ -227,6 +227,21 @@ class ImageFacetCount(BaseModel):
         without_rowid = True
 
 
+class ImageTotalCount(BaseModel):
+    """Images per (device, status, split, sync state), kept by triggers on ``image`` (migration
+    0005): the total of the filters that name no batch or project, summed over a few rows."""
+
+    device_id = IntegerField()
+    annotation_status = TextField()
+    split = TextField()
+    sync_state = TextField()
+    n = IntegerField()
+
+    class Meta:
+        primary_key = CompositeKey("device_id", "annotation_status", "split", "sync_state")
+        without_rowid = True
+
+
 class ImageClassCount(BaseModel):
     """Distinct images carrying a class, kept by triggers on ``annotation`` (migration 0004)."""
 
@@ -257,4 +272,4 @@ class ImageClassFacet(BaseModel):
 
 MODELS = (Project, Device, Batch, DatasetVersion, FileRoot, Image, Annotation, Outbox, RejectedFile,
           SyncStatus,
-          CaptureFile, ImageFacetCount, ImageClassCount, ImageClassFacet)
+          CaptureFile, ImageFacetCount, ImageTotalCount, ImageClassCount, ImageClassFacet)

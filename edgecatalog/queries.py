@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import image_sql, params
+from . import image_sql, params, scan_cache
 from .errors import NotFound
 from .image_sql import Cond, class_cond, column_cond, project_cond, search_cond
 from .models import ANNOTATION_STATUSES, SPLITS, STAGES, SYNC_STATES, Annotation, Device
@@ -172,7 +172,10 @@ def _total(filters: dict[str, Any], query: ImageQuery) -> tuple[int, list[Cond]]
         if others <= FACET_FILTERS else None
     conds = _conditions(filters)
     sql, args = image_sql.count_sql(facet, classes, conds)
-    total, _size, other, class_images = image_sql.database.execute_sql(sql, args).fetchone()
+    if "search" in filters:  # a LIKE over the filename index: remembered until a write
+        total, _size, other, class_images = scan_cache.fetchone(sql, args)
+    else:
+        total, _size, other, class_images = image_sql.database.execute_sql(sql, args).fetchone()
     # With a class: walking the sort index and probing each row finds the page after about
     # (offset+limit)*other/total rows; the class's IN list costs about class_images rows.
     wanted = query.offset + query.limit

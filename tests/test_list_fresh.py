@@ -9,10 +9,13 @@ reads the plain ``image``/``annotation``/``batch`` rows with its own SQL and fil
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+import requests
 from conftest import seed_image
 
-from edgecatalog import image_sql
+from edgecatalog import image_sql, scan_cache
 from edgecatalog.catalog import NewAnnotation
 from edgecatalog.models import database
 from edgecatalog.sync import outbox
@@ -199,3 +202,61 @@ def test_counts_equal_a_full_recount(cat, settings):
         "i.sync_state, count(DISTINCT i.id) FROM annotation a JOIN image i ON i.id = a.image_id "
         "GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6").fetchall()
     assert per_facet == want and len(want) >= 3
+    totals = database.execute_sql(
+        "SELECT device_id, annotation_status, split, sync_state, n FROM image_total_count "
+        "WHERE n > 0 ORDER BY 1, 2, 3, 4").fetchall()
+    want = database.execute_sql(
+        "SELECT device_id, annotation_status, split, sync_state, count(*) FROM image "
+        "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4").fetchall()
+    assert totals == want and len(want) >= 2
+
+
+def _scan_cached(sql: str = "SELECT random()") -> tuple:
+    database.connect(reuse_if_open=True)
+    return scan_cache.fetchone(sql, ())
+
+
+def test_scan_cache_remembers_until_any_connection_writes(cat, settings):
+    """random() shows whether the statement ran again: same value = answered from memory."""
+    first = _scan_cached()
+    assert _scan_cached() == first
+    # A commit on another connection (another thread's) changes data_version.
+    done = threading.Event()
+
+    def other_writer():
+        with database.connection_context():
+            database.execute_sql("UPDATE image SET split = 'test' WHERE id = 1")
+        done.set()
+
+    threading.Thread(target=other_writer).start()
+    assert done.wait(10)
+    second = _scan_cached()
+    assert second != first and _scan_cached() == second
+    # A write on this very connection changes its total_changes.
+    database.execute_sql("UPDATE image SET split = 'val' WHERE id = 1")
+    third = _scan_cached()
+    assert third != second and _scan_cached() == third
+    # Inside a transaction nothing is remembered (it could be rolled back).
+    with database.atomic():
+        assert _scan_cached() != _scan_cached()
+
+
+def test_search_total_is_fresh_across_connections(cat, settings, live_server, auth_headers,
+                                                  monkeypatch):
+    """The server's threads keep their own connections (and caches); a write made on another
+    connection shows in the very next answer of each of them."""
+    monkeypatch.setattr(image_sql, "FTS_PROBE", 0)  # the LIKE path, whose total is remembered
+    headers = auth_headers("read")
+
+    def totals(term: str) -> set[int]:
+        # Several requests so that every server thread has answered (and remembered) it.
+        return {requests.get(f"{live_server.url}/data/images", params={"search": term},
+                             headers=headers, timeout=10).json()["meta"]["total"]
+                for _ in range(8)}
+
+    for term in ("fresh", "fr"):
+        before = sum(term in r["filename"] for r in _snapshot())
+        assert totals(term) == {before}
+    seed_image(settings, filename="fresh_late.jpg", device_id="cam01", seed=77)
+    for term in ("fresh", "fr"):
+        assert totals(term) == {sum(term in r["filename"] for r in _snapshot())} != {before}

@@ -1,7 +1,7 @@
 """GET /files/<id>: the image bytes, by id only, from the path stored in the database.
 
-The resolved real path (symlinks followed) must stay inside the image's root, and that root
-must be one the configuration names or the catalog registered (a scanned folder); anything
+The resolved real path (symlinks followed) must stay inside the image's root, a folder the
+catalog registered (``file_root``: the images dir, a watch dir, a scanned folder); anything
 else is a 404, as if the file did not exist. Conditional (ETag, If-Modified-Since) and Range
 requests are answered by Werkzeug.
 """
@@ -10,27 +10,17 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from pathlib import Path
+from dataclasses import dataclass
 
-from flask import Blueprint, g, request
+from flask import Blueprint, Response, g, request
 from werkzeug.wsgi import wrap_file
-from flask import Response
 
 from .. import params
 from ..errors import Gone, NotFound
-from ..models import FileRoot, Image
-from ..web import authenticator, bearer_principal, settings
+from ..models import database
+from ..web import authenticator, bearer_principal
 
 bp = Blueprint("files", __name__)
-
-
-def allowed_roots() -> list[str]:
-    """The images dir, the configured watch dirs, and every folder the catalog registered as
-    a root (``edgecatalog scan DIR`` in index mode registers DIR: its images are served too)."""
-    cfg = settings()
-    roots = [cfg.images_dir] + [Path(d).expanduser() for d in cfg["capture.watch_dirs"]]
-    roots += [Path(p) for (p,) in FileRoot.select(FileRoot.path).tuples()]
-    return [os.path.realpath(r) for r in roots]
 
 
 def authorize_file(image_id: int) -> None:
@@ -43,31 +33,44 @@ def authorize_file(image_id: int) -> None:
         g.principal = bearer_principal()
 
 
-def resolve_image_file(image_id: int) -> tuple[Image, str]:
-    image = (Image.select(Image, FileRoot.path.alias("root_path"))
-             .join(FileRoot, on=(Image.root == FileRoot.id))
-             .where(Image.id == image_id).objects().first())
-    if image is None:
+@dataclass(frozen=True)
+class StoredFile:
+    filename: str
+    sha256: str
+    byte_size: int
+    path: str  # real path, inside the image's root
+
+
+# One statement, no model instance: this route serves every image of every grid.
+FILE_SQL = """SELECT i.filename, i.sha256, i.byte_size, i.evicted_at, r.path, i.path
+ FROM image i JOIN file_root r ON r.id = i.root_id WHERE i.id = ?"""
+
+
+def resolve_image_file(image_id: int) -> StoredFile:
+    """The image's file: its root (a ``file_root`` row: the images dir, a watch dir or a
+    scanned folder) joined with its relative path, both from the database only, and the
+    resolved real path (symlinks followed) still inside the resolved root."""
+    row = database.execute_sql(FILE_SQL, (image_id,)).fetchone()
+    if row is None:
         raise NotFound(f"image {image_id} does not exist", "id")
-    if image.evicted_at is not None:
+    filename, sha256, byte_size, evicted_at, root_path, rel_path = row
+    if evicted_at is not None:
         raise Gone(f"image {image_id} was evicted from this device after it was synced", "id")
-    root = os.path.realpath(image.root_path)
-    if root not in allowed_roots():
-        raise NotFound(f"image {image_id} has no file here", "id")
-    resolved = os.path.realpath(os.path.join(root, image.path))
+    root = os.path.realpath(root_path)
+    resolved = os.path.realpath(os.path.join(root, rel_path))
     if os.path.commonpath([root, resolved]) != root or resolved == root:
         raise NotFound(f"image {image_id} has no file here", "id")
-    return image, resolved
+    return StoredFile(filename, sha256, byte_size, resolved)
 
 
 @bp.get("/files/<int:image_id>")
 def get_file(image_id: int):
     image_id = min(image_id, params.MAX_ID)
     authorize_file(image_id)
-    image, path = resolve_image_file(image_id)
+    image = resolve_image_file(image_id)
     try:
         # O_NOFOLLOW: the last component was resolved above and must not be swapped for a link.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(image.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         raise NotFound(f"image {image_id} has no file here", "id") from None
     handle = os.fdopen(fd, "rb")

@@ -34,11 +34,11 @@ def get_thumbnail(image_id: int):
     image_id = min(image_id, params.MAX_ID)
     authorize_file(image_id)
     size = parse_size(request.args)
-    image, path = resolve_image_file(image_id)
+    image = resolve_image_file(image_id)
     cfg = settings()
     try:
         thumb = thumbnails.get_thumbnail(
-            path, image.sha256, image.byte_size, size,
+            image.path, image.sha256, image.byte_size, size,
             cfg.data_dir / thumbnails.CACHE_DIRNAME, cfg["ui.thumbnail_max_pixels"])
     except OSError:
         raise NotFound(f"image {image_id} has no file here", "id") from None
