@@ -6,6 +6,7 @@ Integers keep rows small and indexes fast at a million images; the wire format i
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import datetime, timezone
 
@@ -16,12 +17,21 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+@functools.lru_cache(maxsize=1024)
+def _minute(minutes: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:", time.gmtime(minutes * 60))
+
+
 def format_ts(us: int | None) -> str:
+    """Microseconds to RFC 3339 UTC. A list page formats ~150 of them, mostly close together,
+    so the part up to the minute is cached (about half the cost of strftime per call)."""
     if us is None:
         return ""
     seconds, micros = divmod(us, 1_000_000)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{stamp}.{micros:06d}Z" if micros else f"{stamp}Z"
+    minutes, secs = divmod(seconds, 60)
+    if micros:
+        return f"{_minute(minutes)}{secs:02d}.{micros:06d}Z"
+    return f"{_minute(minutes)}{secs:02d}Z"
 
 
 def parse_ts(text: str) -> int:
