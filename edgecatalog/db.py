@@ -16,6 +16,7 @@ from peewee import SqliteDatabase
 from playhouse.migrations import Runner
 
 from .config import Settings
+from . import scan_cache
 from .models import MODELS, database
 
 PRAGMAS = {
@@ -43,6 +44,7 @@ def migrations_dir() -> Path:
 def init_database(path: Path) -> SqliteDatabase:
     path.parent.mkdir(parents=True, exist_ok=True)
     database.init(str(path), pragmas=PRAGMAS, check_same_thread=False, timeout=15)
+    scan_cache.forget()  # carried search totals belong to the database that was open
     return database
 
 

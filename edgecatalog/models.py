@@ -242,6 +242,14 @@ class ImageTotalCount(BaseModel):
         without_rowid = True
 
 
+class ImageNameEpoch(BaseModel):
+    """One row counting the writes that can take a filename away (delete, rename), kept by
+    triggers on ``image`` (migration 0007): search totals are carried forward while it holds."""
+
+    id = IntegerField(primary_key=True)  # always 1 (a CHECK in the migration)
+    n = IntegerField()
+
+
 class ImageClassCount(BaseModel):
     """Distinct images carrying a class, kept by triggers on ``annotation`` (migration 0004)."""
 
@@ -272,4 +280,5 @@ class ImageClassFacet(BaseModel):
 
 MODELS = (Project, Device, Batch, DatasetVersion, FileRoot, Image, Annotation, Outbox, RejectedFile,
           SyncStatus,
-          CaptureFile, ImageFacetCount, ImageTotalCount, ImageClassCount, ImageClassFacet)
+          CaptureFile, ImageFacetCount, ImageTotalCount, ImageNameEpoch, ImageClassCount,
+          ImageClassFacet)

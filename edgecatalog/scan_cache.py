@@ -1,5 +1,6 @@
-"""Results of list statements that scan (a common or 1-2 character ``search``), remembered per
-database connection until the database changes.
+"""Results of list statements that scan (a common or 1-2 character ``search``): remembered
+per database connection until the database changes, and the total of a search alone carried
+forward across inserts.
 
 Every other total is read from trigger-kept count tables in a few pages; an exact substring
 count cannot be: it reads the whole filename index (~100 ms at a million images). A client
@@ -11,6 +12,13 @@ any other connection, in this process or another, commits) and its own ``total_c
 (changes with its own writes, committed or not) are what they were when it was computed.
 Nothing is remembered inside a transaction. Per connection, so no lock: each waitress thread
 has its own long-lived connection. Bounded to ``MAX_ENTRIES`` statements per connection.
+
+A device writes an image every few seconds, which would empty that cache before a search is
+asked twice. So the total of a search with no other filter is carried forward instead
+(``search_total``, shared by all threads): with ``image_name_epoch`` (migration 0007: bumped by
+every delete or rename) unchanged and the row count grown by exactly the rows above the old
+maximum id, the rows that were there are still there with the same names, and the total is the
+old one plus the matches among the new rows, counted through the primary key.
 """
 
 from __future__ import annotations
@@ -22,6 +30,16 @@ from .models import database
 
 MAX_ENTRIES = 32
 _local = threading.local()
+
+# One statement, one snapshot: the state the carried total is checked against, and the count.
+_STATE = ("SELECT (SELECT n FROM image_name_epoch), (SELECT coalesce(max(id), 0) FROM image), "
+          "(SELECT coalesce(sum(n), 0) FROM image_total_count)")
+_FULL = _STATE + ", 0, (SELECT count(*) FROM image t WHERE t.filename LIKE ? ESCAPE '\\')"
+_DELTA = (_STATE + ", (SELECT count(*) FROM image WHERE id > ?), (SELECT count(*) FROM image t "
+          "WHERE t.id > ? AND t.filename LIKE ? ESCAPE '\\')")
+# (database file, pattern) -> (epoch, max id, rows, total)
+_carried: dict[tuple[str, str], tuple[int, int, int, int]] = {}
+_carried_lock = threading.Lock()
 
 
 def _fingerprint(conn: Any) -> tuple[int, int]:
@@ -49,3 +67,35 @@ def fetchone(sql: str, args: tuple) -> tuple:
         entries.pop(next(iter(entries)))
     entries[key] = row
     return row
+
+
+def search_total(pattern: str) -> tuple[int, int]:
+    """(images whose filename is LIKE ``pattern``, the largest image id): exact, from the
+    carried total when it still holds, else from a full count (which is then carried)."""
+    key = (str(database.database), pattern)
+    with _carried_lock:
+        known = _carried.get(key)
+    if known is not None:
+        epoch, max_id, rows, added_rows, added = database.execute_sql(
+            _DELTA, (known[1], known[1], pattern)).fetchone()
+        if epoch == known[0] and rows - known[2] == added_rows:
+            return _carry(key, (epoch, max_id, rows, known[3] + added))
+    epoch, max_id, rows, _, total = database.execute_sql(_FULL, (pattern,)).fetchone()
+    return _carry(key, (epoch, max_id, rows, total))
+
+
+def _carry(key: tuple[str, str], state: tuple[int, int, int, int]) -> tuple[int, int]:
+    # Rows written by this connection's open transaction could still be rolled back.
+    if not database.connection().in_transaction:
+        with _carried_lock:
+            _carried.pop(key, None)
+            _carried[key] = state
+            while len(_carried) > MAX_ENTRIES:
+                _carried.pop(next(iter(_carried)))
+    return state[3], state[1]
+
+
+def forget() -> None:
+    """Drop every carried total (a new database was opened in this process)."""
+    with _carried_lock:
+        _carried.clear()

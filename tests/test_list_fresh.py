@@ -260,3 +260,69 @@ def test_search_total_is_fresh_across_connections(cat, settings, live_server, au
     seed_image(settings, filename="fresh_late.jpg", device_id="cam01", seed=77)
     for term in ("fresh", "fr"):
         assert totals(term) == {sum(term in r["filename"] for r in _snapshot())} != {before}
+
+
+def _copy_image(source_id: int, new_id: int | None, filename: str) -> int:
+    """A raw copy of an image row under another id (None: the next one) and filename."""
+    cols = [r[1] for r in database.execute_sql("PRAGMA table_info(image)")]
+    given = {"id": new_id, "filename": filename, "sha256": f"{filename}-{new_id}"}
+    picked = [c for c in cols if c != "id" or new_id is not None]
+    select = ", ".join("?" if c in given else c for c in picked)
+    args = [given[c] for c in picked if c in given] + [source_id]
+    cursor = database.execute_sql(
+        f"INSERT INTO image ({', '.join(picked)}) SELECT {select} FROM image WHERE id = ?", args)
+    return cursor.lastrowid
+
+
+def _oracle_total(term: str) -> int:
+    return sum(term in r["filename"].lower() for r in _snapshot())
+
+
+def _search_total(term: str) -> int:
+    return scan_cache.search_total(image_sql.like_pattern(term))[0]
+
+
+def test_carried_search_total_stays_exact(cat, settings):
+    """The total of a search alone is carried across inserts and recomputed after anything
+    else: deletes, renames, an insert below the largest id, a rolled-back insert."""
+    term = "fresh"
+    assert _search_total(term) == _oracle_total(term) == 12
+    # Inserts above the largest id, matching and not, from another connection.
+    done = threading.Event()
+
+    def other_writer():
+        with database.connection_context():
+            _copy_image(1, None, "fresh_other.jpg")
+            _copy_image(1, None, "unrelated.jpg")
+        done.set()
+
+    threading.Thread(target=other_writer).start()
+    assert done.wait(10)
+    assert _search_total(term) == _oracle_total(term) == 13
+    # A rename away, and a delete.
+    database.execute_sql("UPDATE image SET filename = 'renamed.jpg' WHERE id = 2")
+    assert _search_total(term) == _oracle_total(term) == 12
+    database.execute_sql("DELETE FROM image WHERE id = 3")
+    assert _search_total(term) == _oracle_total(term) == 11
+    # Back into the hole below the largest id, with no delete to bump the epoch.
+    _copy_image(1, 3, "fresh_hole.jpg")
+    assert _search_total(term) == _oracle_total(term) == 12
+    # A matching insert seen inside a transaction, then rolled back; its id is then reused
+    # by a row that does not match.
+    with database.atomic() as tx:
+        _copy_image(1, None, "fresh_rolled_back.jpg")
+        assert _search_total(term) == 13
+        tx.rollback()
+    _copy_image(1, None, "nothing.jpg")
+    assert _search_total(term) == _oracle_total(term) == 12
+
+
+def test_carried_totals_belong_to_their_database(tmp_path, cat, settings):
+    term = "fresh"
+    assert _search_total(term) == 12
+    from edgecatalog import db
+
+    other = db.init_database(tmp_path / "other" / "catalog.db")
+    db.migrate(other)
+    database.connect(reuse_if_open=True)
+    assert _search_total(term) == 0
