@@ -144,3 +144,18 @@ def test_app_and_floor_serve_the_matrix_alike(catalog: Path) -> None:
         reference.close()
         if not database.is_closed():
             database.close()
+
+
+def test_search_live_runs_and_leaves_the_catalog_as_it_was(catalog: Path) -> None:
+    state = ("SELECT (SELECT count(*) FROM image), (SELECT max(id) FROM image), "
+             "(SELECT sum(n) FROM image_total_count)")
+    before = rows(catalog, state)
+    done = subprocess.run([sys.executable, str(BENCH / "search_live.py"), "--data", str(catalog),
+                           "--duration", "0.5", "--writes-per-second", "20"],
+                          check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    written = int(re.search(r"\((\d+) written, (\d+) removed\)", done.stdout).group(1))
+    assert written > 0 and f"({written} written, {written} removed)" in done.stdout
+    assert rows(catalog, "SELECT count(*) FROM image") == [(N,)]
+    assert rows(catalog, state) == before
+    assert "search common + split" in done.stdout
