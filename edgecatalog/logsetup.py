@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 from typing import IO, Any
 from urllib.parse import parse_qsl, urlencode
@@ -98,4 +99,27 @@ def configure(settings: Settings | None = None, stream: IO[str] | None = None) -
     handler._edgecatalog = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    queue = logging.getLogger("waitress.queue")
+    for old in [f for f in queue.filters if isinstance(f, OncePer)]:
+        queue.removeFilter(old)
+    # waitress warns for every request that waits for a free thread: under a burst, a line per
+    # request (CPU and journal churn on a small device); once a minute says the same.
+    queue.addFilter(OncePer(60.0))
     return handler
+
+
+class OncePer(logging.Filter):
+    """Lets one record through per ``seconds``; drops the rest."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds, self.next_at = seconds, 0.0
+        self.lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self.lock:
+            now = time.monotonic()
+            if now < self.next_at:
+                return False
+            self.next_at = now + self.seconds
+            return True

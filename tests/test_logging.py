@@ -85,6 +85,29 @@ def test_text_format_is_one_line_per_event(settings):
     assert "abc.def.ghi" not in lines[0] and "ERROR edgecatalog.test" in lines[0]
 
 
+def test_waitress_queue_warnings_are_rate_limited(settings, monkeypatch):
+    """A burst of queued requests logs one line a minute, not one per request."""
+    clock = [1000.0]
+    monkeypatch.setattr(logsetup.time, "monotonic", lambda: clock[0])
+    stream = io.StringIO()
+    handler = logsetup.configure(settings, stream=stream)
+    queue = logging.getLogger("waitress.queue")
+    try:
+        for depth in range(100):
+            queue.warning("Task queue depth is %d", depth)
+        clock[0] += 61
+        queue.warning("Task queue depth is %d", 7)
+        logging.getLogger("edgecatalog.test").warning("not limited")
+        logging.getLogger("edgecatalog.test").warning("not limited")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert [line.split("waitress.queue: ")[-1] for line in lines if "waitress.queue" in line] \
+        == ["Task queue depth is 0", "Task queue depth is 7"]
+    assert sum("not limited" in line for line in lines) == 2
+    assert len([f for f in queue.filters if isinstance(f, logsetup.OncePer)]) == 1
+
+
 def test_served_process_logs_json_to_stderr_without_secrets(tmp_path):
     settings = make_settings(tmp_path)
     port = free_port()
