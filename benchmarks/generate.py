@@ -41,7 +41,8 @@ BULK_TABLES = ("image", "annotation", "outbox", "capture_file")
 CHUNK = 20_000
 
 
-TRIGGER_MIGRATIONS = ("0004_list_counts.py", "0005_image_totals.py")
+# 0006 last: it re-creates four of the insert triggers above with its bulk-ingest gate.
+TRIGGER_MIGRATIONS = ("0004_list_counts.py", "0005_image_totals.py", "0006_bulk_ingest_gate.py")
 
 
 def list_structures() -> list:

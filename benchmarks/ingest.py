@@ -242,6 +242,9 @@ def main() -> int:
         scan, scan_cpu = timed(args.repeats, args.cold, measure_scan, work / "captures", work,
                                args.mode, args.n)
         print(f"load average before: {os.getloadavg()[0]:.1f}")
+        if OTHER_LOAD:  # noise: cores other programs used while floor and scan were measured
+            print(f"other processes meanwhile: {statistics.median(OTHER_LOAD):.2f} cores "
+                  f"(median), {max(OTHER_LOAD):.2f} at most")
         cache = "cold cache" if args.cold else "warm cache"
         report(f"floor (read + sha256, {cache})", args.n, floor, floor, floor_cpu)
         report(f"scan ({args.mode} mode)", args.n, scan, floor, scan_cpu)
@@ -263,15 +266,36 @@ def drop_page_cache() -> bool:
     return True
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU seconds every process of the machine has used since boot (Linux), else None."""
+    try:
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+
+
+OTHER_LOAD: list[float] = []  # cores other processes kept busy during each measured call
+
+
 def timed(repeats: int, cold: bool, func, *args) -> tuple[float, float]:
-    """Median wall seconds and median CPU seconds of ``repeats`` calls."""
+    """Median wall seconds and median CPU seconds of ``repeats`` calls.
+
+    Another program busy on the machine meanwhile (a second benchmark, say) takes cores from
+    the measured code: how many, on average, is appended to ``OTHER_LOAD`` for the report.
+    """
     walls, cpus = [], []
     for _ in range(repeats):
         if cold:
             drop_page_cache()
-        cpu = cpu_seconds()
+        cpu, busy, started = cpu_seconds(), machine_busy_seconds(), time.perf_counter()
         walls.append(func(*args))
         cpus.append(cpu_seconds() - cpu)
+        if busy is not None:
+            elapsed = time.perf_counter() - started
+            others = machine_busy_seconds() - busy - cpus[-1]
+            OTHER_LOAD.append(max(0.0, others / elapsed))
     return statistics.median(walls), statistics.median(cpus)
 
 

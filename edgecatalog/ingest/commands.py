@@ -19,7 +19,7 @@ from typing import TextIO
 from ..config import Settings
 from .probe import CaptureOptions
 from .rejects import list_rejected
-from .scan import ScanReport, index_files, walk
+from .scan import ScanReport, scan_folder
 from .store import IngestLock
 
 
@@ -76,11 +76,13 @@ def _scan(settings: Settings, folder: Path, root: Path, options: CaptureOptions,
 
     with database.connection_context():
         indexer = FolderIndexer(options, root)
-        paths = walk(Path(os.path.realpath(folder)), recursive, exclude=[settings.data_dir])
         bar = None
         if err.isatty():
             from tqdm import tqdm
 
+            # No monitor thread: the bar is updated per chunk anyway, and a second thread
+            # would keep the scan from forking its probe workers (``pool``).
+            tqdm.monitor_interval = 0
             bar = tqdm(total=0, unit="img", file=err, dynamic_ncols=True, leave=False)
 
         def on_total(total: int) -> None:
@@ -89,7 +91,8 @@ def _scan(settings: Settings, folder: Path, root: Path, options: CaptureOptions,
                 bar.refresh()
 
         try:
-            report = index_files(indexer, paths, on_total=on_total, listing_complete=True,
+            report = scan_folder(indexer, recursive, folder=Path(os.path.realpath(folder)),
+                                 exclude=[settings.data_dir], on_total=on_total,
                                  progress=bar.update if bar is not None else None)
         finally:
             if bar is not None:

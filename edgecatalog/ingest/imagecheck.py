@@ -10,7 +10,9 @@ costs microseconds and catches what a byte-level check can:
   after it has no framing to check without decoding);
 * WebP: the RIFF size covers the file; BMP: the declared size and pixel offset fit.
 
-``structure_problem(stream, fmt, size)`` returns what is wrong, or None. No Flask.
+``structure_problem(stream, fmt, size)`` returns what is wrong, or None. ``jpeg_fast_size``
+is the folder scan's shortcut for the common case: one walk over bytes already in memory that
+both checks the structure and reads the size. No Flask.
 """
 
 from __future__ import annotations
@@ -81,6 +83,45 @@ def _jpeg(stream: BinaryIO, size: int) -> str | None:
             return None
         stream.seek(length - 2, 1)
     return "the JPEG header has too many segments"
+
+
+def jpeg_fast_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a JPEG whose header ``_jpeg`` accepts, with one size frame and no
+    EXIF block; None for anything else, which then goes the slow way (imagesize, whose EXIF
+    rotation and tolerant parsing this does not repeat, and ``structure_problem``, whose
+    message says what is wrong). On the bytes it accepts it answers as that pair does, in a
+    fraction of the time: the scan reads thousands of JPEGs a second."""
+    size, pos, dims = len(data), 2, None
+    for _ in range(MAX_JPEG_SEGMENTS):
+        if pos + 2 > size or data[pos] != 0xFF:
+            return None
+        code = data[pos + 1]
+        while code == 0xFF:  # fill bytes before a marker
+            pos += 1
+            if pos + 2 > size:
+                return None
+            code = data[pos + 1]
+        pos += 2
+        if code == 0xD9:
+            return None
+        if 0xD0 <= code <= 0xD7 or code == 0x01:
+            continue
+        if pos + 2 > size:
+            return None
+        length = (data[pos] << 8) | data[pos + 1]
+        pos += 2
+        if length < 2 or pos + length - 2 > size:
+            return None
+        if code == 0xDA:  # start of scan: the header is whole
+            return dims
+        if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):  # a size frame (SOFn)
+            if dims is not None or length < 8:
+                return None
+            dims = ((data[pos + 3] << 8) | data[pos + 4], (data[pos + 1] << 8) | data[pos + 2])
+        elif code == 0xE1 and length >= 8 and data[pos:pos + 6] == b"Exif\x00\x00":
+            return None  # may rotate the size: imagesize reads the orientation
+        pos += length - 2
+    return None
 
 
 def _webp(stream: BinaryIO, size: int) -> str | None:

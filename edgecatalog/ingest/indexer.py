@@ -19,8 +19,9 @@ import os
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
-from ..catalog import NewImage, add_image, file_root
+from ..catalog import NewImage, file_root
 from ..db import write_tx
 from ..models import CaptureFile, FileRoot, Image, database
 from ..timeutil import now_us
@@ -43,6 +44,15 @@ UPSERT_SQL = (
     '"updated_at" = excluded."updated_at"')
 
 
+class Known(NamedTuple):
+    """A file's CaptureFile row: what it was taken as, its size and mtime then, its image."""
+
+    kind: str
+    byte_size: int
+    mtime_ns: int
+    image_id: int | None
+
+
 class FolderIndexer:
     """Indexes files found under one root folder (a watch dir or a scanned folder)."""
 
@@ -53,14 +63,18 @@ class FolderIndexer:
             self.root_row = file_root(str(self.root))
 
     # -- what is already known -------------------------------------------------------------
-    def known(self, rels: Iterable[str]) -> dict[str, CaptureFile]:
-        """CaptureFile rows for these relative paths (queried in chunks: bounded SQL)."""
+    def known(self, rels: Iterable[str]) -> dict[str, Known]:
+        """What CaptureFile says of these relative paths (queried in chunks: bounded SQL;
+        plain SQL and tuples, as a reconciliation pass asks this for every file it lists)."""
         rels = list(rels)
-        found: dict[str, CaptureFile] = {}
+        found: dict[str, Known] = {}
         for i in range(0, len(rels), 500):
-            rows = CaptureFile.select().where((CaptureFile.root == self.root_row.id)
-                                              & CaptureFile.path.in_(rels[i:i + 500]))
-            found.update({row.path: row for row in rows})
+            chunk = rels[i:i + 500]
+            rows = database.execute_sql(
+                'SELECT "path", "kind", "byte_size", "mtime_ns", "image_id" FROM "capture_file" '
+                f'WHERE "root_id" = ? AND "path" IN ({", ".join("?" * len(chunk))})',
+                [self.root_row.id, *chunk])
+            found.update({row[0]: Known(*row[1:]) for row in rows})
         return found
 
     def image_for_stem(self, stem: str) -> int | None:
@@ -87,12 +101,15 @@ class FolderIndexer:
         """Index a chunk of probes in one transaction; returns one outcome per probe."""
         targets = self._stage_moves(probes) if self.options.mode == "move" else {}
         try:
-            with write_tx():
-                try:
-                    with write_tx():  # a savepoint: a failed bulk insert leaves nothing
-                        outcomes = self._commit_bulk(probes, targets, rejected)
-                except Exception:
-                    log.warning("bulk indexing failed; indexing one by one", exc_info=True)
+            try:
+                # Its own transaction, not a savepoint in a wider one: a savepoint copies
+                # every page the chunk touches into its journal first, which cost a third
+                # of the chunk's SQLite time. A failure rolls the whole chunk back.
+                with write_tx():
+                    outcomes = self._commit_bulk(probes, targets, rejected)
+            except Exception:
+                log.warning("bulk indexing failed; indexing one by one", exc_info=True)
+                with write_tx():
                     outcomes = [self._commit_one(p, targets.get(id(p)), rejected)
                                 for p in probes]
         except BaseException:
@@ -109,9 +126,10 @@ class FolderIndexer:
         ready = [i for i, p in enumerate(probes) if not p.changing and not p.error]
         news = [self._new_image(probes[i], targets.get(id(probes[i]))) for i in ready]
         rows: list[tuple[FileStat, str, int | None]] = []
-        rejections = [Rejection(str(p.file.path), p.error, p.file.size, p.file.mtime_ns)
+        rejections = [Rejection(p.file.where, p.error, p.file.size, p.file.mtime_ns)
                       for p in probes if p.error and not p.changing]
-        results = add_images(news, self.options.policy, validated=True)
+        results = add_images(news, self.options.policy, validated=True, savepoint=False,
+                             annotation_rows=[probes[i].rows for i in ready])
         for i, (image_id, created) in zip(ready, results):
             probe = probes[i]
             outcomes[i] = INDEXED if created else DUPLICATE
@@ -120,7 +138,7 @@ class FolderIndexer:
             sidecar = probe.sidecar
             if created and sidecar is not None:
                 if probe.sidecar_error:
-                    rejections.append(Rejection(str(sidecar.path), probe.sidecar_error,
+                    rejections.append(Rejection(sidecar.where, probe.sidecar_error,
                                                 sidecar.size, sidecar.mtime_ns))
                 else:
                     rows.append((sidecar, SIDECAR, image_id))
@@ -128,7 +146,7 @@ class FolderIndexer:
         for rej in rejections:
             record_rejected(rej)
             rejected.add(rej.path)
-        cleared = [str(f.path) for f, _, _ in rows if str(f.path) in rejected]
+        cleared = [f.where for f, _, _ in rows if f.where in rejected]
         clear_rejected(cleared)
         rejected.difference_update(cleared)
         return outcomes
@@ -138,42 +156,44 @@ class FolderIndexer:
         if probe.changing:
             return CHANGING
         if probe.error:
-            record_rejected(Rejection(str(file.path), probe.error, file.size, file.mtime_ns))
-            rejected.add(str(file.path))
+            record_rejected(Rejection(file.where, probe.error, file.size, file.mtime_ns))
+            rejected.add(file.where)
             return REJECTED
         try:
-            image, created = add_image(self._new_image(probe, target), self.options.policy)
+            [(image_id, created)] = add_images([self._new_image(probe, target)],
+                                               self.options.policy, validated=True,
+                                               annotation_rows=[probe.rows])
         except Exception as exc:  # one bad file must not stop the rest of the chunk
             log.exception("cannot index %s", file.path)
             reason = getattr(exc, "message", None) or f"{exc.__class__.__name__}: {exc}"
-            record_rejected(Rejection(str(file.path), reason, file.size, file.mtime_ns))
+            record_rejected(Rejection(file.where, reason, file.size, file.mtime_ns))
             return REJECTED
         kind = (MOVED if target else IN_PLACE) if created else DUPLICATE_KIND
-        self.remember(file, kind, image.id)
-        if str(file.path) in rejected:
-            clear_rejected([str(file.path)])
-            rejected.discard(str(file.path))
+        self.remember(file, kind, image_id)
+        if file.where in rejected:
+            clear_rejected([file.where])
+            rejected.discard(file.where)
         if created and probe.sidecar is not None:
-            self._commit_sidecar(probe, image.id, rejected)
+            self._commit_sidecar(probe, image_id, rejected)
         return INDEXED if created else DUPLICATE
 
     def _commit_sidecar(self, probe: Probe, image_id: int, rejected: set[str]) -> None:
         sidecar = probe.sidecar
         assert sidecar is not None
         if probe.sidecar_error:
-            record_rejected(Rejection(str(sidecar.path), probe.sidecar_error, sidecar.size,
+            record_rejected(Rejection(sidecar.where, probe.sidecar_error, sidecar.size,
                                       sidecar.mtime_ns))
-            rejected.add(str(sidecar.path))
+            rejected.add(sidecar.where)
             return
         self.remember(sidecar, SIDECAR, image_id)
-        if str(sidecar.path) in rejected:
-            clear_rejected([str(sidecar.path)])
-            rejected.discard(str(sidecar.path))
+        if sidecar.where in rejected:
+            clear_rejected([sidecar.where])
+            rejected.discard(sidecar.where)
 
     def _new_image(self, probe: Probe, target: Path | None) -> NewImage:
         meta = probe.metadata
         file = probe.file
-        filename = (meta.filename if meta and meta.filename else file.path.name)
+        filename = (meta.filename if meta and meta.filename else os.path.basename(file.where))
         if target is not None:
             root, rel = str(self.options.images_dir), target.relative_to(
                 self.options.images_dir).as_posix()
@@ -187,7 +207,7 @@ class FolderIndexer:
             captured_at=meta.captured_at if meta and meta.captured_at else file.mtime_ns // 1000,
             model_id=meta.model_id if meta else "", model_version=meta.model_version if meta
             else "", source=meta.source if meta else "",
-            annotations=meta.annotations if meta else (),
+            annotations=(),  # a probe's sidecar annotations come converted, in probe.rows
         )
 
     # -- move mode -------------------------------------------------------------------------
@@ -240,7 +260,7 @@ class FolderIndexer:
         for folder in folders:
             fsync_dir(folder)
 
-    def resume_move(self, file: FileStat, row: CaptureFile) -> bool:
+    def resume_move(self, file: FileStat, row: Known) -> bool:
         """An original still present after its move was committed: finish the move."""
         image = (Image.select(Image, FileRoot.path.alias("root_path"))
                  .join(FileRoot, on=(Image.root == FileRoot.id))

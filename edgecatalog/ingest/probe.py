@@ -1,6 +1,7 @@
 """Reading one capture from disk without touching the database: bytes, SHA-256, format,
-dimensions and its sidecar. Pure and thread-safe, so a folder is probed by a small pool of
-threads (reads and hashing release the GIL) while one thread writes the catalog.
+dimensions and its sidecar (annotations already converted to their stored columns). Pure and
+thread-safe, so a folder is probed by worker processes or threads (``pool``) while one thread
+writes the catalog; a ``Probe`` crosses from a process as plain tuples (``to_wire``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from pathlib import Path
 from ..catalog import BatchPolicy
 from ..config import Settings
 from ..errors import ValidationError
-from .imagecheck import structure_problem
+from .bulk import annotation_values
+from .imagecheck import jpeg_fast_size, structure_problem
 from .metadata import Metadata
 from .sidecars import ClassNames, find_sidecar, read_sidecar
-from .store import image_size_bytes, sniff_format
+from .store import checked_dimensions, image_size_bytes, sniff_format
 from .upload import default_device_id
 
 
@@ -51,19 +53,36 @@ class CaptureOptions:
         )
 
 
-@dataclass(frozen=True)
 class FileStat:
-    """A file as listed: where, and its size and mtime at that moment."""
+    """A file as listed: where (absolute), relative to its root ('/'-separated), and its size
+    and mtime at that moment. ``where`` is the path as text; ``path`` makes the ``Path`` only
+    when asked (a scan lists thousands of files and needs few Path objects)."""
 
-    path: Path
-    rel: str  # relative to its root, '/'-separated
-    size: int
-    mtime_ns: int
+    __slots__ = ("_path", "mtime_ns", "rel", "size", "where")
+
+    def __init__(self, path: Path | str, rel: str, size: int, mtime_ns: int) -> None:
+        self.where = os.fspath(path)
+        self._path = path if isinstance(path, Path) else None
+        self.rel, self.size, self.mtime_ns = rel, size, mtime_ns
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            self._path = Path(self.where)
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"FileStat({self.where!r}, {self.rel!r}, {self.size}, {self.mtime_ns})"
 
     @classmethod
     def of(cls, path: Path, root: Path) -> FileStat:
-        st = path.stat()
-        return cls(path, path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns)
+        """Stat ``path``; ValueError if it is not under ``root`` (both absolute, normalized)."""
+        prefix = str(root).rstrip(os.sep) + os.sep
+        text = str(path)
+        if not text.startswith(prefix):
+            raise ValueError(f"{path} is not under {root}")
+        st = os.stat(text)
+        return cls(path, text[len(prefix):].replace(os.sep, "/"), st.st_size, st.st_mtime_ns)
 
     def settled(self, settle_seconds: float, now: float | None = None) -> bool:
         now = time.time() if now is None else now
@@ -79,8 +98,28 @@ class Probe:
     error: str = ""  # why the image is rejected
     changing: bool = False  # gone or still being written: try again later
     sidecar: FileStat | None = None
-    metadata: Metadata | None = None
+    metadata: Metadata | None = None  # its annotations are stored from ``rows``
     sidecar_error: str = ""
+    rows: tuple[tuple, ...] = ()  # bulk.annotation_values of each sidecar annotation
+
+    def to_wire(self) -> tuple:
+        """Plain tuples of str/int/float (no Path, no dataclass): cheap to pickle from a
+        probe process. The file itself is not sent back: the receiver has it."""
+        side, meta = self.sidecar, self.metadata
+        return (self.sha256, self.width, self.height, self.error, self.changing,
+                None if side is None else (side.where, side.rel, side.size, side.mtime_ns),
+                None if meta is None else (meta.model_id, meta.model_version, meta.source,
+                                           meta.device_id, meta.filename, meta.captured_at),
+                self.sidecar_error, self.rows)
+
+    @classmethod
+    def from_wire(cls, file: FileStat, wire: tuple, hint: FileStat | None) -> Probe:
+        sha, width, height, error, changing, side, meta, sidecar_error, rows = wire
+        sidecar = None
+        if side is not None:
+            sidecar = hint if hint is not None and hint.rel == side[1] else FileStat(*side)
+        return cls(file, sha, width, height, error, changing, sidecar,
+                   None if meta is None else Metadata(*meta), sidecar_error, rows)
 
 
 def reason_of(exc: ValidationError) -> str:
@@ -93,8 +132,7 @@ def probe_image(file: FileStat, options: CaptureOptions, classes: ClassNames,
     whatever ``find_sidecar`` finds next to it."""
     probe = Probe(file)
     try:
-        with open(file.path, "rb") as fh:
-            data = fh.read(options.max_bytes + 1)
+        data = _read_listed(file, options.max_bytes)
     except FileNotFoundError:
         probe.changing = True
         return probe
@@ -116,10 +154,33 @@ def probe_image(file: FileStat, options: CaptureOptions, classes: ClassNames,
             # An unsettled sidecar is still being written: it is attached later, when late.
             probe.sidecar = sidecar
             try:
-                probe.metadata = read_sidecar(sidecar.path, classes, options.max_annotations)
+                meta = read_sidecar(sidecar.where, classes, options.max_annotations,
+                                    size=sidecar.size)
             except ValidationError as exc:
                 probe.sidecar_error = reason_of(exc)
+            else:
+                # Converted here, in a probe worker, rather than by the one writing thread.
+                probe.rows = tuple(annotation_values(a, probe.width, probe.height)
+                                   for a in meta.annotations)
+                probe.metadata = meta
     return probe
+
+
+def _read_listed(file: FileStat, max_bytes: int) -> bytes:
+    """The file's bytes, up to one more than listed (so growth shows) and max_bytes + 1.
+
+    Unbuffered reads of the size the listing gave: ``read(max_bytes + 1)`` on a buffered file
+    allocates the whole 50 MiB limit for every 100 KB capture, which cost more than hashing it.
+    """
+    want = min(file.size, max_bytes) + 1
+    with open(file.where, "rb", buffering=0) as fh:
+        data = fh.read(want)
+        while len(data) < want:  # a short read (or EOF, which says so with b"")
+            more = fh.read(want - len(data))
+            if not more:
+                break
+            data += more
+    return data
 
 
 def _check_image(probe: Probe, data: bytes) -> str:
@@ -129,6 +190,10 @@ def _check_image(probe: Probe, data: bytes) -> str:
     if fmt is None:
         return "not a supported image (JPEG, PNG, WebP or BMP, judged by its bytes)"
     try:
+        fast = jpeg_fast_size(data) if fmt == "JPEG" else None
+        if fast is not None:  # a whole, ordinary JPEG header: size and structure in one walk
+            probe.width, probe.height = checked_dimensions(*fast, fmt)
+            return ""
         probe.width, probe.height = image_size_bytes(data, fmt)
     except ValidationError as exc:
         return exc.message

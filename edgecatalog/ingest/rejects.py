@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from ..db import write_tx
-from ..models import RejectedFile
+from ..models import RejectedFile, database
 from ..timeutil import now_us
 
 log = logging.getLogger("edgecatalog.capture")
@@ -44,10 +44,14 @@ def clear_rejected(paths: list[str]) -> None:
 def rejected_among(paths: list[str]) -> dict[str, tuple[int, int]]:
     """{path: (byte_size, mtime_ns)} of the records among these paths (bounded IN lists)."""
     found: dict[str, tuple[int, int]] = {}
+    if not database.execute_sql("SELECT 1 FROM rejected_file LIMIT 1").fetchone():
+        return found  # the usual case: nothing rejected at all, so nothing to look up
     for i in range(0, len(paths), 500):
-        rows = (RejectedFile.select(RejectedFile.path, RejectedFile.byte_size,
-                                    RejectedFile.mtime_ns)
-                .where(RejectedFile.path.in_(paths[i:i + 500])).tuples())
+        chunk = paths[i:i + 500]
+        # Plain SQL: a reconciliation pass asks this for every file it lists.
+        rows = database.execute_sql(
+            "SELECT path, byte_size, mtime_ns FROM rejected_file WHERE path IN "
+            f"({', '.join('?' * len(chunk))})", chunk)
         found.update({path: (size, mtime) for path, size, mtime in rows})
     return found
 

@@ -3,10 +3,16 @@ pass and its inotify events all go through.
 
 Files already taken (same root, path, size and mtime in ``CaptureFile``) and rejected files that
 have not changed are skipped without being read; files changed within ``settle_seconds`` are
-left for later. The rest is probed by a small thread pool while this thread commits chunks of
-at most ``CHUNK`` images or ``CHUNK_SECONDS`` per transaction, so a server sharing the database
-never waits long for the write lock. Sidecars whose image is already in the catalog are then
-applied (``attach``).
+left for later. The rest is probed by a ``ProbePool`` (worker processes for a large folder in
+the ``scan`` command, threads otherwise) while this thread commits chunks of at most ``CHUNK``
+images or ``CHUNK_SECONDS`` per transaction, so a server sharing the database never waits long
+for the write lock. Sidecars whose image is already in the catalog are then applied
+(``attach``).
+
+Speed (``benchmarks/ingest.py``): a folder is listed with one ``stat`` per file from its
+directory entries; probes cross from workers as plain tuples; a chunk is written with a few
+``executemany`` in its own transaction (no savepoint: one copied every touched page) with the
+list's counts grouped per chunk (``counts``).
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +29,8 @@ from ..db import write_tx
 from ..errors import ValidationError
 from .attach import apply_sidecar
 from .indexer import CHANGING, DUPLICATE, INDEXED, MOVED, REJECTED, SIDECAR, FolderIndexer
-from .probe import CaptureOptions, FileStat, Probe, probe_image, reason_of
+from .pool import Pending, ProbePool
+from .probe import FileStat, Probe, reason_of
 from .rejects import Rejection, clear_rejected, record_rejected, rejected_among
 from .sidecars import ClassNames, classify, preferred_sidecar, read_sidecar, stem_of
 
@@ -32,8 +38,9 @@ log = logging.getLogger("edgecatalog.capture")
 
 CHUNK = 1024
 CHUNK_SECONDS = 0.25
-IN_FLIGHT = 512  # probes queued ahead of the committing thread: bounds memory
-GROUP = 32
+IN_FLIGHT = 2048  # probes queued ahead of the committing thread: bounds memory (~1 KB each)
+GROUP = 64
+MIN_CHUNK = 128  # a commit has fixed costs (lookups, grouped counts, fsync): not for a few
 
 
 @dataclass
@@ -62,25 +69,56 @@ class ScanReport:
 
 def walk(root: Path, recursive: bool, exclude: Iterable[Path] = ()) -> Iterator[Path]:
     """Files under root that may be ours; dot folders and excluded folders are skipped."""
-    excluded = {os.path.realpath(p) for p in exclude}
-    stack = [str(root)]
-    while stack:
-        folder = stack.pop()
+    for entry, _ in _entries(root, recursive, exclude):
+        yield Path(entry.path)
+
+
+def list_tree(root: Path, folder: Path, recursive: bool,
+              exclude: Iterable[Path] = ()) -> tuple[list[FileStat], list[FileStat]]:
+    """``walk`` with each file's size and mtime from its directory entry (one stat each, no
+    Path arithmetic): the images and the sidecars under ``folder``, relative to ``root``."""
+    prefix = str(root).rstrip(os.sep) + os.sep
+    cut = len(prefix)
+    images: list[FileStat] = []
+    sidecars: list[FileStat] = []
+    for entry, kind in _entries(folder, recursive, exclude):
+        path = entry.path
+        if not path.startswith(prefix):
+            continue  # not under this root
         try:
-            entries = list(os.scandir(folder))
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # removed while we listed
+        rel = path[cut:] if os.sep == "/" else path[cut:].replace(os.sep, "/")
+        (images if kind == "image" else sidecars).append(
+            FileStat(path, rel, st.st_size, st.st_mtime_ns))
+    return images, sidecars
+
+
+def _entries(folder: Path, recursive: bool,
+             exclude: Iterable[Path]) -> Iterator[tuple[os.DirEntry, str]]:
+    """The directory entries ``walk`` yields paths of, in the same order, with their kind."""
+    excluded = {os.path.realpath(p) for p in exclude}
+    stack = [str(folder)]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
         except (FileNotFoundError, NotADirectoryError):
-            continue  # removed while we walked
-        except OSError as exc:  # unreadable: say so, and index the rest
-            log.warning("cannot list %s: %s", folder, exc.strerror or exc)
             continue
-        for entry in sorted(entries, key=lambda e: e.name):
+        except OSError as exc:
+            log.warning("cannot list %s: %s", current, exc.strerror or exc)
+            continue
+        for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 if recursive and not entry.name.startswith(".") \
                         and os.path.realpath(entry.path) not in excluded:
                     stack.append(entry.path)
-            elif entry.is_file(follow_symlinks=False) and classify(entry.name) in (
-                    "image", "sidecar"):
-                yield Path(entry.path)
+                continue
+            kind = classify(entry.name)
+            if kind in ("image", "sidecar") and entry.is_file(follow_symlinks=False):
+                yield entry, kind
 
 
 def index_files(indexer: FolderIndexer, paths: Iterable[Path], *, workers: int = 2,
@@ -91,15 +129,27 @@ def index_files(indexer: FolderIndexer, paths: Iterable[Path], *, workers: int =
     """Index these files (all under ``indexer.root``) and attach their late sidecars.
 
     ``listing_complete``: ``paths`` lists whole folders, so an image's sidecar, if any, is
-    among them and need not be looked for on disk. ``cancel``: checked between chunks; when it says so, what is not committed is left for
-    the next pass.
+    among them and need not be looked for on disk. ``cancel``: checked between chunks; when it
+    says so, what is not committed is left for the next pass.
     """
+    images, sidecars = _stat_all(indexer, paths)
+    return index_listing(indexer, images, sidecars, workers=workers, cancel=cancel,
+                         progress=progress, on_total=on_total,
+                         listing_complete=listing_complete)
+
+
+def index_listing(indexer: FolderIndexer, images: list[FileStat], sidecars: list[FileStat], *,
+                  workers: int = 2, cancel: Callable[[], bool] | None = None,
+                  progress: Callable[[int], None] | None = None,
+                  on_total: Callable[[int], None] | None = None,
+                  listing_complete: bool = False) -> ScanReport:
+    """``index_files`` for files already listed with their size and mtime."""
     started = time.monotonic()
     report = ScanReport()
-    images, sidecars = _stat_all(indexer, paths)
     known = indexer.known([f.rel for f in images + sidecars])
-    rejected_now = rejected_among([str(f.path) for f in images + sidecars])
-    todo = [f for f in images if _wants(indexer, f, known, rejected_now, report)]
+    rejected_now = rejected_among([f.where for f in images + sidecars])
+    now = time.time()
+    todo = [f for f in images if _wants(indexer, f, known, rejected_now, report, now)]
     if on_total is not None:
         on_total(len(todo))
     hints = _sidecars_by_stem(sidecars)
@@ -109,8 +159,9 @@ def index_files(indexer: FolderIndexer, paths: Iterable[Path], *, workers: int =
         report.seconds = time.monotonic() - started
         return report
     for sidecar in sidecars:
-        if sidecar.rel not in consumed and _wants(indexer, sidecar, known, rejected_now, report):
-            _attach(indexer, sidecar, str(sidecar.path) in rejected_now, report)
+        if sidecar.rel not in consumed and _wants(indexer, sidecar, known, rejected_now,
+                                                  report, now):
+            _attach(indexer, sidecar, sidecar.where in rejected_now, report)
     report.seconds = time.monotonic() - started
     return report
 
@@ -141,64 +192,56 @@ def _sidecars_by_stem(sidecars: list[FileStat]) -> dict[str, FileStat]:
 
 
 def _wants(indexer: FolderIndexer, file: FileStat, known: dict, rejected: dict,
-           report: ScanReport) -> bool:
+           report: ScanReport, now: float) -> bool:
     """Whether a listed file needs work now."""
     row = known.get(file.rel)
     if row is not None and (row.byte_size, row.mtime_ns) == (file.size, file.mtime_ns):
         if row.kind == MOVED and indexer.resume_move(file, row):
             log.info("finished moving %s", file.path)
         return False
-    if rejected.get(str(file.path)) == (file.size, file.mtime_ns):
+    if rejected.get(file.where) == (file.size, file.mtime_ns):
         return False  # still the same broken file: retried once it changes
-    if not file.settled(indexer.options.settle_seconds):
+    if not file.settled(indexer.options.settle_seconds, now):
         report.changing.append(file.path)
         return False
     return True
-
-
-def _probe_group(files: list[FileStat], options: CaptureOptions, classes: ClassNames,
-                 hints: dict[str, FileStat], look: bool) -> list[Probe]:
-    return [probe_image(f, options, classes, hints.get(stem_of(f.rel)), look) for f in files]
 
 
 def _index_images(indexer: FolderIndexer, todo: list[FileStat], rejected: set[str],
                   report: ScanReport, workers: int,
                   progress: Callable[[int], None] | None, hints: dict[str, FileStat],
                   look: bool, cancel: Callable[[], bool]) -> set[str]:
-    """Probe in a pool, commit in chunks; returns the sidecars consumed with their images.
-
-    Threads, not processes: reading and hashing release the GIL; worker processes were
-    tried and, on a busy 2-core machine, cost about 30% more CPU (pickling every result)
-    than their parallel parsing saved, and halved throughput.
-    """
-    classes = ClassNames(indexer.options.classes)
+    """Probe in a pool (``ProbePool``: processes or threads), commit in chunks on this thread;
+    returns the sidecars consumed with their images."""
     consumed: set[str] = set()
-    # Files go to the pool in groups: one future per file costs as much as probing it.
+    # Files go to the pool in groups: one task per file costs as much as probing it.
     groups = iter([todo[i:i + GROUP] for i in range(0, len(todo), GROUP)])
-    futures: deque = deque()
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    waiting: deque[Pending] = deque()
+    with ProbePool(indexer.options, workers, len(todo)) as pool:
         def fill() -> None:
-            while len(futures) * GROUP < IN_FLIGHT:
+            while len(waiting) * GROUP < IN_FLIGHT:
                 group = next(groups, None)
                 if group is None:
                     return
-                futures.append(pool.submit(_probe_group, group, indexer.options, classes,
-                                           hints, look))
+                waiting.append(pool.submit(group, hints, look))
 
         fill()
         chunk: list[Probe] = []
         chunk_started = time.monotonic()
-        while futures and not cancel():
-            chunk.extend(futures.popleft().result())
+        while waiting and not cancel():
+            chunk.extend(waiting.popleft().result())
             fill()
-            if futures and len(chunk) < CHUNK and time.monotonic() - chunk_started < CHUNK_SECONDS:
+            # Commit when the chunk is full or old, and also whenever the probes are behind
+            # (the next group is not ready): the writer works while the workers do, and the
+            # last commit, which nothing overlaps, stays small.
+            behind = bool(waiting) and len(chunk) >= MIN_CHUNK and not waiting[0].ready()
+            if waiting and not behind and len(chunk) < CHUNK \
+                    and time.monotonic() - chunk_started < CHUNK_SECONDS:
                 continue
             _commit_chunk(indexer, chunk, rejected, report, consumed)
             if progress is not None:
                 progress(len(chunk))
             chunk, chunk_started = [], time.monotonic()
-        for future in futures:  # cancelled: do not wait for probes nobody will commit
-            future.cancel()
     return consumed
 
 
@@ -223,7 +266,7 @@ def _attach(indexer: FolderIndexer, sidecar: FileStat, was_rejected: bool,
         meta = read_sidecar(sidecar.path, ClassNames(indexer.options.classes),
                             indexer.options.max_annotations)
     except ValidationError as exc:
-        record_rejected(Rejection(str(sidecar.path), reason_of(exc), sidecar.size,
+        record_rejected(Rejection(sidecar.where, reason_of(exc), sidecar.size,
                                   sidecar.mtime_ns))
         report.rejected += 1
         return
@@ -232,10 +275,13 @@ def _attach(indexer: FolderIndexer, sidecar: FileStat, was_rejected: bool,
             report.sidecars += 1
         indexer.remember(sidecar, SIDECAR, image_id)
         if was_rejected:
-            clear_rejected([str(sidecar.path)])
+            clear_rejected([sidecar.where])
 
 
-def scan_folder(indexer: FolderIndexer, recursive: bool, **kw) -> ScanReport:
-    """Index everything under the indexer's root (the images folder itself is never walked)."""
-    paths = walk(indexer.root, recursive, exclude=[indexer.options.images_dir])
-    return index_files(indexer, paths, listing_complete=True, **kw)
+def scan_folder(indexer: FolderIndexer, recursive: bool, *, folder: Path | None = None,
+                exclude: Iterable[Path] = (), **kw) -> ScanReport:
+    """Index everything under ``folder`` (default: the indexer's root); the images folder and
+    ``exclude`` are never walked."""
+    images, sidecars = list_tree(indexer.root, folder or indexer.root, recursive,
+                                 exclude=[indexer.options.images_dir, *exclude])
+    return index_listing(indexer, images, sidecars, listing_complete=True, **kw)

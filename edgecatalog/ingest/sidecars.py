@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..catalog import NewAnnotation, validate_annotation
 from ..errors import ValidationError
-from .metadata import MAX_METADATA_BYTES, Metadata, parse_metadata_text
+from .metadata import MAX_METADATA_BYTES, Metadata, parse_metadata_text, plainly_valid
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 SIDECAR_SUFFIXES = (".json", ".txt")  # in order of preference
@@ -33,7 +34,8 @@ def classify(name: str) -> str | None:
         return None
     if lowered == CLASSES_FILE:
         return "classes"
-    suffix = os.path.splitext(lowered)[1]
+    dot = lowered.rfind(".")  # os.path.splitext's suffix, for a name not starting with a dot
+    suffix = lowered[dot:] if dot > 0 else ""
     if suffix in IMAGE_SUFFIXES:
         return "image"
     if suffix in SIDECAR_SUFFIXES:
@@ -63,19 +65,32 @@ def preferred_sidecar(sidecar: Path) -> bool:
 class ClassNames:
     """Class names for YOLO sidecars: the folder's classes.txt, else the configured list.
 
-    classes.txt is read again only when its mtime or size changes, so a folder of thousands
-    of YOLO sidecars reads it once. Safe to share between threads.
+    classes.txt is read again only when its mtime or size changes, and looked at (stat) at
+    most once every ``RECHECK_SECONDS`` per folder, so a folder of thousands of YOLO sidecars
+    costs one read and a stat a second. Safe to share between threads.
     """
+
+    RECHECK_SECONDS = 1.0
 
     def __init__(self, configured: Sequence[str] = ()) -> None:
         self.configured = tuple(configured)
-        self._cache: dict[Path, tuple[tuple[int, int], tuple[str, ...]]] = {}
+        self._cache: dict[str, tuple[tuple[int, int], tuple[str, ...]]] = {}
+        self._checked: dict[Path | str, tuple[float, tuple[str, ...]]] = {}  # when, names
         self._lock = threading.Lock()
 
-    def for_folder(self, folder: Path) -> tuple[str, ...]:
-        path = folder / CLASSES_FILE
+    def for_folder(self, folder: Path | str) -> tuple[str, ...]:
+        now = time.monotonic()
+        recent = self._checked.get(folder)
+        if recent is not None and now - recent[0] < self.RECHECK_SECONDS:
+            return recent[1]
+        names = self._read(folder)
+        self._checked[folder] = (now, names)
+        return names
+
+    def _read(self, folder: Path | str) -> tuple[str, ...]:
+        path = os.path.join(folder, CLASSES_FILE)
         try:
-            st = path.stat()
+            st = os.stat(path)
         except FileNotFoundError:
             return self.configured
         stamp = (st.st_mtime_ns, st.st_size)
@@ -84,9 +99,10 @@ class ClassNames:
         if cached is not None and cached[0] == stamp:
             return cached[1]
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ValidationError(str(path.name), f"{CLASSES_FILE} cannot be read: {exc}") from None
+            raise ValidationError(CLASSES_FILE, f"{CLASSES_FILE} cannot be read: {exc}") from None
         names = tuple(line.strip() for line in text.splitlines() if line.strip())
         with self._lock:
             self._cache[path] = (stamp, names)
@@ -118,28 +134,38 @@ def parse_yolo(text: str, classes: Sequence[str], name: str = "sidecar") -> tupl
         ann = NewAnnotation(class_value=classes[index], type="bbox", geometry=numbers[:4],
                             confidence=numbers[4] if len(numbers) == 5 else None,
                             z_order=len(annotations))
-        validate_annotation(ann, where)
+        if not plainly_valid(ann):
+            validate_annotation(ann, where)
         annotations.append(ann)
     return tuple(annotations)
 
 
-def read_sidecar(path: Path, classes: ClassNames, max_annotations: int) -> Metadata:
-    """Read and validate one sidecar; ``ValidationError`` says what is wrong with it."""
+def read_sidecar(path: Path | str, classes: ClassNames, max_annotations: int,
+                 size: int | None = None) -> Metadata:
+    """Read and validate one sidecar; ``ValidationError`` says what is wrong with it.
+
+    ``size``: the size a listing gave, so only that much (plus one byte) is asked for.
+    """
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    limit = MAX_METADATA_BYTES + 1 if size is None else min(size, MAX_METADATA_BYTES) + 1
     try:
         with open(path, "rb") as fh:
-            data = fh.read(MAX_METADATA_BYTES + 1)
+            data = fh.read(limit)
+            if size is not None and len(data) == limit <= MAX_METADATA_BYTES:
+                data += fh.read(MAX_METADATA_BYTES + 1 - limit)  # it grew: read on to the limit
     except OSError as exc:
-        raise ValidationError(path.name, f"cannot be read: {exc.strerror or exc}") from None
-    if path.suffix.lower() == ".json":
-        return parse_metadata_text(data, max_annotations=max_annotations, param=path.name)
+        raise ValidationError(name, f"cannot be read: {exc.strerror or exc}") from None
+    if name.lower().endswith(".json"):
+        return parse_metadata_text(data, max_annotations=max_annotations, param=name)
     if len(data) > MAX_METADATA_BYTES:
-        raise ValidationError(path.name, f"larger than {MAX_METADATA_BYTES} bytes")
+        raise ValidationError(name, f"larger than {MAX_METADATA_BYTES} bytes")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ValidationError(path.name, "is not UTF-8 text") from None
-    annotations = parse_yolo(text, classes.for_folder(path.parent), path.name)
+        raise ValidationError(name, "is not UTF-8 text") from None
+    annotations = parse_yolo(text, classes.for_folder(os.path.dirname(path)), name)
     if len(annotations) > max_annotations:
-        raise ValidationError(path.name, f"at most {max_annotations} annotations per image, "
-                                         f"got {len(annotations)}")
+        raise ValidationError(name, f"at most {max_annotations} annotations per image, "
+                                    f"got {len(annotations)}")
     return Metadata(annotations=annotations)

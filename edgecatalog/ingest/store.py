@@ -77,6 +77,11 @@ def _checked_size(source: str | io.BytesIO, fmt: str) -> tuple[int, int]:
         width, height = imagesize.get(source)
     except Exception:  # noqa: BLE001 - imagesize raises assorted errors on truncated headers
         width, height = -1, -1
+    return checked_dimensions(width, height, fmt)
+
+
+def checked_dimensions(width: int, height: int, fmt: str) -> tuple[int, int]:
+    """The size a header gave, or the error that says why it is not acceptable."""
     if width <= 0 or height <= 0:
         raise ValidationError("image", f"the {fmt} header is damaged: no valid width and height")
     if width > 65535 or height > 65535:
