@@ -1,4 +1,5 @@
-"""The query matrix of issue 7, with its values taken from the generated catalog itself.
+"""The query matrix of the million-image benchmark, its values taken from the generated
+catalog itself.
 
 Each ``Case`` is one request to the service and the floor (same path and parameters) plus,
 where Datasette's table API can express it, the equivalent Datasette request. Cases Datasette

@@ -1,5 +1,5 @@
 """Run the query matrix against the service, the floor and Datasette on one generated catalog,
-and print latencies, throughput, ratios and pass/fail against issue 7's goals.
+and print latencies, throughput, ratios and pass/fail against the list's speed goals.
 
 Usage: ``python benchmarks/queries.py --data /tmp/ec-100k [--duration 3] [--only REGEX]``
 (``--data`` is a folder made by ``generate.py``). All three servers run as subprocesses on

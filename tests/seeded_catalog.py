@@ -120,7 +120,7 @@ def build_catalog(tmp_dir: Path) -> Catalog:
                    [p[0] for p in plan])
 
 
-# -- the oracle: the filter semantics, written independently of queries.py ---------
+# -- the oracle: the contract's filter semantics, written independently of queries.py ---------
 
 ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 

@@ -140,7 +140,7 @@ def test_read_scope_is_refused_on_every_write_route(fresh_app, tmp_path):
     client = app.test_client()
     read = Authenticator(make_settings(tmp_path)).issue_token("reader", "read")
     routes = write_routes(app)
-    # Every write route the issues name must be among them (a silently unregistered one
+    # Every write route the API documents must be among them (a silently unregistered one
     # would make this test vacuous).
     names = {r for _, r in routes}
     assert {"/data/images/1", "/device/images/upload", "/data/annotations"} <= names, names
