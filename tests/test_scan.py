@@ -89,14 +89,18 @@ def test_duplicates_and_corrupt_files(scan_settings, tmp_path):
     png_head += (48).to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
     (folder / "headonly.png").write_bytes(png_head + b"\x00" * 64)  # a header, then garbage
     (folder / "good.png").write_bytes(jpeg_bytes(seed=8))  # the bytes decide, not the name
+    whole = jpeg_bytes(seed=10)
+    (folder / "cut.jpg").write_bytes(whole[:-16])  # header whole, the end of its data cut
+    (folder / "trailer.jpg").write_bytes(whole + b"appended by a camera")  # after EOI: fine
 
     report, _, _ = scan(scan_settings, folder, recursive=True)
-    assert (report.indexed, report.duplicates, report.rejected) == (2, 1, 3)
+    assert (report.indexed, report.duplicates, report.rejected) == (3, 1, 4)
     assert Image.select().where(Image.sha256 == sha(data)).count() == 1
     reasons = rejected_paths()
     assert set(reasons) == {os.path.realpath(folder / name)
-                            for name in ("broken.jpg", "text.png", "headonly.png")}
+                            for name in ("broken.jpg", "text.png", "headonly.png", "cut.jpg")}
     assert "not a supported image" in reasons[os.path.realpath(folder / "text.png")]
+    assert "end-of-image" in reasons[os.path.realpath(folder / "cut.jpg")]
 
     # Unchanged rejected files are not retried; a fixed one is, and loses its record.
     again, _, _ = scan(scan_settings, folder, recursive=True)

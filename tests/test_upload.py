@@ -158,6 +158,9 @@ BAD_INPUT = [
      "VALIDATION_ERROR", "image"),
     ("jpeg header cut short", upload_body(GOOD[:200], None), None, 400, "VALIDATION_ERROR",
      "image"),
+    # The whole header, then the scan cut off before its end-of-image marker.
+    ("jpeg image data cut short", upload_body(GOOD[:-16], None), None, 400,
+     "VALIDATION_ERROR", "image"),
     ("webp cut short", upload_body(WEBP[:-10], None, "w.webp"), None, 400, "VALIDATION_ERROR",
      "image"),
     ("bmp cut short", upload_body(BMP[:60], None, "b.bmp"), None, 400, "VALIDATION_ERROR",
@@ -350,3 +353,11 @@ def test_token_issued_for_other_secret_is_refused(client, tmp_path):
     token = other.issue_token("w", "write")
     resp = post(client, upload_body(GOOD), {"Authorization": f"Bearer {token}"})
     assert resp.status_code == 401
+
+
+def test_jpeg_with_bytes_after_its_end_marker_is_accepted(client):
+    """Some cameras append data after EOI; the image itself is whole."""
+    data = image_bytes(seed=31) + b"trailer written by a camera" * 100
+    resp = post(client, upload_body(data, None))
+    assert resp.status_code == 201, resp.json
+    assert catalog_counts()[0] == 1

@@ -6,8 +6,10 @@ every upload would catch that but costs milliseconds of CPU per image; walking t
 costs microseconds and catches what a byte-level check can:
 
 * PNG: every chunk's length fits and its CRC matches, up to IEND (what ``pngcheck`` does);
-* JPEG: the marker segments up to the start of scan fit in the file (the entropy-coded data
-  after it has no framing to check without decoding);
+* JPEG: the marker segments up to the start of scan fit in the file, and an end-of-image
+  marker follows the scan (the entropy-coded data has no other framing to check without
+  decoding; a copy cut short loses its EOI, while bytes some cameras append after it are
+  allowed);
 * WebP: the RIFF size covers the file; BMP: the declared size and pixel offset fit.
 
 ``structure_problem(stream, fmt, size)`` returns what is wrong, or None. ``jpeg_fast_size``
@@ -80,9 +82,23 @@ def _jpeg(stream: BinaryIO, size: int) -> str | None:
         if length < 2 or stream.tell() + length - 2 > size:
             return "the JPEG header is damaged (a segment runs past the end of the file)"
         if code == 0xDA:  # start of scan: the header is whole
-            return None
+            return _jpeg_tail(stream, stream.tell() + length - 2, size)
         stream.seek(length - 2, 1)
     return "the JPEG header has too many segments"
+
+
+def _jpeg_tail(stream: BinaryIO, scan_start: int, size: int) -> str | None:
+    """Is there an EOI (FF D9) after the scan starts? Searched backwards from the end, so a
+    whole file answers from its last two bytes. Inside entropy-coded data every FF is
+    followed by 00 or a restart marker, so FF D9 there is the end of the image."""
+    end = size
+    while end > scan_start:
+        start = max(scan_start, end - PIECE)
+        stream.seek(start)
+        if stream.read(end - start + (1 if end < size else 0)).rfind(b"\xff\xd9") >= 0:
+            return None
+        end = start
+    return "the JPEG is truncated: no end-of-image marker after its image data"
 
 
 def jpeg_fast_size(data: bytes) -> tuple[int, int] | None:
@@ -112,8 +128,8 @@ def jpeg_fast_size(data: bytes) -> tuple[int, int] | None:
         pos += 2
         if length < 2 or pos + length - 2 > size:
             return None
-        if code == 0xDA:  # start of scan: the header is whole
-            return dims
+        if code == 0xDA:  # start of scan: the header is whole, and EOI must follow the scan
+            return dims if data.rfind(b"\xff\xd9", pos + length - 2) >= 0 else None
         if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):  # a size frame (SOFn)
             if dims is not None or length < 8:
                 return None
