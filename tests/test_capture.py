@@ -91,6 +91,19 @@ def test_corrupt_file_is_rejected_and_the_watcher_goes_on(watch):
     wait_for(lambda: rejected_paths() == {})
 
 
+def test_rejected_records_of_deleted_files_are_forgotten(watch):
+    folder, _, service = watch(interval=1.0)
+    bad, kept = folder / "bad.jpg", folder / "kept.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    kept.write_bytes(b"\xff\xd8\xff\xe0 also truncated")
+    wanted = {os.path.realpath(bad), os.path.realpath(kept)}
+    wait_for(lambda: set(rejected_paths()) == wanted)
+    bad.unlink()
+    passes = service.passes
+    wait_for(lambda: service.passes >= passes + 2)  # a whole pass after the delete
+    assert set(rejected_paths()) == {os.path.realpath(kept)}
+
+
 def test_same_bytes_twice_are_one_image(watch):
     folder, _, _ = watch()
     data = unique_jpeg(7)

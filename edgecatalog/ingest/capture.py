@@ -27,6 +27,7 @@ from ..models import database
 from ..retention import SpaceGate
 from .indexer import FolderIndexer
 from .probe import CaptureOptions
+from .rejects import prune_missing
 from .scan import ScanReport, index_files, scan_folder, walk
 from .sidecars import classify
 
@@ -129,7 +130,10 @@ class CaptureService:
             self._remember_changing(report)
             for name in ("indexed", "duplicates", "rejected", "sidecars"):
                 setattr(total, name, getattr(total, name) + getattr(report, name))
+        pruned = prune_missing()
         self.passes += 1
+        if pruned:
+            log.info("reconciliation: forgot %d rejected file(s) no longer on disk", pruned)
         if total.indexed or total.duplicates or total.rejected or total.sidecars:
             log.info("reconciliation: %s, %d late sidecar(s)", total.summary(), total.sidecars)
 

@@ -1,12 +1,15 @@
 """Captures that could not be indexed: recorded in ``RejectedFile`` with the reason, logged,
 listed by ``edgecatalog rejected``, and retried once the file changes (new size or mtime).
 
-Paths are absolute, as found on disk; a file that is later indexed loses its record.
+Paths are absolute, as found on disk; a file that is later indexed loses its record, and one
+that is gone from the disk loses it at the watcher's next reconciliation (``prune_missing``),
+so the table holds what is still there to fix.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 from ..db import write_tx
@@ -61,3 +64,20 @@ def list_rejected(limit: int | None = None) -> list[RejectedFile]:
     if limit is not None:
         query = query.limit(limit)
     return list(query)
+
+
+def prune_missing(batch: int = 500) -> int:
+    """Forget the records of files no longer on disk; returns how many went."""
+    gone: list[str] = []
+    last = ""
+    while True:  # keyset pages: bounded memory however many records there are
+        paths = [p for (p,) in database.execute_sql(
+            "SELECT path FROM rejected_file WHERE path > ? ORDER BY path LIMIT ?", (last, batch))]
+        if not paths:
+            break
+        gone += [p for p in paths if not os.path.lexists(p)]
+        last = paths[-1]
+    for i in range(0, len(gone), batch):
+        with write_tx():
+            clear_rejected(gone[i:i + batch])
+    return len(gone)
