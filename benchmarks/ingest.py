@@ -8,7 +8,7 @@ and half with a YOLO sidecar (plus classes.txt), then measures, as the median of
 - floor: reading and SHA-256 hashing the same files (images and sidecars), nothing else;
 - scan: indexing the folder into a fresh catalog through the same code as ``edgecatalog scan``
   (``[capture] mode`` from ``--mode``, settle time 0); then the same with another thread alive,
-  as in the service's watcher, which probes in threads instead of worker processes;
+  as in the service's watcher, whose worker processes come from a fork server;
 - upload: POST /device/images/upload of the N images (with their JSON metadata) to a real
   ``edgecatalog serve`` subprocess on a loopback port, from ``--threads`` client threads.
 
@@ -122,7 +122,8 @@ def measure_floor(folder: Path) -> float:
 
 def measure_scan_in_service(folder: Path, work: Path, mode: str, n: int) -> float:
     """The same scan with a second thread alive, as inside ``serve`` (the watcher's
-    reconciliation): a process with other threads must not fork, so the probes run in threads."""
+    reconciliation): a process with other threads must not fork, so its probe workers are
+    forked by a fork server instead."""
     stop = threading.Event()
     other = threading.Thread(target=stop.wait, daemon=True)
     other.start()
@@ -255,8 +256,8 @@ def main() -> int:
         floor, floor_cpu = timed(args.repeats, args.cold, measure_floor, work / "captures")
         scan, scan_cpu = timed(args.repeats, args.cold, measure_scan, work / "captures", work,
                                args.mode, args.n)
-        in_service, in_service_cpu = timed(args.repeats, args.cold, measure_scan_in_service,
-                                           work / "captures", work, args.mode, args.n)
+        in_service, _ = timed(args.repeats, args.cold, measure_scan_in_service,
+                              work / "captures", work, args.mode, args.n)
         print(f"load average before: {os.getloadavg()[0]:.1f}")
         if OTHER_LOAD:  # noise: cores other programs used while floor and scan were measured
             print(f"other processes meanwhile: {statistics.median(OTHER_LOAD):.2f} cores "
@@ -264,7 +265,8 @@ def main() -> int:
         cache = "cold cache" if args.cold else "warm cache"
         report(f"floor (read + sha256, {cache})", args.n, floor, floor, floor_cpu)
         report(f"scan ({args.mode} mode)", args.n, scan, floor, scan_cpu)
-        report("  the same inside serve (threads)", args.n, in_service, floor, in_service_cpu)
+        # No CPU figure: its workers are the fork server's children, not this process's.
+        report("  the same inside serve", args.n, in_service, floor)
         if not args.skip_upload:
             runs = [measure_upload(images, work, args.threads) for _ in range(args.repeats)]
             if all(r is not None for r in runs):

@@ -392,3 +392,111 @@ def test_a_dead_worker_is_an_error_not_a_hang(tmp_path):
                            check=False)
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith("indexed ")
+
+
+SERVICE_LIKE_SCAN = """
+import json, sys, threading
+from edgecatalog.ingest import pool
+used = []
+enter = pool.ProbePool.__enter__
+def spy(self):
+    entered = enter(self)
+    used.append((self.method, self.uses_processes))
+    print(json.dumps(used), flush=True)
+    return entered
+pool.ProbePool.__enter__ = spy
+stop = threading.Event()
+threading.Thread(target=stop.wait, daemon=True).start()  # a thread, as in the service
+from edgecatalog.cli import main
+code = main(["scan", sys.argv[1]])
+stop.set()
+sys.exit(code)
+"""
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        children = _children_of(todo.pop())
+        todo += list(children - found)
+        found |= children
+    return found
+
+
+def test_a_process_with_threads_probes_in_forkserver_workers(tmp_path):
+    """Inside the service (other threads alive) workers come from a fork server, never a
+    fork of the threaded process; the catalog is the same as the single-threaded scan's."""
+    folder = tmp_path / "captures"
+    _folder(folder, 300)
+    done = subprocess.run([sys.executable, "-c", SERVICE_LIKE_SCAN, str(folder)],
+                          env=_cli_env(tmp_path / "served"), capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[0]) == [["forkserver", True]]
+    assert "indexed 300, duplicates 0, rejected 0" in done.stdout
+    plain = subprocess.run([sys.executable, "-m", "edgecatalog", "scan", str(folder)],
+                           env=_cli_env(tmp_path / "plain"), capture_output=True, text=True,
+                           timeout=120, check=False)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    rows = []
+    for name in ("served", "plain"):
+        database.init(str(tmp_path / name / "data" / "catalog.db"))
+        with database.connection_context():
+            _counts_equal_a_recount()
+            rows.append(_catalog_rows())
+    assert rows[0] == rows[1]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc to find processes")
+def test_killed_threaded_scan_leaves_no_forkserver_or_worker(tmp_path):
+    folder = tmp_path / "captures"
+    _folder(folder, 2000)
+    proc = subprocess.Popen([sys.executable, "-c", SERVICE_LIKE_SCAN, str(folder)],
+                            env=_cli_env(tmp_path), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        family: set[int] = set()
+        while len(family) < 3 and proc.poll() is None:  # the fork server and two workers
+            assert time.monotonic() < deadline
+            family = _descendants(proc.pid)
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and len(family) >= 3
+    deadline = time.monotonic() + 10
+    alive = family
+    while alive:
+        alive = {pid for pid in family if os.path.exists(f"/proc/{pid}") and _state(pid) != "Z"}
+        assert time.monotonic() < deadline, f"outlived the scan: {_commands(alive)}"
+        time.sleep(0.05)
+
+
+def _commands(pids: set[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                out.append(f"{pid} {_state(pid)} {fh.read().replace(bytes(1), b' ')[:120]!r}")
+        except OSError:
+            pass
+    return out
+
+
+def test_workers_that_cannot_start_fall_back_to_threads(tmp_path, fresh, monkeypatch, caplog):
+    from edgecatalog.ingest import pool
+
+    def refuse(*args, **kwargs):
+        raise OSError(38, "Function not implemented: sem_open")
+
+    monkeypatch.setattr(pool, "ProcessPoolExecutor", refuse)
+    monkeypatch.setattr(pool, "PROCESS_MIN", 1)
+    settings = fresh("fallback")
+    folder = tmp_path / "captures"
+    _folder(folder, 40)
+    report = _scan(settings, folder)
+    assert (report.indexed, report.rejected) == (40, 0)
+    assert "using threads" in caplog.text
+    database.connect(reuse_if_open=True)
+    _counts_equal_a_recount()
