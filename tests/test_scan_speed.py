@@ -337,28 +337,36 @@ def _children_of(pid: int) -> set[int]:
     return found
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc to find processes")
-def test_killed_scan_leaves_no_worker_processes(tmp_path):
-    folder = tmp_path / "captures"
-    _folder(folder, 2000)
-    proc = subprocess.Popen([sys.executable, "-m", "edgecatalog", "scan", str(folder)],
-                            env=_cli_env(tmp_path), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def _kill_once_started(argv: list[str], env: dict[str, str], find, wanted: int) -> set[int]:
+    """Start ``argv``, SIGKILL it once ``find(pid)`` gives ``wanted`` processes, and return
+    them after checking every one of them is gone (or a zombie) within 10 s."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        workers: set[int] = set()
-        while len(workers) < 2 and proc.poll() is None:
+        found: set[int] = set()
+        while len(found) < wanted and proc.poll() is None:
             assert time.monotonic() < deadline
-            workers = _children_of(proc.pid)
+            found = find(proc.pid)
             time.sleep(0.002)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL and len(workers) == 2
-    deadline = time.monotonic() + 10
-    while any(os.path.exists(f"/proc/{pid}") and _state(pid) != "Z" for pid in workers):
-        assert time.monotonic() < deadline, "probe workers outlived their killed scan"
+    assert proc.returncode == -signal.SIGKILL and len(found) >= wanted
+    deadline, alive = time.monotonic() + 10, found
+    while alive:
+        alive = {pid for pid in found if os.path.exists(f"/proc/{pid}") and _state(pid) != "Z"}
+        assert time.monotonic() < deadline, f"outlived the scan: {_commands(alive)}"
         time.sleep(0.05)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc to find processes")
+def test_killed_scan_leaves_no_worker_processes(tmp_path):
+    folder = tmp_path / "captures"
+    _folder(folder, 2000)
+    workers = _kill_once_started([sys.executable, "-m", "edgecatalog", "scan", str(folder)],
+                                 _cli_env(tmp_path), _children_of, 2)
+    assert len(workers) == 2
 
 
 def _state(pid: int) -> str:
@@ -451,26 +459,9 @@ def test_a_process_with_threads_probes_in_forkserver_workers(tmp_path):
 def test_killed_threaded_scan_leaves_no_forkserver_or_worker(tmp_path):
     folder = tmp_path / "captures"
     _folder(folder, 2000)
-    proc = subprocess.Popen([sys.executable, "-c", SERVICE_LIKE_SCAN, str(folder)],
-                            env=_cli_env(tmp_path), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        family: set[int] = set()
-        while len(family) < 3 and proc.poll() is None:  # the fork server and two workers
-            assert time.monotonic() < deadline
-            family = _descendants(proc.pid)
-            time.sleep(0.002)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL and len(family) >= 3
-    deadline = time.monotonic() + 10
-    alive = family
-    while alive:
-        alive = {pid for pid in family if os.path.exists(f"/proc/{pid}") and _state(pid) != "Z"}
-        assert time.monotonic() < deadline, f"outlived the scan: {_commands(alive)}"
-        time.sleep(0.05)
+    # The fork server and two workers (and the resource tracker, when it has started).
+    _kill_once_started([sys.executable, "-c", SERVICE_LIKE_SCAN, str(folder)],
+                       _cli_env(tmp_path), _descendants, 3)
 
 
 def _commands(pids: set[int]) -> list[str]:
