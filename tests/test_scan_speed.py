@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import imagesize
@@ -436,7 +437,8 @@ def test_a_process_with_threads_probes_in_forkserver_workers(tmp_path):
     fork of the threaded process; the catalog is the same as the single-threaded scan's."""
     folder = tmp_path / "captures"
     _folder(folder, 300)
-    done = subprocess.run([sys.executable, "-c", SERVICE_LIKE_SCAN, str(folder)],
+    script = SERVICE_LIKE_SCAN.replace("used = []", "used = []\npool.FORKSERVER_MIN = 256")
+    done = subprocess.run([sys.executable, "-c", script, str(folder)],
                           env=_cli_env(tmp_path / "served"), capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -491,3 +493,20 @@ def test_workers_that_cannot_start_fall_back_to_threads(tmp_path, fresh, monkeyp
     assert "using threads" in caplog.text
     database.connect(reuse_if_open=True)
     _counts_equal_a_recount()
+
+
+def test_a_routine_pass_in_a_process_with_threads_keeps_to_threads(tmp_path, fresh):
+    """A fork server stays up once started: only a backlog of FORKSERVER_MIN files starts it."""
+    from edgecatalog.ingest import pool
+
+    options = CaptureOptions.from_settings(fresh("routine"))
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert pool.ProbePool(options, 2, pool.FORKSERVER_MIN - 1).method is None
+        assert pool.ProbePool(options, 2, pool.FORKSERVER_MIN).method == "forkserver"
+    finally:
+        stop.set()
+        other.join()
+    assert pool.ProbePool(options, 2, pool.PROCESS_MIN - 1).method is None

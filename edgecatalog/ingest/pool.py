@@ -40,6 +40,7 @@ from .sidecars import ClassNames, stem_of
 log = logging.getLogger("edgecatalog.capture")
 
 PROCESS_MIN = 256  # files to probe before worker processes pay for their start
+FORKSERVER_MIN = 2_000  # the same, from a process with threads (the service)
 PR_SET_PDEATHSIG = 1
 
 # A worker process's state, set once by ``_init_worker`` (inherited through fork).
@@ -114,7 +115,10 @@ class ProbePool:
         self.options = options
         self.classes = ClassNames(options.classes)
         self.workers = max(1, workers)
-        self.method = start_method() if files >= PROCESS_MIN else None
+        method = start_method() if files >= PROCESS_MIN else None
+        # A fork server stays up once started (~35 MB, plus multiprocessing's resource
+        # tracker): worth it for a backlog, not for the few files a routine pass finds.
+        self.method = None if method == "forkserver" and files < FORKSERVER_MIN else method
         self.uses_processes = self.method is not None
         self._procs: ProcessPoolExecutor | None = None
         self._threads: ThreadPoolExecutor | None = None
