@@ -22,6 +22,7 @@ import imagesize
 import pytest
 from capture_helpers import unique_jpeg
 from conftest import make_settings, seed_image
+from count_checks import assert_counts_match_rows
 from PIL import Image as PILImage
 
 from edgecatalog import create_app
@@ -62,21 +63,7 @@ def _folder(path, n: int, first: int = 0) -> None:
 def _counts_equal_a_recount() -> None:
     q = lambda sql: database.execute_sql(sql).fetchall()
     assert q("SELECT count(*) FROM ingest_bulk") == [(0,)]
-    assert q("SELECT batch_id, device_id, annotation_status, split, sync_state, n FROM "
-             "image_facet_count WHERE n > 0 ORDER BY 1, 2, 3, 4, 5") == q(
-        "SELECT batch_id, device_id, annotation_status, split, sync_state, count(*) FROM image "
-        "GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5")
-    assert q("SELECT device_id, annotation_status, split, sync_state, n FROM image_total_count "
-             "WHERE n > 0 ORDER BY 1, 2, 3, 4") == q(
-        "SELECT device_id, annotation_status, split, sync_state, count(*) FROM image "
-        "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4")
-    assert q("SELECT class_value, n FROM image_class_count WHERE n > 0 ORDER BY 1") == q(
-        "SELECT class_value, count(DISTINCT image_id) FROM annotation GROUP BY 1 ORDER BY 1")
-    assert q("SELECT class_value, batch_id, device_id, annotation_status, split, sync_state, n "
-             "FROM image_class_facet WHERE n > 0 ORDER BY 1, 2, 3, 4, 5, 6") == q(
-        "SELECT a.class_value, i.batch_id, i.device_id, i.annotation_status, i.split, "
-        "i.sync_state, count(DISTINCT i.id) FROM annotation a JOIN image i ON i.id = a.image_id "
-        "GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6")
+    assert_counts_match_rows()
     # The FTS index against its content table, and one search answered from it.
     database.execute_sql("INSERT INTO image_fts(image_fts) VALUES ('integrity-check')")
     assert q("SELECT count(*) FROM image_fts WHERE image_fts MATCH 'cap'") == q(

@@ -58,9 +58,6 @@ def start_method() -> str | None:
     return "forkserver" if "forkserver" in methods else None
 
 
-def processes_allowed() -> bool:
-    return start_method() is not None
-
 
 def _init_worker(options: CaptureOptions, owner: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle

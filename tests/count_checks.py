@@ -1,0 +1,41 @@
+"""The trigger-kept count tables against a recount from the rows themselves: one definition
+for every test that writes through a counted path (triggers, or a bulk chunk's grouped
+statements)."""
+
+from __future__ import annotations
+
+from edgecatalog.models import database
+
+# table: (what the table holds, the same computed from image/annotation rows)
+RECOUNTS = {
+    "image_facet_count": (
+        "SELECT batch_id, device_id, annotation_status, split, sync_state, n "
+        "FROM image_facet_count WHERE n > 0 ORDER BY 1, 2, 3, 4, 5",
+        "SELECT batch_id, device_id, annotation_status, split, sync_state, count(*) "
+        "FROM image GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"),
+    "image_total_count": (
+        "SELECT device_id, annotation_status, split, sync_state, n FROM image_total_count "
+        "WHERE n > 0 ORDER BY 1, 2, 3, 4",
+        "SELECT device_id, annotation_status, split, sync_state, count(*) FROM image "
+        "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"),
+    "image_class_count": (
+        "SELECT class_value, n FROM image_class_count WHERE n > 0 ORDER BY 1",
+        "SELECT class_value, count(DISTINCT image_id) FROM annotation GROUP BY 1 ORDER BY 1"),
+    "image_class_facet": (
+        "SELECT class_value, batch_id, device_id, annotation_status, split, sync_state, n "
+        "FROM image_class_facet WHERE n > 0 ORDER BY 1, 2, 3, 4, 5, 6",
+        "SELECT a.class_value, i.batch_id, i.device_id, i.annotation_status, i.split, "
+        "i.sync_state, count(DISTINCT i.id) FROM annotation a JOIN image i ON i.id = a.image_id "
+        "GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"),
+}
+
+
+def assert_counts_match_rows() -> dict[str, list[tuple]]:
+    """Assert every count table equals its recount; returns the recounts by table."""
+    recounted = {}
+    for table, (kept, recount) in RECOUNTS.items():
+        have = database.execute_sql(kept).fetchall()
+        want = database.execute_sql(recount).fetchall()
+        assert have == want, table
+        recounted[table] = want
+    return recounted
