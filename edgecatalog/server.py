@@ -11,6 +11,7 @@ database, and returns 0. The loop is ours (one ``wasyncore`` poll at a time) rat
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -145,6 +146,12 @@ def serve(settings: Settings) -> int:
     log.info("serving on http://%s:%s", settings["server.host"], graceful.port)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, graceful.request_stop)
+    # A look inside a service that seems stuck, without stopping it: SIGUSR1 writes every
+    # thread's stack to stderr (the journal). faulthandler does it from C, so it works even
+    # when a thread holds the GIL or a lock a Python-level handler would need. A fatal
+    # signal (SIGSEGV in a C extension, say) leaves the stacks there too, not just an exit.
+    faulthandler.enable(all_threads=True)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     background.start_all(services)
     loop_budget = max(5.0, graceful.adj.asyncore_loop_timeout * 5)
     watchdog = sdnotify.Watchdog(

@@ -5,10 +5,11 @@ once) SIGKILLed at random moments and restarted, again and again.
 After every restart, read straight from the SQLite file with stdlib sqlite3 (not our models):
 ``PRAGMA integrity_check`` is ok; every upload that got a 2xx is there with its file (bytes of
 the right SHA-256) and all its annotations; every acknowledged PATCH is kept (or overtaken by
-a later attempt); no file under images/ lacks a row. At the end every image, uploaded or
-captured, is upstream exactly once.
+a later attempt); no file under images/ lacks a row. At the end every row's file holds the
+row's bytes, and every image, uploaded or captured, is upstream exactly once.
 
-10 kills in the normal run, 50 under ``-m slow``.
+10 kills in the normal run, 50 under ``-m slow``. A stall of the sync fails with what the service
+was doing (its threads' stacks, its queue and its log).
 """
 
 from __future__ import annotations
@@ -209,35 +210,71 @@ def local_shas(data: Path) -> set[str]:
         return {r[0] for r in conn.execute("SELECT sha256 FROM image")}
 
 
+def mismatched_files(data: Path) -> list[str]:
+    """Rows whose file is missing or holds other bytes than the row's SHA-256 (uploaded and
+    captured images alike)."""
+    with sqlite3.connect(f"file:{data / 'catalog.db'}?mode=ro", uri=True, timeout=30) as conn:
+        rows = conn.execute("SELECT f.path, i.path, i.sha256 FROM image i "
+                            "JOIN file_root f ON i.root_id = f.id").fetchall()
+    bad = []
+    for root, rel, sha in rows:
+        path = Path(root) / rel
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != sha:
+            bad.append(rel)
+    return bad
+
+
+def queued(data: Path) -> int:
+    with sqlite3.connect(f"file:{data / 'catalog.db'}?mode=ro", uri=True, timeout=30) as conn:
+        return conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
+
+
 def watch_drained(watch: Path) -> bool:
     return not any(p.suffix == ".jpg" for p in watch.iterdir())
 
 
-def sync_diagnosis(data: Path, log: Path) -> str:
-    """What a stalled sync looks like from outside: the queue, the status row, the log's end."""
+def sync_diagnosis(data: Path, proc: LoggedServe, emu: UpstreamEmulator) -> str:
+    """What a stalled sync looks like from outside: is the service alive, what upstream last
+    saw, the queue, the status row, and (after SIGUSR1) every thread's stack in its log."""
+    alive = proc.proc.poll() is None
+    if alive:
+        proc.terminate(signal.SIGUSR1)  # faulthandler writes the stacks to the log
+        time.sleep(1.0)
+    with emu.lock:
+        recent = [(e.method, e.path[-30:], e.status, e.fault) for e in emu.log[-5:]]
+        idle = time.monotonic() - emu.log[-1].end if emu.log else None
     with sqlite3.connect(f"file:{data / 'catalog.db'}?mode=ro", uri=True, timeout=30) as conn:
         queue = conn.execute("SELECT state, kind, COUNT(*), MAX(attempts) FROM outbox "
                              "GROUP BY 1, 2").fetchall()
         status = conn.execute("SELECT * FROM sync_status").fetchall()
-    tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
-    return f"queue {queue}; status {status}; log tail:\n" + "\n".join(tail)
+    text = proc.log_text()
+    dump = text[text.find("Thread 0x"):] if alive and "Thread 0x" in text else ""
+    ours = [block for block in dump.split("\n\n") if "edgecatalog" in block]  # our threads
+    lines = [line for line in text.splitlines()
+             if line[:1].isdigit()][-15:]  # log records start with their date
+    return (f"service alive: {alive} (exit {proc.proc.returncode}); upstream idle for {idle} s,"
+            f" last requests {recent}; queue {queue}; status {status}; log tail:\n"
+            + "\n".join(lines) + "\nstacks:\n" + "\n\n".join(ours))
 
 
-def wait_all_upstream(data: Path, emu: UpstreamEmulator, log: Path) -> None:
-    """Thousands of images in the slow variant: wait while the sync makes progress; fail on a
-    stall of 60 s (and after 900 s in all)."""
-    last, stalled_since, deadline = -1, time.monotonic(), time.monotonic() + 900
+def wait_all_upstream(data: Path, emu: UpstreamEmulator, proc: LoggedServe) -> None:
+    """Thousands of images in the slow variant: wait while the sync makes progress (images
+    arrive upstream or the queue shrinks: changes to synced images share it); fail on a stall
+    of 60 s (and after 900 s in all)."""
+    last, stalled_since, deadline = None, time.monotonic(), time.monotonic() + 900
     while True:
         local = local_shas(data)
         with emu.lock:
             upstream = set(emu.images)
         if local == upstream:
             return
-        if len(upstream) != last:
-            last, stalled_since = len(upstream), time.monotonic()
+        progress = (len(upstream), queued(data))
+        if progress != last:
+            last, stalled_since = progress, time.monotonic()
         if time.monotonic() - stalled_since >= 60 or time.monotonic() >= deadline:
-            pytest.fail(f"sync stalled at {last} of {len(local)} images: "
-                        + sync_diagnosis(data, log))
+            pytest.fail(f"sync stalled at {len(upstream)} of {len(local)} images "
+                        f"({len(upstream - local)} upstream only, {progress[1]} queued): "
+                        + sync_diagnosis(data, proc, emu))
         time.sleep(0.5)
 
 
@@ -281,7 +318,8 @@ def crash_runs(tmp_path: Path, kills: int, seed: int, name: str) -> None:
         emu.random_faults(0, (), seed=0)
         wait_for(lambda: watch_drained(watch), timeout=60)
         counts = check_after_restart(data, ledger, check_files=True)
-        wait_all_upstream(data, emu, tmp_path / "serve.log")
+        assert not mismatched_files(data)
+        wait_all_upstream(data, emu, proc)
         local = local_shas(data)
         with emu.lock:
             upstream_ids = [s.image_id for s in emu.images.values()]

@@ -137,6 +137,24 @@ def test_unsettled_files_are_left_for_later(tmp_path):
     database.close()
 
 
+def test_files_dated_ahead_of_the_clock_are_not_left_waiting(tmp_path):
+    """A copy that kept a fast camera clock's mtime, or our clock set back since: the file
+    was not written just now, and waiting for the clock to reach its mtime could take hours.
+    A file dated a moment ahead (within the settle time) still waits."""
+    settings = make_settings(tmp_path, capture__settle_seconds=30.0)
+    create_app(settings)
+    folder = tmp_path / "ahead"
+    folder.mkdir()
+    for name, ahead, seed in (("hours.jpg", 2 * 3600, 4), ("moment.jpg", 5, 5)):
+        path = folder / name
+        path.write_bytes(jpeg_bytes(seed=seed))
+        os.utime(path, (time.time() + ahead, time.time() + ahead))
+    report, _, _ = scan(settings, folder)
+    assert report.indexed == 1 and [p.name for p in report.changing] == ["moment.jpg"]
+    assert [i.path for i in Image.select()] == ["hours.jpg"]
+    database.close()
+
+
 def test_move_mode_moves_into_images_and_serves(scan_settings, tmp_path, auth_headers):
     folder = tmp_path / "inbox"
     folder.mkdir()

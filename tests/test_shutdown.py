@@ -1,5 +1,6 @@
 """SIGTERM/SIGINT on the real ``edgecatalog serve``: stop accepting, finish in-flight responses,
-close the database cleanly, exit 0 — and never wait longer than ``shutdown_timeout``.
+close the database cleanly, exit 0 — and never wait longer than ``shutdown_timeout``. SIGUSR1
+writes the stacks and stops nothing.
 
 The slow in-flight request is a large file download the test client reads slowly, so no
 test-only route exists in production.
@@ -131,3 +132,24 @@ def test_shutdown_timeout_bounds_a_stuck_client(tmp_path, seeded):
     assert code == 0, err
     assert elapsed < 8, f"shutdown took {elapsed:.1f} s with shutdown_timeout = 1"
     assert "cut off" in err
+
+
+def test_sigusr1_writes_every_threads_stack_and_the_service_goes_on(tmp_path, seeded):
+    """The look inside a service that seems stuck: stacks in the log, nothing stopped."""
+    settings, image_id, _, token = seeded
+    proc = start(tmp_path, settings)
+    try:
+        proc.terminate(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while "run_until_stopped" not in proc.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = proc.log_text()
+        assert proc.proc.poll() is None
+        assert requests.get(f"{proc.url}/files/{image_id}", timeout=5,
+                            headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        proc.terminate(signal.SIGTERM)
+        code, _ = proc.wait(timeout=15)
+    finally:
+        proc.close()
+    assert "Thread 0x" in log and "edgecatalog/server.py" in log and "run_until_stopped" in log
+    assert code == 0

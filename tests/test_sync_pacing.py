@@ -5,16 +5,18 @@ Timings are measured at the emulator, not taken from the worker."""
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 from conftest import jpeg_bytes, seed_image
 from sync_helpers import all_synced, open_db, run_loop_until, sync_settings
 from upstream_emulator import UpstreamEmulator
 
-from edgecatalog.models import Image
-from edgecatalog.sync.state import load_status
+from edgecatalog.models import Image, SyncStatus
+from edgecatalog.sync.service import next_wait
+from edgecatalog.sync.state import load_status, save_status
 from edgecatalog.sync.throttle import BandwidthLimiter, backoff_delay, parse_retry_after
-from edgecatalog.sync.worker import SyncWorker
+from edgecatalog.sync.worker import PassReport, SyncWorker
 
 
 def _uploads(emulator):
@@ -73,6 +75,30 @@ def test_backoff_never_sends_more_than_one_request_per_interval(tmp_path, emulat
     assert 2 <= len(sends) <= 6
     assert all(gap >= 0.95 for gap in gaps), gaps  # the backoff floor is one second
     assert load_status().state == "backoff"
+    worker.close()
+
+
+def test_a_backoff_recorded_before_the_clock_was_set_back_does_not_stall_the_sync(
+        tmp_path, emulator):
+    """A device that booted with its clock an hour fast backs off, then NTP sets the clock
+    back: the deadline on the old clock would hold the sync for the hour. A backoff recorded
+    at the right time still holds."""
+    settings = sync_settings(tmp_path, emulator)
+    open_db(settings)
+    seed_image(settings, seed=1)
+    worker = SyncWorker(settings)
+    hour = 3_600_000_000
+    now = int(time.time() * 1e6)
+    save_status(state="backoff", consecutive_failures=3, next_attempt_at=now + 30_000_000)
+    assert worker.run_pass().skipped == "backoff"  # the clock did not move: it holds
+    assert next_wait(settings, worker, PassReport(skipped="backoff")) > 25
+    assert not emulator.log
+    # The same backoff, written when the clock read an hour later than it does now.
+    SyncStatus.update(updated_at=now + hour, next_attempt_at=now + hour + 1_000_000).execute()
+    assert next_wait(settings, worker, PassReport(skipped="backoff")) == pytest.approx(0.01)
+    report = worker.run_pass()
+    assert not report.skipped and report.synced == 1
+    assert [e.status for e in _uploads(emulator)] == [201]
     worker.close()
 
 

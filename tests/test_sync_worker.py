@@ -164,6 +164,31 @@ def test_file_missing_locally_is_quarantined_not_retried(env, emulator):
     assert "missing" in Outbox.get(Outbox.image == image.id).last_error
 
 
+def test_a_row_that_cannot_be_prepared_here_does_not_hold_back_the_rest(env, emulator,
+                                                                         caplog):
+    """A stored polygon this version cannot read back makes its upload fail before anything
+    is sent: that row counts attempts and ends quarantined with the error; the rows behind
+    it sync in the same passes."""
+    settings, make = env
+    _, worker = make(upstream__max_attempts=2)
+    broken = seed_image(settings, filename="broken.jpg", seed=5,
+                        annotations=(polygon("scratch", 0.1, 0.1, 0.5, 0.1, 0.3, 0.6),))
+    good = [seed_image(settings, filename=f"fine{i}.jpg", seed=20 + i) for i in range(3)]
+    database.execute_sql("UPDATE annotation SET geometry = 'not json' WHERE image_id = ?",
+                         (broken.id,))
+    first = worker.run_pass()
+    assert first.synced == 3 and not first.stopped
+    assert all(Image.get_by_id(g.id).sync_state == "synced" for g in good)
+    row = Outbox.get(Outbox.image == broken.id)
+    assert row.state == "pending" and row.attempts == 1 and "JSONDecodeError" in row.last_error
+    assert worker.run_pass().quarantined == 1
+    row = Outbox.get(Outbox.image == broken.id)
+    assert row.state == "quarantined" and "gave up after 2 attempts" in row.last_error
+    assert Image.get_by_id(broken.id).sync_state == "quarantined"
+    assert len(emulator.images) == 3 and not any(e.status is None for e in emulator.log)
+    assert "cannot send upload of image" in caplog.text
+
+
 def test_slow_answer_past_the_timeout_is_retried_and_stored_once(env, emulator):
     settings, make = env
     emulator.slow_seconds = 1.5

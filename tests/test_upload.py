@@ -84,11 +84,6 @@ def test_other_formats_named_from_their_bytes(client, settings, fmt, ext):
     assert resp.json["data"]["storage_key"].endswith(f"_image.{ext}")
 
 
-def test_jpeg_with_bytes_after_its_end_marker_is_accepted(client):
-    # Cameras append trailers (maker notes, MPF) after EOI; the picture is whole.
-    assert post(client, upload_body(GOOD + b"TRAILER" * 10)).status_code == 201
-
-
 def test_filename_precedence(client):
     first = post(client, upload_body(image_bytes(seed=2), {"filename": "meta.jpg"}, "part.jpg"))
     second = post(client, upload_body(image_bytes(seed=3), None, "part.jpg"))

@@ -85,8 +85,11 @@ class FileStat:
         return cls(path, text[len(prefix):].replace(os.sep, "/"), st.st_size, st.st_mtime_ns)
 
     def settled(self, settle_seconds: float, now: float | None = None) -> bool:
+        """Not written within ``settle_seconds``. An mtime ahead of the clock by more than
+        that was not set by a write just now: a copy that kept a camera's fast clock, or our
+        clock set back since. Waiting for the clock to reach it could take hours."""
         now = time.time() if now is None else now
-        return now - self.mtime_ns / 1e9 >= settle_seconds
+        return abs(now - self.mtime_ns / 1e9) >= settle_seconds
 
 
 @dataclass

@@ -50,7 +50,7 @@ def load_credentials(settings: Settings) -> Credentials:
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # ok | duplicate | auth | reject | transient | offline | unsupported
+    kind: str  # ok | duplicate | auth | reject | transient | offline | unsupported | local
     status: int | None = None
     message: str = ""
     data: dict[str, str] = field(default_factory=dict)

@@ -12,7 +12,7 @@ from ..config import Settings
 from ..models import database
 from ..timeutil import now_us
 from . import outbox
-from .state import load_status
+from .state import backoff_left_us, load_status
 from .worker import PassReport, SyncWorker
 
 log = logging.getLogger("edgecatalog.sync")
@@ -35,9 +35,8 @@ def next_wait(settings: Settings, worker: SyncWorker, report: PassReport) -> flo
     interval = settings["upstream.interval_seconds"]
     if report.stopped in ("offline", "backoff") or report.skipped == "backoff":
         with database.connection_context():
-            due = load_status().next_attempt_at or 0
-        return max(0.01, min((due - now_us()) / 1e6, settings["upstream.max_backoff_seconds"]
-                             + 3600))
+            left = backoff_left_us(load_status(), now_us())
+        return max(0.01, min(left / 1e6, settings["upstream.max_backoff_seconds"] + 3600))
     return interval
 
 

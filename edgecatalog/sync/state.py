@@ -36,6 +36,21 @@ def save_status(**changes: Any) -> None:
             SyncStatus.update(**changes).where(SyncStatus.id == ROW_ID).execute()
 
 
+def backoff_left_us(row: SyncStatus, now: int) -> int:
+    """Microseconds until the backoff recorded in ``row`` ends; 0 when a pass is due.
+
+    The deadline is wall time because ``edgecatalog sync`` processes share it. A row written
+    later than ``now`` means the clock was set back since (NTP correcting a device that booted
+    without a real-time clock): its deadline was measured on the old clock, and honouring it
+    would stall the sync for as long as the jump, so it is void. Otherwise the wait left can
+    never exceed the delay the row asked for."""
+    if row.state not in ("offline", "backoff") or not row.next_attempt_at:
+        return 0
+    if row.updated_at is not None and row.updated_at > now:
+        return 0
+    return max(row.next_attempt_at - now, 0)
+
+
 def effective_state(settings: Settings, row: SyncStatus, fingerprint: str | None) -> str:
     if not settings["upstream.base_url"]:
         return "disabled"

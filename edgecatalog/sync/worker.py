@@ -34,13 +34,13 @@ from .payload import (
     load_images,
     upload_request,
 )
-from .state import load_status, save_status
+from .state import backoff_left_us, load_status, save_status
 from .throttle import backoff_delay
 
 log = logging.getLogger("edgecatalog.sync")
 LOCK_FILE = "sync.lock"
 PATCHABLE = ("annotation_status", "split", "split_locked")  # PATCH /data/images body fields
-MARK_EVERY_US = 1_000_000  # accepted rows wait at most this long for their commit
+MARK_EVERY_SECONDS = 1.0  # accepted rows wait at most this long for their commit
 
 
 class SyncBusy(Exception):
@@ -78,17 +78,17 @@ class PassReport:
 
 class _Accepted:
     """Rows upstream accepted, applied in one transaction per group: at the end of a pass,
-    before a failure is recorded, or once the oldest has waited MARK_EVERY_US."""
+    before a failure is recorded, or once the oldest has waited MARK_EVERY_SECONDS."""
 
     def __init__(self) -> None:
         self.items: list[tuple[Outbox, Outcome, list[int]]] = []
-        self.since = 0
+        self.since = 0.0
 
     def add(self, row: Outbox, outcome: Outcome, sent_annotations: list[int]) -> None:
         if not self.items:
-            self.since = now_us()
+            self.since = time.monotonic()  # a wall-clock jump must not hold rows back
         self.items.append((row, outcome, sent_annotations))
-        if now_us() - self.since > MARK_EVERY_US:
+        if time.monotonic() - self.since > MARK_EVERY_SECONDS:
             self.flush()
 
     def flush(self) -> None:
@@ -132,7 +132,7 @@ class SyncWorker:
             return ""
         if status.state == "auth_failed" and status.auth_fingerprint == self.fingerprint:
             return "auth_failed"
-        if status.state in ("offline", "backoff") and (status.next_attempt_at or 0) > now_us():
+        if backoff_left_us(status, now_us()) > 0:
             return "backoff"
         return ""
 
@@ -167,8 +167,16 @@ class SyncWorker:
         for row in rows:
             if self.stopping.is_set():
                 break
-            outcome, sent_annotations = self._send(row, images.get(row.image_id),
-                                                   annotations.get(row.image_id, []))
+            try:
+                outcome, sent_annotations = self._send(row, images.get(row.image_id),
+                                                       annotations.get(row.image_id, []))
+            except Exception as exc:  # noqa: BLE001 - one row's local fault must not stop all
+                # Not upstream's answer: the row could not even be prepared here (a file that
+                # cannot be read, a stored value this version cannot read back). Left to fail
+                # the pass, it would fail every pass and hold back every row behind it.
+                log.exception("cannot send %s of image %s", row.kind, row.image_id)
+                outcome, sent_annotations = Outcome(
+                    "local", None, f"{exc.__class__.__name__}: {exc}"), []
             report.sent += 1
             if outcome.kind in ("ok", "duplicate"):
                 accepted.add(row, outcome, sent_annotations)
@@ -215,6 +223,14 @@ class SyncWorker:
         if outcome.kind == "unsupported":
             # Kept, visibly, for when upstream documents an endpoint; never blocks the queue.
             outbox.set_state(row, "unsupported", outcome.message)
+            return True
+        if outcome.kind == "local":
+            # Counted against the row, so a lasting fault ends in quarantine with its message;
+            # it says nothing about the link, so the rows behind it go on.
+            if outbox.record_failure(row, None, outcome.message,
+                                     self.settings["upstream.max_attempts"]):
+                report.quarantined += 1
+            save_status(**error)
             return True
         if outcome.kind == "reject":
             log.warning("quarantined %s of image %s: %s", row.kind, row.image_id, outcome.message)
