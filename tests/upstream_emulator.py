@@ -73,8 +73,8 @@ class UpstreamEmulator:
         self.idempotent: dict[str, tuple[int, bytes]] = {}
         self.log: list[Logged] = []
         self.received: list[tuple[float, int]] = []  # (arrival time, body bytes)
-        self.uploads_received = 0
-        self.replays = 0  # answers repeated for a known Idempotency-Key  # complete upload bodies read, duplicates included
+        self.uploads_received = 0  # complete upload bodies read, duplicates included
+        self.replays = 0  # answers repeated for a known Idempotency-Key
         self.poison: dict[str, str] = {}  # filename -> fault kind, forever
         self._queued: list[str] = []
         self._random: tuple[random.Random, float, tuple[str, ...]] | None = None
