@@ -59,9 +59,29 @@ def runner(db: SqliteDatabase = database) -> Runner:
 
 
 def migrate(db: SqliteDatabase = database) -> list[str]:
-    """Apply pending migrations in order; returns the names applied."""
+    """Apply pending migrations in order, then ``settle``; returns the names applied. Every
+    command that writes starts here."""
     with db.connection_context():
-        return runner(db).up()
+        applied = runner(db).up()
+        settle(db)
+        return applied
+
+
+def settle(db: SqliteDatabase = database) -> None:
+    """Decide a transaction that a killed process left half-committed.
+
+    A writer killed inside COMMIT (its WAL frames written and flushed, the shared WAL index not
+    yet updated) leaves a transaction that is neither in nor out. While another process keeps
+    the database open (a read-only reader, a backup), this one reads the database without it;
+    once every connection has closed, the next to open recovers the WAL and the transaction
+    reappears. Start-up decides from what is absent (files no row points at are removed), so it
+    must not read that undecided state. One real write appends after the last transaction this
+    process sees, over the half-written frames: what is absent now stays absent. user_version
+    set to its own value is the smallest such write (one page).
+    """
+    with write_tx(db):
+        (version,) = db.execute_sql("PRAGMA user_version").fetchone()
+        db.execute_sql(f"PRAGMA user_version = {int(version)}")
 
 
 def pending_migrations(db: SqliteDatabase = database) -> list[str]:
@@ -74,4 +94,5 @@ def write_tx(db: SqliteDatabase = database):
     return db.atomic("IMMEDIATE")
 
 
-__all__ = ["MODELS", "PRAGMAS", "database", "init_database", "migrate", "open_for", "write_tx"]
+__all__ = ["MODELS", "PRAGMAS", "database", "init_database", "migrate", "open_for", "settle",
+           "write_tx"]

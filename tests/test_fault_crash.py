@@ -5,8 +5,9 @@ once) SIGKILLed at random moments and restarted, again and again.
 After every restart, read straight from the SQLite file with stdlib sqlite3 (not our models):
 ``PRAGMA integrity_check`` is ok; every upload that got a 2xx is there with its file (bytes of
 the right SHA-256) and all its annotations; every acknowledged PATCH is kept (or overtaken by
-a later attempt); no file under images/ lacks a row. At the end every row's file holds the
-row's bytes, and every image, uploaded or captured, is upstream exactly once.
+a later attempt); no file under images/ lacks a row and no row lacks its file. A read-only
+bystander holds the database open throughout. At the end every row's file holds the row's
+bytes, and every image, uploaded or captured, is upstream exactly once.
 
 10 kills in the normal run, 50 under ``-m slow``. A stall of the sync fails with what the service
 was doing (its threads' stacks, its queue and its log).
@@ -14,6 +15,7 @@ was doing (its threads' stacks, its queue and its log).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -21,6 +23,7 @@ import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,9 +158,18 @@ class Drivers:
         self._loop(slot, step)
 
 
+@contextlib.contextmanager
+def read_db(data: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection, closed on leaving (``with sqlite3.connect()`` alone only ends a
+    transaction; the connection would stay open until the garbage collector runs)."""
+    with contextlib.closing(sqlite3.connect(f"file:{data / 'catalog.db'}?mode=ro", uri=True,
+                                            timeout=30)) as conn:
+        yield conn
+
+
 def check_after_restart(data: Path, ledger: Ledger, check_files: bool) -> dict[str, int]:
     """The promises, read from the SQLite file and the disk. Returns counts."""
-    with sqlite3.connect(f"file:{data / 'catalog.db'}?mode=ro", uri=True, timeout=30) as conn:
+    with read_db(data) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         rows = {sha: (i, key, split) for i, sha, key, split in conn.execute(
             "SELECT id, sha256, storage_key, split FROM image")}
@@ -184,10 +196,11 @@ def check_after_restart(data: Path, ledger: Ledger, check_files: bool) -> dict[s
         if acked:
             allowed = {s for s, _ in attempts[acked[-1]:]}
             assert by_id.get(image_id) in allowed, (image_id, by_id.get(image_id), attempts)
-    orphans = [p for p in (images / "raw-data").glob("*")
-               if p.is_file() and f"raw-data/{p.name}" not in in_images] \
-        if (images / "raw-data").exists() else []
+    on_disk = {f"raw-data/{p.name}" for p in (images / "raw-data").glob("*") if p.is_file()}
+    orphans = sorted(on_disk - in_images)
     assert not orphans, f"orphaned files: {orphans[:5]}"
+    lost = sorted(in_images - on_disk)  # acknowledged or not: a row never loses its file
+    assert not lost, f"rows whose file is gone: {lost[:5]}"
     return {"rows": len(rows), "acked_uploads": len(uploads)}
 
 
@@ -206,14 +219,14 @@ def crash_config(tmp_path: Path, emu: UpstreamEmulator, data: Path, watch: Path,
 
 
 def local_shas(data: Path) -> set[str]:
-    with sqlite3.connect(f"file:{data / 'catalog.db'}?mode=ro", uri=True, timeout=30) as conn:
+    with read_db(data) as conn:
         return {r[0] for r in conn.execute("SELECT sha256 FROM image")}
 
 
 def mismatched_files(data: Path) -> list[str]:
     """Rows whose file is missing or holds other bytes than the row's SHA-256 (uploaded and
     captured images alike)."""
-    with sqlite3.connect(f"file:{data / 'catalog.db'}?mode=ro", uri=True, timeout=30) as conn:
+    with read_db(data) as conn:
         rows = conn.execute("SELECT f.path, i.path, i.sha256 FROM image i "
                             "JOIN file_root f ON i.root_id = f.id").fetchall()
     bad = []
@@ -225,7 +238,7 @@ def mismatched_files(data: Path) -> list[str]:
 
 
 def queued(data: Path) -> int:
-    with sqlite3.connect(f"file:{data / 'catalog.db'}?mode=ro", uri=True, timeout=30) as conn:
+    with read_db(data) as conn:
         return conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0]
 
 
@@ -243,7 +256,7 @@ def sync_diagnosis(data: Path, proc: LoggedServe, emu: UpstreamEmulator) -> str:
     with emu.lock:
         recent = [(e.method, e.path[-30:], e.status, e.fault) for e in emu.log[-5:]]
         idle = time.monotonic() - emu.log[-1].end if emu.log else None
-    with sqlite3.connect(f"file:{data / 'catalog.db'}?mode=ro", uri=True, timeout=30) as conn:
+    with read_db(data) as conn:
         queue = conn.execute("SELECT state, kind, COUNT(*), MAX(attempts) FROM outbox "
                              "GROUP BY 1, 2").fetchall()
         status = conn.execute("SELECT * FROM sync_status").fetchall()
@@ -279,11 +292,17 @@ def wait_all_upstream(data: Path, emu: UpstreamEmulator, proc: LoggedServe) -> N
 
 
 def kill_loop(config: Path, port: int, log: Path, drivers: Drivers, data: Path, watch: Path,
-              kills: int, rng: random.Random) -> None:
+              kills: int, rng: random.Random, stack: contextlib.ExitStack) -> None:
     for run in range(kills):
         proc = LoggedServe(config, port, log)
         try:
             proc.wait_ready(timeout=30)
+            if run == 0:
+                # A bystander holds the database open from now on, as `edgecatalog status`,
+                # a backup or Datasette may: no restart is then the first to open it, and a
+                # transaction the kill cut off mid-commit stays undecided until a write.
+                bystander = stack.enter_context(read_db(data))
+                bystander.execute("SELECT COUNT(*) FROM image").fetchone()
             # Clients are paused; once the watcher has taken what the last run left (in move
             # mode it removes an original only after its row is committed), nothing is in
             # flight and the catalog must be clean and complete.
@@ -309,9 +328,10 @@ def crash_runs(tmp_path: Path, kills: int, seed: int, name: str) -> None:
     ledger = Ledger()
     drivers = Drivers(f"http://127.0.0.1:{port}", headers, watch, ledger, seed)
     proc = None
+    stack = contextlib.ExitStack()
     try:
         kill_loop(config, port, tmp_path / "serve.log", drivers, data, watch, kills,
-                  random.Random(seed))
+                  random.Random(seed), stack)
         # Last start: let capture and sync finish, then everything must be upstream once.
         proc = LoggedServe(config, port, tmp_path / "serve.log")
         proc.wait_ready(timeout=30)
@@ -338,6 +358,7 @@ def crash_runs(tmp_path: Path, kills: int, seed: int, name: str) -> None:
         assert uploaded <= local
         assert not errors, errors[:5]
     finally:
+        stack.close()
         drivers.close()
         if proc is not None:
             proc.close()

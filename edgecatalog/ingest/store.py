@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import io
+import logging
 import os
 import time
 import uuid
@@ -30,6 +31,8 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows has no flock
     fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("edgecatalog.ingest.upload")
 
 INCOMING = ".incoming"
 LOCK_FILE = ".ingest.lock"
@@ -252,6 +255,7 @@ def reconcile_orphans(images_dir: Path, known: Container[str], *,
                     continue
                 Path(entry.path).unlink(missing_ok=True)
                 removed.append(Path(entry.path))
+                log.info("removed %s: no catalog row points at it", entry.path)
     return removed
 
 
