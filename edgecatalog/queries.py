@@ -167,8 +167,8 @@ def _total(filters: dict[str, Any], query: ImageQuery) -> tuple[int, list[Cond]]
     """The exact total, and the conditions the page is then best selected with."""
     given = {k for k, v in filters.items() if not (k == "split" and v == "all")}
     if given == {"search"}:  # carried forward across inserts (scan_cache.search_total)
-        total, _size = scan_cache.search_total(image_sql.like_pattern(filters["search"]))
-        return total, _conditions(filters)
+        return (scan_cache.search_total(image_sql.like_pattern(filters["search"])),
+                _conditions(filters))
     classes = filters.get("class_values") or None
     others = given - {"class_values"}
     facet = _conditions(filters, omit=frozenset({"class_values"})) \

@@ -69,9 +69,9 @@ def fetchone(sql: str, args: tuple) -> tuple:
     return row
 
 
-def search_total(pattern: str) -> tuple[int, int]:
-    """(images whose filename is LIKE ``pattern``, the largest image id): exact, from the
-    carried total when it still holds, else from a full count (which is then carried)."""
+def search_total(pattern: str) -> int:
+    """Images whose filename is LIKE ``pattern``: exact, from the carried total when it still
+    holds, else from a full count (which is then carried)."""
     key = (str(database.database), pattern)
     with _carried_lock:
         known = _carried.get(key)
@@ -84,7 +84,7 @@ def search_total(pattern: str) -> tuple[int, int]:
     return _carry(key, (epoch, max_id, rows, total))
 
 
-def _carry(key: tuple[str, str], state: tuple[int, int, int, int]) -> tuple[int, int]:
+def _carry(key: tuple[str, str], state: tuple[int, int, int, int]) -> int:
     # Rows written by this connection's open transaction could still be rolled back.
     if not database.connection().in_transaction:
         with _carried_lock:
@@ -92,7 +92,7 @@ def _carry(key: tuple[str, str], state: tuple[int, int, int, int]) -> tuple[int,
             _carried[key] = state
             while len(_carried) > MAX_ENTRIES:
                 _carried.pop(next(iter(_carried)))
-    return state[3], state[1]
+    return state[3]
 
 
 def forget() -> None:

@@ -256,7 +256,7 @@ def _oracle_total(term: str) -> int:
 
 
 def _search_total(term: str) -> int:
-    return scan_cache.search_total(image_sql.like_pattern(term))[0]
+    return scan_cache.search_total(image_sql.like_pattern(term))
 
 
 def test_carried_search_total_stays_exact(cat, settings):

@@ -89,10 +89,6 @@ def mark_sent(items: Sequence[tuple[Outbox, Outcome, Sequence[int]]]) -> None:
                 _apply_upload(row, image, outcome, current.get(image.id, set()) - set(sent), now)
 
 
-def mark_uploaded(row: Outbox, outcome: Outcome, sent_annotations: Sequence[int]) -> None:
-    mark_sent([(row, outcome, sent_annotations)])
-
-
 def _apply_upload(row: Outbox, image: Image, outcome: Outcome, late: set[int],
                   now: int) -> None:
     """The image is upstream: store its ids, and queue what the upload could not carry
@@ -114,11 +110,6 @@ def _apply_upload(row: Outbox, image: Image, outcome: Outcome, late: set[int],
         Outbox.insert(image=image.id, kind="create_annotation", payload=json.dumps(body),
                       idempotency_key=_key("late-annotation", row.idempotency_key, str(ann.id)),
                       created_at=now, updated_at=now).on_conflict_ignore().execute()
-
-
-def mark_done(row: Outbox) -> None:
-    with write_tx():
-        Outbox.delete().where(Outbox.id == row.id).execute()
 
 
 def quarantine(row: Outbox, status: int | None, message: str) -> None:
