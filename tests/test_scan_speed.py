@@ -365,16 +365,25 @@ def _state(pid: int) -> str:
         return "Z"
 
 
-def test_a_dead_worker_is_an_error_not_a_hang(tmp_path):
+@pytest.mark.parametrize("noticed", [False, True], ids=["while-probing", "before-handing-out"])
+def test_a_dead_worker_is_an_error_not_a_hang(tmp_path, noticed):
     """A probe worker killed from outside (the OOM killer, say): the scan stops with one
-    line on stderr and a non-zero exit instead of waiting for ever; a rerun completes."""
+    line on stderr and a non-zero exit instead of waiting for ever; a rerun completes.
+    Whether the pool notices the death while a group is out or before the next is handed
+    out, the error is the same."""
     folder = tmp_path / "captures"
     _folder(folder, 400)
+    wait = ("    import time\n"
+            "    deadline = time.monotonic() + 20\n"
+            "    while not self._procs._broken and time.monotonic() < deadline:\n"
+            "        time.sleep(0.01)\n"
+            "    assert self._procs._broken\n") if noticed else ""
     script = PROCESS_SCAN.replace("    used.append(self.uses_processes)\n    return enter(self)",
                                   "    used.append(self.uses_processes)\n"
                                   "    entered = enter(self)\n"
                                   "    import os, signal\n"
                                   "    os.kill(next(iter(self._procs._processes)), signal.SIGKILL)\n"
+                                  + wait +
                                   "    return entered")
     done = subprocess.run([sys.executable, "-c", script, str(folder)], env=_cli_env(tmp_path),
                           capture_output=True, text=True, timeout=60, check=False)

@@ -105,6 +105,9 @@ def _probe_wire(files: list[tuple[str, str, int, int]],
     return out
 
 
+WORKER_DIED = "a probe worker process died; run the scan again"
+
+
 class ProbePool:
     """Probes groups of files; use as a context manager (``with ProbePool(...) as pool``)."""
 
@@ -175,13 +178,17 @@ class ProbePool:
         wire_files = [(f.where, f.rel, f.size, f.mtime_ns) for f in files]
         wire_hints = [None if h is None else (h.where, h.rel, h.size, h.mtime_ns)
                       for h in mine]
-        pending = self._procs.submit(_probe_wire, wire_files, wire_hints, look)
+        try:
+            # Broken already if a worker died since the last group was handed out.
+            pending = self._procs.submit(_probe_wire, wire_files, wire_hints, look)
+        except BrokenProcessPool:
+            raise RuntimeError(WORKER_DIED) from None
 
         def result() -> list[Probe]:
             try:
                 wires = pending.result()
             except BrokenProcessPool:  # killed from outside (the OOM killer, say)
-                raise RuntimeError("a probe worker process died; run the scan again") from None
+                raise RuntimeError(WORKER_DIED) from None
             return [Probe.from_wire(f, w, h) for f, w, h in zip(files, wires, mine)]
 
         return Pending(pending.done, result)
