@@ -1,8 +1,9 @@
 """``edgecatalog doctor``: every check an operator would otherwise run by hand, in one list.
 
 Configuration (loaded before we get here), database integrity (``PRAGMA quick_check``, read
-only), migrations, permissions of the data folder and of every secret file, free disk, clock
-sanity (not before the newest stored image), and upstream reachability. Each check is OK,
+only), migrations, the SQLite library Python links, permissions of the data folder and of every
+secret file, free disk, clock sanity (not before the newest stored image), and upstream
+reachability. Each check is OK,
 WARN or FAIL; any FAIL makes the command exit 1. No Flask here; nothing is written.
 """
 
@@ -33,6 +34,11 @@ INLINE_SECRETS = (
     "upstream.api_token",
 )
 UPSTREAM_TIMEOUT = 5.0
+
+# SQLite's documented "WAL-reset" race (https://sqlite.org/wal.html#walresetbug) can corrupt a
+# WAL database written by two or more connections; fixed in 3.51.3 and backported to 3.44.6
+# and 3.50.7. The service cannot choose the library: the system's Python links its own.
+WAL_RESET_FIXED = ((3, 44, 6), (3, 50, 7), (3, 51, 3))
 
 
 def _ro_connect(db_path: Path) -> sqlite3.Connection:
@@ -72,6 +78,21 @@ def check_migrations_state(settings: Settings) -> Check:
             "(run 'edgecatalog migrate', or start the service)",
         )
     return Check("migrations", True, f"{len(files)} applied, none pending")
+
+
+def check_sqlite_library(version: tuple[int, int, int] = sqlite3.sqlite_version_info) -> Check:
+    """WARN when the linked SQLite has the WAL-reset race: rare, but it corrupts silently."""
+    text = ".".join(map(str, version))
+    fixed = any(version >= fix and version[:2] == fix[:2] for fix in WAL_RESET_FIXED)
+    if fixed or version >= WAL_RESET_FIXED[-1]:
+        return Check("sqlite", True, f"SQLite {text}")
+    return Check(
+        "sqlite",
+        False,
+        f"SQLite {text} has the WAL-reset race (fixed in 3.51.3, 3.50.7 and 3.44.6); "
+        "it is rare, but back up the catalog and update the system's SQLite when one is offered",
+        warning=True,
+    )
 
 
 def check_clock(settings: Settings, now: float | None = None) -> Check:
@@ -146,6 +167,7 @@ def run_checks(settings: Settings, config_path: str | None = None) -> list[Check
     config_path = config_path or os.environ.get(CONFIG_ENV) or None
     checks = [Check("configuration", True, f"valid ({settings.source})")]
     checks += check_database_file(settings)
+    checks.append(check_sqlite_library())
     if settings.db_path.exists():
         checks.append(check_migrations_state(settings))
         checks.append(check_clock(settings))

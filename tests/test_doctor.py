@@ -16,6 +16,7 @@ from serve_process import write_config
 
 from edgecatalog.cli import COMMANDS
 from edgecatalog.db import migrate, open_for
+from edgecatalog.doctor import check_sqlite_library
 from edgecatalog.models import Image, database
 from edgecatalog.timeutil import now_us
 
@@ -59,6 +60,30 @@ def test_doctor_passes_on_a_healthy_install(healthy: Path):
     for name in ("configuration", "database", "migrations", "clock", "data_dir", "disk"):
         assert found[name] == "OK"
     assert "0 failed" in result.stdout
+
+
+@pytest.mark.parametrize("version, label", [
+    ((3, 40, 1), "WARN"),   # Debian 12
+    ((3, 44, 5), "WARN"),
+    ((3, 44, 6), "OK"),     # the backport
+    ((3, 45, 0), "WARN"),
+    ((3, 50, 6), "WARN"),
+    ((3, 50, 7), "OK"),     # the backport
+    ((3, 51, 2), "WARN"),
+    ((3, 51, 3), "OK"),     # the fix
+    ((3, 53, 0), "OK"),
+])
+def test_doctor_names_a_sqlite_with_the_wal_reset_race(version, label):
+    check = check_sqlite_library(version)
+    assert ("OK" if check.ok else "WARN" if check.warning else "FAIL") == label
+    assert ".".join(map(str, version)) in check.message
+
+
+def test_doctor_reports_the_linked_sqlite_without_failing(healthy: Path):
+    result = run_cli("doctor", "--config", str(healthy))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lines_of(result)["sqlite"] in ("OK", "WARN")
+    assert f"SQLite {sqlite3.sqlite_version}" in result.stdout
 
 
 def test_doctor_honours_the_environment_variable(healthy: Path):
