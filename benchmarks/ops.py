@@ -18,12 +18,12 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from serve_process import ThreadedServer  # noqa: E402 - after the path set-up above
+from serve_process import ThreadedServer
 
-from edgecatalog import create_app  # noqa: E402
-from edgecatalog.auth import Authenticator  # noqa: E402
-from edgecatalog.config import load_settings  # noqa: E402
-from edgecatalog.models import Image  # noqa: E402
+from edgecatalog import create_app
+from edgecatalog.auth import Authenticator
+from edgecatalog.config import load_settings
+from edgecatalog.models import Image
 
 
 def timed(session: requests.Session, url: str, rounds: int, **kw) -> tuple[float, float]:

@@ -12,7 +12,7 @@ from .config import Settings, load_settings
 if TYPE_CHECKING:  # Flask is imported by create_app only, so the domain and CLI load without it
     from flask import Flask
 
-__all__ = ["create_app", "__version__"]
+__all__ = ["__version__", "create_app"]
 __version__ = "0.1.0"
 
 

@@ -15,8 +15,9 @@ with the side that does not exist left out; a state is ``{class_value, type, geo
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from peewee import fn
 

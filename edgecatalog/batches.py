@@ -9,8 +9,9 @@ the ``updated_at`` of the batch's images (their ``project_name`` or batch stage 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from peewee import JOIN
 

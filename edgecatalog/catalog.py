@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from . import params
 from .db import write_tx
@@ -38,7 +39,7 @@ class BatchPolicy:
     window_us: int = 30 * 60 * 1_000_000
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> "BatchPolicy":
+    def from_settings(cls, settings: Mapping[str, Any]) -> BatchPolicy:
         """``[batches] max_images`` and ``window_minutes`` of a configuration."""
         return cls(max_images=int(settings["batches.max_images"]),
                    window_us=round(float(settings["batches.window_minutes"]) * 60_000_000))

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -189,7 +190,7 @@ class Settings(Mapping[str, Any]):
     def images_dir(self) -> Path:
         return self.data_dir / "images"
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         """A copy with some values changed, validated; keys use '__' for '.'."""
         raw = {k.replace("__", "."): v for k, v in changes.items()}
         return build_settings(dict(self._values), raw, "<replace>")

@@ -15,8 +15,8 @@ from pathlib import Path
 from peewee import SqliteDatabase
 from playhouse.migrations import Runner
 
-from .config import Settings
 from . import scan_cache
+from .config import Settings
 from .models import MODELS, database
 
 PRAGMAS = {

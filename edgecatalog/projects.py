@@ -6,8 +6,9 @@ A project groups batches for labelling (a batch is assigned to one with PATCH
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from peewee import IntegrityError
 

@@ -5,7 +5,8 @@ types.AnnotationDTO. Empty strings, never null, for string fields without a valu
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .timeutil import format_ts
 

@@ -16,9 +16,10 @@ the folder flush precedes the commit, so a row never points at a rename the disk
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..db import write_tx
 from .durable import fsync_dir, fsync_file, syncfs, syncfs_available

@@ -17,9 +17,10 @@ import os
 import time
 import uuid
 from array import array
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Container, Iterable
+from typing import BinaryIO
 
 import imagesize
 

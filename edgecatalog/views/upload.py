@@ -7,7 +7,8 @@ handed to ``ingest.upload.ingest_upload`` as a stream: nothing here reads it.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 from werkzeug.wsgi import get_input_stream
