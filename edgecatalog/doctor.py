@@ -3,8 +3,8 @@
 Configuration (loaded before we get here), database integrity (``PRAGMA quick_check``, read
 only), migrations, the SQLite library Python links, permissions of the data folder and of every
 secret file, free disk, clock sanity (not before the newest stored image), and upstream
-reachability. Each check is OK,
-WARN or FAIL; any FAIL makes the command exit 1. No Flask here; nothing is written.
+reachability. Each check is OK, WARN or FAIL; any FAIL makes the command exit 1. No Flask here;
+nothing is written.
 """
 
 from __future__ import annotations
