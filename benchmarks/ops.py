@@ -18,7 +18,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from serve_process import ThreadedServer
+from serve_process import ThreadedServer  # after the path set-up above
 
 from edgecatalog import create_app
 from edgecatalog.auth import Authenticator

@@ -82,15 +82,19 @@ def check_migrations_state(settings: Settings) -> Check:
 
 def check_sqlite_library(version: tuple[int, int, int] = sqlite3.sqlite_version_info) -> Check:
     """WARN when the linked SQLite has the WAL-reset race: rare, but it corrupts silently."""
-    text = ".".join(map(str, version))
-    fixed = any(version >= fix and version[:2] == fix[:2] for fix in WAL_RESET_FIXED)
-    if fixed or version >= WAL_RESET_FIXED[-1]:
-        return Check("sqlite", True, f"SQLite {text}")
+    def dotted(v: tuple[int, ...]) -> str:
+        return ".".join(map(str, v))
+
+    newest = WAL_RESET_FIXED[-1]
+    if version >= newest or any(version[:2] == fix[:2] and version >= fix
+                                for fix in WAL_RESET_FIXED):
+        return Check("sqlite", True, f"SQLite {dotted(version)}")
+    fixes = ", ".join(dotted(fix) for fix in reversed(WAL_RESET_FIXED))
     return Check(
         "sqlite",
         False,
-        f"SQLite {text} has the WAL-reset race (fixed in 3.51.3, 3.50.7 and 3.44.6); "
-        "it is rare, but back up the catalog and update the system's SQLite when one is offered",
+        f"SQLite {dotted(version)} has the WAL-reset race (fixed in {fixes}); it is rare, but "
+        "back up the catalog and update the system's SQLite when one is offered",
         warning=True,
     )
 

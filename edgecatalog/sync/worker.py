@@ -170,7 +170,7 @@ class SyncWorker:
             try:
                 outcome, sent_annotations = self._send(row, images.get(row.image_id),
                                                        annotations.get(row.image_id, []))
-            except Exception as exc:
+            except Exception as exc:  # one row's local fault must not stop all
                 # Not upstream's answer: the row could not even be prepared here (a file that
                 # cannot be read, a stored value this version cannot read back). Left to fail
                 # the pass, it would fail every pass and hold back every row behind it.
