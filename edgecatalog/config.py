@@ -58,6 +58,12 @@ SETTINGS: tuple[Setting, ...] = (
     S("server", "threads", int, 4, "waitress worker threads.", minimum=1, maximum=64),
     S("server", "public_url", str, "",
       "Base for absolute URLs (image_url); empty = taken from each request's Host."),
+    S("server", "allowed_hosts", list, [],
+      "Host names a request's Host header may name (a 400 otherwise); empty = public_url's "
+      "host, this machine's names and loopback."),
+    S("server", "trusted_proxies", list, [],
+      "Addresses of reverse proxies whose X-Forwarded-For/-Proto/-Host are believed; "
+      "empty = none."),
     S("server", "connection_limit", int, 100,
       "Most simultaneous connections waitress accepts before it stops accepting.", minimum=1),
     S("server", "channel_timeout", int, 120,
@@ -88,9 +94,14 @@ SETTINGS: tuple[Setting, ...] = (
     S("auth", "issuer", str, "", "Required 'iss' claim; empty = not checked."),
     S("auth", "url_signing_ttl", int, 3600,
       "Seconds a signed image_url stays valid.", minimum=1, maximum=7 * 24 * 3600),
+    S("auth", "max_token_ttl", int, 30 * 24 * 3600,
+      "Longest lifetime a bearer token may have, issued or presented (seconds).",
+      minimum=60, maximum=366 * 24 * 3600),
     S("auth", "device_keys", list, [],
       "Accepted X-Device-Key values, as 'sha256:<hex>' digests (or plain adk_ keys)."),
     S("auth", "device_keys_file", str, "", "File with one device key or digest per line."),
+    S("auth", "device_requests_per_minute", int, 1200,
+      "Uploads one device key may make per minute (429 beyond); 0 = unlimited.", minimum=0),
     # [device]
     S("device", "id", str, "", "This device's id, used for images that name none; empty = hostname."),
     # [ingest]
@@ -99,6 +110,13 @@ SETTINGS: tuple[Setting, ...] = (
     S("ingest", "max_annotations", int, 1000,
       "Most annotations one image may carry.", minimum=1),
     # [capture]
+    S("ingest", "max_polygon_points", int, 4096,
+      "Most vertices one polygon annotation may have.", minimum=3, maximum=1_000_000),
+    S("ingest", "max_annotation_bytes", int, 1 * MiB,
+      "Most bytes the annotations of one image may take as stored JSON.", minimum=1024),
+    S("ingest", "device_disk_share", float, 0.5,
+      "Share of the catalog's room (its images plus free space) one device may fill while "
+      "other devices have images too; 1.0 = no limit.", minimum=0.01, maximum=1.0),
     S("capture", "watch_dirs", list, [], "Folders watched for new captures."),
     S("capture", "mode", str, "index", "Index files in place, or move them into the data folder.",
       choices=("index", "move")),
@@ -126,6 +144,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("upstream", "timeout_seconds", float, 30.0, "Per-request timeout.", minimum=0.1),
     S("upstream", "max_bytes_per_second", int, 0,
       "Upload bandwidth cap over any 10 s window; 0 = unlimited.", minimum=0),
+    S("upstream", "allow_insecure_http", bool, False,
+      "Allow an http:// base_url that is not loopback (keys and tokens cross in clear)."),
     S("upstream", "max_backoff_seconds", float, 300.0,
       "Ceiling of the exponential backoff.", minimum=1),
     S("upstream", "order", str, "oldest", "Which records leave first.",
@@ -149,7 +169,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("limits", "max_param_chars", int, 1024,
       "Longest single query parameter value.", minimum=16),
     # [ui]
-    S("ui", "thumbnail_max_pixels", int, 50_000_000,
+    S("ui", "thumbnail_max_pixels", int, 24_000_000,
       "Largest image (width x height) a thumbnail is made from; larger ones get 422, "
       "so a decompression bomb cannot exhaust memory.", minimum=1, maximum=89_478_485),
 )
