@@ -112,7 +112,7 @@ SETTINGS: tuple[Setting, ...] = (
     # [capture]
     S("ingest", "max_polygon_points", int, 4096,
       "Most vertices one polygon annotation may have.", minimum=3, maximum=1_000_000),
-    S("ingest", "max_annotation_bytes", int, 1 * MiB,
+    S("ingest", "max_annotation_bytes", int, 256 * 1024,
       "Most bytes the annotations of one image may take as stored JSON.", minimum=1024),
     S("ingest", "device_disk_share", float, 0.5,
       "Share of the catalog's room (its images plus free space) one device may fill while "
