@@ -13,14 +13,13 @@ with ``use_disk_usage`` so tests can simulate a full disk without filling one.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import thumbnails
+from . import safeopen, thumbnails
 from .config import Settings
 from .db import write_tx
 from .errors import InsufficientStorage
@@ -78,18 +77,15 @@ def _candidates(limit: int) -> list[Image]:
 
 
 def _remove_file(root: str, rel: str) -> int:
-    """Delete one image file, only if it resolves inside its root. Returns bytes freed."""
-    real_root = os.path.realpath(root)
-    target = os.path.realpath(os.path.join(real_root, rel))
-    if os.path.commonpath([real_root, target]) != real_root or target == real_root:
-        log.warning("not evicting %s: it leaves its root %s", rel, root)
-        return 0
+    """Delete one image file beneath its root, following no link (a link planted in its
+    place is removed itself, never what it points at). Returns bytes freed."""
     try:
-        size = os.stat(target).st_size
-        os.unlink(target)
+        return safeopen.unlink(root, rel)
     except FileNotFoundError:
         return 0
-    return size
+    except (OSError, ValueError) as exc:
+        log.warning("not evicting %s beneath %s: %s", rel, root, exc)
+        return 0
 
 
 def evict_if_needed(settings: Settings, incoming: int = 0) -> EvictionReport:

@@ -168,7 +168,7 @@ class CaptureService:
         now = time.monotonic()
         for path, (size, mtime, seen) in list(self.pending.items()):
             try:
-                st = os.stat(path)
+                st = os.lstat(path)  # a link is judged as itself (and rejected when read)
             except FileNotFoundError:
                 del self.pending[path]  # renamed or deleted before it settled
                 continue
@@ -209,7 +209,7 @@ def _total_size(paths: list[Path]) -> int:
     total = 0
     for path in paths:
         try:
-            total += os.stat(path).st_size
+            total += os.lstat(path).st_size
         except FileNotFoundError:
             pass
     return total

@@ -7,7 +7,9 @@ what was taken from where, so nothing is indexed twice (key: root + path, and SH
 
 Move mode: the file is hard-linked (or copied, across filesystems) into
 ``images/raw-data/<uuid>_<name>`` and fsync'ed, the row is committed, and only then is the
-original unlinked. A crash before the commit leaves the original in place (the orphaned link
+original unlinked. What is linked or copied is the file the probe read, opened again beneath
+its root without following links and checked to be the same inode, size and mtime; a copy is
+hashed again. A link renamed over the capture since is rejected; another file is taken later. A crash before the commit leaves the original in place (the orphaned link
 is removed by the store's start-up reconciliation); a crash after it leaves an original whose
 ``CaptureFile`` row says "moved", and the next pass finishes the move.
 """
@@ -21,12 +23,22 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from .. import safeopen
 from ..catalog import NewImage, file_root
 from ..db import write_tx
 from ..models import CaptureFile, FileRoot, Image, database
 from ..timeutil import now_us
 from .bulk import add_images
-from .durable import finish_move, fsync_dir, fsync_file, link_durably, syncfs, syncfs_available
+from .durable import (
+    FileChanged,
+    finish_move,
+    fsync_dir,
+    fsync_file,
+    same_file,
+    store_from_fd,
+    syncfs,
+    syncfs_available,
+)
 from .probe import CaptureOptions, FileStat, Probe
 from .rejects import Rejection, clear_rejected, record_rejected
 from .sidecars import stem_of
@@ -228,7 +240,8 @@ class FolderIndexer:
                 continue  # a duplicate stays where it is: nothing to move
             target = folder / f"{uuid.uuid4()}_{probe.file.path.name}"
             try:
-                link_durably(probe.file.path, target, sync=not batch_sync)
+                if not self._stage_one(probe, target, sync=not batch_sync):
+                    continue
             except OSError:
                 # Disk full, say: the copies staged so far have no row and never will in this
                 # pass; remove them now rather than leave the space taken until a restart.
@@ -245,6 +258,29 @@ class FolderIndexer:
             fsync_dir(folder)
         return targets
 
+    def _stage_one(self, probe: Probe, target: Path, sync: bool) -> bool:
+        """Store the very file the probe read at ``target``; False (and the probe marked
+        rejected or changing) when its name no longer holds that file."""
+        try:
+            fd = safeopen.open_fd(probe.root, probe.file.rel)
+        except FileNotFoundError:
+            probe.changing = True
+            return False
+        except safeopen.UnsafeFile as exc:
+            probe.error = f"{exc.reason}: replaced after it was read"
+            return False
+        try:
+            if probe.ident is None or not same_file(os.fstat(fd), probe.ident):
+                probe.changing = True  # another file by that name now: probe it afresh
+                return False
+            store_from_fd(fd, target, probe.sha256, sync=sync)
+        except FileChanged:
+            probe.changing = True
+            return False
+        finally:
+            os.close(fd)
+        return True
+
     def _finish_moves(self, probes: list[Probe], outcomes: list[str],
                       targets: dict[int, Path]) -> None:
         folders = set()
@@ -253,7 +289,7 @@ class FolderIndexer:
             if target is None:
                 continue
             if outcome == INDEXED:
-                finish_move(probe.file.path, target)
+                finish_move(probe.root, probe.file.rel, target, probe.sha256, probe.ident)
                 folders.add(probe.file.path.parent)
             else:  # same bytes twice in one chunk, or rejected after staging
                 target.unlink(missing_ok=True)
@@ -267,5 +303,5 @@ class FolderIndexer:
                  .where(Image.id == row.image_id).objects().first())
         if image is None or image.byte_size != file.size:
             return False
-        finish_move(file.path, Path(image.root_path) / image.path)
+        finish_move(str(self.root), file.rel, Path(image.root_path) / image.path, image.sha256)
         return True

@@ -2,6 +2,10 @@
 dimensions and its sidecar (annotations already converted to their stored columns). Pure and
 thread-safe, so a folder is probed by worker processes or threads (``pool``) while one thread
 writes the catalog; a ``Probe`` crosses from a process as plain tuples (``to_wire``).
+
+Files are opened beneath their root without following links (``safeopen``): a link, a FIFO or
+a folder with an image's name is a rejected capture with its reason. The probe keeps the
+identity of what it read (device, inode, size, mtime), so move mode stores that very file.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import safeopen
 from ..catalog import BatchPolicy
 from ..config import Settings
 from ..errors import ValidationError
@@ -81,7 +86,7 @@ class FileStat:
         text = str(path)
         if not text.startswith(prefix):
             raise ValueError(f"{path} is not under {root}")
-        st = os.stat(text)
+        st = os.lstat(text)  # a link is listed as itself, and rejected when it is read
         return cls(path, text[len(prefix):].replace(os.sep, "/"), st.st_size, st.st_mtime_ns)
 
     def settled(self, settle_seconds: float, now: float | None = None) -> bool:
@@ -104,6 +109,11 @@ class Probe:
     metadata: Metadata | None = None  # its annotations are stored from ``rows``
     sidecar_error: str = ""
     rows: tuple[tuple, ...] = ()  # bulk.annotation_values of each sidecar annotation
+    ident: tuple[int, int, int, int] | None = None  # (dev, inode, size, mtime_ns) read
+
+    @property
+    def root(self) -> str:
+        return safeopen.root_of(self.file.where, self.file.rel)
 
     def to_wire(self) -> tuple:
         """Plain tuples of str/int/float (no Path, no dataclass): cheap to pickle from a
@@ -113,16 +123,16 @@ class Probe:
                 None if side is None else (side.where, side.rel, side.size, side.mtime_ns),
                 None if meta is None else (meta.model_id, meta.model_version, meta.source,
                                            meta.device_id, meta.filename, meta.captured_at),
-                self.sidecar_error, self.rows)
+                self.sidecar_error, self.rows, self.ident)
 
     @classmethod
     def from_wire(cls, file: FileStat, wire: tuple, hint: FileStat | None) -> Probe:
-        sha, width, height, error, changing, side, meta, sidecar_error, rows = wire
+        sha, width, height, error, changing, side, meta, sidecar_error, rows, ident = wire
         sidecar = None
         if side is not None:
             sidecar = hint if hint is not None and hint.rel == side[1] else FileStat(*side)
         return cls(file, sha, width, height, error, changing, sidecar,
-                   None if meta is None else Metadata(*meta), sidecar_error, rows)
+                   None if meta is None else Metadata(*meta), sidecar_error, rows, ident)
 
 
 def reason_of(exc: ValidationError) -> str:
@@ -135,12 +145,15 @@ def probe_image(file: FileStat, options: CaptureOptions, classes: ClassNames,
     whatever ``find_sidecar`` finds next to it."""
     probe = Probe(file)
     try:
-        data = _read_listed(file, options.max_bytes)
+        data, probe.ident = _read_listed(file, options.max_bytes)
     except FileNotFoundError:
         probe.changing = True
         return probe
-    except OSError as exc:
-        probe.error = f"cannot be read: {exc.strerror or exc}"
+    except safeopen.UnsafeFile as exc:
+        probe.error = f"{exc.reason}: a capture is taken only from a regular file"
+        return probe
+    except (OSError, ValueError) as exc:
+        probe.error = f"cannot be read: {getattr(exc, 'strerror', None) or exc}"
         return probe
     if len(data) != file.size:
         # Written to since it was listed (or larger than the limit, which the size says).
@@ -157,8 +170,8 @@ def probe_image(file: FileStat, options: CaptureOptions, classes: ClassNames,
             # An unsettled sidecar is still being written: it is attached later, when late.
             probe.sidecar = sidecar
             try:
-                meta = read_sidecar(sidecar.where, classes, options.max_annotations,
-                                    size=sidecar.size)
+                meta = read_sidecar(probe.root, sidecar.rel, classes,
+                                    options.max_annotations, size=sidecar.size)
             except ValidationError as exc:
                 probe.sidecar_error = reason_of(exc)
             else:
@@ -169,21 +182,24 @@ def probe_image(file: FileStat, options: CaptureOptions, classes: ClassNames,
     return probe
 
 
-def _read_listed(file: FileStat, max_bytes: int) -> bytes:
-    """The file's bytes, up to one more than listed (so growth shows) and max_bytes + 1.
+def _read_listed(file: FileStat, max_bytes: int) -> tuple[bytes, tuple[int, int, int, int]]:
+    """The file's bytes, up to one more than listed (so growth shows) and max_bytes + 1, and
+    the identity of the file read (from its descriptor, after the read).
 
     Unbuffered reads of the size the listing gave: ``read(max_bytes + 1)`` on a buffered file
     allocates the whole 50 MiB limit for every 100 KB capture, which cost more than hashing it.
     """
     want = min(file.size, max_bytes) + 1
-    with open(file.where, "rb", buffering=0) as fh:
+    root = safeopen.root_of(file.where, file.rel)
+    with safeopen.open_file(root, file.rel, buffering=0) as fh:
         data = fh.read(want)
         while len(data) < want:  # a short read (or EOF, which says so with b"")
             more = fh.read(want - len(data))
             if not more:
                 break
             data += more
-    return data
+        st = os.fstat(fh.fileno())
+    return data, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _check_image(probe: Probe, data: bytes) -> str:
@@ -209,7 +225,7 @@ def _find_sidecar(file: FileStat) -> FileStat | None:
     if path is None:
         return None
     try:
-        st = path.stat()
+        st = path.lstat()
     except FileNotFoundError:
         return None
     rel_dir = os.path.dirname(file.rel)

@@ -263,7 +263,7 @@ def _attach(indexer: FolderIndexer, sidecar: FileStat, was_rejected: bool,
     if image_id is None:
         return  # its image is not indexed yet (or is a duplicate): read together later
     try:
-        meta = read_sidecar(sidecar.path, ClassNames(indexer.options.classes),
+        meta = read_sidecar(str(indexer.root), sidecar.rel, ClassNames(indexer.options.classes),
                             indexer.options.max_annotations)
     except ValidationError as exc:
         record_rejected(Rejection(sidecar.where, reason_of(exc), sidecar.size,

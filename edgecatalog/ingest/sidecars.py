@@ -6,7 +6,9 @@ they really are), sidecars ``<name>.json`` (the upload ``metadata`` format) or `
 ``classes.txt`` (one class name per line, for the YOLO sidecars of that folder). Temporaries
 (``*.tmp``, ``*.part``), dotfiles and everything else are not ours and are left alone.
 When an image has both, ``<name>.json`` wins: it can carry model and capture fields YOLO cannot.
-Every problem raises ``ValidationError``, naming the sidecar and the line or field.
+Every problem raises ``ValidationError``, naming the sidecar and the line or field. Sidecars and
+``classes.txt`` are opened beneath the folder's root without following links (``safeopen``):
+a link planted in their place is a rejected sidecar, never the file it points at.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import safeopen
 from ..catalog import NewAnnotation, validate_annotation
 from ..errors import ValidationError
 from .metadata import MAX_METADATA_BYTES, Metadata, parse_metadata_text, plainly_valid
@@ -49,17 +52,20 @@ def stem_of(rel: str) -> str:
 
 
 def find_sidecar(image: Path) -> Path | None:
-    """The sidecar of an image, if one exists: ``<stem>.json`` first, then ``<stem>.txt``."""
+    """The sidecar of an image, if a name for one exists: ``<stem>.json`` first, then
+    ``<stem>.txt``. Existing is enough (``lexists``): a link or a folder by that name is found
+    here and rejected, with its reason, when it is read."""
     for suffix in SIDECAR_SUFFIXES:
         candidate = image.with_suffix(suffix)
-        if candidate.name.lower() != CLASSES_FILE and candidate.is_file():
+        if candidate.name.lower() != CLASSES_FILE and os.path.lexists(candidate):
             return candidate
     return None
 
 
 def preferred_sidecar(sidecar: Path) -> bool:
     """False for a ``.txt`` sidecar shadowed by a ``.json`` one for the same image."""
-    return not (sidecar.suffix.lower() == ".txt" and sidecar.with_suffix(".json").is_file())
+    return not (sidecar.suffix.lower() == ".txt"
+                and os.path.lexists(sidecar.with_suffix(".json")))
 
 
 class ClassNames:
@@ -74,38 +80,48 @@ class ClassNames:
 
     def __init__(self, configured: Sequence[str] = ()) -> None:
         self.configured = tuple(configured)
-        self._cache: dict[str, tuple[tuple[int, int], tuple[str, ...]]] = {}
-        self._checked: dict[Path | str, tuple[float, tuple[str, ...]]] = {}  # when, names
+        self._cache: dict[tuple[str, str], tuple[tuple[int, int], tuple[str, ...]]] = {}
+        self._checked: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}  # when, names
         self._lock = threading.Lock()
 
-    def for_folder(self, folder: Path | str) -> tuple[str, ...]:
+    def for_folder(self, root: str, folder: str) -> tuple[str, ...]:
+        """The class names for sidecars in ``folder`` (relative to ``root``; '' for the root
+        itself)."""
+        key = (root, folder)
         now = time.monotonic()
-        recent = self._checked.get(folder)
+        recent = self._checked.get(key)
         if recent is not None and now - recent[0] < self.RECHECK_SECONDS:
             return recent[1]
-        names = self._read(folder)
-        self._checked[folder] = (now, names)
+        names = self._read(key)
+        self._checked[key] = (now, names)
         return names
 
-    def _read(self, folder: Path | str) -> tuple[str, ...]:
-        path = os.path.join(folder, CLASSES_FILE)
+    def _read(self, key: tuple[str, str]) -> tuple[str, ...]:
+        root, folder = key
+        rel = f"{folder}/{CLASSES_FILE}" if folder else CLASSES_FILE
         try:
-            st = os.stat(path)
+            fh = safeopen.open_file(root, rel)
         except FileNotFoundError:
             return self.configured
-        stamp = (st.st_mtime_ns, st.st_size)
-        with self._lock:
-            cached = self._cache.get(path)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, ValueError) as exc:
             raise ValidationError(CLASSES_FILE, f"{CLASSES_FILE} cannot be read: {exc}") from None
+        with fh:
+            st = os.fstat(fh.fileno())
+            stamp = (st.st_mtime_ns, st.st_size)
+            with self._lock:
+                cached = self._cache.get(key)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            try:
+                text = fh.read(MAX_METADATA_BYTES + 1).decode("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValidationError(CLASSES_FILE,
+                                      f"{CLASSES_FILE} cannot be read: {exc}") from None
+        if len(text) > MAX_METADATA_BYTES:
+            raise ValidationError(CLASSES_FILE, f"larger than {MAX_METADATA_BYTES} bytes")
         names = tuple(line.strip() for line in text.splitlines() if line.strip())
         with self._lock:
-            self._cache[path] = (stamp, names)
+            self._cache[key] = (stamp, names)
         return names
 
 
@@ -140,22 +156,26 @@ def parse_yolo(text: str, classes: Sequence[str], name: str = "sidecar") -> tupl
     return tuple(annotations)
 
 
-def read_sidecar(path: Path | str, classes: ClassNames, max_annotations: int,
+def read_sidecar(root: str, rel: str, classes: ClassNames, max_annotations: int,
                  size: int | None = None) -> Metadata:
-    """Read and validate one sidecar; ``ValidationError`` says what is wrong with it.
+    """Read and validate the sidecar at ``rel`` beneath ``root``; ``ValidationError`` says
+    what is wrong with it (a link or a non-regular file among them).
 
     ``size``: the size a listing gave, so only that much (plus one byte) is asked for.
     """
-    path = os.fspath(path)
-    name = os.path.basename(path)
+    name = os.path.basename(rel)
     limit = MAX_METADATA_BYTES + 1 if size is None else min(size, MAX_METADATA_BYTES) + 1
     try:
-        with open(path, "rb") as fh:
+        with safeopen.open_file(root, rel) as fh:
             data = fh.read(limit)
             if size is not None and len(data) == limit <= MAX_METADATA_BYTES:
                 data += fh.read(MAX_METADATA_BYTES + 1 - limit)  # it grew: read on to the limit
-    except OSError as exc:
-        raise ValidationError(name, f"cannot be read: {exc.strerror or exc}") from None
+    except safeopen.UnsafeFile as exc:
+        raise ValidationError(name, f"{exc.reason}: a sidecar is read only from a regular file"
+                              ) from None
+    except (OSError, ValueError) as exc:
+        raise ValidationError(name, f"cannot be read: {getattr(exc, 'strerror', None) or exc}"
+                              ) from None
     if name.lower().endswith(".json"):
         return parse_metadata_text(data, max_annotations=max_annotations, param=name)
     if len(data) > MAX_METADATA_BYTES:
@@ -164,7 +184,7 @@ def read_sidecar(path: Path | str, classes: ClassNames, max_annotations: int,
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ValidationError(name, "is not UTF-8 text") from None
-    annotations = parse_yolo(text, classes.for_folder(os.path.dirname(path)), name)
+    annotations = parse_yolo(text, classes.for_folder(root, os.path.dirname(rel)), name)
     if len(annotations) > max_annotations:
         raise ValidationError(name, f"at most {max_annotations} annotations per image, "
                                     f"got {len(annotations)}")

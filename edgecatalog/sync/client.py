@@ -13,12 +13,12 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import requests
 import urllib3.exceptions
 
+from .. import safeopen
 from ..config import ConfigError, Settings, read_secret_file
 from .throttle import BandwidthLimiter, parse_retry_after
 
@@ -110,9 +110,10 @@ def _never_connected(exc: BaseException) -> bool:
 class MultipartBody:
     """A multipart/form-data body read in chunks from memory parts and one file."""
 
-    def __init__(self, head: bytes, path: Path, size: int, tail: bytes,
+    def __init__(self, head: bytes, file: tuple[str, str], size: int, tail: bytes,
                  limiter: BandwidthLimiter) -> None:
-        self._parts: list[bytes | tuple[Path, int]] = [head, (path, size), tail]
+        """``file``: (root, path beneath it), opened without following links."""
+        self._parts: list[bytes | tuple[tuple[str, str], int]] = [head, (file, size), tail]
         self._length = len(head) + size + len(tail)
         self._limiter = limiter
         self._index, self._handle, self._pending = 0, None, b""
@@ -130,7 +131,7 @@ class MultipartBody:
                 continue
             if self._handle is None:
                 # Held across read() calls by design; close() (in a finally) releases it.
-                self._handle = open(part[0], "rb")  # noqa: SIM115
+                self._handle = safeopen.open_file(*part[0])
             chunk = self._handle.read(size)
             if chunk:
                 return chunk
@@ -153,7 +154,8 @@ class MultipartBody:
 
 @dataclass(frozen=True)
 class UploadRequest:
-    path: Path
+    root: str  # the file: ``path`` beneath ``root``
+    path: str
     size: int
     filename: str
     content_type: str
@@ -197,7 +199,7 @@ class UpstreamClient:
                 f"filename=\"{_quote(req.filename)}\"\r\nContent-Type: {req.content_type}"
                 "\r\n\r\n").encode()
         tail = f"\r\n--{boundary}--\r\n".encode()
-        body = MultipartBody(head, req.path, req.size, tail, self.limiter)
+        body = MultipartBody(head, (req.root, req.path), req.size, tail, self.limiter)
         headers = {"X-Device-Key": self.credentials.device_key,
                    "Idempotency-Key": req.idempotency_key,
                    "Content-Type": f"multipart/form-data; boundary={boundary}"}

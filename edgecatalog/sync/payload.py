@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from .. import safeopen
 from ..models import Annotation, Device, FileRoot, Image, Outbox
 from ..timeutil import format_ts
 from .client import UploadRequest
@@ -43,15 +43,17 @@ def annotation_to_upload(ann: Annotation, width: int, height: int) -> dict[str, 
     return out
 
 
-def image_file(image: Image, root_path: str) -> str:
-    """The image's file, resolved and checked to stay inside its root."""
-    root = os.path.realpath(root_path)
-    resolved = os.path.realpath(os.path.join(root, image.path))
-    if os.path.commonpath([root, resolved]) != root or resolved == root:
-        raise LocalFileProblem(f"the stored path of image {image.id} leaves its root")
-    if not os.path.isfile(resolved):
-        raise LocalFileProblem(f"the file of image {image.id} is missing")
-    return resolved
+def open_image(image: Image, root_path: str) -> BinaryIO:
+    """The image's file, opened beneath its root without following links (``safeopen``):
+    a link planted in its place since it was indexed never sends what it points at."""
+    try:
+        return safeopen.open_file(root_path, image.path)
+    except FileNotFoundError:
+        raise LocalFileProblem(f"the file of image {image.id} is missing") from None
+    except safeopen.UnsafeFile as exc:
+        raise LocalFileProblem(f"the file of image {image.id} {exc.reason}") from None
+    except (OSError, ValueError) as exc:
+        raise LocalFileProblem(f"the file of image {image.id} cannot be opened: {exc}") from None
 
 
 def load_images(ids: list[int]) -> dict[int, Image]:
@@ -77,10 +79,12 @@ def load_annotations(ids: list[int]) -> dict[int, list[Annotation]]:
 
 def upload_request(row: Outbox, image: Image, annotations: list[Annotation]) -> UploadRequest:
     """``image`` comes from ``load_images`` (it carries device_name and root_path)."""
-    path = image_file(image, image.root_path)
-    with open(path, "rb") as fh:
+    with open_image(image, image.root_path) as fh:
         head = fh.read(16)
         size = os.fstat(fh.fileno()).st_size
+    if size != image.byte_size:
+        raise LocalFileProblem(f"the file of image {image.id} changed after it was indexed "
+                               f"({size} bytes, indexed with {image.byte_size})")
     content_type = next((t for magic, t in CONTENT_TYPES.items() if head.startswith(magic)),
                         "application/octet-stream")
     metadata = {
@@ -93,8 +97,8 @@ def upload_request(row: Outbox, image: Image, annotations: list[Annotation]) -> 
         "sha256": image.sha256,
         "annotations": [annotation_to_upload(a, image.width, image.height) for a in annotations],
     }
-    return UploadRequest(Path(path), size, image.filename, content_type, metadata,
-                         row.idempotency_key)
+    return UploadRequest(image.root_path, image.path, size, image.filename, content_type,
+                         metadata, row.idempotency_key)
 
 
 DEFAULT_FIELDS = {"annotation_status": "pending", "split": "none", "split_locked": False}
