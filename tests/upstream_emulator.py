@@ -62,7 +62,8 @@ class Logged:
 class UpstreamEmulator:
     def __init__(self, *, device_key: str = "adk_test", api_token: str = "tok_test",
                  id_style: str = "int", honour_idempotency: bool = True,
-                 retry_after: int = 1, slow_seconds: float = 2.0, latency: float = 0.0) -> None:
+                 retry_after: int = 1, slow_seconds: float = 2.0, latency: float = 0.0,
+                 record_bodies: bool = False) -> None:
         self.device_key, self.api_token = device_key, api_token
         self.id_style, self.honour_idempotency = id_style, honour_idempotency
         self.retry_after, self.slow_seconds, self.latency = retry_after, slow_seconds, latency
@@ -74,6 +75,9 @@ class UpstreamEmulator:
         self.log: list[Logged] = []
         self.received: list[tuple[float, int]] = []  # (arrival time, body bytes)
         self.uploads_received = 0  # complete upload bodies read, duplicates included
+        # Every request body as received, when a test must look for bytes that must never
+        # leave the device (off by default: soaks send thousands of images).
+        self.bodies: list[bytes] | None = [] if record_bodies else None
         self.replays = 0  # answers repeated for a known Idempotency-Key
         self.poison: dict[str, str] = {}  # filename -> fault kind, forever
         self._queued: list[str] = []
@@ -246,7 +250,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.emulator.received.append((time.monotonic(), len(piece)))
         if length > 0:  # the client went away mid-body: a server drops such a request
             raise ConnectionAbortedError("request body ended early")
-        return b"".join(parts)
+        body = b"".join(parts)
+        if self.emulator.bodies is not None:
+            with self.emulator.lock:
+                self.emulator.bodies.append(body)
+        return body
 
     def _logged(self, handler) -> None:
         start, self._status, self._fault, self._size = time.monotonic(), None, "", 0

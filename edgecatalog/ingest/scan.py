@@ -117,7 +117,10 @@ def _entries(folder: Path, recursive: bool,
                     stack.append(entry.path)
                 continue
             kind = classify(entry.name)
-            if kind in ("image", "sidecar") and entry.is_file(follow_symlinks=False):
+            # A link with an image's or sidecar's name is listed too, so that reading it
+            # rejects it with its reason rather than passing over it without a word.
+            if kind in ("image", "sidecar") and (entry.is_file(follow_symlinks=False)
+                                                 or entry.is_symlink()):
                 yield entry, kind
 
 
