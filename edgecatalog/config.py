@@ -8,6 +8,7 @@ the key and where it came from. ``config.example.toml`` mirrors this table (a te
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -323,11 +325,37 @@ def _check_consistency(values: Mapping[str, Any], origin: str) -> None:
         )
     if values["upstream.enabled"] and not values["upstream.base_url"]:
         raise ConfigError(f"upstream.base_url (from {origin}): required when upstream.enabled")
+    for entry in values["server.trusted_proxies"]:
+        try:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(f"server.trusted_proxies (from {origin}): {entry!r} is not an "
+                              "IP address or network (e.g. 127.0.0.1 or 10.0.0.0/24)") from None
+    base_url = values["upstream.base_url"]
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"upstream.base_url (from {origin}): expected an https:// URL")
+    if base_url.startswith("http://") and not values["upstream.allow_insecure_http"] \
+            and not is_loopback_url(base_url):
+        raise ConfigError(
+            f"upstream.base_url (from {origin}): {base_url} is plain http: the device key and "
+            "tokens would cross the network in clear; use https:// or set [upstream] "
+            "allow_insecure_http = true")
     public_url = values["server.public_url"]
     if public_url and not public_url.startswith(("http://", "https://")):
         raise ConfigError(
             f"server.public_url (from {origin}): expected an http:// or https:// URL"
         )
+
+
+def is_loopback_url(url: str) -> bool:
+    """True for a URL whose host is this machine's loopback (nothing crosses a network)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def defaults() -> dict[str, Any]:

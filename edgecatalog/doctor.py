@@ -2,8 +2,8 @@
 
 Configuration (loaded before we get here), database integrity (``PRAGMA quick_check``, read
 only), migrations, the SQLite library Python links, permissions of the data folder and of every
-secret file, free disk, clock sanity (not before the newest stored image), and upstream
-reachability. Each check is OK, WARN or FAIL; any FAIL makes the command exit 1. No Flask here;
+secret file, free disk, clock sanity (not before the newest stored image), transport (keys or
+tokens that would cross a network in clear, an unpinned Host), and upstream reachability. Each check is OK, WARN or FAIL; any FAIL makes the command exit 1. No Flask here;
 nothing is written.
 """
 
@@ -18,7 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-from .config import CONFIG_ENV, Settings
+from .config import CONFIG_ENV, Settings, is_loopback_url
+from .hosts import WILDCARD_BINDS
 from .health import Check, check_disk, check_writable
 
 SECRET_FILE_SETTINGS = (
@@ -167,6 +168,30 @@ def check_upstream(settings: Settings, timeout: float = UPSTREAM_TIMEOUT) -> Che
     return Check("upstream", True, f"{url} answered HTTP {status}")
 
 
+def check_transport(settings: Settings) -> list[Check]:
+    """Where keys and tokens would cross a network in clear, or Host is not pinned."""
+    checks = []
+    url = settings["upstream.base_url"]
+    if url.startswith("http://") and not is_loopback_url(url):
+        checks.append(Check("upstream transport", False,
+                            f"{url} is plain http (allowed by [upstream] allow_insecure_http): "
+                            "the device key and tokens cross the network in clear; use https",
+                            warning=True))
+    if settings["server.host"] in WILDCARD_BINDS and not (
+            settings["server.public_url"] or settings["server.allowed_hosts"]):
+        checks.append(Check("server hosts", False,
+                            "serving every interface, but neither [server] public_url nor "
+                            "allowed_hosts is set: LAN clients naming this device by address "
+                            "get 400 HOST_NOT_ALLOWED", warning=True))
+    if settings["server.host"] not in ("127.0.0.1", "::1", "localhost") and \
+            not settings["server.public_url"].startswith("https://"):
+        checks.append(Check("server transport", False,
+                            "the API is served on the network without TLS: tokens, device "
+                            "keys and signed URLs cross it in clear; put the reverse proxy of "
+                            "docs/reverse-proxy.md in front", warning=True))
+    return checks
+
+
 def run_checks(settings: Settings, config_path: str | None = None) -> list[Check]:
     config_path = config_path or os.environ.get(CONFIG_ENV) or None
     checks = [Check("configuration", True, f"valid ({settings.source})")]
@@ -179,6 +204,7 @@ def run_checks(settings: Settings, config_path: str | None = None) -> list[Check
     if settings.data_dir.exists():
         disk = check_disk(settings)
         checks.append(disk)
+    checks += check_transport(settings)
     upstream = check_upstream(settings)
     if upstream is not None:
         checks.append(upstream)

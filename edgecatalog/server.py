@@ -51,7 +51,9 @@ def build_server(app: Any, settings: Settings) -> Any:
         )
         + BODY_HEADROOM,
         ident="edgecatalog",
-        clear_untrusted_proxy_headers=True,
+        # The app judges forwarded headers itself, against [server] trusted_proxies (a list
+        # of addresses and networks, which waitress's single trusted_proxy cannot express).
+        clear_untrusted_proxy_headers=False,
     )
 
 

@@ -1,5 +1,6 @@
 """The HTTP edge of the service: the one place errors become responses, plus the
-per-request plumbing every view shares (request ids, limits, CORS, auth, JSON bodies).
+per-request plumbing every view shares (request ids, allowed hosts, limits, CORS, auth, JSON
+bodies).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .errors import (
     UriTooLong,
     ValidationError,
 )
+from .hosts import HostPolicy, forwarded_headers_middleware, host_name
 from .models import database
 
 log = logging.getLogger("edgecatalog.web")
@@ -111,6 +113,12 @@ def _unexpected(exc: Exception) -> Response:
 def _before() -> Response | None:
     incoming = request.headers.get("X-Request-ID", "")
     g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    if not current_app.extensions["edgecatalog.hosts"].allows(request.host):
+        err = ValidationError("Host", f"this service does not answer to the host "
+                                      f"{host_name(request.host)!r}; name it in [server] "
+                                      "allowed_hosts or set [server] public_url")
+        err.code = "HOST_NOT_ALLOWED"
+        return error_response(err)
     if len(request.query_string) > settings()["server.max_query_string_bytes"]:
         return error_response(UriTooLong(
             f"query string is longer than {settings()['server.max_query_string_bytes']} bytes",
@@ -175,6 +183,12 @@ def _cors(response: Response) -> None:
 
 
 def install(app: Flask) -> None:
+    cfg: Settings = app.config["EDGECATALOG"]
+    app.extensions["edgecatalog.hosts"] = HostPolicy.from_settings(cfg)
+    # Forwarded headers count only from [server] trusted_proxies; build_server leaves them
+    # for this to judge (and a server that does not, such as a test's, clears them).
+    app.wsgi_app = forwarded_headers_middleware(app.wsgi_app,  # type: ignore[method-assign]
+                                                cfg["server.trusted_proxies"])
     app.register_error_handler(CatalogError, error_response)
     app.register_error_handler(HTTPException, _http_exception)
     app.register_error_handler(Exception, _unexpected)
@@ -231,5 +245,7 @@ def json_body() -> Any:
 
 
 def public_base() -> str:
+    """The base of absolute URLs: ``[server] public_url``, else this request's scheme and
+    Host, which ``_before`` has checked against the allowed hosts."""
     configured = settings()["server.public_url"]
     return (configured or request.host_url).rstrip("/")
