@@ -64,7 +64,7 @@ def test_opening_a_planted_html_jpeg_from_the_page_runs_no_script(mark, live_ser
 
     data = jpeg_bytes(seed=5) + SCRIPT
     upload(client, auth_headers("write"), data, "report.html")
-    listed = json.loads(client.get("/data/images", headers=auth_headers()).data)
+    listed = json.loads(client.get("/data/images?include_image_url=true", headers=auth_headers()).data)
     image_url = listed["data"][0]["image_url"]
     # The URL the page shows points at this server: open it where the live server answers.
     path = image_url[image_url.index("/files/"):]
