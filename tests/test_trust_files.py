@@ -77,9 +77,9 @@ def test_opening_a_planted_html_jpeg_from_the_page_runs_no_script(mark, live_ser
             assert page.evaluate("sessionStorage.length") > 0  # the token is there to steal
             response = page.goto(live_server.url + path)
             assert response.status == 200
+            assert page.evaluate("window.__pwned") is None  # the script did not run
+            assert "PWNED" not in page.title()
             assert response.headers["content-type"] == "image/jpeg"
             assert page.evaluate("document.contentType") == "image/jpeg"
-            assert page.evaluate("window.__pwned") is None
-            assert "PWNED" not in page.title()
         finally:
             browser.close()
