@@ -74,16 +74,167 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    if args.action == "revoke":
+        return _token_revoke(args)
+    if args.action == "list-revoked":
+        return _token_list_revoked(args)
+    import jwt
+
     from .auth import Authenticator
 
     settings = _settings(args)
+    if args.sub is None:
+        raise UsageError("--sub is required to issue a token (who the token is for)")
     if args.ttl < 1:
         raise UsageError("--ttl must be a positive number of seconds")
+    if args.ttl > settings["auth.max_token_ttl"]:
+        raise UsageError(f"--ttl {args.ttl} is longer than [auth] max_token_ttl "
+                         f"({settings['auth.max_token_ttl']} seconds)")
     if not args.sub.strip():
         raise UsageError("--sub must not be empty")
     token = Authenticator(settings).issue_token(args.sub, args.scope, args.ttl)
     print(ui_link(settings, token) if args.ui else token)
+    # The jti is what 'token revoke --jti' takes; on stderr, so stdout stays the token alone.
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    print(f"edgecatalog: token jti {jti} (revoke it alone with: edgecatalog token revoke "
+          f"--jti {jti})", file=sys.stderr)
     return 0
+
+
+def _open_catalog(settings: Settings) -> None:
+    """The catalog database, migrated (the key and revocation tables come with 0008)."""
+    from . import db
+
+    db.open_for(settings)
+    db.migrate()
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    from .auth import revoke_tokens
+    from .models import database
+
+    settings = _settings(args)
+    if args.all:
+        kind, value, what = "all", "", "every token issued before now"
+    elif args.jti is not None:
+        kind, value, what = "jti", args.jti.strip(), f"the token with jti {args.jti.strip()!r}"
+    else:
+        kind, value = "subject", args.subject.strip()
+        what = f"every token of subject {value!r} issued before now"
+    if kind != "all" and not value:
+        raise UsageError(f"--{kind} must not be empty")
+    if len(value) > 256:
+        raise UsageError(f"--{kind} must be at most 256 characters")
+    _open_catalog(settings)
+    with database.connection_context():
+        revoke_tokens(kind, value)
+    print(f"revoked {what}; running services refuse it within about a second "
+          "(signed image URLs keep working)")
+    return 0
+
+
+def _token_list_revoked(args: argparse.Namespace) -> int:
+    from .auth import token_revocations
+    from .models import database
+    from .timeutil import format_ts
+
+    _open_catalog(_settings(args))
+    with database.connection_context():
+        rows = [{"id": r.id, "kind": r.kind, "value": r.value,
+                 "revoked_at": format_ts(r.created_at)} for r in token_revocations()]
+    if args.json:
+        import json
+
+        print(json.dumps(rows, indent=2))
+        return 0
+    _print_table(("ID", "KIND", "VALUE", "REVOKED_AT"),
+                 [(str(r["id"]), r["kind"], r["value"] or "-", r["revoked_at"]) for r in rows])
+    return 0
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def cmd_device_key(args: argparse.Namespace) -> int:
+    from .auth import configured_device_keys
+    from .models import database
+
+    settings = _settings(args)
+    configured = configured_device_keys(settings)  # a bad entry is a configuration error
+    _open_catalog(settings)
+    with database.connection_context():
+        return DEVICE_KEY_ACTIONS[args.action][0](args, configured)
+
+
+def _device_key_add(args: argparse.Namespace, configured: dict[str, str]) -> int:
+    from .auth import add_device_key, check_device_id, fingerprint
+    from .errors import ValidationError
+
+    try:
+        device_id = check_device_id(args.device_id, "DEVICE_ID")
+    except ValidationError as exc:
+        raise UsageError(exc.message) from None
+    label = args.label.strip()
+    if len(label) > 200 or not label.isprintable():
+        raise UsageError("--label must be at most 200 printable characters")
+    key, row = add_device_key(device_id, label)
+    print(key)
+    print(f"edgecatalog: device key {fingerprint(row.digest)} for device {device_id!r} stored "
+          "(its digest only: this is the one time the key is shown); running services accept "
+          "it within about a second", file=sys.stderr)
+    return 0
+
+
+def _device_key_list(args: argparse.Namespace, configured: dict[str, str]) -> int:
+    from .auth import fingerprint, stored_device_keys
+    from .timeutil import format_ts
+
+    rows = [{"device_id": device_id, "fingerprint": fingerprint(digest), "source": "settings",
+             "created_at": "", "revoked_at": "", "label": ""}
+            for digest, device_id in sorted(configured.items(), key=lambda kv: kv[1])]
+    rows += [{"device_id": r.device_id, "fingerprint": fingerprint(r.digest),
+              "source": "database", "created_at": format_ts(r.created_at),
+              "revoked_at": format_ts(r.revoked_at), "label": r.label}
+             for r in stored_device_keys()]
+    if args.json:
+        import json
+
+        print(json.dumps(rows, indent=2))
+        return 0
+    _print_table(("DEVICE_ID", "FINGERPRINT", "SOURCE", "CREATED", "REVOKED", "LABEL"),
+                 [(r["device_id"], r["fingerprint"], r["source"], r["created_at"] or "-",
+                   r["revoked_at"] or "-", r["label"]) for r in rows])
+    return 0
+
+
+def _device_key_revoke(args: argparse.Namespace, configured: dict[str, str]) -> int:
+    from .auth import fingerprint, revoke_device_keys
+
+    try:
+        result = revoke_device_keys(args.selector, configured)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if result.revoked:
+        prints = ", ".join(fingerprint(r.digest) for r in result.revoked)
+        print(f"revoked {len(result.revoked)} key(s) of device {result.revoked[0].device_id!r}: "
+              f"{prints}; running services refuse them within about a second")
+    else:
+        print(f"nothing to revoke: {len(result.already)} matching key(s) were revoked already")
+    return 0
+
+
+DEVICE_KEY_ACTIONS: dict[str, tuple[Callable[[argparse.Namespace, dict[str, str]], int], str]] = {
+    "add": (_device_key_add, "make a key bound to DEVICE_ID and print it, once"),
+    "list": (_device_key_list, "list device ids and key fingerprints (never the keys)"),
+    "revoke": (_device_key_revoke, "revoke a key by fingerprint, or all keys of a device"),
+}
+TOKEN_ACTIONS = {
+    "revoke": "revoke tokens by jti, by subject or all of them (signed URLs keep working)",
+    "list-revoked": "list the token revocations",
+}
 
 
 def ui_link(settings: Settings, token: str) -> str:
@@ -149,7 +300,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "serve": (cmd_serve, "apply pending migrations and serve the API"),
     "migrate": (cmd_migrate, "apply pending database migrations"),
     "check-config": (cmd_check_config, "validate the configuration and exit"),
-    "token": (cmd_token, "print a signed JWT for calling the API"),
+    "token": (cmd_token, "print a signed JWT for calling the API ('token revoke' revokes)"),
+    "device-key": (cmd_device_key, "add, list or revoke the keys devices upload with"),
     "sync": (cmd_sync, "send queued images and changes upstream (store-and-forward)"),
     "status": (cmd_status, "print the sync status (as GET /sync/status)"),
     "scan": (cmd_scan, "index the images (and sidecars) of an existing folder"),
@@ -193,12 +345,44 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--limit", type=int, default=None, help="newest N only")
             cmd.add_argument("--json", action="store_true", help="print JSON instead")
         if name == "token":
-            cmd.add_argument("--sub", required=True, help="subject (who the token is for)")
+            cmd.add_argument("--sub", default=None,
+                             help="subject (who the token is for); required to issue one")
             cmd.add_argument("--scope", choices=("read", "write"), default="read")
-            cmd.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+            cmd.add_argument("--ttl", type=int, default=3600,
+                             help="lifetime in seconds, at most [auth] max_token_ttl")
             cmd.add_argument("--ui", action="store_true",
                              help="print a link that opens the inspection page signed in")
+            _add_actions(cmd, TOKEN_ACTIONS, required=False)
+        if name == "device-key":
+            _add_actions(cmd, {a: h for a, (_, h) in DEVICE_KEY_ACTIONS.items()},
+                         required=True)
     return parser
+
+
+def _add_actions(cmd: argparse.ArgumentParser, actions: dict[str, str], required: bool) -> None:
+    """ACTION sub-commands of ``cmd`` (``token revoke``, ``device-key add`` ...)."""
+    sub = cmd.add_subparsers(dest="action", metavar="ACTION", required=required)
+    for action, help_text in actions.items():
+        parser = sub.add_parser(action, help=help_text, description=help_text)
+        # SUPPRESS: given after the action it counts; not given, the command's own stays.
+        parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                            help="TOML configuration file (default: $EDGECATALOG_CONFIG)")
+        if action == "revoke" and "list-revoked" in actions:  # token revoke
+            which = parser.add_mutually_exclusive_group(required=True)
+            which.add_argument("--jti", help="the token with this jti")
+            which.add_argument("--subject", help="every token of this subject issued before now")
+            which.add_argument("--all", action="store_true",
+                               help="every token issued before now")
+        elif action == "add":
+            parser.add_argument("device_id", metavar="DEVICE_ID",
+                                help="the device the key is bound to (as an upload's device_id)")
+            parser.add_argument("--label", default="", help="a note kept with the key")
+        elif action == "revoke":
+            parser.add_argument("selector", metavar="DEVICE_ID|FINGERPRINT",
+                                help="a key's fingerprint (from 'list'), or a device id: all "
+                                     "of its stored keys")
+        if action in ("list", "list-revoked"):
+            parser.add_argument("--json", action="store_true", help="print JSON instead")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

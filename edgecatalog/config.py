@@ -85,8 +85,10 @@ SETTINGS: tuple[Setting, ...] = (
       "Folder for catalog.db, images/ and secrets; relative paths are from the working dir."),
     # [auth]
     S("auth", "jwt_secret", str, "",
-      "HMAC secret for HS* tokens; empty = generated once at <data_dir>/jwt.secret (0600)."),
-    S("auth", "jwt_secret_file", str, "", "Read the HMAC secret from this file instead."),
+      "HMAC secret for HS* tokens and signed image URLs, at least 32 bytes; empty = generated "
+      "once at <data_dir>/jwt.secret (0600)."),
+    S("auth", "jwt_secret_file", str, "",
+      "Read the HMAC secret (at least 32 bytes) from this file instead."),
     S("auth", "jwt_algorithms", list, ["HS256"],
       "Accepted algorithms, never taken from the token.",
       choices=("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384")),
@@ -97,15 +99,22 @@ SETTINGS: tuple[Setting, ...] = (
     S("auth", "url_signing_ttl", int, 3600,
       "Seconds a signed image_url stays valid.", minimum=1, maximum=7 * 24 * 3600),
     S("auth", "max_token_ttl", int, 30 * 24 * 3600,
-      "Longest lifetime a bearer token may have, issued or presented (seconds).",
+      "Longest lifetime a bearer token may have, issued or presented ('exp' minus 'iat', or "
+      "minus now without 'iat'), in seconds.",
       minimum=60, maximum=366 * 24 * 3600),
     S("auth", "device_keys", list, [],
-      "Accepted X-Device-Key values, as 'sha256:<hex>' digests (or plain adk_ keys)."),
-    S("auth", "device_keys_file", str, "", "File with one device key or digest per line."),
+      "Accepted X-Device-Key values, each bound to one device: 'DEVICE_ID=sha256:<hex>' or "
+      "'DEVICE_ID=adk_...'; a bare 'sha256:<hex>' or 'adk_...' entry is this device's own "
+      "([device] id). Keys made with 'edgecatalog device-key add' live in the database."),
+    S("auth", "device_keys_file", str, "",
+      "File with one entry per line, as in device_keys; lines starting with '#' are comments."),
     S("auth", "device_requests_per_minute", int, 1200,
-      "Uploads one device key may make per minute (429 beyond); 0 = unlimited.", minimum=0),
+      "Requests one device (all its keys) may make per minute, with a burst of 10 seconds' "
+      "worth (429 beyond); 0 = unlimited.", minimum=0),
     # [device]
-    S("device", "id", str, "", "This device's id, used for images that name none; empty = hostname."),
+    S("device", "id", str, "",
+      "This device's id: for images that name none, and the device of bare [auth] device_keys "
+      "entries; empty = hostname."),
     # [ingest]
     S("ingest", "max_upload_bytes", int, 50 * MiB,
       "Largest upload body (413 beyond), as upstream.", minimum=1024),

@@ -278,7 +278,40 @@ class ImageClassFacet(BaseModel):
         without_rowid = True
 
 
+class DeviceKey(BaseModel):
+    """A device key made by ``edgecatalog device-key add``: bound to one device id, stored as
+    the SHA-256 digest of the key (the key is shown once and never kept). Revoked keys keep
+    their row (``revoked_at`` set) so ``device-key list`` can show what was revoked when."""
+
+    device_id = CharField()
+    digest = CharField(unique=True)
+    label = CharField(default="")
+    created_at = BigIntegerField()
+    revoked_at = BigIntegerField(null=True)
+
+    class Meta:
+        indexes = ((("device_id",), False),)
+
+
+class TokenRevocation(BaseModel):
+    """A bearer-token revocation (``edgecatalog token revoke``): ``kind`` jti (that token),
+    subject (the subject's tokens issued before ``created_at``) or all (every token issued
+    before ``created_at``). Signed file URLs are not tokens and are not affected."""
+
+    kind = CharField()
+    value = CharField(default="")
+    created_at = BigIntegerField()
+
+
+class AuthEpoch(BaseModel):
+    """One row counting changes to ``device_key`` and ``token_revocation``, kept by triggers
+    (migration 0008): a running service reloads its copy of both only when it moves."""
+
+    id = IntegerField(primary_key=True)  # always 1 (a CHECK in the migration)
+    n = IntegerField()
+
+
 MODELS = (Project, Device, Batch, DatasetVersion, FileRoot, Image, Annotation, Outbox, RejectedFile,
           SyncStatus,
           CaptureFile, ImageFacetCount, ImageTotalCount, ImageNameEpoch, ImageClassCount,
-          ImageClassFacet)
+          ImageClassFacet, DeviceKey, TokenRevocation, AuthEpoch)

@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 from conftest import make_settings, seed_image
 from serve_process import ServeProcess, free_port, write_config
-from upload_helpers import PLAIN_DEVICE_KEY, unique_jpeg
+from upload_helpers import DEVICE_KEY, PLAIN_DEVICE_KEY, unique_jpeg
 
 from edgecatalog import create_app
 from edgecatalog.ingest import store
@@ -28,6 +28,7 @@ from edgecatalog.models import database
 
 UPLOADERS = 3
 ROUNDS = 3
+KEYS = (PLAIN_DEVICE_KEY, DEVICE_KEY)  # a key is one device: cam0's and cam1's
 
 
 def metadata_for(seed: int) -> dict:
@@ -40,7 +41,7 @@ def metadata_for(seed: int) -> dict:
 def start(tmp_path: Path, data_dir: Path, round_no: int) -> ServeProcess:
     port = free_port()
     config = write_config(tmp_path / f"config{round_no}.toml", data_dir, port,
-                          auth={"device_keys": [PLAIN_DEVICE_KEY]})
+                          auth={"device_keys": [f"cam{n}={k}" for n, k in enumerate(KEYS)]})
     proc = ServeProcess(config, port)
     proc.wait_ready()
     return proc
@@ -52,7 +53,7 @@ def upload_until_dead(url: str, seeds: list[int], acked: dict[int, dict], lock) 
         data = unique_jpeg(seed, 150_000)
         try:
             resp = session.post(url + "/device/images/upload",
-                                headers={"X-Device-Key": PLAIN_DEVICE_KEY},
+                                headers={"X-Device-Key": KEYS[seed % 2]},
                                 files={"image": (f"s{seed}.jpg", data, "image/jpeg"),
                                        "metadata": (None, json.dumps(metadata_for(seed)))},
                                 timeout=20)
@@ -128,7 +129,7 @@ def test_sigkill_during_uploads_loses_nothing_and_leaves_no_orphan(tmp_path):
             if acked:
                 seed = next(iter(acked))
                 resp = requests.post(restarted.url + "/device/images/upload",
-                                     headers={"X-Device-Key": PLAIN_DEVICE_KEY},
+                                     headers={"X-Device-Key": KEYS[seed % 2]},
                                      files={"image": ("again.jpg", unique_jpeg(seed, 150_000))},
                                      timeout=20)
                 assert resp.status_code == 200

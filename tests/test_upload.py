@@ -91,10 +91,11 @@ def test_filename_precedence(client):
     assert second.json["data"]["storage_key"].endswith("_part.jpg")
 
 
-def test_device_id_precedence(tmp_path):
+def test_device_id_precedence(tmp_path, auth_headers):
     app = create_app(make_settings(tmp_path, **device_key_settings()))  # no [device] id
     client = app.test_client()
-    post(client, upload_body(image_bytes(seed=4), {"device_id": "cam-7"}))
+    # A bearer token may name any device; a bare configured key is this device's (hostname).
+    post(client, upload_body(image_bytes(seed=4), {"device_id": "cam-7"}), auth_headers("write"))
     post(client, upload_body(image_bytes(seed=5)))
     with database.connection_context():
         names = sorted(d.device_id for d in Device.select())
@@ -327,10 +328,11 @@ def test_batch_completes_after_its_window(tmp_path):
         assert Batch.get_by_id(later).stage == "collecting"
 
 
-def test_batches_are_per_device(client):
-    a = post(client, upload_body(image_bytes(seed=40), {"device_id": "a"})).json["data"]
-    b = post(client, upload_body(image_bytes(seed=41), {"device_id": "b"})).json["data"]
-    a2 = post(client, upload_body(image_bytes(seed=42), {"device_id": "a"})).json["data"]
+def test_batches_are_per_device(client, auth_headers):
+    write = auth_headers("write")  # a device key may only name its own device
+    a = post(client, upload_body(image_bytes(seed=40), {"device_id": "a"}), write).json["data"]
+    b = post(client, upload_body(image_bytes(seed=41), {"device_id": "b"}), write).json["data"]
+    a2 = post(client, upload_body(image_bytes(seed=42), {"device_id": "a"}), write).json["data"]
     assert a["batch_id"] == a2["batch_id"] != b["batch_id"]
 
 
