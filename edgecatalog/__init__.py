@@ -51,6 +51,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fla
                 settings.images_dir)
     for blueprint in (upload.bp, projects.bp, batches.bp, annotations.bp):
         app.register_blueprint(blueprint)
+    from .views import authcheck  # GET /auth/upload: the reverse proxy's pre-body auth check
+    app.register_blueprint(authcheck.bp)
     from .views import thumbnails, ui
 
     app.register_blueprint(thumbnails.bp)
