@@ -10,6 +10,10 @@ Outbox payloads (kinds ``create_annotation``, ``update_annotation``, ``delete_an
 ``{"annotation_id": <local id>, "annotation": <state after>, "previous": <state before>}``
 with the side that does not exist left out; a state is ``{class_value, type, geometry
 (normalized), confidence, source, z_order}``.
+
+The caps of ``catalog.AnnotationLimits`` hold here as on every other path: a polygon's
+vertices when it is validated, and the image's stored annotation bytes (``catalog.
+stored_bytes``, exact, as the image's size is known) in the write transaction.
 """
 
 from __future__ import annotations
@@ -22,46 +26,50 @@ from typing import Any
 from peewee import fn
 
 from . import params
-from .catalog import NewAnnotation, annotation_columns, queue_change, validate_annotation
+from .catalog import (
+    DEFAULT_LIMITS,
+    MAX_Z,
+    AnnotationLimits,
+    NewAnnotation,
+    annotation_columns,
+    queue_change,
+    stored_bytes,
+    too_many_bytes,
+    validate_annotation,
+)
 from .db import write_tx
 from .errors import Conflict, NotFound, ValidationError
-from .models import Annotation, Image
+from .models import Annotation, Image, database
 from .queries import ANNOTATION_FIELDS
 from .timeutil import now_us
 
 MANUAL = "manual"
-MAX_CLASS_CHARS = 256
-MAX_Z = 2**31 - 1
 CREATE_FIELDS = ("image_id", "class_value", "type", "geometry", "z_order", "confidence")
 # confidence: a PATCH may clear a model's score (null) or set one; a new manual annotation
 # has none, so POST takes it only as null (a client may echo an annotation object back).
 PATCHABLE = ("class_value", "type", "geometry", "z_order", "confidence")
 
 
-def _validated(ann: NewAnnotation) -> NewAnnotation:
+def _validated(ann: NewAnnotation, limits: AnnotationLimits) -> NewAnnotation:
     """``catalog.validate_annotation``, with errors naming the body field itself."""
     try:
-        validate_annotation(ann, "body")
+        validate_annotation(ann, "body", limits)
     except ValidationError as exc:
         raise ValidationError(exc.param.removeprefix("body."), exc.message) from None
     return ann
 
 
-def _annotation(body: Mapping[str, Any], base: Mapping[str, Any]) -> NewAnnotation:
+def _annotation(body: Mapping[str, Any], base: Mapping[str, Any],
+                limits: AnnotationLimits) -> NewAnnotation:
     merged = {**base, **body}
     for name in ("class_value", "type"):
         if not isinstance(merged.get(name), str):
             raise ValidationError(name, f"{name} must be a string")
-    if len(merged["class_value"]) > MAX_CLASS_CHARS:
-        raise ValidationError("class_value", f"class_value must be at most {MAX_CLASS_CHARS} "
-                                             "characters")
-    z_order = merged.get("z_order", 0)
-    if isinstance(z_order, int) and not isinstance(z_order, bool) and abs(z_order) > MAX_Z:
-        raise ValidationError("z_order", f"z_order must be between -{MAX_Z} and {MAX_Z}")
+    # z_order, class_value length and the polygon cap: validate_annotation, as on every path.
     return _validated(NewAnnotation(
         class_value=merged["class_value"], type=merged["type"], geometry=merged["geometry"],
-        confidence=merged.get("confidence"), z_order=z_order,
-        source=merged.get("source", MANUAL)))
+        confidence=merged.get("confidence"), z_order=merged.get("z_order", 0),
+        source=merged.get("source", MANUAL)), limits)
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,7 @@ class ManualAnnotation:
     z_order_given: bool
 
 
-def parse_new_annotation(body: Any) -> ManualAnnotation:
+def parse_new_annotation(body: Any, limits: AnnotationLimits = DEFAULT_LIMITS) -> ManualAnnotation:
     params.require_object(body)
     params.reject_unknown(body, CREATE_FIELDS)
     for name in ("image_id", "class_value", "type", "geometry"):
@@ -85,8 +93,8 @@ def parse_new_annotation(body: Any) -> ManualAnnotation:
             not 1 <= image_id <= params.MAX_ID:
         raise ValidationError("image_id", "image_id must be an integer id")
     fields = {k: v for k, v in body.items() if k != "image_id"}
-    return ManualAnnotation(image_id, _annotation(fields, {"z_order": 0, "source": MANUAL}),
-                            "z_order" in body)
+    return ManualAnnotation(image_id, _annotation(fields, {"z_order": 0, "source": MANUAL},
+                                                  limits), "z_order" in body)
 
 
 def state_of(row: Annotation, image: Image) -> dict[str, Any]:
@@ -108,7 +116,25 @@ def _image(image_id: int, param: str) -> Image:
     return image
 
 
-def create_annotation(new: ManualAnnotation, *, max_annotations: int) -> int:
+def _check_bytes(image_id: int, columns: Mapping[str, Any], limits: AnnotationLimits,
+                 replacing: int | None = None, param: str = "geometry") -> None:
+    """Refuse ``columns`` when, with the image's other stored annotations (all but
+    ``replacing``), they would take more than ``max_annotation_bytes``; the error names
+    ``param``, the field that grew. In the caller's write transaction, so the sum cannot
+    change before the row is written."""
+    # CAST AS BLOB: length() of TEXT counts characters; the cap counts UTF-8 bytes.
+    (others,) = database.execute_sql(
+        "SELECT coalesce(sum(length(CAST(geometry AS BLOB)) + length(CAST(class_value AS BLOB))"
+        " + length(CAST(source AS BLOB))), 0) FROM annotation WHERE image_id = ? AND id != ?",
+        (image_id, -1 if replacing is None else replacing)).fetchone()
+    used = others + stored_bytes(columns["class_value"], columns["geometry"], columns["source"])
+    if used > limits.max_annotation_bytes:
+        raise ValidationError(param, too_many_bytes(
+            limits, f"image {image_id}'s would take {used} with this one"))
+
+
+def create_annotation(new: ManualAnnotation, *, max_annotations: int,
+                      limits: AnnotationLimits = DEFAULT_LIMITS) -> int:
     """Insert a manual annotation (on top of the image's others unless a z_order is given);
     returns its id."""
     now = now_us()
@@ -121,11 +147,13 @@ def create_annotation(new: ManualAnnotation, *, max_annotations: int) -> int:
             raise Conflict(f"image {image_id} already has {count} annotations, the most "
                            "allowed ([ingest] max_annotations)", "image_id")
         if not new.z_order_given:
-            # Drawn above what is there: a new box the user just drew should not hide.
+            # Drawn above what is there: a new box the user just drew should not hide. At the
+            # top of the range it shares the top place rather than leave the range.
             ann = NewAnnotation(ann.class_value, ann.type, ann.geometry, None,
-                                0 if top is None else top + 1, MANUAL)
-        row = Annotation.create(image=image_id, created_at=now, updated_at=now,
-                                **annotation_columns(ann, image.width, image.height))
+                                0 if top is None else min(top + 1, MAX_Z), MANUAL)
+        columns = annotation_columns(ann, image.width, image.height)
+        _check_bytes(image_id, columns, limits)
+        row = Annotation.create(image=image_id, created_at=now, updated_at=now, **columns)
         Image.update(updated_at=now).where(Image.id == image_id).execute()
         queue_change(image, "create_annotation",
                      {"annotation_id": row.id, "annotation": state_of(row, image)}, now)
@@ -144,19 +172,24 @@ def _existing(annotation_id: int) -> tuple[Annotation, Image]:
     return row, _image(row.image_id, "id")
 
 
-def update_annotation(annotation_id: int, changes: Mapping[str, Any]) -> None:
+def update_annotation(annotation_id: int, changes: Mapping[str, Any],
+                      limits: AnnotationLimits = DEFAULT_LIMITS) -> None:
     """Apply a partial change; the merged annotation is validated as a whole (a new ``type``
     needs a ``geometry`` of its shape). The source is kept; confidence only if not given."""
     now = now_us()
     with write_tx():
         row, image = _existing(annotation_id)
         before = state_of(row, image)
-        ann = _annotation(changes, before)
+        ann = _annotation(changes, before, limits)
         columns = annotation_columns(ann, image.width, image.height)
         if "geometry" not in changes and "type" not in changes:
             # Keep the stored geometry exactly: recomputing it from the rounded pixel polygon
             # would drift the normalized columns on every rename.
+            _check_bytes(image.id, {**columns, "geometry": row.geometry}, limits,
+                         replacing=annotation_id, param="class_value")
             columns = {k: columns[k] for k in ("class_value", "z_order", "confidence")}
+        else:
+            _check_bytes(image.id, columns, limits, replacing=annotation_id)
         if all(getattr(row, k) == v for k, v in columns.items()):
             return
         Annotation.update(updated_at=now, **columns).where(

@@ -5,6 +5,12 @@ Geometry arrives normalized (0..1) as upstream's upload metadata carries it and 
 ways the contract shows it: ``x_center, y_center, width, height`` normalized, and ``geometry``
 as integer pixels (``[x_min, y_min, x_max, y_max]`` for a bbox, the flat point list for a
 polygon).
+
+The annotation rules every path shares live here: ``validate_annotation`` (one annotation,
+including its bounded integers and the polygon vertex cap) and the stored-size measure of
+``[ingest] max_annotation_bytes`` (``stored_bytes``, exact, and ``stored_size_bound``, for
+code that does not know the image's size yet). The caps a configuration sets travel as one
+``AnnotationLimits``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import params
+from .config import defaults as setting_defaults
 from .db import write_tx
 from .errors import Conflict, NotFound, ValidationError
 from .models import (
@@ -73,31 +80,117 @@ class NewImage:
     annotations: Sequence[NewAnnotation] = field(default_factory=tuple)
 
 
-def validate_annotation(ann: NewAnnotation, where: str = "annotations") -> None:
+_DEFAULTS = setting_defaults()
+MAX_CLASS_CHARS = 256
+MAX_SOURCE_CHARS = 64
+# z_order is a stacking position: +-(2**31 - 1) is far more room than any drawing needs, fits
+# every integer column upstream may use, and keeps 2**64 (a 500 from SQLite) out. One range
+# for uploads, sidecars and manual edits.
+MAX_Z = 2**31 - 1
+# Stored pixel coordinates are at most 65535 (the largest side ``ingest.store`` accepts):
+# 5 digits. What a geometry can take as stored JSON follows from its length alone.
+COORDINATE_DIGITS = 5
+
+
+@dataclass(frozen=True)
+class AnnotationLimits:
+    """The ``[ingest]`` size caps an annotation meets on every path into the catalog.
+
+    One small object rather than settings: the validators are plain functions used by code
+    without a configuration (a probe worker, a test), so each path passes what it was
+    configured with, and the defaults are the settings' own defaults.
+    """
+
+    max_polygon_points: int = _DEFAULTS["ingest.max_polygon_points"]
+    max_annotation_bytes: int = _DEFAULTS["ingest.max_annotation_bytes"]
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> AnnotationLimits:
+        return cls(max_polygon_points=int(settings["ingest.max_polygon_points"]),
+                   max_annotation_bytes=int(settings["ingest.max_annotation_bytes"]))
+
+
+DEFAULT_LIMITS = AnnotationLimits()
+
+
+def check_z_order(value: Any, param: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(param, "z_order must be an integer")
+    if not -MAX_Z <= value <= MAX_Z:
+        raise ValidationError(param, f"z_order must be between -{MAX_Z} and {MAX_Z}")
+
+
+def validate_annotation(ann: NewAnnotation, where: str = "annotations",
+                        limits: AnnotationLimits = DEFAULT_LIMITS) -> None:
     if not isinstance(ann.class_value, str) or not ann.class_value.strip():
         raise ValidationError(f"{where}.class_value", "class_value must be a non-empty string")
+    if len(ann.class_value) > MAX_CLASS_CHARS:
+        raise ValidationError(f"{where}.class_value",
+                              f"class_value must be at most {MAX_CLASS_CHARS} characters")
+    if params.unsafe_text(ann.class_value):
+        raise ValidationError(f"{where}.class_value", "class_value must not contain control "
+                                                      "characters or unpaired surrogates")
     if ann.type not in ANNOTATION_TYPES:
         raise ValidationError(f"{where}.type", f"type must be one of {', '.join(ANNOTATION_TYPES)}")
     geom = ann.geometry
-    if not isinstance(geom, (list, tuple)) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in geom
-    ):
+    if not isinstance(geom, (list, tuple)):
         raise ValidationError(f"{where}.geometry", "geometry must be a list of numbers")
+    # The length is checked before any value is looked at: a million-point polygon is refused
+    # by its length, not after a million checks.
+    if ann.type == "polygon" and len(geom) > 2 * limits.max_polygon_points:
+        raise ValidationError(f"{where}.geometry",
+                              f"a polygon may have at most {limits.max_polygon_points} points "
+                              f"([ingest] max_polygon_points), got {len(geom) // 2}")
     if ann.type == "bbox" and len(geom) != 4:
         raise ValidationError(f"{where}.geometry",
                               "a bbox geometry is [x_center, y_center, width, height]")
     if ann.type == "polygon" and (len(geom) < 6 or len(geom) % 2):
         raise ValidationError(f"{where}.geometry",
                               "a polygon geometry is [x1, y1, x2, y2, ...] with 3 or more points")
+    if not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in geom
+    ):
+        raise ValidationError(f"{where}.geometry", "geometry must be a list of numbers")
     if any(v < 0 or v > 1 for v in geom):
         raise ValidationError(f"{where}.geometry", "geometry values must be normalized to 0..1")
+    # NaN fails both comparisons, so ``not 0 <= c <= 1`` refuses it with the infinities.
     if ann.confidence is not None and (
         isinstance(ann.confidence, bool) or not isinstance(ann.confidence, (int, float))
         or not 0 <= ann.confidence <= 1
     ):
         raise ValidationError(f"{where}.confidence", "confidence must be a number in 0..1")
-    if isinstance(ann.z_order, bool) or not isinstance(ann.z_order, int):
-        raise ValidationError(f"{where}.z_order", "z_order must be an integer")
+    check_z_order(ann.z_order, f"{where}.z_order")
+    if not isinstance(ann.source, str) or len(ann.source) > MAX_SOURCE_CHARS \
+            or params.unsafe_text(ann.source):
+        raise ValidationError(f"{where}.source", f"source must be a string of at most "
+                                                 f"{MAX_SOURCE_CHARS} printable characters")
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def stored_bytes(class_value: str, geometry: str, source: str) -> int:
+    """What one stored annotation counts against ``[ingest] max_annotation_bytes``: the UTF-8
+    bytes of its geometry JSON and its class_value and source text, the columns whose size a
+    sender controls (the other columns are fixed-width numbers)."""
+    return len(geometry) + _utf8_len(class_value) + _utf8_len(source)
+
+
+def stored_size_bound(ann: NewAnnotation) -> int:
+    """``stored_bytes`` of a valid ``ann`` in an image of any size, or more: each coordinate
+    counted at its widest (``COORDINATE_DIGITS`` and a comma), so a check against it needs no
+    serializing and holds before the image's width and height are known."""
+    return (len(ann.geometry) * (COORDINATE_DIGITS + 1) + 1 + _utf8_len(ann.class_value)
+            + _utf8_len(ann.source))
+
+
+def too_many_bytes(limits: AnnotationLimits, taken: str) -> str:
+    """The message of the ValidationError for annotations over the byte cap; ``taken`` says
+    how much they take."""
+    return (f"the annotations of one image may take at most {limits.max_annotation_bytes} bytes "
+            f"as stored ([ingest] max_annotation_bytes: geometry JSON, class_value and source); "
+            f"{taken}")
 
 
 def annotation_columns(ann: NewAnnotation, width: int, height: int) -> dict[str, Any]:

@@ -4,6 +4,13 @@ as text or JSON (``[logging] format``), at ``[logging] level``.
 Every formatted line passes through ``scrub``, so a bearer token, a device key, a JWT or a URL
 signature never reaches the log even if some code puts one into a message by mistake.
 ``scrub_query`` is what the access log uses for query strings. No Flask here.
+
+One event is one line, whatever a client put into it (a request path is attacker-chosen
+text): C0 and C1 controls, DEL, U+2028/U+2029 and lone surrogates are written as visible
+escapes (``\\r``, ``\\x1b``, ``\\u2028``), so no value can end a line, forge the next one or
+send a terminal escape sequence. The text format escapes the backslash too, so an escape in
+the log always means the character it names; the JSON format leaves JSON's own escaping to
+``json.dumps`` and escapes, as ``\\uXXXX``, what that leaves raw.
 """
 
 from __future__ import annotations
@@ -38,6 +45,33 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) |
 }
 
 
+# What a text line escapes, and how: named escapes where they exist, else \xNN or \uNNNN.
+_TEXT_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\\\u2028\u2029\ud800-\udfff]")
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
+# What json.dumps(ensure_ascii=False) leaves raw that still breaks or fakes lines (or is not
+# UTF-8): they only occur inside JSON strings, where \uXXXX is their faithful spelling.
+_JSON_UNSAFE = re.compile(r"[\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape_text(text: str) -> str:
+    """``text`` with every control, line separator, lone surrogate and backslash escaped."""
+    return _TEXT_UNSAFE.sub(_visible, text)
+
+
+def escape_json(line: str) -> str:
+    """A ``json.dumps(..., ensure_ascii=False)`` line with what it leaves raw escaped."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
+
+
 def scrub(text: str) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
@@ -67,8 +101,10 @@ class TextFormatter(logging.Formatter):
         extra = _fields(record)
         if extra:
             line += " " + " ".join(f"{k}={v}" for k, v in extra.items())
-        # One event, one line: a traceback's newlines would split it in journald.
-        return scrub(line.replace("\n", "\\n"))
+        # One event, one line: a traceback's newlines would split it in journald, a path's CR
+        # or U+2028 would forge a line. Scrubbed first, on the text as it is: a credential
+        # pattern ends at whitespace, which escaping would turn into letters.
+        return escape_text(scrub(line))
 
 
 class JsonFormatter(logging.Formatter):
@@ -83,7 +119,7 @@ class JsonFormatter(logging.Formatter):
         body.update(_fields(record))
         if record.exc_info:
             body["exc"] = self.formatException(record.exc_info)
-        return scrub(json.dumps(body, default=str, ensure_ascii=False))
+        return escape_json(scrub(json.dumps(body, default=str, ensure_ascii=False)))
 
 
 def configure(settings: Settings | None = None, stream: IO[str] | None = None) -> logging.Handler:

@@ -6,6 +6,7 @@ silently to a default when a value is given but wrong.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,6 +16,10 @@ MAX_ID = 2**63 - 1
 MAX_DIGITS = 64
 _TRUE = ("true", "1")
 _FALSE = ("false", "0")
+# Characters no stored label or name may carry: C0/C1 controls, DEL, line and paragraph
+# separators (they break lines in logs and UIs) and lone surrogates (not UTF-8: SQLite cannot
+# store them, and a JSON body can spell them as \ud800).
+_UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def parse_int(name: str, text: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -126,6 +131,14 @@ def body_choice(body: Mapping[str, Any], name: str, choices: Iterable[str]) -> s
     if not isinstance(value, str):
         raise ValidationError(name, f"{name} must be a string")
     return parse_choice(name, value, choices)
+
+
+def unsafe_text(text: str, allow: str = "") -> bool:
+    """True when ``text`` holds a character of ``_UNSAFE_TEXT`` other than those in ``allow``
+    (a free-text field may allow "\\n\\t")."""
+    if not allow:
+        return _UNSAFE_TEXT.search(text) is not None
+    return any(c not in allow for c in _UNSAFE_TEXT.findall(text))
 
 
 def _show(text: str) -> str:

@@ -43,8 +43,11 @@ def _text(body: Mapping[str, Any], name: str, max_chars: int, *, required: bool)
         raise ValidationError(name, f"{name} must not be empty")
     if len(value) > max_chars:
         raise ValidationError(name, f"{name} must be at most {max_chars} characters")
-    if any(ord(c) < 32 and c not in "\n\t" for c in value):
-        raise ValidationError(name, f"{name} must not contain control characters")
+    # Line breaks and tabs were always accepted; other controls, line separators and lone
+    # surrogates (which SQLite cannot store: a 500) are not.
+    if params.unsafe_text(value, allow="\n\t"):
+        raise ValidationError(name, f"{name} must not contain control characters or unpaired "
+                                    "surrogates")
     return value
 
 

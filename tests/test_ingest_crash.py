@@ -200,7 +200,7 @@ def test_declared_length_over_the_limit_is_refused_by_the_real_server(tmp_path):
     proc = start(tmp_path, tmp_path / "data", 0)
     try:
         with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
-            sock.sendall((f"POST /device/images/upload HTTP/1.1\r\nHost: x\r\n"
+            sock.sendall((f"POST /device/images/upload HTTP/1.1\r\nHost: localhost\r\n"
                           f"X-Device-Key: {PLAIN_DEVICE_KEY}\r\n"
                           f"Content-Type: multipart/form-data; boundary=b\r\n"
                           f"Content-Length: {60 * 1024 * 1024}\r\n\r\n").encode())

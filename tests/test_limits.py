@@ -139,7 +139,7 @@ def test_json_body_limit_declared_and_chunked(served):
     reply = raw(
         server.port,
         (
-            f"PATCH /data/images/{image.id} HTTP/1.1\r\nHost: x\r\n"
+            f"PATCH /data/images/{image.id} HTTP/1.1\r\nHost: localhost\r\n"
             f"Authorization: {server.write['Authorization']}\r\n"
             "Content-Type: application/json\r\nConnection: close\r\n"
             "Transfer-Encoding: chunked\r\n\r\n"
@@ -176,7 +176,7 @@ def test_upload_route_has_its_own_larger_limit(served):
     huge = raw(
         server.port,
         (
-            b"POST /device/images/upload HTTP/1.1\r\nHost: x\r\n"
+            b"POST /device/images/upload HTTP/1.1\r\nHost: localhost\r\n"
             b"Content-Type: multipart/form-data; boundary=b\r\n"
             b"Content-Length: 900000000\r\n\r\n"
         ),

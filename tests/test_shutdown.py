@@ -52,7 +52,7 @@ def open_download(port: int, image_id: int, token: str) -> tuple[socket.socket, 
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     sock.sendall(
-        f"GET /files/{image_id} HTTP/1.1\r\nHost: x\r\n"
+        f"GET /files/{image_id} HTTP/1.1\r\nHost: localhost\r\n"
         f"Authorization: Bearer {token}\r\n\r\n".encode()
     )
     first = sock.recv(65536)

@@ -233,7 +233,7 @@ def test_sheds_load_past_the_connection_limit_and_recovers(tmp_path):
         for _ in range(40):
             try:
                 sock = socket.create_connection(("127.0.0.1", port), timeout=2)
-                sock.sendall(b"GET /data/images HTTP/1.1\r\nHost: x\r\n")
+                sock.sendall(b"GET /data/images HTTP/1.1\r\nHost: localhost\r\n")
                 held.append(sock)
             except OSError:
                 outcomes["refused while flooding"] += 1

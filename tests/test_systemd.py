@@ -3,6 +3,10 @@
 * The unit passes ``systemd-analyze verify`` with no message at all (warnings fail too) and
   ``systemd-analyze security`` rates it <= 3.0; skipped, with the reason, where systemd-analyze
   is missing.
+* Resource limits: ``MemoryMax=`` and ``TasksMax=`` are set, valid (verify parses them: a bad
+  value is reported) and above what the real service uses; the ``IPAddressAllow=`` /
+  ``IPAddressDeny=`` example drop-in verifies too and allows only loopback, link-local and a
+  private subnet.
 * sd_notify against the real ``edgecatalog serve``: the test binds a unix datagram socket and
   plays systemd (READY=1 only once the port answers and migrations are applied, WATCHDOG=1
   pings, STOPPING=1 on SIGTERM); abstract ('@') sockets too.
@@ -10,6 +14,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
@@ -25,11 +30,13 @@ import pytest
 from serve_process import ServeProcess, free_port, write_config
 
 from edgecatalog import sdnotify
+from edgecatalog.config import defaults
 from edgecatalog.db import migrations_dir
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "edgecatalog.service"
 DROPINS = REPO / "systemd" / "edgecatalog.service.d"
+LAN_EXAMPLE = DROPINS / "lan-only.conf.example"
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(
     ANALYZE is None,
@@ -69,8 +76,61 @@ def test_unit_declares_what_the_device_needs():
     assert not re.search(r"adk_[0-9a-f]{8}", "".join(units))  # no real key pasted in
 
 
-@needs_analyze
-def test_systemd_analyze_verify_is_clean(unit_dir: Path):
+def _directives(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", ";")):
+            key, _, value = line.partition("=")
+            found.setdefault(key.strip(), []).append(value.strip())
+    return found
+
+
+def _bytes(size: str) -> int:
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3}
+    return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+
+
+def test_unit_limits_memory_and_tasks_and_has_an_ip_allow_list_example():
+    service = _directives(UNIT.read_text())
+    [memory], [tasks] = service["MemoryMax"], service["TasksMax"]
+    # Sized for a Raspberry Pi: a real ceiling, not a number no device reaches.
+    assert 256 * 1024**2 <= _bytes(memory) <= 1024**3
+    # Room for the default waitress threads and the service's own threads and processes.
+    assert defaults()["server.threads"] + 20 <= int(tasks) <= 256
+    example = _directives(LAN_EXAMPLE.read_text())
+    assert example["IPAddressDeny"] == ["any"]
+    allowed = example["IPAddressAllow"]
+    assert "localhost" in allowed
+    networks = [ipaddress.ip_network(a, strict=True) for a in allowed
+                if a not in ("localhost", "link-local")]
+    assert networks and all(n.is_private and n.num_addresses > 1 for n in networks)
+    assert "lan-only.conf" in LAN_EXAMPLE.read_text()  # says how to install it
+
+
+def test_the_real_service_runs_well_inside_the_limits(tmp_path: Path):
+    """Threads and memory of ``edgecatalog serve`` (one watched folder, default threads) at
+    rest: at most half the unit's TasksMax (a scan's workers come on top) and a quarter of
+    its MemoryMax."""
+    service = _directives(UNIT.read_text())
+    port = free_port()
+    captures = tmp_path / "captures"
+    captures.mkdir()
+    config = write_config(tmp_path / "c.toml", tmp_path / "data", port,
+                          capture={"watch_dirs": [str(captures)]})
+    proc = ServeProcess(config, port)
+    try:
+        proc.wait_ready()
+        pid = proc.proc.pid
+        tasks = len(os.listdir(f"/proc/{pid}/task"))
+        status = Path(f"/proc/{pid}/status").read_text()
+        rss_kib = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
+    finally:
+        proc.close()
+    assert tasks * 2 <= int(service["TasksMax"][0]), tasks
+    assert rss_kib * 1024 * 4 <= _bytes(service["MemoryMax"][0]), rss_kib
+
+
+def _verify(unit_dir: Path) -> list[str]:
     result = subprocess.run(
         [ANALYZE, "verify", str(unit_dir / "edgecatalog.service")],
         capture_output=True,
@@ -79,11 +139,28 @@ def test_systemd_analyze_verify_is_clean(unit_dir: Path):
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    # verify exits 0 on unknown keys too; any message about our files is a regression.
-    messages = [
-        line for line in (result.stdout + result.stderr).splitlines() if "edgecatalog" in line
-    ]
-    assert messages == []
+    # verify exits 0 on unknown keys and bad values too: any message about our files counts.
+    return [line for line in (result.stdout + result.stderr).splitlines() if "edgecatalog" in line]
+
+
+@needs_analyze
+def test_systemd_analyze_verify_is_clean(unit_dir: Path):
+    assert _verify(unit_dir) == []
+
+
+@needs_analyze
+def test_verify_accepts_the_limits_and_the_ip_allow_list_example(unit_dir: Path):
+    dropins = unit_dir / "edgecatalog.service.d"
+    # Installed as the example says: under the .conf name.
+    shutil.copy(LAN_EXAMPLE, dropins / "lan-only.conf")
+    assert _verify(unit_dir) == []
+    # verify does parse these directives: the same ones with bad values are reported, so the
+    # clean result above says they are valid, not that they were skipped.
+    (dropins / "zz-bad.conf").write_text(
+        "[Service]\nMemoryMax=lots\nTasksMax=many\nIPAddressAllow=not-an-address\n")
+    reported = "\n".join(_verify(unit_dir))
+    assert "zz-bad.conf:2" in reported and "zz-bad.conf:3" in reported
+    assert "zz-bad.conf:4" in reported
 
 
 @needs_analyze

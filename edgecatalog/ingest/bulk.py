@@ -9,6 +9,12 @@ A chunk of ``BULK_MIN`` or more new images also switches the list's count and FT
 off for its own rows and applies their work grouped (``counts``), which removes most of the
 SQLite time per image. Batches, devices and roots come from ``catalog``'s own helpers so the
 batch rules live in one place.
+
+Whatever validated them (``validated``: the caller did; ``annotation_rows``: a probe worker
+converted them), an image's annotations are checked once more as they are about to be stored
+(``check_stored``): z_order in range, polygon vertices and stored bytes within the
+``catalog.AnnotationLimits``. It is the last gate before SQLite, so no fast path or caller
+that skipped a rule can write past the caps (or hand SQLite an integer it rejects with a 500).
 """
 
 from __future__ import annotations
@@ -22,17 +28,24 @@ from typing import Any
 from peewee import Model
 
 from ..catalog import (
+    DEFAULT_LIMITS,
+    MAX_Z,
+    AnnotationLimits,
     BatchPolicy,
     NewAnnotation,
     NewImage,
     annotation_columns,
+    check_z_order,
     collecting_batch,
     ensure_device,
     file_root,
     idempotency_key,
+    stored_bytes,
+    too_many_bytes,
     validate_annotation,
 )
 from ..db import write_tx
+from ..errors import ValidationError
 from ..models import Annotation, Batch, Image, Outbox, database
 from ..timeutil import now_us
 from .counts import gate_ready, gated_chunk
@@ -91,6 +104,26 @@ def annotation_values(ann: NewAnnotation, width: int, height: int) -> tuple[Any,
             ann.z_order)
 
 
+def check_stored(rows: Sequence[tuple], limits: AnnotationLimits = DEFAULT_LIMITS) -> None:
+    """Refuse an image's annotations, as ``annotation_values`` tuples about to be stored, that
+    break a cap: z_order out of range, a polygon over ``max_polygon_points``, or more than
+    ``max_annotation_bytes`` (``catalog.stored_bytes``, measured on the stored text itself)."""
+    used = 0
+    for i, row in enumerate(rows):
+        z_order = row[9]
+        if type(z_order) is not int or not -MAX_Z <= z_order <= MAX_Z:
+            check_z_order(z_order, f"annotations[{i}].z_order")
+        geometry = row[2]
+        # A stored polygon is a flat JSON list of integers: its commas count its values.
+        if row[1] != "bbox" and geometry.count(",") + 1 > 2 * limits.max_polygon_points:
+            raise ValidationError(f"annotations[{i}].geometry",
+                                  f"a polygon may have at most {limits.max_polygon_points} points "
+                                  "([ingest] max_polygon_points)")
+        used += stored_bytes(row[0], geometry, row[8])
+    if used > limits.max_annotation_bytes:
+        raise ValidationError("annotations", too_many_bytes(limits, f"these take {used}"))
+
+
 def existing_images(shas: Sequence[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     unique = sorted(set(shas))
@@ -126,21 +159,32 @@ def _assign_batches(news: Sequence[NewImage], now: int, policy: BatchPolicy) -> 
 
 def add_images(news: Sequence[NewImage], policy: BatchPolicy | None = None, *,
                validated: bool = False, savepoint: bool = True,
-               annotation_rows: Sequence[Sequence[tuple]] | None = None) -> list[tuple[int, bool]]:
+               annotation_rows: Sequence[Sequence[tuple]] | None = None,
+               limits: AnnotationLimits = DEFAULT_LIMITS) -> list[tuple[int, bool]]:
     """Insert images with their annotations and outbox rows; one (image id, created) each.
 
     ``validated``: the annotations come from ``parse_metadata`` / ``parse_yolo``, which
     already ran ``validate_annotation`` on each. ``annotation_rows``: per image, annotations
     already converted by ``annotation_values`` (validated too), stored in addition to the
-    image's ``annotations``. Runs in the caller's transaction when there is one (nested in a
-    savepoint, unless ``savepoint=False``: then the caller rolls back all of its transaction
-    if this raises), else in its own.
+    image's ``annotations``. Every image's annotations then meet ``check_stored`` with
+    ``limits`` (a ``ValidationError`` stores nothing). Runs in the caller's transaction when
+    there is one (nested in a savepoint, unless ``savepoint=False``: then the caller rolls back
+    all of its transaction if this raises), else in its own.
     """
     for new in () if validated else news:
         for i, ann in enumerate(new.annotations):
-            validate_annotation(ann, f"annotations[{i}]")
+            validate_annotation(ann, f"annotations[{i}]", limits)
+    # Converted (pure work) before the write transaction, so the write lock is held shorter,
+    # and checked as stored before anything is written.
+    given = list(annotation_rows or ())
+    stored: dict[int, list[tuple]] = {}
+    for k, new in enumerate(news):
+        rows = [annotation_values(ann, new.width, new.height) for ann in new.annotations]
+        if k < len(given):
+            rows.extend(given[k])
+        check_stored(rows, limits)
+        stored[id(new)] = rows
     now = now_us()
-    extra = {id(n): rows for n, rows in zip(news, annotation_rows or ())}
     nest = savepoint or not database.in_transaction()
     with write_tx() if nest else nullcontext():
         ids = existing_images([n.sha256 for n in news])
@@ -151,13 +195,13 @@ def add_images(news: Sequence[NewImage], policy: BatchPolicy | None = None, *,
                 fresh.append(new)
         if fresh:
             _insert(fresh, _assign_batches(fresh, now, policy or BatchPolicy()), ids, now,
-                    [extra.get(id(n), ()) for n in fresh])
+                    [stored[id(n)] for n in fresh])
     created = {id(n) for n in fresh}
     return [(ids[n.sha256], id(n) in created) for n in news]
 
 
 def _insert(fresh: list[NewImage], batches: list[int], ids: dict[str, int], now: int,
-            extra: list[Sequence[tuple]]) -> None:
+            annotations: list[list[tuple]]) -> None:
     devices = {d: ensure_device(d, now).id for d in {n.device_id for n in fresh}}
     roots = {r: file_root(r).id for r in {n.root for n in fresh}}
     image = row_shape(Image, IMAGE_FIELDS)
@@ -180,23 +224,21 @@ def _insert(fresh: list[NewImage], batches: list[int], ids: dict[str, int], now:
             if check != span.last:
                 raise RuntimeError(f"image ids {first}..{span.last} expected, max is {check}")
             _insert_children(cursor, fresh, list(range(first, first + len(rows))), ids, now,
-                             extra)
+                             annotations)
     else:
         image_ids = [cursor.execute(image.sql, row).lastrowid for row in rows]
-        _insert_children(cursor, fresh, image_ids, ids, now, extra)
+        _insert_children(cursor, fresh, image_ids, ids, now, annotations)
 
 
 def _insert_children(cursor, fresh: list[NewImage], image_ids: list[int],
-                     ids: dict[str, int], now: int, extra: list[Sequence[tuple]]) -> None:
-    """The annotations and outbox rows of the new images, two ``executemany`` in all."""
+                     ids: dict[str, int], now: int, stored: list[list[tuple]]) -> None:
+    """The annotations (``annotation_values`` tuples, one list per image) and outbox rows of
+    the new images, two ``executemany`` in all."""
     annotations, outbox = [], []
     ann_tail = (now, now) + row_shape(Annotation, ANNOTATION_FIELDS).tail
     out_tail = row_shape(Outbox, OUTBOX_FIELDS).tail
-    for new, image_id, rows in zip(fresh, image_ids, extra):
+    for new, image_id, rows in zip(fresh, image_ids, stored):
         ids[new.sha256] = image_id
-        for ann in new.annotations:
-            annotations.append((image_id, *annotation_values(ann, new.width, new.height))
-                               + ann_tail)
         for values in rows:
             annotations.append((image_id, *values) + ann_tail)
         outbox.append((image_id, "upload", "{}", new.byte_size,

@@ -4,16 +4,34 @@ Fields: model_id, model_version, source, timestamp (capture time), device_id, fi
 annotations [{class_value, type, geometry, confidence, z_order, source}] with normalized
 geometry. Unknown fields are ignored, as a cloud pipeline may send more than this catalog keeps.
 Every problem raises ``ValidationError`` naming the field.
+
+The caps of ``catalog.AnnotationLimits`` apply here, where a device's metadata and a capture
+folder's JSON sidecars enter: polygon vertices per annotation, and the bytes all of an image's
+annotations may take as stored, counted with ``catalog.stored_size_bound`` (the image's size
+is not known yet when an upload's metadata is read).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..catalog import NewAnnotation, validate_annotation
+from ..catalog import (
+    COORDINATE_DIGITS,
+    DEFAULT_LIMITS,
+    MAX_CLASS_CHARS,
+    MAX_SOURCE_CHARS,
+    MAX_Z,
+    AnnotationLimits,
+    NewAnnotation,
+    stored_size_bound,
+    too_many_bytes,
+    validate_annotation,
+)
 from ..errors import ValidationError
+from ..params import unsafe_text
 from ..timeutil import parse_ts
 
 MAX_METADATA_BYTES = 4 * 1024 * 1024
@@ -43,7 +61,8 @@ def check_filename(name: str, param: str = "filename") -> str:
         raise ValidationError(param, f"{param} must be a bare file name without path separators")
     if len(name.encode("utf-8")) > 200:
         raise ValidationError(param, f"{param} must be at most 200 bytes")
-    if any(ord(c) < 32 for c in name):
+    # Controls, line separators and lone surrogates: a file name is shown, logged and stored.
+    if unsafe_text(name):
         raise ValidationError(param, f"{param} must not contain control characters")
     return name
 
@@ -70,19 +89,26 @@ def plainly_valid(ann: NewAnnotation) -> bool:
     """True only for a bbox annotation ``validate_annotation`` accepts, checked in a fraction
     of its time (a folder scan validates thousands a second). False says nothing: then
     ``validate_annotation`` decides, and names what is wrong."""
-    geom, conf = ann.geometry, ann.confidence
+    geom, conf, z, label, source = (ann.geometry, ann.confidence, ann.z_order, ann.class_value,
+                                    ann.source)
     if ann.type != "bbox" or type(geom) not in (list, tuple) or len(geom) != 4:
         return False
     for v in geom:  # exact types: bool (an int) and NaN/inf (not in 0..1) go the slow way
         if (type(v) is not float and type(v) is not int) or not 0 <= v <= 1:
             return False
+    # Every bound of validate_annotation is here too, or this path would skip it. isprintable
+    # is False for every character params.unsafe_text refuses (and for a few it allows: those
+    # go the slow way, which accepts them).
     return ((conf is None or (type(conf) in (float, int) and 0 <= conf <= 1))
-            and type(ann.z_order) is int and type(ann.class_value) is str
-            and ann.class_value.strip() != "")
+            and type(z) is int and -MAX_Z <= z <= MAX_Z
+            and type(label) is str and len(label) <= MAX_CLASS_CHARS and label.isprintable()
+            and label.strip() != ""
+            and type(source) is str and len(source) <= MAX_SOURCE_CHARS and source.isprintable())
 
 
 def parse_metadata_text(text: str | bytes, *, max_annotations: int = 1000,
-                        param: str = "metadata") -> Metadata:
+                        param: str = "metadata",
+                        limits: AnnotationLimits = DEFAULT_LIMITS) -> Metadata:
     if len(text) > MAX_METADATA_BYTES:
         raise ValidationError(param, f"{param} is larger than {MAX_METADATA_BYTES} bytes")
     if isinstance(text, bytes):
@@ -99,11 +125,13 @@ def parse_metadata_text(text: str | bytes, *, max_annotations: int = 1000,
     # Nesting deeper than MAX_DEPTH needs more than MAX_DEPTH brackets: a short sidecar is
     # cleared by two C-speed counts instead of a walk of every value.
     deep = text.count("[") + text.count("{") > MAX_DEPTH
-    return parse_metadata(doc, max_annotations=max_annotations, param=param, check_depth=deep)
+    return parse_metadata(doc, max_annotations=max_annotations, param=param, check_depth=deep,
+                          limits=limits)
 
 
 def parse_metadata(doc: Any, *, max_annotations: int = 1000, param: str = "metadata",
-                   check_depth: bool = True) -> Metadata:
+                   check_depth: bool = True,
+                   limits: AnnotationLimits = DEFAULT_LIMITS) -> Metadata:
     if not isinstance(doc, dict):
         raise ValidationError(param, f"{param} must be a JSON object")
     if check_depth and _depth(doc) > MAX_DEPTH:
@@ -113,6 +141,9 @@ def parse_metadata(doc: Any, *, max_annotations: int = 1000, param: str = "metad
         if name in doc and doc[name] is not None:
             if not isinstance(doc[name], str) or len(doc[name]) > 256:
                 raise ValidationError(f"{param}.{name}", f"{name} must be a string of at most 256 characters")
+            if unsafe_text(doc[name]):
+                raise ValidationError(f"{param}.{name}", f"{name} must not contain control "
+                                                         "characters or unpaired surrogates")
             values[name] = doc[name]
     if values.get("filename"):
         check_filename(values["filename"], f"{param}.filename")
@@ -149,17 +180,31 @@ def parse_metadata(doc: Any, *, max_annotations: int = 1000, param: str = "metad
             source=_annotation_source(item, where),
         )
         if not plainly_valid(ann):
-            validate_annotation(ann, where)
+            validate_annotation(ann, where, limits)
         annotations.append(ann)
+    check_annotation_bytes(annotations, limits, f"{param}.annotations")
     return Metadata(annotations=tuple(annotations), **values)
+
+
+def check_annotation_bytes(annotations: Sequence[NewAnnotation], limits: AnnotationLimits,
+                           param: str) -> None:
+    """Refuse valid ``annotations`` of one image that may take more than ``[ingest]
+    max_annotation_bytes`` as stored, before the image's size is known (``catalog.
+    stored_size_bound``). For every parser of sidecars and metadata (YOLO's too)."""
+    stored = sum(stored_size_bound(ann) for ann in annotations)
+    if stored > limits.max_annotation_bytes:
+        raise ValidationError(param, too_many_bytes(
+            limits, f"these take up to {stored} (a geometry value counted at its widest: "
+                    f"{COORDINATE_DIGITS} digits and a comma)"))
 
 
 def _annotation_source(item: dict, where: str) -> str:
     source = item.get("source")
     if source is None or source == "":
         return DEFAULT_ANNOTATION_SOURCE
-    if not isinstance(source, str) or len(source) > 64:
-        raise ValidationError(f"{where}.source", "source must be a string of at most 64 characters")
+    if not isinstance(source, str) or len(source) > MAX_SOURCE_CHARS or unsafe_text(source):
+        raise ValidationError(f"{where}.source", f"source must be a string of at most "
+                                                 f"{MAX_SOURCE_CHARS} printable characters")
     return source
 
 

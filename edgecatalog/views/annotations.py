@@ -1,10 +1,15 @@
-"""POST /data/annotations, PATCH /data/annotations/<id>, DELETE /data/annotations/<id>."""
+"""POST /data/annotations, PATCH /data/annotations/<id>, DELETE /data/annotations/<id>.
+
+Edits meet the configured ``[ingest]`` annotation caps (``catalog.AnnotationLimits``), as
+uploads and sidecars do.
+"""
 
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
 from .. import annotation_edits, envelope, params
+from ..catalog import AnnotationLimits
 from ..serialize import annotation_to_dict
 from ..web import json_body, require, settings
 
@@ -14,9 +19,11 @@ bp = Blueprint("annotations", __name__)
 @bp.post("/data/annotations")
 @require("write")
 def create_annotation():
-    new = annotation_edits.parse_new_annotation(json_body())
+    cfg = settings()
+    limits = AnnotationLimits.from_settings(cfg)
+    new = annotation_edits.parse_new_annotation(json_body(), limits)
     annotation_id = annotation_edits.create_annotation(
-        new, max_annotations=settings()["ingest.max_annotations"])
+        new, max_annotations=cfg["ingest.max_annotations"], limits=limits)
     row = annotation_edits.get_annotation_row(annotation_id)
     return jsonify(envelope.ok(annotation_to_dict(row))), 201
 
@@ -26,7 +33,8 @@ def create_annotation():
 def patch_annotation(annotation_id: int):
     changes = annotation_edits.parse_annotation_patch(json_body())
     annotation_id = min(annotation_id, params.MAX_ID)
-    annotation_edits.update_annotation(annotation_id, changes)
+    annotation_edits.update_annotation(annotation_id, changes,
+                                       AnnotationLimits.from_settings(settings()))
     return jsonify(envelope.ok(annotation_to_dict(annotation_edits.get_annotation_row(annotation_id))))
 
 
