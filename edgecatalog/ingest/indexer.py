@@ -141,6 +141,7 @@ class FolderIndexer:
         rejections = [Rejection(p.file.where, p.error, p.file.size, p.file.mtime_ns)
                       for p in probes if p.error and not p.changing]
         results = add_images(news, self.options.policy, validated=True, savepoint=False,
+                             limits=self.options.limits,
                              annotation_rows=[probes[i].rows for i in ready])
         for i, (image_id, created) in zip(ready, results):
             probe = probes[i]
@@ -174,6 +175,7 @@ class FolderIndexer:
         try:
             [(image_id, created)] = add_images([self._new_image(probe, target)],
                                                self.options.policy, validated=True,
+                                               limits=self.options.limits,
                                                annotation_rows=[probe.rows])
         except Exception as exc:  # one bad file must not stop the rest of the chunk
             log.exception("cannot index %s", file.path)

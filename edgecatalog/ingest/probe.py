@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import safeopen
-from ..catalog import BatchPolicy
+from ..catalog import DEFAULT_LIMITS, AnnotationLimits, BatchPolicy
 from ..config import Settings
 from ..errors import ValidationError
 from .bulk import annotation_values
@@ -41,6 +41,7 @@ class CaptureOptions:
     max_bytes: int
     settle_seconds: float
     classes: tuple[str, ...] = ()
+    limits: AnnotationLimits = DEFAULT_LIMITS
 
     @classmethod
     def from_settings(cls, settings: Settings, mode: str | None = None,
@@ -55,6 +56,7 @@ class CaptureOptions:
             settle_seconds=(settings["capture.settle_seconds"] if settle_seconds is None
                             else settle_seconds),
             classes=tuple(settings["capture.classes"]),
+            limits=AnnotationLimits.from_settings(settings),
         )
 
 
@@ -171,7 +173,8 @@ def probe_image(file: FileStat, options: CaptureOptions, classes: ClassNames,
             probe.sidecar = sidecar
             try:
                 meta = read_sidecar(probe.root, sidecar.rel, classes,
-                                    options.max_annotations, size=sidecar.size)
+                                    options.max_annotations, size=sidecar.size,
+                                    limits=options.limits)
             except ValidationError as exc:
                 probe.sidecar_error = reason_of(exc)
             else:

@@ -267,7 +267,7 @@ def _attach(indexer: FolderIndexer, sidecar: FileStat, was_rejected: bool,
         return  # its image is not indexed yet (or is a duplicate): read together later
     try:
         meta = read_sidecar(str(indexer.root), sidecar.rel, ClassNames(indexer.options.classes),
-                            indexer.options.max_annotations)
+                            indexer.options.max_annotations, limits=indexer.options.limits)
     except ValidationError as exc:
         record_rejected(Rejection(sidecar.where, reason_of(exc), sidecar.size,
                                   sidecar.mtime_ns))

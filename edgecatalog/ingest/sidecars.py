@@ -20,9 +20,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import safeopen
-from ..catalog import NewAnnotation, validate_annotation
+from ..catalog import DEFAULT_LIMITS, AnnotationLimits, NewAnnotation, validate_annotation
 from ..errors import ValidationError
-from .metadata import MAX_METADATA_BYTES, Metadata, parse_metadata_text, plainly_valid
+from .metadata import (
+    MAX_METADATA_BYTES,
+    Metadata,
+    check_annotation_bytes,
+    parse_metadata_text,
+    plainly_valid,
+)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 SIDECAR_SUFFIXES = (".json", ".txt")  # in order of preference
@@ -157,7 +163,7 @@ def parse_yolo(text: str, classes: Sequence[str], name: str = "sidecar") -> tupl
 
 
 def read_sidecar(root: str, rel: str, classes: ClassNames, max_annotations: int,
-                 size: int | None = None) -> Metadata:
+                 size: int | None = None, limits: AnnotationLimits = DEFAULT_LIMITS) -> Metadata:
     """Read and validate the sidecar at ``rel`` beneath ``root``; ``ValidationError`` says
     what is wrong with it (a link or a non-regular file among them).
 
@@ -177,7 +183,8 @@ def read_sidecar(root: str, rel: str, classes: ClassNames, max_annotations: int,
         raise ValidationError(name, f"cannot be read: {getattr(exc, 'strerror', None) or exc}"
                               ) from None
     if name.lower().endswith(".json"):
-        return parse_metadata_text(data, max_annotations=max_annotations, param=name)
+        return parse_metadata_text(data, max_annotations=max_annotations, param=name,
+                                   limits=limits)
     if len(data) > MAX_METADATA_BYTES:
         raise ValidationError(name, f"larger than {MAX_METADATA_BYTES} bytes")
     try:
@@ -188,4 +195,5 @@ def read_sidecar(root: str, rel: str, classes: ClassNames, max_annotations: int,
     if len(annotations) > max_annotations:
         raise ValidationError(name, f"at most {max_annotations} annotations per image, "
                                     f"got {len(annotations)}")
+    check_annotation_bytes(annotations, limits, name)
     return Metadata(annotations=annotations)

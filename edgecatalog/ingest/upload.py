@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 
 from peewee import SQL
 
-from ..catalog import BatchPolicy, NewImage
+from ..catalog import DEFAULT_LIMITS, AnnotationLimits, BatchPolicy, NewImage
 from ..errors import Forbidden, InsufficientStorage, PayloadTooLarge, ValidationError
 from ..models import FileRoot, Image, database
 from ..retention import disk_usage, ensure_ingest_space
@@ -201,6 +201,7 @@ class UploadConfig:
     space_check: Callable[[int], None] | None = None
     # Per-device totals for [ingest] device_disk_share; None = no per-device limit.
     device_share: DeviceShare | None = None
+    limits: AnnotationLimits = DEFAULT_LIMITS
 
     @classmethod
     def from_settings(cls, settings: Any, device_share: DeviceShare | None = None
@@ -213,6 +214,7 @@ class UploadConfig:
             batch_policy=BatchPolicy.from_settings(settings),
             space_check=functools.partial(ensure_ingest_space, settings),
             device_share=device_share,
+            limits=AnnotationLimits.from_settings(settings),
         )
 
 
@@ -261,7 +263,7 @@ def ingest_upload(config: UploadConfig, body: BinaryIO, content_type: str,
         raise ValidationError("image", "the upload has no 'image' part")
     with parts.image as incoming:  # leaving by an exception removes the received file
         meta = parse_metadata_text(parts.fields.get("metadata", b""),
-                                   max_annotations=config.max_annotations)
+                                   max_annotations=config.max_annotations, limits=config.limits)
         if device_id is not None:
             check_device_upload(meta, device_id)
         if parts.image_filename:
@@ -313,7 +315,8 @@ def _index(config: UploadConfig, stored: store.StoredFile, filename: str,
             device_id=device_id, captured_at=meta.captured_at,
             model_id=meta.model_id, model_version=meta.model_version, source=meta.source,
             annotations=meta.annotations,
-        )], config.batch_policy, validated=True)[0], sync_folders=[stored.path.parent],
+        )], config.batch_policy, validated=True, limits=config.limits)[0],
+            sync_folders=[stored.path.parent],
             sync_files=[stored.path])
     except BaseException:
         store.discard(stored)
