@@ -158,7 +158,7 @@ def list_images_same_sql(q: dict[str, str]) -> dict:
     database.connect(reuse_if_open=True)  # one long-lived connection per waitress thread
     page = queries.select_images(queries.parse_image_query(MultiDict(q)))
     data = []
-    for row in page.rows:
+    for row in page.items():
         item = {key: row.get(key) for key in IMAGE_KEYS if key in row}
         item["batch_id"] = row["batch"]
         for key in ("created_at", "updated_at", "synced_at"):

@@ -5,9 +5,14 @@ Every JSON body the service sends is built here, so success and error bodies nev
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .errors import CatalogError
+
+STREAM_CHUNK = 64 * 1024
+_MARK = "\x00edgecatalog-item\x00"
 
 
 def ok(data: Any, meta: dict[str, int] | None = None) -> dict[str, Any]:
@@ -15,6 +20,33 @@ def ok(data: Any, meta: dict[str, int] | None = None) -> dict[str, Any]:
     if meta is not None:
         body["meta"] = meta
     return body
+
+
+def stream_ok(items: Iterable[Any], meta: dict[str, int],
+              default: Callable[[Any], Any] | None = None) -> Iterator[str]:
+    """``ok(list(items), meta)`` as compact JSON (what the API answers), written out in pieces
+    of about ``STREAM_CHUNK`` characters: the same text, but never whole in memory, so a page
+    of images carrying their annotations costs one image's JSON at a time."""
+    dumps = _compact(default)
+    head, tail = dumps(ok([_MARK], meta)).split(dumps(_MARK))
+    pieces, size, first = [head], len(head), True
+    for item in items:
+        text = dumps(item) if first else "," + dumps(item)
+        first = False
+        pieces.append(text)
+        size += len(text)
+        if size >= STREAM_CHUNK:
+            yield "".join(pieces)
+            pieces, size = [], 0
+    pieces.append(tail + "\n")
+    yield "".join(pieces)
+
+
+def _compact(default: Callable[[Any], Any] | None) -> Callable[[Any], str]:
+    def dumps(obj: Any) -> str:
+        return json.dumps(obj, separators=(",", ":"), default=default)
+
+    return dumps
 
 
 def page_meta(count: int, limit: int, offset: int, total: int) -> dict[str, int]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from . import scan_cache
@@ -43,6 +44,9 @@ ROW_SELECT = """SELECT i.id, i.filename, i.storage_key, i.width, i.height, d.dev
  LEFT JOIN project p ON p.id = b.project_id LEFT JOIN dataset_version v ON v.id = i.version_id"""
 ANNOTATION_SELECT = """SELECT id, image_id AS image, class_value, type, geometry, x_center,
  y_center, width, height, confidence, source, z_order, created_at, updated_at FROM annotation"""
+ANNOTATION_SELECT_A = """SELECT a.id, a.image_id AS image, a.class_value, a.type, a.geometry,
+ a.x_center, a.y_center, a.width, a.height, a.confidence, a.source, a.z_order, a.created_at,
+ a.updated_at"""
 
 
 def fetch_dicts(sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
@@ -196,6 +200,20 @@ def page_rows(conds: list[Cond], sort: str, order: str, limit: int,
 def image_row(image_id: int) -> dict[str, Any] | None:
     rows = fetch_dicts(f"{ROW_SELECT} WHERE i.id = ?", (image_id,))
     return rows[0] if rows else None
+
+
+def annotations_in_order(image_ids: list[int]) -> Iterator[dict[str, Any]]:
+    """The annotations of the given images, in the order of ``image_ids`` (then z_order),
+    read from the cursor as they are consumed: one statement, never a page's worth of rows in
+    Python at once."""
+    if not image_ids:
+        return
+    cursor = database.execute_sql(
+        f"{ANNOTATION_SELECT_A} FROM json_each(?) AS j JOIN annotation a ON a.image_id = j.value "
+        "ORDER BY j.key, a.z_order, a.id", (json.dumps(image_ids),))
+    names = [col[0] for col in cursor.description]
+    for values in cursor:
+        yield dict(zip(names, values))
 
 
 def annotations_of(image_ids: list[int]) -> list[dict[str, Any]]:

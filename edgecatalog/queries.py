@@ -8,7 +8,7 @@ annotations are asked for) one statement for all of the page's annotations. No F
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,10 +36,30 @@ class ImageQuery:
 
 @dataclass(frozen=True)
 class Page:
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # without their annotations: see ``items``
     total: int
     limit: int
     offset: int
+    include_annotations: bool = False
+
+    def items(self) -> Iterator[dict[str, Any]]:
+        """The page's rows, each with its annotations when the query asked for them, read
+        from one statement's cursor as the rows are consumed: a page of images at the
+        annotation caps is never all in memory at once (the view writes each image out as it
+        comes)."""
+        if not self.include_annotations:
+            yield from self.rows
+            return
+        annotations = image_sql.annotations_in_order([row["id"] for row in self.rows])
+        upcoming = next(annotations, None)
+        for row in self.rows:
+            mine = []
+            while upcoming is not None and upcoming["image"] == row["id"]:
+                mine.append(upcoming)
+                upcoming = next(annotations, None)
+            row["annotations"] = mine
+            yield row
+            del row["annotations"]  # written out: let it go
 
 
 @dataclass(frozen=True)
@@ -158,9 +178,7 @@ def select_images(query: ImageQuery) -> Page:
     rows: list[dict[str, Any]] = []
     if total > query.offset:
         rows = image_sql.page_rows(conds, query.sort, query.order, query.limit, query.offset)
-    if query.include_annotations:
-        attach_annotations(rows)
-    return Page(rows, total, query.limit, query.offset)
+    return Page(rows, total, query.limit, query.offset, query.include_annotations)
 
 
 def _total(filters: dict[str, Any], query: ImageQuery) -> tuple[int, list[Cond]]:

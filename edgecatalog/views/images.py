@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from .. import catalog, envelope, params, queries
 from ..serialize import image_to_dict
@@ -31,9 +31,13 @@ def list_images():
                                       max_chars=cfg["limits.max_param_chars"])
     page = queries.select_images(query)
     url = signed_url_maker() if query.include_image_url else None
-    data = [image_to_dict(row, url) for row in page.rows]
-    return jsonify(envelope.ok(data, envelope.page_meta(len(data), page.limit, page.offset,
-                                                        page.total)))
+    meta = envelope.page_meta(len(page.rows), page.limit, page.offset, page.total)
+    if query.include_annotations:
+        # A page of images at the annotation caps can be tens of MB: read and written out a
+        # few images at a time, so the process never holds it whole (docs/threat-model.md).
+        items = (image_to_dict(row, url) for row in page.items())
+        return Response(envelope.stream_ok(items, meta), mimetype="application/json")
+    return jsonify(envelope.ok([image_to_dict(row, url) for row in page.rows], meta))
 
 
 @bp.get("/data/images/<int:image_id>")
