@@ -110,8 +110,8 @@ def _open_catalog(settings: Settings) -> None:
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
-    from .auth import revoke_tokens
     from .models import database
+    from .revocation import revoke_tokens
 
     settings = _settings(args)
     if args.all:
@@ -134,8 +134,8 @@ def _token_revoke(args: argparse.Namespace) -> int:
 
 
 def _token_list_revoked(args: argparse.Namespace) -> int:
-    from .auth import token_revocations
     from .models import database
+    from .revocation import token_revocations
     from .timeutil import format_ts
 
     _open_catalog(_settings(args))
@@ -159,7 +159,7 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 
 def cmd_device_key(args: argparse.Namespace) -> int:
-    from .auth import configured_device_keys
+    from .device_keys import configured_device_keys
     from .models import database
 
     settings = _settings(args)
@@ -170,7 +170,7 @@ def cmd_device_key(args: argparse.Namespace) -> int:
 
 
 def _device_key_add(args: argparse.Namespace, configured: dict[str, str]) -> int:
-    from .auth import add_device_key, check_device_id, fingerprint
+    from .device_keys import add_device_key, check_device_id, fingerprint
     from .errors import ValidationError
 
     try:
@@ -189,7 +189,7 @@ def _device_key_add(args: argparse.Namespace, configured: dict[str, str]) -> int
 
 
 def _device_key_list(args: argparse.Namespace, configured: dict[str, str]) -> int:
-    from .auth import fingerprint, stored_device_keys
+    from .device_keys import fingerprint, stored_device_keys
     from .timeutil import format_ts
 
     rows = [{"device_id": device_id, "fingerprint": fingerprint(digest), "source": "settings",
@@ -211,7 +211,7 @@ def _device_key_list(args: argparse.Namespace, configured: dict[str, str]) -> in
 
 
 def _device_key_revoke(args: argparse.Namespace, configured: dict[str, str]) -> int:
-    from .auth import fingerprint, revoke_device_keys
+    from .device_keys import fingerprint, revoke_device_keys
 
     try:
         result = revoke_device_keys(args.selector, configured)

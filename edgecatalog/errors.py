@@ -119,6 +119,45 @@ class ServiceUnavailable(CatalogError):
     code = "SERVICE_UNAVAILABLE"
 
 
+class ThumbnailsBusy(ServiceUnavailable):
+    """Enough requests already wait for a thumbnail to be decoded; this one would hold a
+    server thread that list requests need. The client retries after ``Retry-After``."""
+
+    code = "THUMBNAILS_BUSY"
+
+    def __init__(self, retry_after: int):
+        super().__init__(
+            f"thumbnails are being made for other requests; retry in {retry_after} s", "",
+            # no-store: a retry must reach the server, not a cached copy of this refusal.
+            headers={"Retry-After": str(retry_after), "Cache-Control": "no-store"})
+        self.retry_after = retry_after
+
+
+class RateLimited(CatalogError):
+    """A device made more requests than ``[auth] device_requests_per_minute`` allows."""
+
+    status = 429
+    code = "RATE_LIMITED"
+
+
+class DeviceMismatch(Forbidden):
+    """A device key's upload names another device."""
+
+    code = "DEVICE_MISMATCH"
+
+
+class ReviewForbidden(Forbidden):
+    """A device key's upload marks an annotation as human review."""
+
+    code = "MANUAL_SOURCE_FORBIDDEN"
+
+
+class DeviceShareExceeded(InsufficientStorage):
+    """One device would fill more than ``[ingest] device_disk_share`` of the catalog's room."""
+
+    code = "DEVICE_SHARE_EXCEEDED"
+
+
 class InternalError(CatalogError):
     status = 500
     code = "INTERNAL_ERROR"

@@ -116,7 +116,8 @@ def test_eviction_removes_the_cached_thumbnails_of_evicted_images(disk_settings)
         assert client.get(f"/files/{image.id}/thumbnail?size=128", headers=auth).status_code == 200
     cached = {i.id: list((settings.data_dir / "thumbnails").rglob(f"{i.sha256}-*"))
               for i in images}
-    assert all(len(paths) == 1 for paths in cached.values())
+    # One decode caches every size (thumbnails.SIZES), so each image has all three here.
+    assert all(len(paths) == 3 for paths in cached.values())
     disk.other = disk.total  # far over the limits: every synced file must go
     report = retention.evict_if_needed(settings)
     assert sorted(report.image_ids) == sorted(i.id for i in images[:2])

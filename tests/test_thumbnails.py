@@ -1,21 +1,29 @@
 """GET /files/<id>/thumbnail: sizes, orientation, auth and signatures, the on-disk cache,
-decompression bombs, evicted and unreadable files, and bad sizes."""
+decompression bombs, evicted and unreadable files, bad sizes, one decode for every size, and
+the bound on requests waiting for a decode (503 THUMBNAILS_BUSY). Memory and latency under
+load, in a real ``serve`` process: test_thumbnail_load.py."""
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
+import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 from conftest import make_settings, seed_image
 from PIL import Image as PILImage
+from PIL import ImageDraw
+from serve_process import ThreadedServer
 
-from edgecatalog import create_app
+from edgecatalog import create_app, thumbnails
 from edgecatalog.models import Image, database
-from edgecatalog.thumbnails import cache_path, remove_cached
+from edgecatalog.thumbnails import SIZES, cache_path, remove_cached
 
 
 def solid_jpeg(width: int, height: int, colour: tuple[int, int, int], exif=None) -> bytes:
@@ -48,6 +56,24 @@ def png_header_only(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
     idat = zlib.compress(b"\x00" * 1024)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@functools.lru_cache(maxsize=8)
+def big_png(width: int, height: int, seed: int = 0) -> bytes:
+    """A compressible (small file, full-size decode) RGB PNG, unique to ``seed``."""
+    img = PILImage.linear_gradient("L").resize((width, height)).convert("RGB")
+    ImageDraw.Draw(img).line([(0, seed), (width, height - seed)], fill=(seed % 256, 40, 200),
+                             width=5)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def wait_for(check, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.002)
 
 
 def thumb_url(client, image_id, auth_headers, **params):
@@ -210,6 +236,16 @@ def test_unreadable_file_is_422_not_500(settings, client, auth_headers):
     assert "Traceback" not in resp.get_data(as_text=True)
 
 
+def test_undecodable_large_image_is_422_each_time_from_the_pool(settings, client, auth_headers):
+    # A header of 1200 x 1200 pixels (large: the pool decodes it) over data that is no image.
+    image = seed_image(settings, filename="cut.png", data=png_header_only(1200, 1200),
+                       width=1200, height=1200)
+    for _ in range(2):  # a failed decode is not remembered as the answer for later requests
+        resp = thumb_url(client, image.id, auth_headers, size=256)
+        assert resp.status_code == 422 and resp.get_json()["error"]["code"] == "IMAGE_UNREADABLE"
+    assert thumbnails.stats()["in_flight"] == 0
+
+
 def test_missing_file_is_404(settings, client, auth_headers):
     image = seed_image(settings)
     (settings.images_dir / image.path).unlink()
@@ -222,6 +258,111 @@ def test_remove_cached_deletes_every_size_of_one_image(settings, client, auth_he
     for image in (keep, drop):
         for size in (128, 512):
             assert thumb_url(client, image.id, auth_headers, size=size).status_code == 200
-    assert remove_cached(cache, drop.sha256) == 2
-    assert not cache_path(cache, drop.sha256, 128).exists()
-    assert all(cache_path(cache, keep.sha256, n).exists() for n in (128, 512))
+    assert remove_cached(cache, drop.sha256) == 3  # every size was made from one decode
+    assert not any(cache_path(cache, drop.sha256, n).exists() for n in (128, 256, 512))
+    assert all(cache_path(cache, keep.sha256, n).exists() for n in (128, 256, 512))
+
+
+def test_one_request_makes_and_caches_every_size_from_one_decode(settings, client, auth_headers):
+    image = seed_image(settings, filename="wide.jpg", data=solid_jpeg(1000, 600, (200, 30, 30)),
+                       width=1000, height=600)
+    cache = settings.data_dir / "thumbnails"
+    before = thumbnails.stats()["decodes"]
+    assert thumb_url(client, image.id, auth_headers, size=128).status_code == 200
+    # Asked for the smallest; every size is on disk, each the right size and the same picture.
+    for size in SIZES:
+        img = decode(cache_path(cache, image.sha256, size).read_bytes())
+        assert img.width == size and abs(img.height - 600 * size / 1000) <= 1
+        r, g, b = mean_colour(img)
+        assert r > 150 and g < 80 and b < 80
+    for size in (256, 512):
+        resp = thumb_url(client, image.id, auth_headers, size=size)
+        assert resp.data == cache_path(cache, image.sha256, size).read_bytes()
+    assert thumbnails.stats()["decodes"] - before == 1
+
+
+def test_sizes_asked_at_once_wait_for_the_one_decode(settings, live_server, auth_headers):
+    image = seed_image(settings, filename="big.png", data=big_png(3000, 3000, 1), width=3000,
+                       height=3000)
+    cache = settings.data_dir / "thumbnails"
+    before = thumbnails.stats()["decodes"]
+    start = threading.Barrier(2)
+
+    def ask(size: int) -> requests.Response:
+        start.wait(timeout=5)
+        return live_server.get(f"/files/{image.id}/thumbnail?size={size}", headers=auth_headers())
+
+    # Two waiters fit the bound of a 4-thread server: both wait, neither decodes on its own.
+    with ThreadPoolExecutor(2) as pool:
+        answers = dict(zip((128, 512), pool.map(ask, (128, 512))))
+    assert thumbnails.stats()["decodes"] - before == 1
+    for size, resp in answers.items():
+        assert resp.status_code == 200
+        assert resp.content == cache_path(cache, image.sha256, size).read_bytes()
+        assert decode(resp.content).size == (size, size)
+    # The third size was made by that same decode.
+    assert cache_path(cache, image.sha256, 256).exists()
+    assert live_server.get(f"/files/{image.id}/thumbnail?size=256",
+                           headers=auth_headers()).status_code == 200
+    assert thumbnails.stats()["decodes"] - before == 1
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_beyond_the_waiting_bound_is_503_and_other_requests_never_wait(tmp_path, auth_headers,
+                                                                       threads):
+    settings = make_settings(tmp_path, server__threads=threads)
+    app = create_app(settings)
+    bound = threads // 2  # at least half the server's threads stay free
+    slow = [seed_image(settings, filename=f"slow{i}.png", data=big_png(4800, 4800, 10 + i),
+                       width=4800, height=4800) for i in range(bound)]
+    # Large enough (1.44 MP) to go through the pool.
+    fresh = seed_image(settings, filename="fresh.png", data=big_png(1200, 1200, 20), width=1200,
+                       height=1200)
+    # A camera frame: decoded in the request's own thread in milliseconds, never refused.
+    frame = seed_image(settings, filename="frame.jpg", data=solid_jpeg(1280, 960, (200, 0, 0)),
+                       width=1280, height=960)
+    ready = seed_image(settings, filename="ready.jpg", data=solid_jpeg(640, 480, (0, 200, 0)),
+                       width=640, height=480)
+    bomb = seed_image(settings, filename="bomb.png", data=png_header_only(7070, 7070),
+                      width=7070, height=7070)
+    server = ThreadedServer(app, threads=threads)
+    try:
+        def get(image_id: int, size: int = 256) -> requests.Response:
+            return server.get(f"/files/{image_id}/thumbnail?size={size}", headers=auth_headers())
+
+        assert get(ready.id).status_code == 200  # cached from now on
+        assert thumbnails.stats()["waiting"] == 0
+        with ThreadPoolExecutor(bound) as pool:
+            pending = []
+            for n, image in enumerate(slow, start=1):
+                pending.append(pool.submit(get, image.id))
+                wait_for(lambda n=n: thumbnails.stats()["waiting"] == n)
+            busy = get(fresh.id)
+            small = get(frame.id)
+            cached = get(ready.id)
+            listed = server.get("/data/images", headers=auth_headers())
+            too_large = get(bomb.id)
+            # Every answer above came while the slow decodes still held their waiters.
+            assert thumbnails.stats()["waiting"] == bound
+            answers = [f.result(timeout=60) for f in pending]
+        assert busy.status_code == 503
+        body = busy.json()
+        assert body["success"] is False and body["error"]["code"] == "THUMBNAILS_BUSY"
+        assert int(busy.headers["Retry-After"]) >= 1
+        assert "no-store" in busy.headers["Cache-Control"]
+        assert small.status_code == 200 and decode(small.content).size == (256, 192)
+        assert cached.status_code == 200 and cached.content[:3] == b"\xff\xd8\xff"
+        assert listed.status_code == 200 and len(listed.json()["data"]) == bound + 4
+        assert too_large.status_code == 422
+        assert too_large.json()["error"]["code"] == "IMAGE_TOO_LARGE"
+        assert [a.status_code for a in answers] == [200] * bound
+        # The refused request left its image queued: made without anyone waiting for it, so
+        # the retry is answered from the cache.
+        cache = settings.data_dir / "thumbnails"
+        wait_for(lambda: all(cache_path(cache, fresh.sha256, n).exists() for n in SIZES))
+        retried = get(fresh.id)
+        assert retried.status_code == 200
+        assert retried.content == cache_path(cache, fresh.sha256, 256).read_bytes()
+    finally:
+        server.close()
+        database.close()

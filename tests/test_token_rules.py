@@ -172,7 +172,7 @@ def next_second() -> None:
 
 
 def test_revocation_reaches_cached_tokens_within_two_seconds(app, client, settings):
-    from edgecatalog.auth import revoke_tokens
+    from edgecatalog.revocation import revoke_tokens
 
     auth = Authenticator(settings)
     alice, alice2 = auth.issue_token("alice", "read"), auth.issue_token("alice", "read")

@@ -33,7 +33,13 @@ from typing import Any, BinaryIO
 from peewee import SQL
 
 from ..catalog import DEFAULT_LIMITS, AnnotationLimits, BatchPolicy, NewImage
-from ..errors import Forbidden, InsufficientStorage, PayloadTooLarge, ValidationError
+from ..errors import (
+    DeviceMismatch,
+    DeviceShareExceeded,
+    PayloadTooLarge,
+    ReviewForbidden,
+    ValidationError,
+)
 from ..models import FileRoot, Image, database
 from ..retention import disk_usage, ensure_ingest_space
 from . import multipart, store
@@ -48,24 +54,6 @@ EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
 RECONCILE_GRACE_SECONDS = 3600.0
 # The annotation source that means "a person drew or checked this" (annotation_edits.MANUAL).
 MANUAL_SOURCE = "manual"
-
-
-class DeviceMismatch(Forbidden):
-    """A device key's upload names another device."""
-
-    code = "DEVICE_MISMATCH"
-
-
-class ReviewForbidden(Forbidden):
-    """A device key's upload marks an annotation as human review."""
-
-    code = "MANUAL_SOURCE_FORBIDDEN"
-
-
-class DeviceShareExceeded(InsufficientStorage):
-    """One device would fill more than ``[ingest] device_disk_share`` of the catalog's room."""
-
-    code = "DEVICE_SHARE_EXCEEDED"
 
 
 class DeviceShare:

@@ -1,16 +1,78 @@
 // The thumbnail grid: newest first, one API page at a time as the user scrolls. Tiles load
-// /files/{id}/thumbnail (never the full image), lazily, so a long grid stays light.
+// /files/{id}/thumbnail (never the full image), lazily, so a long grid stays light. A
+// thumbnail the device has not made yet may be refused "busy" (503 + Retry-After) while it
+// decodes others; such a tile asks again after that delay, so a grid of new images fills in.
 
 import { api, describeError, thumbnailPath } from "./api.js";
 import { listQuery, rememberSuggestions } from "./filters.js";
 
 const PAGE_SIZE = 48;
+// Asks per tile after its first failure: with the server's Retry-After (1 s and up, longer
+// when big images queue) this outlasts a screenful of fresh full-size pictures on a Pi.
+const THUMB_TRIES = 12;
+const MAX_RETRY_SECONDS = 30;
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
+}
+
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+// Whole seconds (the only form this server sends); anything else: 1 s. Up to half again as
+// much at random, so the tiles refused together do not all come back together.
+function retryDelay(header) {
+  const seconds = Number.parseInt(header || "", 10);
+  const base = Number.isFinite(seconds) && seconds >= 0
+    ? Math.min(seconds, MAX_RETRY_SECONDS) : 1;
+  return Math.max(base, 0.2) * 1000 * (1 + Math.random() / 2);
+}
+
+// An <img> cannot see a status or a header, so after a failed load the tile asks the same URL
+// with fetch(): 503 -> wait Retry-After and ask again; 200 -> put a fresh <img> in its place
+// (its load is served from the HTTP cache the fetch filled); anything else, or too many tries
+// -> a "no preview" box. One counter per tile, so the whole exchange is bounded.
+function thumbnailImage(image) {
+  const state = { tries: 0 };
+  const make = () => {
+    const img = el("img", "thumb");
+    img.loading = "lazy";
+    img.decoding = "async";
+    img.alt = image.filename;
+    img.src = thumbnailPath(image.image_url, 256);
+    img.srcset = `${img.src} 1x, ${thumbnailPath(image.image_url, 512)} 2x`;
+    img.addEventListener("error", () => recover(img), { once: true });
+    return img;
+  };
+  const recover = async (img) => {
+    const url = img.currentSrc || img.src;
+    let text = "no preview";
+    while (state.tries < THUMB_TRIES && img.isConnected) {
+      state.tries += 1;
+      let response = null;
+      try {
+        response = await fetch(url);
+      } catch {
+        response = null; // the device is briefly unreachable: same as busy
+      }
+      if (response && response.ok) {
+        await response.arrayBuffer().catch(() => null);
+        if (img.isConnected) img.replaceWith(make());
+        return;
+      }
+      if (response && response.status !== 503) {
+        const body = await response.json().catch(() => null);
+        const code = body && body.error ? body.error.code : "";
+        if (code === "IMAGE_TOO_LARGE") text = "too large to preview";
+        break;
+      }
+      await sleep(retryDelay(response && response.headers.get("Retry-After")));
+    }
+    if (img.isConnected) img.replaceWith(el("div", "thumb thumb-missing", text));
+  };
+  return make();
 }
 
 export class Grid {
@@ -109,13 +171,7 @@ export class Grid {
   fillTile(button, image) {
     const children = [];
     if (image.image_url) {
-      const img = el("img", "thumb");
-      img.loading = "lazy";
-      img.decoding = "async";
-      img.alt = image.filename;
-      img.src = thumbnailPath(image.image_url, 256);
-      img.srcset = `${img.src} 1x, ${thumbnailPath(image.image_url, 512)} 2x`;
-      children.push(img);
+      children.push(thumbnailImage(image));
     } else {
       children.push(el("div", "thumb thumb-missing", "file evicted"));
     }

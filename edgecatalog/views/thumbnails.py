@@ -3,7 +3,8 @@
 Same rules as ``/files/<id>``: a bearer token or the signature of the image's own URL (so a
 page turns ``image_url`` into a thumbnail URL by inserting ``/thumbnail`` and adding
 ``&size=``), the file found only through the database and checked against its root, 410 for
-an evicted image.
+an evicted image. A thumbnail not cached yet may be answered 503 ``THUMBNAILS_BUSY`` with
+``Retry-After`` when enough requests already wait for a decode (``waiting_bound``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from flask import Blueprint, Response, request
 from .. import params, thumbnails
 from ..errors import NotFound, ValidationError
 from ..web import settings
-from .files import authorize_file, resolve_image_file
+from .files import authorize_file, open_image_file, protect
 
 bp = Blueprint("thumbnails", __name__)
 
@@ -29,20 +30,28 @@ def parse_size(args) -> int:
     return size
 
 
+def waiting_bound(server_threads: int) -> int:
+    """How many requests may wait for a thumbnail decode: half the server's threads (at least
+    one), so the other half is always free for list requests, files and cached thumbnails."""
+    return max(1, server_threads // 2)
+
+
 @bp.get("/files/<int:image_id>/thumbnail")
 def get_thumbnail(image_id: int):
     image_id = min(image_id, params.MAX_ID)
     authorize_file(image_id)
     size = parse_size(request.args)
-    image = resolve_image_file(image_id)
+    opened = open_image_file(image_id)
     cfg = settings()
     try:
-        thumb = thumbnails.get_thumbnail(
-            image.path, image.sha256, image.byte_size, size,
-            cfg.data_dir / thumbnails.CACHE_DIRNAME, cfg["ui.thumbnail_max_pixels"])
+        with opened.handle:
+            thumb = thumbnails.get_thumbnail(
+                opened.handle, opened.stat, opened.sha256, opened.byte_size, size,
+                cfg.data_dir / thumbnails.CACHE_DIRNAME, cfg["ui.thumbnail_max_pixels"],
+                max_waiting=waiting_bound(cfg["server.threads"]))
     except OSError:
         raise NotFound(f"image {image_id} has no file here", "id") from None
-    response = Response(thumb.data, mimetype="image/jpeg")
+    response = protect(Response(thumb.data, mimetype="image/jpeg"))
     response.set_etag(thumb.etag)
     response.cache_control.private = True
     if thumb.cached:
