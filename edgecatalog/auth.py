@@ -5,18 +5,14 @@
   its own error code, so a client (and an operator reading logs) can tell which. A token may
   live at most ``[auth] max_token_ttl`` (``exp`` minus ``iat``, or minus now without ``iat``),
   whoever issued it. The HMAC secret must have at least ``MIN_SECRET_BYTES``.
-* A device key is one device: every key is bound to a device id (``edgecatalog device-key
-  add`` in the database, ``DEVICE_ID=adk_...`` or ``DEVICE_ID=sha256:<hex>`` in ``[auth]
-  device_keys``; a bare entry is this device's own id). Keys are known only as SHA-256
-  digests; plain keys never stay in memory longer than start-up.
-* Revocation without a restart and without touching signed URLs: ``edgecatalog token revoke``
-  and ``device-key revoke`` write rows (migration 0008); ``LiveAuthState`` polls one counter at
-  most once a second per process and reloads its copy when it moved. Every request, cached
-  token or not, is checked against that copy.
+* A device key is one device (``device_keys``): the principal of a key carries the device id
+  it is bound to, looked up by the key's SHA-256 digest, and the device's request rate is
+  checked here (``limit_device``).
+* Every request, cached token or not, is checked against the database's revocations and
+  stored keys as of at most a second ago (``revocation.LiveAuthState``).
 * File URLs carry ``expires`` and an HMAC over ``image id + expiry`` with a key derived from the
   local secret, so an ``<img src>`` works without a bearer header and cannot be moved to
   another image or extended. Revoking tokens leaves them alone: they are not tokens.
-* ``DeviceRateLimiter``: a token bucket per device id (``[auth] device_requests_per_minute``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "edgecatalog"
 DOMAIN_MODULES = ("models", "queries", "catalog", "config", "db", "params", "serialize",
-                  "timeutil", "auth", "errors", "envelope")
+                  "timeutil", "auth", "errors", "envelope", "safeopen", "hosts", "device_keys",
+                  "revocation")
 DOMAIN_PACKAGES = ("ingest", "sync")
 # Modules of ours that are the web edge: importing them is importing Flask.
 WEB_MODULES = ("web", "views")
