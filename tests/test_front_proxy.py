@@ -585,6 +585,26 @@ def test_authenticated_uploads_pass_through_the_front(front, tokens):
     assert too_big.status == 413 and too_big.error()["code"] == "PAYLOAD_TOO_LARGE"
 
 
+def test_urls_behind_the_front_are_https_on_the_name_the_client_used(front, tokens):
+    """[server] trusted_proxies = ["127.0.0.1"]: the service believes the front's
+    X-Forwarded-Proto/-Host, so image_url is the https URL the browser used, and a client
+    cannot smuggle its own forwarded headers through the front."""
+    conn = front.https()
+    try:
+        stored = call(conn, "POST", "/device/images/upload",
+                      body=upload_body(image_bytes(seed=450)),
+                      headers={"Content-Type": CONTENT_TYPE, "X-Device-Key": DEVICE_KEY})
+        assert stored.status in (200, 201), stored.body
+        auth = {"Authorization": f"Bearer {tokens['read']}",
+                "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http"}
+        listed = call(conn, "GET", "/data/images?include_image_url=true&limit=1", headers=auth)
+        assert listed.status == 200, listed.body
+        items = json.loads(listed.body)["data"]
+        assert items[0]["image_url"].startswith(f"https://127.0.0.1:{front.tls_port}/files/")
+    finally:
+        conn.close()
+
+
 def test_a_device_over_its_rate_gets_the_services_429_not_a_500(front):
     # auth_request turns any answer but 2xx/401/403 into a 500; the front's 500 page gives the
     # service's 429 (with its Retry-After) back instead.
