@@ -27,8 +27,8 @@ import requests
 from browser_support import requires_browser, shot, sign_in, wait_for_tiles
 from conftest import make_settings, seed_image
 from PIL import Image as PILImage
-from PIL import ImageDraw
 from serve_process import ServeProcess, ThreadedServer, free_port, write_config
+from test_thumbnails import big_png
 
 from edgecatalog import create_app
 from edgecatalog.auth import Authenticator
@@ -50,16 +50,6 @@ ONE_DECODE = SIDE * SIDE * 4
 PEAK_GROWTH_BOUND = ONE_DECODE + ONE_DECODE // 16 + 28 * 1024 * 1024
 LIST_LATENCY_BOUND = 0.25
 RETRIES = 20
-
-
-def compressible_png(width: int, height: int, seed: int = 0) -> bytes:
-    """A real RGB PNG of width x height pixels whose file is small (a gradient and a line)."""
-    img = PILImage.linear_gradient("L").resize((width, height)).convert("RGB")
-    ImageDraw.Draw(img).line([(0, seed), (width, height - seed)], fill=(seed % 256, 40, 200),
-                             width=5)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
 
 
 def vm_hwm(pid: int) -> int:
@@ -140,10 +130,10 @@ def served(tmp_path: Path) -> Iterator[Served]:
     settings = make_settings(tmp_path)
     create_app(settings)  # creates the catalog the serve process then opens
     seeds = {
-        "warm": (compressible_png(640, 480, 1), 640, 480),
-        "big": (compressible_png(SIDE, SIDE, 2), SIDE, SIDE),
-        "huge": (compressible_png(7070, 7070, 3), 7070, 7070),  # 50 MP: over the cap
-        **{f"other{i}": (compressible_png(3000, 3000, 10 + i), 3000, 3000) for i in range(4)},
+        "warm": (big_png(640, 480, 1), 640, 480),
+        "big": (big_png(SIDE, SIDE, 2), SIDE, SIDE),
+        "huge": (big_png(7070, 7070, 3), 7070, 7070),  # 50 MP: over the cap
+        **{f"other{i}": (big_png(3000, 3000, 10 + i), 3000, 3000) for i in range(4)},
     }
     images = {}
     for name, (data, width, height) in seeds.items():
@@ -267,9 +257,9 @@ def test_a_grid_of_fresh_images_fills_in_through_busy_answers(tmp_path, tokens, 
     settings = make_settings(tmp_path, server__threads=2, ui__thumbnail_max_pixels=2_000_000)
     app = create_app(settings)
     for i in range(12):
-        seed_image(settings, filename=f"fresh{i:02d}.png", data=compressible_png(1600, 1200, i),
+        seed_image(settings, filename=f"fresh{i:02d}.png", data=big_png(1600, 1200, i),
                    width=1600, height=1200)
-    seed_image(settings, filename="wide.png", data=compressible_png(1700, 1200, 99), width=1700,
+    seed_image(settings, filename="wide.png", data=big_png(1700, 1200, 99), width=1700,
                height=1200)
     server = ThreadedServer(app, threads=2)
     statuses: list[int] = []
