@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import IO
 
 from .config import CONFIG_ENV, Settings, is_loopback_url
-from .hosts import WILDCARD_BINDS
 from .health import Check, check_disk, check_writable
+from .hosts import WILDCARD_BINDS
 
 SECRET_FILE_SETTINGS = (
     "auth.jwt_secret_file",
