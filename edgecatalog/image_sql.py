@@ -138,7 +138,8 @@ LOW_CARDINALITY = frozenset({"t.annotation_status", "t.split", "t.sync_state"})
 def _prefer_batch_index(conds: list[Cond]) -> list[Cond]:
     """Without statistics the planner walks a 3-4 valued column's index (every 'val' image)
     rather than the batch index when both apply; a unary '+' takes those columns out of the
-    index choice when a batch condition is there (measured at 1M: 84 -> see README ms)."""
+    index choice when a batch condition is there (the batch filters of benchmarks/queries.py
+    at 1M images show the difference; docs/performance.md has the figures)."""
     if not _names_batch(conds):
         return conds
     return [(f"+{c}" if c.split(" ")[0] in LOW_CARDINALITY else c, a) for c, a in conds]

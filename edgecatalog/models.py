@@ -1,4 +1,5 @@
-"""Peewee models of the catalog and the named queries the rest of the code shares. No Flask.
+"""Peewee models of the catalog (the schema the migrations build; a test checks they agree).
+No Flask.
 
 Timestamps are integer microseconds (see ``timeutil``). Indexes follow the list filters:
 each filter column leads a composite index ending in the default sort column, so a filtered,
