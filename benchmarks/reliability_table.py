@@ -1,4 +1,4 @@
-"""Print the README's reliability table (Markdown) from test-artifacts/reliability.json.
+"""Print the reliability table of docs/reliability.md (Markdown) from test-artifacts/reliability.json.
 
 The JSON is written by the fault, hostile-input and soak tests (tests/reliability.py); run
 

@@ -74,7 +74,7 @@ class Filter:
     help: str
 
 
-# Every filter of GET /data/images. Adding one is one row here, a test row and a README line.
+# Every filter of GET /data/images. Adding one is one row here, a test row and a line in docs/api.md.
 # project_id and stage have no condition of their own: they combine into one (_conditions).
 FILTERS: tuple[Filter, ...] = (
     Filter("project_id", params.parse_nullable_id, lambda v: None,

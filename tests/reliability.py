@@ -3,7 +3,7 @@ subprocess server's memory, and a planted secret that must never be served.
 
 Every test here records its figures with ``record(name, ...)``: they are printed (visible with
 ``pytest -s``) and merged into ``test-artifacts/reliability.json`` (one entry per test name,
-the last run wins), which ``benchmarks/reliability_table.py`` turns into the README table.
+the last run wins), which ``benchmarks/reliability_table.py`` turns into the table of docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -138,7 +138,7 @@ PREDICATES: dict[str, Callable[[Record, str, Mapping[str, str]], bool]] = {
     "annotation_status": lambda r, v, q: r.annotation_status == v,
     "split": lambda r, v, q: v == "all" or r.split == v,
     "class_values": lambda r, v, q: not _csv(v) or bool(r.classes & _csv(v)),
-    # SQLite's LIKE folds ASCII letters only (README: search), so the oracle does the same.
+    # SQLite's LIKE folds ASCII letters only (docs/api.md: search), so the oracle does the same.
     "search": lambda r, v, q: v.translate(ASCII_LOWER) in r.filename.translate(ASCII_LOWER),
     "filename": lambda r, v, q: r.filename == v,
 }

@@ -4,7 +4,7 @@ parameter. Never a 5xx, and every answer equals an independent evaluation: a 400
 parameter the validity model below also finds bad, or exactly the ids the seed oracle
 (``seeded_catalog.expected``) computes for the page.
 
-The validity model is written from the README's parameter rules, not from params.py.
+The validity model is written from the parameter rules of docs/api.md, not from params.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""benchmarks/reliability_table.py: the README table from a reliability.json, and a one-line
+"""benchmarks/reliability_table.py: the docs/reliability.md table from a reliability.json, and a one-line
 error (exit 1) when there is none to read."""
 
 from __future__ import annotations
