@@ -29,8 +29,9 @@ import requests
 from upstream_emulator import UpstreamEmulator
 
 from edgecatalog import db
-from edgecatalog.catalog import NewAnnotation, NewImage, add_image
+from edgecatalog.catalog import NewAnnotation, NewImage
 from edgecatalog.config import load_settings
+from edgecatalog.ingest.bulk import add_image
 from edgecatalog.models import database
 from edgecatalog.sync.worker import SyncWorker
 

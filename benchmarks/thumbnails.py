@@ -100,8 +100,9 @@ def http_grid(n: int, size: int, workers: int | None, case: str) -> None:
 
     from edgecatalog import create_app, thumbnails
     from edgecatalog.auth import Authenticator
-    from edgecatalog.catalog import NewImage, add_image
+    from edgecatalog.catalog import NewImage
     from edgecatalog.config import load_settings
+    from edgecatalog.ingest.bulk import add_image
 
     if workers is not None:
         if not hasattr(thumbnails, "DECODE_WORKERS"):

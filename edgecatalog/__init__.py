@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .config import Settings, load_settings
+from .version import __version__
 
 if TYPE_CHECKING:  # Flask is imported by create_app only, so the domain and CLI load without it
     from flask import Flask
 
 __all__ = ["__version__", "create_app"]
-__version__ = "0.1.0"
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Flask:

@@ -19,13 +19,12 @@ stored_bytes``, exact, as the image's size is known) in the write transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from peewee import fn
 
-from . import params
 from .catalog import (
     DEFAULT_LIMITS,
     MAX_Z,
@@ -44,10 +43,18 @@ from .queries import ANNOTATION_FIELDS
 from .timeutil import now_us
 
 MANUAL = "manual"
-CREATE_FIELDS = ("image_id", "class_value", "type", "geometry", "z_order", "confidence")
-# confidence: a PATCH may clear a model's score (null) or set one; a new manual annotation
-# has none, so POST takes it only as null (a client may echo an annotation object back).
-PATCHABLE = ("class_value", "type", "geometry", "z_order", "confidence")
+
+
+class AnnotationChanges(TypedDict, total=False):
+    """Fields of one annotation as a client gives them (a new one's, or a partial change),
+    not yet checked: they are checked as the annotation they make (``validate_annotation``),
+    merged with the stored one for a change."""
+
+    class_value: str
+    type: str
+    geometry: Sequence[float]  # normalized
+    z_order: int
+    confidence: float | None
 
 
 def _validated(ann: NewAnnotation, limits: AnnotationLimits) -> NewAnnotation:
@@ -59,9 +66,9 @@ def _validated(ann: NewAnnotation, limits: AnnotationLimits) -> NewAnnotation:
     return ann
 
 
-def _annotation(body: Mapping[str, Any], base: Mapping[str, Any],
+def _annotation(given: AnnotationChanges, base: Mapping[str, Any],
                 limits: AnnotationLimits) -> NewAnnotation:
-    merged = {**base, **body}
+    merged: dict[str, Any] = {**base, **given}
     for name in ("class_value", "type"):
         if not isinstance(merged.get(name), str):
             raise ValidationError(name, f"{name} must be a string")
@@ -79,22 +86,12 @@ class ManualAnnotation:
     z_order_given: bool
 
 
-def parse_new_annotation(body: Any, limits: AnnotationLimits = DEFAULT_LIMITS) -> ManualAnnotation:
-    params.require_object(body)
-    params.reject_unknown(body, CREATE_FIELDS)
-    for name in ("image_id", "class_value", "type", "geometry"):
-        if name not in body:
-            raise ValidationError(name, f"{name} is required")
-    if body.get("confidence") is not None:
-        raise ValidationError("confidence", "a manual annotation has no confidence; omit it or "
-                                            "send null")
-    image_id = body["image_id"]
-    if isinstance(image_id, bool) or not isinstance(image_id, int) or \
-            not 1 <= image_id <= params.MAX_ID:
-        raise ValidationError("image_id", "image_id must be an integer id")
-    fields = {k: v for k, v in body.items() if k != "image_id"}
+def new_manual_annotation(image_id: int, fields: AnnotationChanges,
+                          limits: AnnotationLimits = DEFAULT_LIMITS) -> ManualAnnotation:
+    """A manual annotation of ``image_id`` made of ``fields`` (z_order 0 unless given), checked
+    as every annotation is; ``create_annotation`` stores it."""
     return ManualAnnotation(image_id, _annotation(fields, {"z_order": 0, "source": MANUAL},
-                                                  limits), "z_order" in body)
+                                                  limits), "z_order" in fields)
 
 
 def state_of(row: Annotation, image: Image) -> dict[str, Any]:
@@ -160,11 +157,6 @@ def create_annotation(new: ManualAnnotation, *, max_annotations: int,
     return row.id
 
 
-def parse_annotation_patch(body: Any) -> dict[str, Any]:
-    params.patch_body(body, PATCHABLE)
-    return dict(body)
-
-
 def _existing(annotation_id: int) -> tuple[Annotation, Image]:
     row = Annotation.get_or_none(Annotation.id == annotation_id)
     if row is None:
@@ -172,7 +164,7 @@ def _existing(annotation_id: int) -> tuple[Annotation, Image]:
     return row, _image(row.image_id, "id")
 
 
-def update_annotation(annotation_id: int, changes: Mapping[str, Any],
+def update_annotation(annotation_id: int, changes: AnnotationChanges,
                       limits: AnnotationLimits = DEFAULT_LIMITS) -> None:
     """Apply a partial change; the merged annotation is validated as a whole (a new ``type``
     needs a ``geometry`` of its shape). The source is kept; confidence only if not given."""

@@ -23,7 +23,6 @@ import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
@@ -39,6 +38,7 @@ from .device_keys import (
     digest_key,
 )
 from .errors import AuthError, Forbidden, TokenExpired
+from .principal import Principal
 from .revocation import LiveAuthState
 
 SCOPES = ("read", "write")
@@ -48,21 +48,6 @@ SECRET_FILE = "jwt.secret"
 # output (32 bytes for SHA-256). The generated secret has 64 hex characters.
 MIN_SECRET_BYTES = 32
 _ASCII_DIGITS = re.compile(r"^[0-9]{1,12}$")
-
-
-@dataclass(frozen=True)
-class Principal:
-    subject: str
-    scopes: frozenset[str]
-    kind: str = "user"  # user | device | signed-url
-    # Set for a device key: the one device it may write as.
-    device_id: str = ""
-    # A token's jti, or a device key's fingerprint: what an operator names to revoke it.
-    credential_id: str = ""
-    issued_at: float | None = None  # a token's iat; None when it carried none
-
-    def can(self, scope: str) -> bool:
-        return scope in self.scopes
 
 
 def ensure_local_secret(data_dir: Path) -> str:

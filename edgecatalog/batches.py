@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from peewee import JOIN
 
@@ -23,7 +23,13 @@ from .queries import Filter, Page, known_device_pk
 from .timeutil import now_us
 
 NEXT_STAGE = {"collecting": "complete", "complete": "unassigned", "unassigned": "annotating"}
-PATCHABLE = ("project_id", "stage")
+
+
+class BatchChanges(TypedDict, total=False):
+    """A partial update of a batch: only the fields given, checked values."""
+
+    project_id: int | None  # None: no project
+    stage: str  # one of models.STAGES
 
 
 def _device_condition(device_pk: int):
@@ -91,20 +97,6 @@ def get_batch_row(batch_id: int) -> dict[str, Any]:
     return row
 
 
-def parse_batch_patch(body: Any) -> dict[str, Any]:
-    params.patch_body(body, PATCHABLE)
-    changes: dict[str, Any] = {}
-    if "project_id" in body:
-        value = body["project_id"]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or not 1 <= value <= params.MAX_ID):
-            raise ValidationError("project_id", "project_id must be an integer id or null")
-        changes["project_id"] = value
-    if "stage" in body:
-        changes["stage"] = params.body_choice(body, "stage", STAGES)
-    return changes
-
-
 def _check_stage(batch: Batch, stage: str, project_after: int | None) -> None:
     if stage != batch.stage and NEXT_STAGE.get(batch.stage) != stage:
         allowed = NEXT_STAGE.get(batch.stage)
@@ -117,7 +109,7 @@ def _check_stage(batch: Batch, stage: str, project_after: int | None) -> None:
                        "(project_id) first or in the same request", "project_id")
 
 
-def update_batch(batch_id: int, changes: Mapping[str, Any]) -> None:
+def update_batch(batch_id: int, changes: BatchChanges) -> None:
     """Apply a partial update in one transaction; a no-op change writes nothing."""
     now = now_us()
     with write_tx():

@@ -1,5 +1,13 @@
-"""Writes to the catalog: devices, the collecting batch, new images with their annotations
-and outbox row, and image updates. No Flask; every write is one short IMMEDIATE transaction.
+"""The image rules, and the changes made to images once they exist. No Flask.
+
+Rules: what a new image and its annotations are (``NewImage``, ``NewAnnotation``), the checks
+an annotation meets on every path (``validate_annotation``, and ``plainly_valid``, its fast
+path for the common bbox), the text no stored label may carry (``unsafe_text``), how an
+annotation is stored (``annotation_values``: the one place its columns are computed), the
+device, collecting batch and root of a new image, and its outbox key. Writing new images is
+``ingest.bulk``'s, which builds on this module (this module never imports it). Changes:
+``update_image`` (typed ``ImageChanges``) and ``queue_change``, in one short IMMEDIATE
+transaction each.
 
 Geometry arrives normalized (0..1) as upstream's upload metadata carries it and is stored both
 ways the contract shows it: ``x_center, y_center, width, height`` normalized, and ``geometry``
@@ -18,18 +26,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
-from . import params
 from .config import defaults as setting_defaults
 from .db import write_tx
 from .errors import Conflict, NotFound, ValidationError
 from .models import (
-    ANNOTATION_STATUSES,
     ANNOTATION_TYPES,
-    SPLITS,
     Batch,
     Device,
     FileRoot,
@@ -113,6 +119,20 @@ class AnnotationLimits:
 DEFAULT_LIMITS = AnnotationLimits()
 
 
+# Characters no stored label or name may carry: C0/C1 controls, DEL, line and paragraph
+# separators (they break lines in logs and UIs) and lone surrogates (not UTF-8: SQLite cannot
+# store them, and a JSON body can spell them as \ud800).
+_UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def unsafe_text(text: str, allow: str = "") -> bool:
+    """True when ``text`` holds a character of ``_UNSAFE_TEXT`` other than those in ``allow``
+    (a free-text field may allow "\\n\\t")."""
+    if not allow:
+        return _UNSAFE_TEXT.search(text) is not None
+    return any(c not in allow for c in _UNSAFE_TEXT.findall(text))
+
+
 def check_z_order(value: Any, param: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(param, "z_order must be an integer")
@@ -127,7 +147,7 @@ def validate_annotation(ann: NewAnnotation, where: str = "annotations",
     if len(ann.class_value) > MAX_CLASS_CHARS:
         raise ValidationError(f"{where}.class_value",
                               f"class_value must be at most {MAX_CLASS_CHARS} characters")
-    if params.unsafe_text(ann.class_value):
+    if unsafe_text(ann.class_value):
         raise ValidationError(f"{where}.class_value", "class_value must not contain control "
                                                       "characters or unpaired surrogates")
     if ann.type not in ANNOTATION_TYPES:
@@ -161,9 +181,37 @@ def validate_annotation(ann: NewAnnotation, where: str = "annotations",
         raise ValidationError(f"{where}.confidence", "confidence must be a number in 0..1")
     check_z_order(ann.z_order, f"{where}.z_order")
     if not isinstance(ann.source, str) or len(ann.source) > MAX_SOURCE_CHARS \
-            or params.unsafe_text(ann.source):
+            or unsafe_text(ann.source):
         raise ValidationError(f"{where}.source", f"source must be a string of at most "
                                                  f"{MAX_SOURCE_CHARS} printable characters")
+
+
+def plainly_valid(ann: NewAnnotation) -> bool:
+    """True only for a bbox annotation ``validate_annotation`` accepts, checked in a fraction
+    of its time (a folder scan validates thousands a second). False says nothing: then
+    ``validate_annotation`` decides, and names what is wrong."""
+    geom, conf, z, label, source = (ann.geometry, ann.confidence, ann.z_order, ann.class_value,
+                                    ann.source)
+    if ann.type != "bbox" or type(geom) not in (list, tuple) or len(geom) != 4:
+        return False
+    for v in geom:  # exact types: bool (an int) and NaN/inf (not in 0..1) go the slow way
+        if (type(v) is not float and type(v) is not int) or not 0 <= v <= 1:
+            return False
+    # Every bound of validate_annotation is here too, or this path would skip it. isprintable
+    # is False for every character unsafe_text refuses (and for a few it allows: those go the
+    # slow way, which accepts them).
+    return ((conf is None or (type(conf) in (float, int) and 0 <= conf <= 1))
+            and type(z) is int and -MAX_Z <= z <= MAX_Z
+            and type(label) is str and len(label) <= MAX_CLASS_CHARS and label.isprintable()
+            and label.strip() != ""
+            and type(source) is str and len(source) <= MAX_SOURCE_CHARS and source.isprintable())
+
+
+def check_annotation(ann: NewAnnotation, where: str = "annotations",
+                     limits: AnnotationLimits = DEFAULT_LIMITS) -> None:
+    """``validate_annotation``, through ``plainly_valid`` first: the same verdict, sooner."""
+    if not plainly_valid(ann):
+        validate_annotation(ann, where, limits)
 
 
 def _utf8_len(text: str) -> int:
@@ -193,29 +241,36 @@ def too_many_bytes(limits: AnnotationLimits, taken: str) -> str:
             f"{taken}")
 
 
-def annotation_columns(ann: NewAnnotation, width: int, height: int) -> dict[str, Any]:
-    """The stored columns of one annotation, for an image of width x height pixels."""
-    g = [float(v) for v in ann.geometry]
+# The stored columns of an annotation, in the order ``annotation_values`` gives them.
+ANNOTATION_COLUMNS = ("class_value", "type", "geometry", "x_center", "y_center", "width",
+                      "height", "confidence", "source", "z_order")
+
+
+def annotation_values(ann: NewAnnotation, width: int, height: int) -> tuple[Any, ...]:
+    """The stored columns (``ANNOTATION_COLUMNS``) of one valid annotation, for an image of
+    width x height pixels: geometry as integer pixels, its box normalized. A tuple, and a
+    bbox without json.dumps: the bulk writer stores 3+ per image at disk speed."""
+    confidence = None if ann.confidence is None else float(ann.confidence)
     if ann.type == "bbox":
-        xc, yc, w, h = g
-        box = [xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2]
-        clamped = [min(max(v, 0.0), 1.0) for v in box]
-        pixels = [round(clamped[0] * width), round(clamped[1] * height),
-                  round(clamped[2] * width), round(clamped[3] * height)]
-    else:
-        xs, ys = g[0::2], g[1::2]
-        xc, yc = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
-        w, h = max(xs) - min(xs), max(ys) - min(ys)
-        pixels = [round(v * (width if i % 2 == 0 else height)) for i, v in enumerate(g)]
-    return {
-        "class_value": ann.class_value.strip(),
-        "type": ann.type,
-        "geometry": json.dumps(pixels, separators=(",", ":")),
-        "x_center": xc, "y_center": yc, "width": w, "height": h,
-        "confidence": None if ann.confidence is None else float(ann.confidence),
-        "source": ann.source,
-        "z_order": ann.z_order,
-    }
+        xc, yc, w, h = (float(v) for v in ann.geometry)
+        x0, y0 = min(max(xc - w / 2, 0.0), 1.0), min(max(yc - h / 2, 0.0), 1.0)
+        x1, y1 = min(max(xc + w / 2, 0.0), 1.0), min(max(yc + h / 2, 0.0), 1.0)
+        geometry = (f"[{round(x0 * width)},{round(y0 * height)},"
+                    f"{round(x1 * width)},{round(y1 * height)}]")
+        return (ann.class_value.strip(), "bbox", geometry, xc, yc, w, h, confidence, ann.source,
+                ann.z_order)
+    g = [float(v) for v in ann.geometry]
+    xs, ys = g[0::2], g[1::2]
+    xc, yc = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+    w, h = max(xs) - min(xs), max(ys) - min(ys)
+    pixels = [round(v * (width if i % 2 == 0 else height)) for i, v in enumerate(g)]
+    return (ann.class_value.strip(), ann.type, json.dumps(pixels, separators=(",", ":")),
+            xc, yc, w, h, confidence, ann.source, ann.z_order)
+
+
+def annotation_columns(ann: NewAnnotation, width: int, height: int) -> dict[str, Any]:
+    """``annotation_values`` by column name, for the ORM writes of single annotations."""
+    return dict(zip(ANNOTATION_COLUMNS, annotation_values(ann, width, height)))
 
 
 def ensure_device(device_id: str, now: int) -> Device:
@@ -258,35 +313,18 @@ def idempotency_key(device_id: str, sha256: str) -> str:
     return hashlib.sha256(f"{device_id}\n{sha256}".encode()).hexdigest()
 
 
-def add_image(new: NewImage, policy: BatchPolicy = BatchPolicy()) -> tuple[Image, bool]:
-    """Insert an image, its annotations and its outbox row in one transaction.
-
-    Returns (image, created); the same bytes already in the catalog return the existing image.
-    One implementation of the rules serves one image and many: ``ingest.bulk.add_images``.
-    """
-    from .ingest.bulk import add_images  # local: ingest builds on this module
-
-    [(image_id, created)] = add_images([new], policy)
-    return Image.get_by_id(image_id), created
+PATCHABLE = ("annotation_status", "split", "split_locked")  # PATCH /data/images
 
 
-PATCHABLE = ("annotation_status", "split", "split_locked")
+class ImageChanges(TypedDict, total=False):
+    """A partial update of an image: only the fields given (``PATCHABLE``), checked values."""
+
+    annotation_status: str  # one of models.ANNOTATION_STATUSES
+    split: str  # one of models.SPLITS
+    split_locked: bool
 
 
-def parse_image_patch(body: Mapping[str, Any]) -> dict[str, Any]:
-    params.patch_body(body, PATCHABLE)
-    changes: dict[str, Any] = {}
-    if "annotation_status" in body:
-        changes["annotation_status"] = params.body_choice(body, "annotation_status",
-                                                          ANNOTATION_STATUSES)
-    if "split" in body:
-        changes["split"] = params.body_choice(body, "split", SPLITS)
-    if "split_locked" in body:
-        changes["split_locked"] = params.body_bool(body, "split_locked")
-    return changes
-
-
-def update_image(image_id: int, changes: Mapping[str, Any]) -> None:
+def update_image(image_id: int, changes: ImageChanges) -> None:
     """Apply a partial update. The split of a locked image changes only if the same request
     unlocks it."""
     now = now_us()
@@ -313,7 +351,3 @@ def queue_change(image: Image, kind: str, payload: dict[str, Any], now: int) -> 
                          .encode()).hexdigest()
     Outbox.create(image=image, kind=kind, idempotency_key=key, payload=json.dumps(payload),
                   created_at=now, updated_at=now)
-
-
-def touch_images(image_ids: Iterable[int], now: int) -> None:
-    Image.update(updated_at=now).where(Image.id.in_(list(image_ids))).execute()

@@ -53,9 +53,11 @@ def page_meta(count: int, limit: int, offset: int, total: int) -> dict[str, int]
     return {"count": count, "limit": limit, "offset": offset, "total": total}
 
 
-def error_body(err: CatalogError) -> dict[str, Any]:
+def error_body(err: CatalogError, data: Any = None) -> dict[str, Any]:
+    """``data`` is null but where an error carries what a client needs to act on it (the
+    failed readiness checks)."""
     return {
         "success": False,
-        "data": None,
+        "data": data,
         "error": {"code": err.code, "message": err.message, "details": err.details},
     }

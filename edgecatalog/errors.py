@@ -119,6 +119,12 @@ class ServiceUnavailable(CatalogError):
     code = "SERVICE_UNAVAILABLE"
 
 
+class NotReady(ServiceUnavailable):
+    """A readiness check failed (``GET /readyz``)."""
+
+    code = "NOT_READY"
+
+
 class ThumbnailsBusy(ServiceUnavailable):
     """Enough requests already wait for a thumbnail to be decoded; this one would hold a
     server thread that list requests need. The client retries after ``Retry-After``."""

@@ -1,4 +1,5 @@
-"""One small parser per kind of query parameter or body field.
+"""One small parser per kind of query-string parameter (the JSON bodies are
+``views.bodies``').
 
 Each raises ``ValidationError`` naming the parameter and the accepted form; none falls back
 silently to a default when a value is given but wrong.
@@ -6,7 +7,6 @@ silently to a default when a value is given but wrong.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,12 +16,6 @@ MAX_ID = 2**63 - 1
 MAX_DIGITS = 64
 _TRUE = ("true", "1")
 _FALSE = ("false", "0")
-# Characters no stored label or name may carry: C0/C1 controls, DEL, line and paragraph
-# separators (they break lines in logs and UIs) and lone surrogates (not UTF-8: SQLite cannot
-# store them, and a JSON body can spell them as \ud800).
-_UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-
-
 def parse_int(name: str, text: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
     stripped = text.strip()
     body = stripped[1:] if stripped[:1] in "+-" else stripped
@@ -94,51 +88,6 @@ def single_values(args: Any, names: Iterable[str], *, max_chars: int) -> dict[st
             raise ValidationError(name, f"{name} must not contain NUL characters")
         values[name] = value
     return values
-
-
-def require_object(body: Any, name: str = "body") -> Mapping[str, Any]:
-    if not isinstance(body, dict):
-        raise ValidationError(name, f"{name} must be a JSON object")
-    return body
-
-
-def reject_unknown(body: Mapping[str, Any], allowed: Iterable[str]) -> None:
-    allowed = tuple(allowed)
-    for key in body:
-        if key not in allowed:
-            raise ValidationError(key, f"unknown field {key!r}; accepted fields: {', '.join(allowed)}")
-
-
-def patch_body(body: Any, allowed: Iterable[str]) -> Mapping[str, Any]:
-    """A partial-update body: a JSON object of known fields, at least one of them."""
-    allowed = tuple(allowed)
-    require_object(body)
-    reject_unknown(body, allowed)
-    if not body:
-        raise ValidationError("body", f"give at least one of {', '.join(allowed)}")
-    return body
-
-
-def body_bool(body: Mapping[str, Any], name: str) -> bool:
-    value = body[name]
-    if not isinstance(value, bool):
-        raise ValidationError(name, f"{name} must be true or false")
-    return value
-
-
-def body_choice(body: Mapping[str, Any], name: str, choices: Iterable[str]) -> str:
-    value = body[name]
-    if not isinstance(value, str):
-        raise ValidationError(name, f"{name} must be a string")
-    return parse_choice(name, value, choices)
-
-
-def unsafe_text(text: str, allow: str = "") -> bool:
-    """True when ``text`` holds a character of ``_UNSAFE_TEXT`` other than those in ``allow``
-    (a free-text field may allow "\\n\\t")."""
-    if not allow:
-        return _UNSAFE_TEXT.search(text) is not None
-    return any(c not in allow for c in _UNSAFE_TEXT.findall(text))
 
 
 def _show(text: str) -> str:

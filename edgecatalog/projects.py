@@ -1,4 +1,4 @@
-"""Projects: listing and creating them. No Flask.
+"""Projects: listing and creating them (a checked ``NewProject``). No Flask.
 
 A project groups batches for labelling (a batch is assigned to one with PATCH
 /data/batches/{id}). Names are unique, compared exactly as given after trimming spaces.
@@ -6,7 +6,6 @@ A project groups batches for labelling (a batch is assigned to one with PATCH
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,12 +13,11 @@ from peewee import IntegrityError
 
 from . import params
 from .db import write_tx
-from .errors import Conflict, NotFound, ValidationError
+from .errors import Conflict, NotFound
 from .models import Project
 from .queries import Page
 from .timeutil import now_us
 
-CREATE_FIELDS = ("name", "description")
 MAX_NAME_CHARS = 200
 MAX_DESCRIPTION_CHARS = 2000
 ROW_FIELDS = (Project.id, Project.name, Project.description, Project.created_at,
@@ -30,35 +28,6 @@ ROW_FIELDS = (Project.id, Project.name, Project.description, Project.created_at,
 class NewProject:
     name: str
     description: str = ""
-
-
-def _text(body: Mapping[str, Any], name: str, max_chars: int, *, required: bool) -> str:
-    value = body.get(name)
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str):
-        raise ValidationError(name, f"{name} must be a string")
-    value = value.strip()
-    if required and not value:
-        raise ValidationError(name, f"{name} must not be empty")
-    if len(value) > max_chars:
-        raise ValidationError(name, f"{name} must be at most {max_chars} characters")
-    # Line breaks and tabs were always accepted; other controls, line separators and lone
-    # surrogates (which SQLite cannot store: a 500) are not.
-    if params.unsafe_text(value, allow="\n\t"):
-        raise ValidationError(name, f"{name} must not contain control characters or unpaired "
-                                    "surrogates")
-    return value
-
-
-def parse_new_project(body: Any) -> NewProject:
-    params.require_object(body)
-    params.reject_unknown(body, CREATE_FIELDS)
-    if "name" not in body:
-        raise ValidationError("name", "name is required")
-    return NewProject(name=_text(body, "name", MAX_NAME_CHARS, required=True),
-                      description=_text(body, "description", MAX_DESCRIPTION_CHARS,
-                                        required=False))
 
 
 def create_project(new: NewProject) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import image_sql, params, scan_cache
+from . import image_sql, param_types, params, scan_cache
 from .errors import NotFound
 from .image_sql import Cond, class_cond, column_cond, project_cond, search_cond
 from .models import ANNOTATION_STATUSES, SPLITS, STAGES, SYNC_STATES, Annotation, Device
@@ -74,35 +74,52 @@ class Filter:
     help: str
 
 
-# Every filter of GET /data/images. Adding one is one row here, a test row and a line in docs/api.md.
+# Every filter of GET /data/images. Adding one is one row here, a test row and a line in
+# docs/api.md; its parser (``param_types``) declares the type the OpenAPI document gives it.
 # project_id and stage have no condition of their own: they combine into one (_conditions).
 FILTERS: tuple[Filter, ...] = (
-    Filter("project_id", params.parse_nullable_id, lambda v: None,
+    Filter("project_id", param_types.NULLABLE_ID, lambda v: None,
            "integer project id, or null for images whose batch has no project"),
-    Filter("batch_id", params.parse_id, lambda v: column_cond("batch_id", v), "integer batch id"),
-    Filter("device_id", lambda n, t: t, lambda v: column_cond("device_id", v), "exact device id"),
-    Filter("stage", lambda n, t: params.parse_choice(n, t, STAGES), lambda v: None,
+    Filter("batch_id", param_types.ID, lambda v: column_cond("batch_id", v), "integer batch id"),
+    Filter("device_id", param_types.TEXT, lambda v: column_cond("device_id", v),
+           "exact device id; 404 when the catalog does not know the device"),
+    Filter("stage", param_types.choice(STAGES), lambda v: None,
            "batch stage; applied only together with project_id"),
-    Filter("annotation_status",
-           lambda n, t: params.parse_choice(n, t, ANNOTATION_STATUSES),
+    Filter("annotation_status", param_types.choice(ANNOTATION_STATUSES),
            lambda v: column_cond("annotation_status", v), "pending, in_progress or completed"),
-    Filter("split", lambda n, t: params.parse_choice(n, t, SPLITS + ("all",)),
+    Filter("split", param_types.choice(SPLITS + ("all",)),
            lambda v: None if v == "all" else column_cond("split", v),
            "train, val, test, none, or all (no filter)"),
-    Filter("class_values", lambda n, t: params.parse_csv(n, t, max_items=10**6),
+    # The view passes [limits] max_class_values; this bound only lets the parser stand alone.
+    Filter("class_values", param_types.csv(10**6),
            lambda v: class_cond(v, probe=False) if v else None,
-           "comma-separated class values; any annotation matching any value"),
+           "comma-separated class values ([limits] max_class_values at most); any annotation "
+           "matching any value"),
     # '%', '_' and '\' are escaped and LIKE gets ESCAPE '\', so they are literal characters
     # (a bare LIKE has no escape character in SQLite). LIKE folds ASCII case only.
-    Filter("search", lambda n, t: t, search_cond,
+    Filter("search", param_types.TEXT, search_cond,
            "case-insensitive filename substring; wildcards are literal"),
-    Filter("filename", lambda n, t: t, lambda v: column_cond("filename", v), "exact filename"),
-    Filter("sync_state", lambda n, t: params.parse_choice(n, t, SYNC_STATES),
-           lambda v: column_cond("sync_state", v), "pending, synced, quarantined or local_only"),
+    Filter("filename", param_types.TEXT, lambda v: column_cond("filename", v), "exact filename"),
+    Filter("sync_state", param_types.choice(SYNC_STATES),
+           lambda v: column_cond("sync_state", v),
+           "edge catalog extension: pending, synced, quarantined or local_only"),
 )
 
 
-OPTION_PARAMS = ("include_annotations", "include_image_url", "limit", "offset", "sort", "order")
+# The options of GET /data/images besides its filters, as the OpenAPI document states them;
+# parse_image_query reads them by name.
+OPTIONS: tuple[param_types.Param, ...] = (
+    param_types.Param("include_annotations", param_types.BOOL,
+                      "include each image's annotations (true, false, 1 or 0)"),
+    param_types.Param("include_image_url", param_types.BOOL,
+                      "include a signed image_url per image (true, false, 1 or 0)"),
+    *param_types.page_params(DEFAULT_LIMIT, MAX_LIMIT),
+    param_types.Param("sort", param_types.choice(SORTS), "sort field",
+                      extra={"default": "created_at"}),
+    param_types.Param("order", param_types.choice(ORDERS), "sort direction",
+                      extra={"default": "desc"}),
+)
+OPTION_PARAMS = tuple(option.param for option in OPTIONS)
 
 
 def parse_image_query(args: Any, *, max_class_values: int = 50, max_chars: int = 1024) -> ImageQuery:

@@ -25,7 +25,7 @@ from .models import TokenRevocation, database
 from .timeutil import now_us
 
 if TYPE_CHECKING:
-    from .auth import Principal
+    from .principal import Principal
 
 log = logging.getLogger("edgecatalog.auth")
 

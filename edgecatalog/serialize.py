@@ -1,89 +1,169 @@
-"""Rows to contract dicts: the field names, types and order of types.ImageDetailResponse and
-types.AnnotationDTO. Empty strings, never null, for string fields without a value.
+"""Rows to contract dicts, and the one declaration of each response object's fields.
+
+``IMAGE_FIELDS``, ``ANNOTATION_FIELDS``, ``PROJECT_FIELDS`` and ``BATCH_FIELDS`` list every
+field in output order: its name, JSON type, whether it may be null, a description, and how it is
+read from a row. The ``*_to_dict`` functions build their dicts from these specs, and ``apidoc``
+builds the OpenAPI schemas (types.ImageDetailResponse, types.AnnotationDTO, Project, Batch) from
+the same specs, so a field cannot be served without being documented. The names, types and
+order are those of the upstream contract's types.ImageDetailResponse and types.AnnotationDTO.
+Empty strings, never null, for string fields without a value.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
+from .models import ANNOTATION_STATUSES, ANNOTATION_TYPES, SPLITS, STAGES, SYNC_STATES
 from .timeutil import format_ts
 
+Row = Mapping[str, Any]
+TIMESTAMP = "RFC 3339 UTC timestamp"
+UNSET = "RFC 3339 UTC timestamp; empty string when unset"
 
-def annotation_to_dict(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "image_id": row["image"],
-        "class_value": row["class_value"],
-        "type": row["type"],
-        "geometry": json.loads(row["geometry"]),
-        "x_center": row["x_center"],
-        "y_center": row["y_center"],
-        "width": row["width"],
-        "height": row["height"],
-        "confidence": row["confidence"],
-        "source": row["source"],
-        "z_order": row["z_order"],
-        "created_at": format_ts(row["created_at"]),
-        "updated_at": format_ts(row["updated_at"]),
-    }
+
+@dataclass(frozen=True, eq=False)
+class FieldSpec:
+    """One field of a response object."""
+
+    name: str
+    type: str  # JSON Schema type: integer, number, string, boolean or array
+    # The value from a row; None for a field its serializer fills itself (see image_to_dict).
+    read: Callable[[Row], Any] | None
+    description: str = ""
+    nullable: bool = False
+    enum: tuple[str, ...] = ()
+    items: str = ""  # of an array: a JSON type, or the name of a component schema
+
+
+def _column(key: str) -> Callable[[Row], Any]:
+    return itemgetter(key)
+
+
+def _text(key: str) -> Callable[[Row], str]:
+    return lambda row: row[key] or ""
+
+
+def _timestamp(key: str) -> Callable[[Row], str]:
+    return lambda row: format_ts(row[key])
+
+
+ANNOTATION_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("id", "integer", _column("id")),
+    FieldSpec("image_id", "integer", _column("image")),
+    FieldSpec("class_value", "string", _column("class_value")),
+    FieldSpec("type", "string", _column("type"), enum=ANNOTATION_TYPES),
+    FieldSpec("geometry", "array", lambda row: json.loads(row["geometry"]),
+              "integer pixels: bbox [x_min, y_min, x_max, y_max]; polygon [x1, y1, ...]",
+              items="integer"),
+    FieldSpec("x_center", "number", _column("x_center"), "normalized (0..1)"),
+    FieldSpec("y_center", "number", _column("y_center"), "normalized (0..1)"),
+    FieldSpec("width", "number", _column("width"), "normalized (0..1)"),
+    FieldSpec("height", "number", _column("height"), "normalized (0..1)"),
+    FieldSpec("confidence", "number", _column("confidence"),
+              "Model score; null for manual annotations", nullable=True),
+    FieldSpec("source", "string", _column("source")),
+    FieldSpec("z_order", "integer", _column("z_order")),
+    FieldSpec("created_at", "string", _timestamp("created_at"), TIMESTAMP),
+    FieldSpec("updated_at", "string", _timestamp("updated_at"), TIMESTAMP),
+)
+
+IMAGE_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("id", "integer", _column("id")),
+    FieldSpec("filename", "string", _column("filename")),
+    FieldSpec("storage_key", "string", _column("storage_key")),
+    FieldSpec("image_url", "string", None,
+              "Signed file URL; only with include_image_url, empty when the file was evicted"),
+    FieldSpec("width", "integer", _column("width"), "pixels"),
+    FieldSpec("height", "integer", _column("height"), "pixels"),
+    FieldSpec("device_id", "string", _column("device_id")),
+    FieldSpec("batch_id", "integer", _column("batch")),
+    FieldSpec("batch_name", "string", _text("batch_name")),
+    FieldSpec("project_name", "string", _text("project_name")),
+    FieldSpec("annotation_status", "string", _column("annotation_status"),
+              enum=ANNOTATION_STATUSES),
+    FieldSpec("split", "string", _column("split"), enum=SPLITS),
+    FieldSpec("split_locked", "boolean", lambda row: bool(row["split_locked"])),
+    FieldSpec("version_name", "string", _text("version_name")),
+    FieldSpec("created_at", "string", _timestamp("created_at"), TIMESTAMP),
+    FieldSpec("updated_at", "string", _timestamp("updated_at"), TIMESTAMP),
+    # Additive fields of the edge catalog.
+    FieldSpec("sync_state", "string", _column("sync_state"),
+              "Edge catalog extension: pending, synced, quarantined or local_only",
+              enum=SYNC_STATES),
+    FieldSpec("synced_at", "string", _timestamp("synced_at"),
+              "Edge catalog extension: when it reached upstream; empty until then"),
+    FieldSpec("annotations", "array", None,
+              "Always on a single image; in a list only with include_annotations", items="types.AnnotationDTO"),
+)
+
+PROJECT_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("id", "integer", _column("id")),
+    FieldSpec("name", "string", _column("name")),
+    FieldSpec("description", "string", _column("description")),
+    FieldSpec("created_at", "string", _timestamp("created_at"), TIMESTAMP),
+    FieldSpec("updated_at", "string", _timestamp("updated_at"), TIMESTAMP),
+)
+
+BATCH_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("id", "integer", _column("id")),
+    FieldSpec("name", "string", _column("name")),
+    FieldSpec("device_id", "string", _column("device_id")),
+    FieldSpec("project_id", "integer", _column("project"), "null: no project", nullable=True),
+    FieldSpec("project_name", "string", _text("project_name")),
+    FieldSpec("stage", "string", _column("stage"), enum=STAGES),
+    FieldSpec("image_count", "integer", _column("image_count")),
+    FieldSpec("opened_at", "string", _timestamp("opened_at"), TIMESTAMP),
+    FieldSpec("closed_at", "string", _timestamp("closed_at"), UNSET),
+    FieldSpec("created_at", "string", _timestamp("created_at"), TIMESTAMP),
+    FieldSpec("updated_at", "string", _timestamp("updated_at"), TIMESTAMP),
+)
+
+
+def _read_all(specs: tuple[FieldSpec, ...]) -> tuple[tuple[str, Callable[[Row], Any]], ...]:
+    # (name, reader) pairs resolved once: the serializers run for every row of a page.
+    return tuple((spec.name, spec.read) for spec in specs if spec.read is not None)
+
+
+def _split_at(specs: tuple[FieldSpec, ...], name: str) -> tuple[tuple[FieldSpec, ...], ...]:
+    at = [spec.name for spec in specs].index(name)
+    return specs[:at], specs[at + 1:]
+
+
+# image_url sits after storage_key and annotations last: both appear only when asked for.
+_IMAGE_HEAD, _IMAGE_TAIL = _split_at(IMAGE_FIELDS, "image_url")
+assert _IMAGE_TAIL[-1].name == "annotations", "annotations is the image's last field"
+_IMAGE_BEFORE_URL = _read_all(_IMAGE_HEAD)
+_IMAGE_AFTER_URL = _read_all(_IMAGE_TAIL[:-1])
+_ANNOTATION = _read_all(ANNOTATION_FIELDS)
+_PROJECT = _read_all(PROJECT_FIELDS)
+_BATCH = _read_all(BATCH_FIELDS)
+
+
+def annotation_to_dict(row: Row) -> dict[str, Any]:
+    return {name: read(row) for name, read in _ANNOTATION}
 
 
 def image_to_dict(
-    row: dict[str, Any], image_url: Callable[[int], str] | None = None
+    row: Row, image_url: Callable[[int], str] | None = None
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": row["id"],
-        "filename": row["filename"],
-        "storage_key": row["storage_key"],
-    }
+    out = {name: read(row) for name, read in _IMAGE_BEFORE_URL}
     if image_url is not None:
         # An evicted file has no URL to give; the key stays so clients see the same shape.
         out["image_url"] = "" if row.get("evicted_at") else image_url(row["id"])
-    out.update(
-        width=row["width"],
-        height=row["height"],
-        device_id=row["device_id"],
-        batch_id=row["batch"],
-        batch_name=row["batch_name"] or "",
-        project_name=row["project_name"] or "",
-        annotation_status=row["annotation_status"],
-        split=row["split"],
-        split_locked=bool(row["split_locked"]),
-        version_name=row["version_name"] or "",
-        created_at=format_ts(row["created_at"]),
-        updated_at=format_ts(row["updated_at"]),
-        # Additive fields of the edge catalog.
-        sync_state=row["sync_state"],
-        synced_at=format_ts(row["synced_at"]),
-    )
+    for name, read in _IMAGE_AFTER_URL:
+        out[name] = read(row)
     if "annotations" in row:
         out["annotations"] = [annotation_to_dict(a) for a in row["annotations"]]
     return out
 
 
-def project_to_dict(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "description": row["description"],
-        "created_at": format_ts(row["created_at"]),
-        "updated_at": format_ts(row["updated_at"]),
-    }
+def project_to_dict(row: Row) -> dict[str, Any]:
+    return {name: read(row) for name, read in _PROJECT}
 
 
-def batch_to_dict(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "device_id": row["device_id"],
-        "project_id": row["project"],
-        "project_name": row["project_name"] or "",
-        "stage": row["stage"],
-        "image_count": row["image_count"],
-        "opened_at": format_ts(row["opened_at"]),
-        "closed_at": format_ts(row["closed_at"]),
-        "created_at": format_ts(row["created_at"]),
-        "updated_at": format_ts(row["updated_at"]),
-    }
+def batch_to_dict(row: Row) -> dict[str, Any]:
+    return {name: read(row) for name, read in _BATCH}

@@ -1,28 +1,24 @@
 """The HTTP edge of the service: the one place errors become responses, plus the
-per-request plumbing every view shares (request ids, allowed hosts, limits, CORS, auth, JSON
-bodies).
+per-request plumbing every view shares (request ids, allowed hosts, limits, CORS, JSON bodies).
+Who may call which view is access.py's (its decorators run inside the view); ``_before`` only
+asks it whether the view may open a database connection.
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import re
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import envelope
-from .auth import Authenticator, Principal
+from . import access, envelope
 from .config import Settings
 from .errors import (
-    AuthError,
     CatalogError,
-    Forbidden,
     InsufficientStorage,
     InternalError,
     MethodNotAllowed,
@@ -42,10 +38,6 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 def settings() -> Settings:
     return current_app.config["EDGECATALOG"]
-
-
-def authenticator() -> Authenticator:
-    return current_app.extensions["edgecatalog.auth"]
 
 
 def error_response(err: CatalogError) -> Response:
@@ -129,7 +121,8 @@ def _before() -> Response | None:
     if too_large is not None:
         return too_large
     view = current_app.view_functions.get(request.endpoint or "")
-    if getattr(view, "uses_database", True):  # /healthz must answer with the database wedged
+    # A view declared public(database=False), /healthz, must answer with the database wedged.
+    if access.uses_database(view):
         database.connect(reuse_if_open=True)  # one long-lived connection per waitress thread
     return None
 
@@ -194,37 +187,6 @@ def install(app: Flask) -> None:
     app.register_error_handler(Exception, _unexpected)
     app.before_request(_before)
     app.after_request(_after)
-
-
-# -- auth ------------------------------------------------------------------------------------
-
-def bearer_principal() -> Principal:
-    header = request.headers.get("Authorization", "")
-    if not header:
-        raise AuthError("missing Authorization: Bearer token", "Authorization")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("Authorization must be 'Bearer <token>'", "Authorization",
-                        code="TOKEN_MALFORMED")
-    return authenticator().verify_token(token.strip())
-
-
-def require(scope: str = "read") -> Callable:
-    """Decorate a view: a bearer token with ``scope`` is needed; 401/403 otherwise."""
-
-    def decorate(view: Callable) -> Callable:
-        @functools.wraps(view)
-        def wrapper(*args: Any, **kwargs: Any):
-            principal = bearer_principal()
-            if not principal.can(scope):
-                raise Forbidden(f"this route needs the '{scope}' scope", "scope")
-            g.principal = principal
-            return view(*args, **kwargs)
-
-        wrapper.required_scope = scope  # read by the route/auth coverage test
-        return wrapper
-
-    return decorate
 
 
 def json_body() -> Any:

@@ -18,8 +18,9 @@ from PIL import Image as PILImage
 
 from edgecatalog import create_app
 from edgecatalog.auth import Authenticator
-from edgecatalog.catalog import NewAnnotation, NewImage, add_image
+from edgecatalog.catalog import NewAnnotation, NewImage
 from edgecatalog.config import Settings, load_settings
+from edgecatalog.ingest.bulk import add_image
 from edgecatalog.models import database
 
 

@@ -1,6 +1,6 @@
 """A seeded catalog for the list tests, and the independent oracle they compare against.
 
-Images go in through the catalog's own write path (``seed_image`` -> ``catalog.add_image``);
+Images go in through the catalog's own write path (``seed_image`` -> ``ingest.bulk.add_image``);
 projects, extra batches, stages, splits, statuses and timestamps are then set with model
 updates, as ingestion and the UI would. ``Record`` keeps what the seed *planned* for each
 image, so expected results come from the plan, not from reading back through the code under

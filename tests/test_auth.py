@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from edgecatalog import create_app
+from edgecatalog.access import route_access
 from edgecatalog.config import ConfigError
 from edgecatalog.models import database
 
@@ -216,15 +217,47 @@ def test_scopes(make_client, settings):
     assert call(client, only_write).status_code == 200  # write implies read
 
 
+# The only routes that answer without a credential; each declares it with access.public.
+PUBLIC_ROUTES = {"/healthz", "/readyz", "/openapi.json", "/", "/static/<path:name>"}
+# Of those, the ones that must answer without opening a database connection.
+NO_DATABASE_ROUTES = {"/healthz", "/openapi.json"}
+
+
+def test_every_route_declares_its_access(make_client):
+    # Through the one registry: a route added without a declaration, or declared public
+    # without being on the list above, fails here.
+    client = make_client()
+    app = client.application
+    declared = route_access(app)
+    assert sorted(set(app.view_functions) - set(declared)) == [], "routes declaring no access"
+    rules = list(app.url_map.iter_rules())
+    public = {rule.rule for rule in rules if declared[rule.endpoint].public}
+    assert public == PUBLIC_ROUTES
+    no_database = {rule.rule for rule in rules if not declared[rule.endpoint].database}
+    assert no_database == NO_DATABASE_ROUTES
+    checked = 0
+    for rule in rules:
+        if rule.rule in PUBLIC_ROUTES:
+            continue
+        url = re.sub(r"<(?:int:)?\w+>", "1", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            resp = client.open(url, method=method)
+            assert resp.status_code == 401, (method, url)
+            assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+            checked += 1
+    assert checked >= 10
+
+
 def test_every_data_route_requires_auth(make_client):
     client = make_client()
     app = client.application
+    declared = route_access(app)
     checked = 0
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/data/"):
             continue
-        view = app.view_functions[rule.endpoint]
-        assert getattr(view, "required_scope", None) in ("read", "write"), rule.rule
+        access = declared[rule.endpoint]
+        assert not access.public and access.scope in ("read", "write"), rule.rule
         url = re.sub(r"<(?:int:)?\w+>", "1", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             resp = client.open(url, method=method)

@@ -447,25 +447,28 @@ def _refused(call, param: str, *words: str) -> None:
 def test_bulk_checks_the_caps_whatever_the_caller_vouched_for(app):
     box = NewAnnotation("a", "bbox", (0.5, 0.5, 0.1, 0.1))
     with database.connection_context():
+        # Rows a probe worker converted (and vouched for): a z_order out of range, a polygon
+        # one vertex over, then too many bytes.
         for z in (2**64, -2**63 - 1, MAX_Z + 1):
             bad = NewAnnotation("a", "bbox", (0.5, 0.5, 0.1, 0.1), z_order=z)
-            _refused(lambda bad=bad: bulk.add_images([_new(1, [box, bad])], validated=True),
+            rows = [bulk.annotation_values(box, 64, 48), bulk.annotation_values(bad, 64, 48)]
+            _refused(lambda rows=rows: bulk.add_probed_images([_new(1)], [rows]),
                      "annotations[1].z_order")
-        # Rows a probe worker converted: a polygon one vertex over, then too many bytes.
         over = NewAnnotation("a", "polygon", polygon(DEFAULT_POINTS + 1))
         rows = [bulk.annotation_values(over, 64, 48)]
-        _refused(lambda: bulk.add_images([_new(2)], validated=True, annotation_rows=[rows]),
+        _refused(lambda: bulk.add_probed_images([_new(2)], [rows]),
                  "annotations[0].geometry", str(DEFAULT_POINTS))
         wide = NewAnnotation("c" * 256, "bbox", (0.5, 0.5, 0.1, 0.1))
         rows = [bulk.annotation_values(wide, 64, 48)] * 1000  # 1000 * (13 + 256 + 5) bytes
-        _refused(lambda: bulk.add_images([_new(3)], validated=True, annotation_rows=[rows]),
+        _refused(lambda: bulk.add_probed_images([_new(3)], [rows]),
                  "annotations", str(DEFAULT_BYTES))
         # The limits given are the ones applied, validated here or not.
         tight = AnnotationLimits(max_polygon_points=3, max_annotation_bytes=1024)
         square = NewAnnotation("a", "polygon", [0.1, 0.1, 0.9, 0.1, 0.9, 0.9, 0.1, 0.9])
         _refused(lambda: bulk.add_images([_new(4, [square])], limits=tight),
                  "annotations[0].geometry", "3")
-        _refused(lambda: bulk.add_images([_new(5, [square])], validated=True, limits=tight),
+        _refused(lambda: bulk.add_probed_images(
+            [_new(5)], [[bulk.annotation_values(square, 64, 48)]], limits=tight),
                  "annotations[0].geometry", "3")
         bulk.add_images([_new(6, [box, square])])  # within the defaults: stored
         assert (Image.select().count(), Annotation.select().count()) == (1, 2)

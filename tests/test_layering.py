@@ -18,7 +18,7 @@ DOMAIN_MODULES = ("models", "queries", "catalog", "config", "db", "params", "ser
                   "revocation")
 DOMAIN_PACKAGES = ("ingest", "sync")
 # Modules of ours that are the web edge: importing them is importing Flask.
-WEB_MODULES = ("web", "views")
+WEB_MODULES = ("web", "views", "access")
 
 
 def domain_files() -> list[Path]:

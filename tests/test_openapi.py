@@ -1,10 +1,13 @@
 """The OpenAPI document: valid, in step with the registered routes both ways, served at
-/openapi.json, and agreeing with the upstream seed for GET /data/images (extended only
-additively). The live-server fuzzing is in test_api_fuzz.py.
+/openapi.json, agreeing with the upstream seed for GET /data/images (extended only
+additively), committed exactly as ``apidoc.generate`` makes it, and tied to the declarations it
+is generated from (a filter, a serialized field or a patchable field added to the code shows up
+in it). The live-server fuzzing is in test_api_fuzz.py.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from edgecatalog import apidoc
+from edgecatalog import apidoc, catalog, param_types, queries, serialize
 
 SEED = Path(__file__).parent / "contract" / "list-images.openapi.md"
 METHODS = {"get", "post", "put", "patch", "delete"}
@@ -27,9 +30,12 @@ def seed_document() -> dict[str, Any]:
 
 
 def resolve(doc: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """Follow local references: a schema's, or an operation's shared error response."""
     while "$ref" in node:
-        name = node["$ref"].rsplit("/", 1)[-1]
-        node = doc["components"]["schemas"][name]
+        pointer = node["$ref"].removeprefix("#/").split("/")
+        node = doc
+        for part in pointer:
+            node = node[part]
     return node
 
 
@@ -126,7 +132,8 @@ def test_list_images_agrees_with_the_seed():
     for status, response in theirs["responses"].items():
         assert status in ours["responses"], f"response {status} is missing"
         their_schema = response["content"]["application/json"]["schema"]
-        our_schema = ours["responses"][status]["content"]["application/json"]["schema"]
+        our_response = resolve(doc, ours["responses"][status])
+        our_schema = our_response["content"]["application/json"]["schema"]
         for name, schema in properties(seed, their_schema).items():
             assert name in properties(doc, our_schema), f"{status}: field {name} is missing"
             _same_type(properties(doc, our_schema)[name], schema, doc, seed, f"{status}.{name}")
@@ -165,3 +172,117 @@ def test_agreement_check_catches_a_changed_type():
             seed,
             "x",
         )
+
+
+# -- the document is generated from the code ------------------------------------------------
+
+
+def test_committed_document_is_the_generated_one(app):
+    committed = apidoc.COMMITTED.read_text(encoding="utf-8")
+    generated = apidoc.render(apidoc.generate(app))
+    assert json.loads(committed) == json.loads(generated), (
+        f"{apidoc.COMMITTED.name} is stale: regenerate it with `{apidoc.REGENERATE}`")
+    assert committed == generated, f"formatting differs: regenerate with `{apidoc.REGENERATE}`"
+
+
+def _list_parameters(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {p["name"]: p for p in doc["paths"]["/data/images"]["get"]["parameters"]}
+
+
+def test_a_filter_added_to_the_code_is_in_the_document(app, monkeypatch):
+    before = apidoc.generate(app)
+    colour = queries.Filter("colour", param_types.choice(("red", "blue")), lambda v: None,
+                            "dominant colour")
+    monkeypatch.setattr(queries, "FILTERS", (*queries.FILTERS, colour))
+    after = apidoc.generate(app)
+    assert after != before
+    added = _list_parameters(after)["colour"]
+    assert added["in"] == "query" and added["description"] == "dominant colour"
+    assert added["schema"] == {"type": "string", "enum": ["red", "blue"]}
+    assert "colour" not in _list_parameters(before)
+
+
+def test_list_parameters_are_the_declared_filters_and_options(app):
+    documented = _list_parameters(apidoc.generate(app))
+    declared = [f.param for f in queries.FILTERS] + list(queries.OPTION_PARAMS)
+    assert list(documented) == declared
+    assert documented["limit"]["schema"]["default"] == queries.DEFAULT_LIMIT
+    assert documented["sort"]["schema"]["enum"] == list(queries.SORTS)
+
+
+def test_every_list_parser_states_its_type():
+    # A bare function would be documented as a plain string: the image list's are all typed.
+    for declared in (*queries.FILTERS, *queries.OPTIONS):
+        assert isinstance(declared.parse, param_types.TypedParser), declared.param
+
+
+def test_a_field_added_to_the_serializer_is_in_the_schema(app, monkeypatch):
+    extra = serialize.FieldSpec("exposure_ms", "number", lambda row: row["exposure_ms"],
+                                "exposure time", nullable=True)
+    monkeypatch.setattr(serialize, "IMAGE_FIELDS", (*serialize.IMAGE_FIELDS, extra))
+    schema = apidoc.generate(app)["components"]["schemas"]["types.ImageDetailResponse"]
+    assert schema["properties"]["exposure_ms"] == {
+        "type": "number", "nullable": True, "description": "exposure time"}
+
+
+def test_a_patchable_field_is_in_the_update_body(app, monkeypatch):
+    monkeypatch.setattr(catalog, "PATCHABLE", (*catalog.PATCHABLE, "version_name"))
+    body = apidoc.generate(app)["components"]["schemas"]["ImageUpdateRequest"]
+    assert list(body["properties"]) == list(catalog.PATCHABLE)
+    assert body["properties"]["version_name"] == {"type": "string"}
+
+
+def test_image_schema_lists_the_serializers_fields_in_order():
+    doc = apidoc.document()
+    row = {"id": 1, "filename": "a.jpg", "storage_key": "k", "width": 4, "height": 3,
+           "device_id": "d", "batch": 2, "batch_name": None, "project_name": None,
+           "annotation_status": "pending", "split": "none", "split_locked": 0,
+           "version_name": None, "created_at": 1, "updated_at": 1, "sync_state": "pending",
+           "synced_at": None, "annotations": []}
+    served = serialize.image_to_dict(row, lambda image_id: f"/files/{image_id}")
+    schema = doc["components"]["schemas"]["types.ImageDetailResponse"]
+    assert list(served) == list(schema["properties"])
+
+
+def test_error_responses_are_shared_components():
+    doc = apidoc.document()
+    shared = doc["components"]["responses"]
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                if not status.startswith(("4", "5")) or (path, status) == ("/readyz", "503"):
+                    continue  # readyz's 503 carries the checks: a shape of its own
+                name = response.get("$ref", "").rsplit("/", 1)[-1]
+                assert name in shared, f"{method} {path} {status} is not a shared response"
+
+
+def test_security_follows_the_access_declarations(app):
+    from edgecatalog.access import route_access
+
+    doc, declared = apidoc.generate(app), route_access(app)
+    by_operation = {op["operationId"]: op for item in doc["paths"].values()
+                    for op in item.values()}
+    for endpoint, access in declared.items():
+        op = by_operation[apidoc.OPERATIONS[endpoint].operation_id]
+        assert (op["security"] == []) == access.public, endpoint
+        assert ({"DeviceKey": []} in op["security"]) == access.device_key, endpoint
+        assert ({} in op["security"]) == bool(access.allow_from), endpoint
+        assert ("401" in op["responses"]) == (not access.public), endpoint
+
+
+def test_a_route_without_a_table_entry_fails_the_generator(app, monkeypatch):
+    monkeypatch.delitem(apidoc.OPERATIONS, "sync.sync_status")
+    with pytest.raises(KeyError, match="sync.sync_status"):
+        apidoc.generate(app)
+
+
+def test_single_image_variant_of_the_field_table():
+    # Built from the same table: a single image with a URL and no annotations key.
+    row = {"id": 1, "filename": "a.jpg", "storage_key": "k", "width": 4, "height": 3,
+           "device_id": "d", "batch": 2, "batch_name": "b", "project_name": "p",
+           "annotation_status": "pending", "split": "none", "split_locked": 1,
+           "version_name": "v", "created_at": 1, "updated_at": 1, "sync_state": "synced",
+           "synced_at": 1, "evicted_at": 5}
+    served = serialize.image_to_dict(row, lambda image_id: "unused")
+    assert served["image_url"] == "" and "annotations" not in served
+    assert list(served)[:4] == ["id", "filename", "storage_key", "image_url"]

@@ -216,7 +216,7 @@ def test_plainly_valid_never_accepts_what_validate_annotation_refuses():
 
 def test_annotation_values_equal_annotation_columns():
     rng = random.Random(5)
-    keys = bulk.ANNOTATION_FIELDS[1:11]
+    keys = bulk.ANNOTATION_INSERT_FIELDS[1:11]
     for _ in range(3000):
         if rng.random() < 0.8:
             ann = NewAnnotation(" person ", "bbox", [rng.random() for _ in range(4)],

@@ -133,9 +133,9 @@ def test_annotation_edits_made_through_the_catalog_reach_upstream_or_wait_visibl
     worker = SyncWorker(settings)
     image = _synced_image(settings, worker, seed=6, width=200, height=100)
     new_id = annotation_edits.create_annotation(
-        annotation_edits.parse_new_annotation({"image_id": image.id, "class_value": "manual",
-                                               "type": "bbox",
-                                               "geometry": [0.4, 0.5, 0.2, 0.2]}),
+        annotation_edits.new_manual_annotation(image.id, {"class_value": "manual",
+                                                          "type": "bbox",
+                                                          "geometry": [0.4, 0.5, 0.2, 0.2]}),
         max_annotations=100)
     annotation_edits.update_annotation(new_id, {"class_value": "renamed"})
     drain(worker)

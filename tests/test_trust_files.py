@@ -83,3 +83,23 @@ def test_opening_a_planted_html_jpeg_from_the_page_runs_no_script(mark, live_ser
             assert page.evaluate("document.contentType") == "image/jpeg"
         finally:
             browser.close()
+
+
+def test_files_need_the_read_scope(client, settings, auth_headers):
+    """A verified token none of whose scopes this service knows reads no file, as it lists
+    no image: every data route needs its scope."""
+    import time
+
+    import jwt
+
+    data = jpeg_bytes(seed=9)
+    image_id = upload(client, auth_headers("write"), data, "frame.jpg")["image_id"]
+    now = int(time.time())
+    odd = jwt.encode({"sub": "x", "scope": "admin", "iat": now, "exp": now + 60},
+                     settings["auth.jwt_secret"], algorithm="HS256")
+    headers = {"Authorization": f"Bearer {odd}"}
+    for path in (f"/files/{image_id}", f"/files/{image_id}/thumbnail?size=128", "/data/images"):
+        resp = client.get(path, headers=headers)
+        assert resp.status_code == 403, (path, resp.data)
+        assert json.loads(resp.data)["error"]["details"] == "scope"
+    assert client.get(f"/files/{image_id}", headers=auth_headers()).data == data

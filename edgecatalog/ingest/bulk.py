@@ -1,20 +1,24 @@
-"""Indexing many images in one transaction: ``add_images``, the bulk form of
-``catalog.add_image`` used by the capture folder and ``scan`` (and, with one image, by uploads).
+"""Writing new images: the one writer of an image row, its annotations and its outbox
+``upload`` row (the device's collecting batch, completed when full; the same bytes = the
+existing image). Every path that adds images comes here: uploads, the capture folder,
+``scan``, and the tests' and benchmarks' single images.
 
-Same rows and rules as ``add_image`` (image, annotations, outbox ``upload`` row; the device's
-collecting batch, completed when full; same bytes = the existing image), but the per-image
-work is plain tuples through ``executemany`` instead of ORM queries: building peewee queries
-costs more than SQLite executing them, and a folder of small images must index at disk speed.
-A chunk of ``BULK_MIN`` or more new images also switches the list's count and FTS triggers
-off for its own rows and applies their work grouped (``counts``), which removes most of the
-SQLite time per image. Batches, devices and roots come from ``catalog``'s own helpers so the
-batch rules live in one place.
+``add_images(news)``: images whose annotations are ``NewAnnotation`` values, checked here
+(``catalog.check_annotation``). ``add_probed_images(news, rows)``: captures a probe worker
+already validated and converted to stored columns (``catalog.annotation_values``).
+``add_image(new)``: one image, as an ORM row. The rules themselves (annotations, batches,
+devices, roots, outbox keys) are ``catalog``'s; this module only builds on them.
 
-Whatever validated them (``validated``: the caller did; ``annotation_rows``: a probe worker
-converted them), an image's annotations are checked once more as they are about to be stored
-(``check_stored``): z_order in range, polygon vertices and stored bytes within the
+The per-image work is plain tuples through ``executemany`` instead of ORM queries: building
+peewee queries costs more than SQLite executing them, and a folder of small images must index
+at disk speed. A chunk of ``BULK_MIN`` or more new images also switches the list's count and
+FTS triggers off for its own rows and applies their work grouped (``counts``), which removes
+most of the SQLite time per image.
+
+Whoever validated them, an image's annotations are checked once more as they are about to be
+stored (``check_stored``): z_order in range, polygon vertices and stored bytes within the
 ``catalog.AnnotationLimits``. It is the last gate before SQLite, so no fast path or caller
-that skipped a rule can write past the caps (or hand SQLite an integer it rejects with a 500).
+can write past the caps (or hand SQLite an integer it rejects with a 500).
 """
 
 from __future__ import annotations
@@ -28,13 +32,14 @@ from typing import Any
 from peewee import Model
 
 from ..catalog import (
+    ANNOTATION_COLUMNS,
     DEFAULT_LIMITS,
     MAX_Z,
     AnnotationLimits,
     BatchPolicy,
-    NewAnnotation,
     NewImage,
-    annotation_columns,
+    annotation_values,
+    check_annotation,
     check_z_order,
     collecting_batch,
     ensure_device,
@@ -42,7 +47,6 @@ from ..catalog import (
     idempotency_key,
     stored_bytes,
     too_many_bytes,
-    validate_annotation,
 )
 from ..db import write_tx
 from ..errors import ValidationError
@@ -79,29 +83,11 @@ def row_shape(model: type[Model], names: tuple[str, ...]) -> RowShape:
 IMAGE_FIELDS = ("filename", "storage_key", "width", "height", "device", "batch", "created_at",
                 "updated_at", "captured_at", "sha256", "byte_size", "root", "path", "model_id",
                 "model_version", "source")
-ANNOTATION_FIELDS = ("image", "class_value", "type", "geometry", "x_center", "y_center",
-                     "width", "height", "confidence", "source", "z_order", "created_at",
-                     "updated_at")
+# The Annotation columns as the writer inserts them: the image, its stored columns
+# (``catalog.ANNOTATION_COLUMNS``, as ``annotation_values`` gives them), the timestamps.
+ANNOTATION_INSERT_FIELDS = ("image", *ANNOTATION_COLUMNS, "created_at", "updated_at")
 OUTBOX_FIELDS = ("image", "kind", "payload", "byte_size", "idempotency_key", "created_at",
                  "updated_at")
-_COLUMN_KEYS = ANNOTATION_FIELDS[1:11]  # what annotation_columns returns, in row order
-
-
-def annotation_values(ann: NewAnnotation, width: int, height: int) -> tuple[Any, ...]:
-    """``catalog.annotation_columns`` as a tuple in ``ANNOTATION_FIELDS[1:11]`` order; a bbox
-    is computed here directly (no dict, no json.dumps: the common case, 3+ per image)."""
-    if ann.type != "bbox":
-        cols = annotation_columns(ann, width, height)
-        return tuple(cols[k] for k in _COLUMN_KEYS)
-    xc, yc, w, h = (float(v) for v in ann.geometry)
-    # The same arithmetic as annotation_columns, so the stored pixels are identical.
-    x0, y0 = min(max(xc - w / 2, 0.0), 1.0), min(max(yc - h / 2, 0.0), 1.0)
-    x1, y1 = min(max(xc + w / 2, 0.0), 1.0), min(max(yc + h / 2, 0.0), 1.0)
-    geometry = (f"[{round(x0 * width)},{round(y0 * height)},"
-                f"{round(x1 * width)},{round(y1 * height)}]")
-    confidence = None if ann.confidence is None else float(ann.confidence)
-    return (ann.class_value.strip(), "bbox", geometry, xc, yc, w, h, confidence, ann.source,
-            ann.z_order)
 
 
 def check_stored(rows: Sequence[tuple], limits: AnnotationLimits = DEFAULT_LIMITS) -> None:
@@ -150,7 +136,7 @@ def _assign_batches(news: Sequence[NewImage], now: int, policy: BatchPolicy) -> 
                 out[i] = batch.id
             count = batch.image_count + len(indexes[:take])
             changes: dict[str, Any] = {"image_count": count, "updated_at": now}
-            if count >= policy.max_images:  # full: completed now, as add_image does
+            if count >= policy.max_images:  # full: completed now, as collecting_batch would
                 changes.update(stage="complete", closed_at=now)
             Batch.update(**changes).where(Batch.id == batch.id).execute()
             indexes = indexes[take:]
@@ -158,35 +144,53 @@ def _assign_batches(news: Sequence[NewImage], now: int, policy: BatchPolicy) -> 
 
 
 def add_images(news: Sequence[NewImage], policy: BatchPolicy | None = None, *,
-               validated: bool = False, savepoint: bool = True,
-               annotation_rows: Sequence[Sequence[tuple]] | None = None,
                limits: AnnotationLimits = DEFAULT_LIMITS) -> list[tuple[int, bool]]:
-    """Insert images with their annotations and outbox rows; one (image id, created) each.
+    """Insert images with their annotations (every rule of ``catalog.check_annotation`` and
+    the caps of ``limits``) and outbox rows; one (image id, created) each, in order.
 
-    ``validated``: the annotations come from ``parse_metadata`` / ``parse_yolo``, which
-    already ran ``validate_annotation`` on each. ``annotation_rows``: per image, annotations
-    already converted by ``annotation_values`` (validated too), stored in addition to the
-    image's ``annotations``. Every image's annotations then meet ``check_stored`` with
-    ``limits`` (a ``ValidationError`` stores nothing). Runs in the caller's transaction when
-    there is one (nested in a savepoint, unless ``savepoint=False``: then the caller rolls back
-    all of its transaction if this raises), else in its own.
+    A ``ValidationError`` stores nothing. Runs in the caller's transaction when there is one,
+    as part of it: a caller that goes on after another error wraps the call in a savepoint
+    (``db.write_tx()``). Else in a transaction of its own.
     """
-    for new in () if validated else news:
+    for new in news:
         for i, ann in enumerate(new.annotations):
-            validate_annotation(ann, f"annotations[{i}]", limits)
-    # Converted (pure work) before the write transaction, so the write lock is held shorter,
-    # and checked as stored before anything is written.
-    given = list(annotation_rows or ())
-    stored: dict[int, list[tuple]] = {}
-    for k, new in enumerate(news):
-        rows = [annotation_values(ann, new.width, new.height) for ann in new.annotations]
-        if k < len(given):
-            rows.extend(given[k])
+            check_annotation(ann, f"annotations[{i}]", limits)
+    # Converted (pure work) before the write transaction, so the write lock is held shorter.
+    return _write(news, [[annotation_values(ann, new.width, new.height)
+                          for ann in new.annotations] for new in news], policy, limits)
+
+
+def add_probed_images(news: Sequence[NewImage], rows: Sequence[Sequence[tuple]],
+                      policy: BatchPolicy | None = None, *,
+                      limits: AnnotationLimits = DEFAULT_LIMITS) -> list[tuple[int, bool]]:
+    """``add_images`` for captures a probe worker read: ``rows[k]`` are the annotations of
+    ``news[k]``, already validated and converted (``catalog.annotation_values``) off the write
+    path; the images themselves carry none. The caps of ``limits`` still hold
+    (``check_stored``)."""
+    if len(rows) != len(news) or any(new.annotations for new in news):
+        raise ValueError("add_probed_images takes one list of converted rows per image, and "
+                         "images without NewAnnotation values")
+    return _write(news, [list(r) for r in rows], policy, limits)
+
+
+def add_image(new: NewImage, policy: BatchPolicy | None = None, *,
+              limits: AnnotationLimits = DEFAULT_LIMITS) -> tuple[Image, bool]:
+    """``add_images`` of one image, returning (image, created) with the image as a row."""
+    [(image_id, created)] = add_images([new], policy, limits=limits)
+    return Image.get_by_id(image_id), created
+
+
+def _write(news: Sequence[NewImage], stored: list[list[tuple]], policy: BatchPolicy | None,
+           limits: AnnotationLimits) -> list[tuple[int, bool]]:
+    """Check ``stored`` (the annotation rows of each image) against the caps, then insert the
+    images that are new, in the caller's transaction or one of its own."""
+    for rows in stored:  # before anything is written: a refusal stores nothing
         check_stored(rows, limits)
-        stored[id(new)] = rows
+    by_new = {id(new): rows for new, rows in zip(news, stored)}
     now = now_us()
-    nest = savepoint or not database.in_transaction()
-    with write_tx() if nest else nullcontext():
+    # No savepoint of its own inside the caller's transaction: while one is open SQLite copies
+    # every page the chunk changes into a sub-journal, which costs the bulk path about 15%.
+    with nullcontext() if database.in_transaction() else write_tx():
         ids = existing_images([n.sha256 for n in news])
         fresh: list[NewImage] = []
         for new in news:
@@ -195,7 +199,7 @@ def add_images(news: Sequence[NewImage], policy: BatchPolicy | None = None, *,
                 fresh.append(new)
         if fresh:
             _insert(fresh, _assign_batches(fresh, now, policy or BatchPolicy()), ids, now,
-                    [stored[id(n)] for n in fresh])
+                    [by_new[id(n)] for n in fresh])
     created = {id(n) for n in fresh}
     return [(ids[n.sha256], id(n) in created) for n in news]
 
@@ -235,7 +239,7 @@ def _insert_children(cursor, fresh: list[NewImage], image_ids: list[int],
     """The annotations (``annotation_values`` tuples, one list per image) and outbox rows of
     the new images, two ``executemany`` in all."""
     annotations, outbox = [], []
-    ann_tail = (now, now) + row_shape(Annotation, ANNOTATION_FIELDS).tail
+    ann_tail = (now, now) + row_shape(Annotation, ANNOTATION_INSERT_FIELDS).tail
     out_tail = row_shape(Outbox, OUTBOX_FIELDS).tail
     for new, image_id, rows in zip(fresh, image_ids, stored):
         ids[new.sha256] = image_id
@@ -244,5 +248,5 @@ def _insert_children(cursor, fresh: list[NewImage], image_ids: list[int],
         outbox.append((image_id, "upload", "{}", new.byte_size,
                        idempotency_key(new.device_id, new.sha256), now, now) + out_tail)
     if annotations:
-        cursor.executemany(row_shape(Annotation, ANNOTATION_FIELDS).sql, annotations)
+        cursor.executemany(row_shape(Annotation, ANNOTATION_INSERT_FIELDS).sql, annotations)
     cursor.executemany(row_shape(Outbox, OUTBOX_FIELDS).sql, outbox)

@@ -1,7 +1,8 @@
 """Writing probed captures of one folder (a "root") into the catalog.
 
-Each image goes through ``catalog.add_image`` (image + annotations + outbox row); a chunk of
-images shares one short IMMEDIATE transaction (each image a savepoint inside it), so a folder
+Images go through ``ingest.bulk.add_probed_images`` (image + annotations + outbox row, the
+annotations as the probe workers converted them); a chunk of images shares one short
+IMMEDIATE transaction (one by one, after a failed chunk: a savepoint each), so a folder
 is indexed at disk speed without holding the write lock for long. ``CaptureFile`` remembers
 what was taken from where, so nothing is indexed twice (key: root + path, and SHA-256).
 
@@ -9,9 +10,10 @@ Move mode: the file is hard-linked (or copied, across filesystems) into
 ``images/raw-data/<uuid>_<name>`` and fsync'ed, the row is committed, and only then is the
 original unlinked. What is linked or copied is the file the probe read, opened again beneath
 its root without following links and checked to be the same inode, size and mtime; a copy is
-hashed again. A link renamed over the capture since is rejected; another file is taken later. A crash before the commit leaves the original in place (the orphaned link
-is removed by the store's start-up reconciliation); a crash after it leaves an original whose
-``CaptureFile`` row says "moved", and the next pass finishes the move.
+hashed again. A link renamed over the capture since is rejected; another file is taken later.
+A crash before the commit leaves the original in place (the orphaned link is removed by the
+store's start-up reconciliation); a crash after it leaves an original whose ``CaptureFile``
+row says "moved", and the next pass finishes the move.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from ..catalog import NewImage, file_root
 from ..db import write_tx
 from ..models import CaptureFile, FileRoot, Image, database
 from ..timeutil import now_us
-from .bulk import add_images
+from .bulk import add_probed_images
 from .durable import (
     FileChanged,
     finish_move,
@@ -140,9 +142,8 @@ class FolderIndexer:
         rows: list[tuple[FileStat, str, int | None]] = []
         rejections = [Rejection(p.file.where, p.error, p.file.size, p.file.mtime_ns)
                       for p in probes if p.error and not p.changing]
-        results = add_images(news, self.options.policy, validated=True, savepoint=False,
-                             limits=self.options.limits,
-                             annotation_rows=[probes[i].rows for i in ready])
+        results = add_probed_images(news, [probes[i].rows for i in ready], self.options.policy,
+                                    limits=self.options.limits)
         for i, (image_id, created) in zip(ready, results):
             probe = probes[i]
             outcomes[i] = INDEXED if created else DUPLICATE
@@ -173,10 +174,10 @@ class FolderIndexer:
             rejected.add(file.where)
             return REJECTED
         try:
-            [(image_id, created)] = add_images([self._new_image(probe, target)],
-                                               self.options.policy, validated=True,
-                                               limits=self.options.limits,
-                                               annotation_rows=[probe.rows])
+            with write_tx():  # a savepoint: a failed image leaves the rest of the chunk
+                [(image_id, created)] = add_probed_images([self._new_image(probe, target)],
+                                                          [probe.rows], self.options.policy,
+                                                          limits=self.options.limits)
         except Exception as exc:  # one bad file must not stop the rest of the chunk
             log.exception("cannot index %s", file.path)
             reason = getattr(exc, "message", None) or f"{exc.__class__.__name__}: {exc}"

@@ -21,24 +21,21 @@ from typing import Any
 from ..catalog import (
     COORDINATE_DIGITS,
     DEFAULT_LIMITS,
-    MAX_CLASS_CHARS,
     MAX_SOURCE_CHARS,
-    MAX_Z,
     AnnotationLimits,
     NewAnnotation,
+    plainly_valid,
     stored_size_bound,
     too_many_bytes,
+    unsafe_text,
     validate_annotation,
 )
 from ..errors import ValidationError
-from ..params import unsafe_text
 from ..timeutil import parse_ts
 
 MAX_METADATA_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 8
 STRING_FIELDS = ("model_id", "model_version", "source", "device_id", "filename")
-KNOWN_FIELDS = STRING_FIELDS + ("timestamp", "annotations")
-ANNOTATION_FIELDS = ("class_value", "type", "geometry", "confidence", "z_order", "source")
 # Uploaded annotations are a model's inferences unless an item says otherwise. The top-level
 # ``source`` describes the image (upstream's example is "camera-1"), not its annotations.
 DEFAULT_ANNOTATION_SOURCE = "model"
@@ -83,27 +80,6 @@ def _depth(value: Any, level: int = 0) -> int:
         if isinstance(child, (dict, list)):
             deepest = max(deepest, _depth(child, level + 1))
     return deepest
-
-
-def plainly_valid(ann: NewAnnotation) -> bool:
-    """True only for a bbox annotation ``validate_annotation`` accepts, checked in a fraction
-    of its time (a folder scan validates thousands a second). False says nothing: then
-    ``validate_annotation`` decides, and names what is wrong."""
-    geom, conf, z, label, source = (ann.geometry, ann.confidence, ann.z_order, ann.class_value,
-                                    ann.source)
-    if ann.type != "bbox" or type(geom) not in (list, tuple) or len(geom) != 4:
-        return False
-    for v in geom:  # exact types: bool (an int) and NaN/inf (not in 0..1) go the slow way
-        if (type(v) is not float and type(v) is not int) or not 0 <= v <= 1:
-            return False
-    # Every bound of validate_annotation is here too, or this path would skip it. isprintable
-    # is False for every character params.unsafe_text refuses (and for a few it allows: those
-    # go the slow way, which accepts them).
-    return ((conf is None or (type(conf) in (float, int) and 0 <= conf <= 1))
-            and type(z) is int and -MAX_Z <= z <= MAX_Z
-            and type(label) is str and len(label) <= MAX_CLASS_CHARS and label.isprintable()
-            and label.strip() != ""
-            and type(source) is str and len(source) <= MAX_SOURCE_CHARS and source.isprintable())
 
 
 def parse_metadata_text(text: str | bytes, *, max_annotations: int = 1000,
@@ -179,7 +155,7 @@ def parse_metadata(doc: Any, *, max_annotations: int = 1000, param: str = "metad
             z_order=item.get("z_order", i) if item.get("z_order") is not None else i,
             source=_annotation_source(item, where),
         )
-        if not plainly_valid(ann):
+        if not plainly_valid(ann):  # the common bbox is cleared here, far sooner
             validate_annotation(ann, where, limits)
         annotations.append(ann)
     check_annotation_bytes(annotations, limits, f"{param}.annotations")

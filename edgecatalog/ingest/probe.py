@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import safeopen
-from ..catalog import DEFAULT_LIMITS, AnnotationLimits, BatchPolicy
+from ..catalog import DEFAULT_LIMITS, AnnotationLimits, BatchPolicy, annotation_values
 from ..config import Settings
 from ..errors import ValidationError
-from .bulk import annotation_values
 from .imagecheck import jpeg_fast_size, structure_problem
 from .metadata import Metadata
 from .sidecars import ClassNames, find_sidecar, read_sidecar
@@ -110,7 +109,7 @@ class Probe:
     sidecar: FileStat | None = None
     metadata: Metadata | None = None  # its annotations are stored from ``rows``
     sidecar_error: str = ""
-    rows: tuple[tuple, ...] = ()  # bulk.annotation_values of each sidecar annotation
+    rows: tuple[tuple, ...] = ()  # catalog.annotation_values of each sidecar annotation
     ident: tuple[int, int, int, int] | None = None  # (dev, inode, size, mtime_ns) read
 
     @property

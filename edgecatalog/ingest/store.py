@@ -2,7 +2,8 @@
 nothing or the whole image.
 
 Order of a store: stream into ``images/.incoming/`` while hashing, fsync, rename to its final
-``raw-data/<uuid>_<filename>`` key, fsync the folder, then commit the row (``catalog.add_image``).
+``raw-data/<uuid>_<filename>`` key, fsync the folder, then commit the row (``ingest.bulk.add_images``, by
+the caller).
 A crash before the commit leaves only a file the catalog does not know: ``reconcile`` removes
 those (and stale temporaries) at start-up. A row is never committed before its file is durable.
 """
@@ -37,7 +38,6 @@ log = logging.getLogger("edgecatalog.ingest.upload")
 
 INCOMING = ".incoming"
 LOCK_FILE = ".ingest.lock"
-CHUNK = 1024 * 1024
 # Formats identified from their first bytes, never from the file name.
 SIGNATURES = (
     (b"\xff\xd8\xff", "JPEG"),
@@ -186,18 +186,6 @@ class IncomingFile:
             self._out.close()
             self._out = None
         self.tmp.unlink(missing_ok=True)
-
-
-def store_stream(images_dir: Path, stream: BinaryIO, filename: str, *, max_bytes: int) -> StoredFile:
-    """Copy a stream into the images folder durably; the caller then indexes or discards it."""
-    with IncomingFile(images_dir, max_bytes=max_bytes) as incoming:
-        while True:
-            chunk = stream.read(CHUNK)
-            if not chunk:
-                break
-            incoming.write(chunk)
-        incoming.check()
-        return incoming.persist(filename)
 
 
 def discard(stored: StoredFile) -> None:

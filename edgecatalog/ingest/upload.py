@@ -4,7 +4,7 @@ makes it crash-safe. No Flask: the view hands over the body stream and its heade
 ``ingest_upload`` is the one function an upload goes through. Its order is the crash-safety
 argument: the body is streamed into ``images/.incoming/`` (nothing in memory), checked
 (metadata, file name, format, size), fsync'ed and renamed to ``raw-data/<uuid>_<filename>``,
-and only then is the row committed with its annotations (``catalog.add_image``, through the
+and only then is the row committed with its annotations (``ingest.bulk.add_images``, through the
 group commit of ``ingest.commit``, which flushes the folder holding the rename first). A crash
 before the commit leaves a file no row points at, which ``reconcile_at_startup`` removes; a
 crash after it leaves the whole image, which a retried upload finds as a duplicate.
@@ -303,7 +303,7 @@ def _index(config: UploadConfig, stored: store.StoredFile, filename: str,
             device_id=device_id, captured_at=meta.captured_at,
             model_id=meta.model_id, model_version=meta.model_version, source=meta.source,
             annotations=meta.annotations,
-        )], config.batch_policy, validated=True, limits=config.limits)[0],
+        )], config.batch_policy, limits=config.limits)[0],
             sync_folders=[stored.path.parent],
             sync_files=[stored.path])
     except BaseException:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..catalog import PATCHABLE  # the image fields a patch_image change may carry
 from ..config import ConfigError, Settings
 from ..db import write_tx
 from ..models import Annotation, Image, Outbox, database
@@ -39,7 +40,6 @@ from .throttle import backoff_delay
 
 log = logging.getLogger("edgecatalog.sync")
 LOCK_FILE = "sync.lock"
-PATCHABLE = ("annotation_status", "split", "split_locked")  # PATCH /data/images body fields
 MARK_EVERY_SECONDS = 1.0  # accepted rows wait at most this long for their commit
 
 

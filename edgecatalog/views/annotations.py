@@ -9,19 +9,21 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from .. import annotation_edits, envelope, params
+from ..access import requires
 from ..catalog import AnnotationLimits
 from ..serialize import annotation_to_dict
-from ..web import json_body, require, settings
+from ..web import json_body, settings
+from . import bodies
 
 bp = Blueprint("annotations", __name__)
 
 
 @bp.post("/data/annotations")
-@require("write")
+@requires("write")
 def create_annotation():
     cfg = settings()
     limits = AnnotationLimits.from_settings(cfg)
-    new = annotation_edits.parse_new_annotation(json_body(), limits)
+    new = bodies.parse_new_annotation(json_body(), limits)
     annotation_id = annotation_edits.create_annotation(
         new, max_annotations=cfg["ingest.max_annotations"], limits=limits)
     row = annotation_edits.get_annotation_row(annotation_id)
@@ -29,9 +31,9 @@ def create_annotation():
 
 
 @bp.patch("/data/annotations/<int:annotation_id>")
-@require("write")
+@requires("write")
 def patch_annotation(annotation_id: int):
-    changes = annotation_edits.parse_annotation_patch(json_body())
+    changes = bodies.parse_annotation_patch(json_body())
     annotation_id = min(annotation_id, params.MAX_ID)
     annotation_edits.update_annotation(annotation_id, changes,
                                        AnnotationLimits.from_settings(settings()))
@@ -39,7 +41,7 @@ def patch_annotation(annotation_id: int):
 
 
 @bp.delete("/data/annotations/<int:annotation_id>")
-@require("write")
+@requires("write")
 def delete_annotation(annotation_id: int):
     annotation_id = min(annotation_id, params.MAX_ID)
     annotation_edits.delete_annotation(annotation_id)

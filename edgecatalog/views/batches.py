@@ -5,14 +5,16 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from .. import batches, envelope, params
+from ..access import requires
 from ..serialize import batch_to_dict
-from ..web import json_body, require, settings
+from ..web import json_body, settings
+from . import bodies
 
 bp = Blueprint("batches", __name__)
 
 
 @bp.get("/data/batches")
-@require("read")
+@requires("read")
 def list_batches():
     query = batches.parse_batch_query(request.args,
                                       max_chars=settings()["limits.max_param_chars"])
@@ -23,16 +25,16 @@ def list_batches():
 
 
 @bp.get("/data/batches/<int:batch_id>")
-@require("read")
+@requires("read")
 def get_batch(batch_id: int):
     return jsonify(envelope.ok(batch_to_dict(batches.get_batch_row(min(batch_id,
                                                                        params.MAX_ID)))))
 
 
 @bp.patch("/data/batches/<int:batch_id>")
-@require("write")
+@requires("write")
 def patch_batch(batch_id: int):
-    changes = batches.parse_batch_patch(json_body())
+    changes = bodies.parse_batch_patch(json_body())
     batch_id = min(batch_id, params.MAX_ID)
     batches.update_batch(batch_id, changes)
     return jsonify(envelope.ok(batch_to_dict(batches.get_batch_row(batch_id))))

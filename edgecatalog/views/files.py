@@ -6,6 +6,9 @@ a link or anything but a regular file is a 404, as if the file did not exist. It
 the format its first bytes show (the same detection as ingest), never as its name says, with
 a policy that lets a browser do nothing with it but show an image. Conditional (ETag,
 If-Modified-Since) and Range requests are answered by Werkzeug.
+
+Who may read it (``FILE_ACCESS``): a bearer token, or a signed URL for exactly this image
+(``expires`` or ``signature`` present takes the signed path); the thumbnail route shares it.
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ import re
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, request
 from werkzeug.wsgi import wrap_file
 
 from .. import params, safeopen
+from ..access import requires
 from ..errors import Gone, NotFound
 from ..ingest.store import sniff_format
 from ..models import database
-from ..web import authenticator, bearer_principal
 
 bp = Blueprint("files", __name__)
 
@@ -32,16 +35,9 @@ EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
 # as one, it runs no script, loads nothing and gets an opaque origin.
 FILE_CSP = "default-src 'none'; sandbox"
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def authorize_file(image_id: int) -> None:
-    """A bearer token, or a valid signature for exactly this image."""
-    if "signature" in request.args or "expires" in request.args:
-        g.principal = authenticator().verify_file_signature(
-            f"files/{image_id}", request.args.get("expires", ""),
-            request.args.get("signature", ""))
-    else:
-        g.principal = bearer_principal()
+# A bearer token with the read scope, or the signature of this image's own URL. Shared with
+# the thumbnail route.
+FILE_ACCESS = requires("read", signed_url=True)
 
 
 @dataclass
@@ -101,9 +97,9 @@ def protect(response: Response) -> Response:
 
 
 @bp.get("/files/<int:image_id>")
+@FILE_ACCESS
 def get_file(image_id: int):
     image_id = min(image_id, params.MAX_ID)
-    authorize_file(image_id)
     opened = open_image_file(image_id)
     mimetype = MEDIA_TYPES.get(opened.format or "", "application/octet-stream")
     response = Response(wrap_file(request.environ, opened.handle), mimetype=mimetype,

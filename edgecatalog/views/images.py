@@ -7,8 +7,10 @@ from collections.abc import Callable
 from flask import Blueprint, Response, jsonify, request
 
 from .. import catalog, envelope, params, queries
+from ..access import authenticator, requires
 from ..serialize import image_to_dict
-from ..web import authenticator, json_body, public_base, require, settings
+from ..web import json_body, public_base, settings
+from . import bodies
 
 bp = Blueprint("images", __name__)
 
@@ -24,7 +26,7 @@ def signed_url_maker() -> Callable[[int], str]:
 
 
 @bp.get("/data/images")
-@require("read")
+@requires("read")
 def list_images():
     cfg = settings()
     query = queries.parse_image_query(request.args, max_class_values=cfg["limits.max_class_values"],
@@ -41,7 +43,7 @@ def list_images():
 
 
 @bp.get("/data/images/<int:image_id>")
-@require("read")
+@requires("read")
 def get_image(image_id: int):
     given = params.single_values(request.args, ["include_image_url"],
                                  max_chars=settings()["limits.max_param_chars"])
@@ -52,9 +54,9 @@ def get_image(image_id: int):
 
 
 @bp.patch("/data/images/<int:image_id>")
-@require("write")
+@requires("write")
 def patch_image(image_id: int):
-    changes = catalog.parse_image_patch(json_body())
+    changes = bodies.parse_image_patch(json_body())
     image_id = min(image_id, params.MAX_ID)
     catalog.update_image(image_id, changes)
     return jsonify(envelope.ok(image_to_dict(queries.get_image_row(image_id))))

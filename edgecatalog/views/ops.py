@@ -1,9 +1,11 @@
 """Operations endpoints and per-request observation.
 
-* ``GET /healthz``: liveness; no auth and no database work (the view is marked so web.py does
-  not even open a connection), so it answers while the database is wedged.
-* ``GET /readyz``: the ``health.readiness`` checks; 503 listing the failing ones. No auth, so
-  the body carries check names, messages and disk figures only, never paths or secrets.
+* ``GET /healthz``: liveness; no auth and no database work (declared
+  ``public(database=False)``, so web.py does not even open a connection), so it answers while
+  the database is wedged.
+* ``GET /readyz``: the ``health.readiness`` checks; 503 ``NOT_READY`` (the usual error envelope,
+  with the checks as its ``data``) listing the failing ones. No auth, so the body carries check
+  names, messages and disk figures only, never paths or secrets.
 * ``GET /metrics``: Prometheus text; a bearer token with ``read``, or no token from an address
   in ``[metrics] allow_from`` (single addresses or CIDR networks).
 * ``GET /openapi.json``: the API document (``openapi.document()``); public, like the docs.
@@ -12,35 +14,31 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
 from .. import apidoc, envelope, health
+from ..access import public, requires
+from ..errors import NotReady
 from ..logsetup import scrub_query
 from ..metrics import CONTENT_TYPE, Metrics
-from ..web import bearer_principal, settings
+from ..web import settings
 
 bp = Blueprint("ops", __name__)
 access_log = logging.getLogger("edgecatalog.access")
 _T0 = "edgecatalog.t0"
 
 
-def no_database(view):
-    """Mark a view that must not open a database connection (web.py reads the mark)."""
-    view.uses_database = False
-    return view
-
-
 @bp.get("/healthz")
-@no_database
+@public(database=False)
 def healthz():
     return jsonify(envelope.ok({"status": "ok"}))
 
 
 @bp.get("/readyz")
+@public()
 def readyz():
     checks = health.readiness(settings())
     failing = [c.name for c in checks if not c.ok]
@@ -50,48 +48,21 @@ def readyz():
     }
     if not failing:
         return jsonify(envelope.ok(data))
-    body = {
-        "success": False,
-        "data": data,
-        "error": {
-            "code": "NOT_READY",
-            "message": "service is not ready: " + ", ".join(failing),
-            "details": ",".join(failing),
-        },
-    }
-    return jsonify(body), 503
-
-
-def _allowed_without_token(address: str | None) -> bool:
-    if not address:
-        return False
-    try:
-        client = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    for entry in settings()["metrics.allow_from"]:
-        try:
-            if client in ipaddress.ip_network(entry, strict=False):
-                return True
-        except ValueError:
-            continue  # a malformed entry allows nobody
-    return False
+    err = NotReady("service is not ready: " + ", ".join(failing), ",".join(failing))
+    # The one error envelope, with the checks as its data, so a probe's log shows which
+    # failed and why.
+    return jsonify(envelope.error_body(err, data)), err.status
 
 
 @bp.get("/metrics")
+@requires("read", allow_from="metrics.allow_from")
 def metrics():
-    if not _allowed_without_token(request.remote_addr):
-        principal = bearer_principal()
-        if not principal.can("read"):
-            from ..errors import Forbidden
-
-            raise Forbidden("this route needs the 'read' scope", "scope")
     body = current_app.extensions["edgecatalog.metrics"].render()
     return Response(body, content_type=CONTENT_TYPE)
 
 
 @bp.get("/openapi.json")
-@no_database
+@public(database=False)
 def openapi_json():
     response = jsonify(apidoc.document())
     response.cache_control.max_age = 300

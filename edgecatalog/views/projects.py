@@ -5,14 +5,16 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from .. import envelope, projects
+from ..access import requires
 from ..serialize import project_to_dict
-from ..web import json_body, require, settings
+from ..web import json_body, settings
+from . import bodies
 
 bp = Blueprint("projects", __name__)
 
 
 @bp.get("/data/projects")
-@require("read")
+@requires("read")
 def list_projects():
     limit, offset = projects.parse_project_query(
         request.args, max_chars=settings()["limits.max_param_chars"])
@@ -23,7 +25,7 @@ def list_projects():
 
 
 @bp.post("/data/projects")
-@require("write")
+@requires("write")
 def create_project():
-    row = projects.create_project(projects.parse_new_project(json_body()))
+    row = projects.create_project(bodies.parse_new_project(json_body()))
     return jsonify(envelope.ok(project_to_dict(row))), 201

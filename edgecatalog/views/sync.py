@@ -5,16 +5,17 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from .. import envelope
+from ..access import requires
 from ..config import ConfigError
 from ..sync.client import load_credentials
 from ..sync.state import status_report
-from ..web import require, settings
+from ..web import settings
 
 bp = Blueprint("sync", __name__)
 
 
 @bp.get("/sync/status")
-@require("read")
+@requires("read")
 def sync_status():
     cfg = settings()
     try:

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, request
 from .. import params, thumbnails
 from ..errors import NotFound, ValidationError
 from ..web import settings
-from .files import authorize_file, open_image_file, protect
+from .files import FILE_ACCESS, open_image_file, protect
 
 bp = Blueprint("thumbnails", __name__)
 
@@ -37,9 +37,9 @@ def waiting_bound(server_threads: int) -> int:
 
 
 @bp.get("/files/<int:image_id>/thumbnail")
+@FILE_ACCESS
 def get_thumbnail(image_id: int):
     image_id = min(image_id, params.MAX_ID)
-    authorize_file(image_id)
     size = parse_size(request.args)
     opened = open_image_file(image_id)
     cfg = settings()

@@ -1,8 +1,8 @@
 """GET / (the inspection page) and GET /static/<file> (its scripts, styles and icon).
 
 The page holds no data: everything it shows comes from the public API with the token the
-user gives it, so these routes need no auth. The files ship inside the package (no build
-step, no CDN: the device is offline). Every response carries a strict Content-Security-Policy
+user gives it, so these routes are declared ``public``. The files ship inside the package (no
+build step, no CDN: the device is offline). Every response carries a strict Content-Security-Policy
 (scripts, styles, images and fetches from this origin only, nothing inline) and is served with
 an ETag and ``no-cache``, so a browser revalidates cheaply and never runs a stale script
 after an upgrade.
@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import Blueprint, Response, send_from_directory
+
+from ..access import public
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -41,11 +43,13 @@ def _static(name: str) -> Response:
 
 
 @bp.get("/")
+@public()
 def index() -> Response:
     return _static("index.html")
 
 
 @bp.get("/static/<path:name>")
+@public()
 def static_file(name: str) -> Response:
     return _static(name)
 
