@@ -15,7 +15,7 @@ from typing import Any, TypedDict
 
 from peewee import JOIN
 
-from . import params
+from . import param_types, params
 from .db import write_tx
 from .errors import Conflict, NotFound, ValidationError
 from .models import STAGES, Batch, Device, Image, Project
@@ -41,7 +41,7 @@ BATCH_FILTERS: tuple[Filter, ...] = (
     Filter("project_id", params.parse_nullable_id,
            lambda v: Batch.project.is_null() if v is None else Batch.project == v,
            "integer project id, or null for batches without a project"),
-    Filter("stage", lambda n, t: params.parse_choice(n, t, STAGES), lambda v: Batch.stage == v,
+    Filter("stage", param_types.choice(STAGES), lambda v: Batch.stage == v,
            "collecting, complete, unassigned or annotating"),
     Filter("device_id", lambda n, t: t, _device_condition, "exact device id"),
 )
