@@ -160,9 +160,9 @@ def test_every_counted_path_is_fresh_after_each_write(cat, settings, auth_header
     _check_all(cat, read)
 
     # sync_state, through the sync code's own bulk updates
-    assert outbox.set_local_only(configured=True) >= 0
+    assert outbox.release_local_only() >= 0
     _check_all(cat, read)
-    assert outbox.set_local_only(configured=False) >= 0
+    assert outbox.mark_local_only() >= 0
     _check_all(cat, read)
 
     # delete (no API deletes images; the catalog's tables must still stay in step, including

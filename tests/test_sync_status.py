@@ -88,7 +88,7 @@ def test_no_upstream_means_local_only_until_one_is_configured(tmp_path, emulator
     local = sync_settings(tmp_path, emulator, upstream__base_url="")
     open_db(local)
     image = seed_image(local, seed=1)
-    outbox.set_local_only(configured=False)
+    outbox.mark_local_only()
     assert Image.get_by_id(image.id).sync_state == "local_only"
     from edgecatalog.sync.state import status_report
 

@@ -26,10 +26,17 @@ from .payload import annotation_to_upload, fields_after_upload
 UPLOAD = "upload"
 
 
-def set_local_only(configured: bool) -> int:
-    """``local_only`` means no upstream is configured (no base_url). Pending images become
-    local_only while that is so, and pending again once an upstream is configured."""
-    src, dst = ("local_only", "pending") if configured else ("pending", "local_only")
+def mark_local_only() -> int:
+    """No upstream is configured (no base_url): pending images become ``local_only``."""
+    return _move_sync_state("pending", "local_only")
+
+
+def release_local_only() -> int:
+    """An upstream is configured again: ``local_only`` images become pending."""
+    return _move_sync_state("local_only", "pending")
+
+
+def _move_sync_state(src: str, dst: str) -> int:
     with write_tx():
         return Image.update(sync_state=dst).where(Image.sync_state == src).execute()
 

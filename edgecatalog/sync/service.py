@@ -92,7 +92,7 @@ class LocalOnlyMarker:
         while not self._stop.is_set():
             try:
                 with database.connection_context():
-                    outbox.set_local_only(False)
+                    outbox.mark_local_only()
             except Exception:
                 log.exception("marking local_only images failed")
             self._stop.wait(self.interval)

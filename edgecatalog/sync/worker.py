@@ -1,5 +1,6 @@
-"""The sync worker: passes over the outbox, what each upstream answer does to the queue and
-the shared state, the loop around the passes, and the ``serve`` background services.
+"""The sync worker: one pass over the outbox, and what each upstream answer does to the queue
+and the shared state. The loop around the passes and the ``serve`` background services live
+in ``sync/service.py``.
 
 A pass takes a file lock (``<data_dir>/sync.lock``) so that ``serve``'s worker and a separate
 ``edgecatalog sync`` never send the same row at once; a killed process drops the lock with
@@ -140,7 +141,7 @@ class SyncWorker:
         report = PassReport(skipped=self._gate(manual))
         if report.skipped:
             return report
-        outbox.set_local_only(True)
+        outbox.release_local_only()
         outbox.promote_waiting(bool(self.credentials.api_token))
         rows = outbox.due_rows(self.settings["upstream.order"], self.settings["upstream.batch_size"])
         if rows:
