@@ -29,34 +29,115 @@ N_PROJECTS = 8
 ZIPF_S = 1.3
 CAPTURE_ROOT_ID, UPLOAD_ROOT_ID = 1, 2
 CLASSES = (
-    "person", "car", "forklift", "pallet", "box", "truck", "helmet", "vest", "bicycle", "door",
-    "ladder", "cart", "sign", "scratch", "dent", "crack", "label", "barcode", "glove", "spill",
-    "smoke", "fire", "drone", "dog", "cat",
+    "person",
+    "car",
+    "forklift",
+    "pallet",
+    "box",
+    "truck",
+    "helmet",
+    "vest",
+    "bicycle",
+    "door",
+    "ladder",
+    "cart",
+    "sign",
+    "scratch",
+    "dent",
+    "crack",
+    "label",
+    "barcode",
+    "glove",
+    "spill",
+    "smoke",
+    "fire",
+    "drone",
+    "dog",
+    "cat",
 )
 CLASS_CUM_WEIGHTS = tuple(accumulate(1 / rank**ZIPF_S for rank in range(1, len(CLASSES) + 1)))
 
 IMAGE_COLUMNS = (
-    "id", "filename", "storage_key", "width", "height", "device_id", "batch_id",
-    "annotation_status", "split", "split_locked", "version_id", "created_at", "updated_at",
-    "captured_at", "sha256", "byte_size", "root_id", "path", "model_id", "model_version",
-    "source", "sync_state", "synced_at", "remote_id", "remote_batch_id", "remote_storage_key",
+    "id",
+    "filename",
+    "storage_key",
+    "width",
+    "height",
+    "device_id",
+    "batch_id",
+    "annotation_status",
+    "split",
+    "split_locked",
+    "version_id",
+    "created_at",
+    "updated_at",
+    "captured_at",
+    "sha256",
+    "byte_size",
+    "root_id",
+    "path",
+    "model_id",
+    "model_version",
+    "source",
+    "sync_state",
+    "synced_at",
+    "remote_id",
+    "remote_batch_id",
+    "remote_storage_key",
     "evicted_at",
 )
 IMG_COL = {name: i for i, name in enumerate(IMAGE_COLUMNS)}
 ANNOTATION_COLUMNS = (
-    "id", "image_id", "class_value", "type", "geometry", "x_center", "y_center", "width",
-    "height", "confidence", "source", "z_order", "created_at", "updated_at",
+    "id",
+    "image_id",
+    "class_value",
+    "type",
+    "geometry",
+    "x_center",
+    "y_center",
+    "width",
+    "height",
+    "confidence",
+    "source",
+    "z_order",
+    "created_at",
+    "updated_at",
 )
 OUTBOX_COLUMNS = (
-    "image_id", "kind", "idempotency_key", "payload", "state", "attempts", "next_attempt_at",
-    "last_status", "last_error", "byte_size", "created_at", "updated_at",
+    "image_id",
+    "kind",
+    "idempotency_key",
+    "payload",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "last_status",
+    "last_error",
+    "byte_size",
+    "created_at",
+    "updated_at",
 )
 CAPTURE_FILE_COLUMNS = (
-    "root_id", "path", "kind", "stem", "image_id", "byte_size", "mtime_ns", "updated_at",
+    "root_id",
+    "path",
+    "kind",
+    "stem",
+    "image_id",
+    "byte_size",
+    "mtime_ns",
+    "updated_at",
 )
 BATCH_COLUMNS = (
-    "id", "name", "device_id", "project_id", "stage", "image_count", "opened_at", "closed_at",
-    "created_at", "updated_at",
+    "id",
+    "name",
+    "device_id",
+    "project_id",
+    "stage",
+    "image_count",
+    "opened_at",
+    "closed_at",
+    "created_at",
+    "updated_at",
 )
 
 
@@ -79,15 +160,16 @@ class Plan:
 
 def make_plan(n_images: int, rng: random.Random) -> Plan:
     per_device = max(4, round(50 * n_images / 1_000_000))
-    projects = [(p, f"project-{p:02d}", f"benchmark project {p}", START_US, START_US)
-                for p in range(1, N_PROJECTS + 1)]
+    projects = [
+        (p, f"project-{p:02d}", f"benchmark project {p}", START_US, START_US)
+        for p in range(1, N_PROJECTS + 1)
+    ]
     devices = [(d, f"cam{d:02d}", f"cam{d:02d}", START_US) for d in range(1, N_DEVICES + 1)]
     versions = [(v, v, f"project-{v:02d}-v1", END_US - 5 * DAY_US) for v in (1, 2, 3)]
     assignment: dict[int, tuple[int | None, str]] = {}
     for w in range(per_device):
         for d in range(N_DEVICES):
-            assignment[w * N_DEVICES + d + 1] = batch_project_stage(
-                rng, newest=w == per_device - 1)
+            assignment[w * N_DEVICES + d + 1] = batch_project_stage(rng, newest=w == per_device - 1)
     # Exactly 3 per image on average: each annotation lands on a uniformly chosen image, so
     # per-image counts are Poisson-like (about 5 % of images have none).
     counts = [0] * n_images
@@ -119,8 +201,9 @@ def status_and_split(rng: random.Random, project: int | None, stage: str) -> tup
     return status, "train" if r < 0.7 else "val" if r < 0.85 else "test" if r < 0.95 else "none"
 
 
-def sync_fields(rng: random.Random, created: int, batch_id: int, image_id: int,
-                storage_key: str) -> tuple:
+def sync_fields(
+    rng: random.Random, created: int, batch_id: int, image_id: int, storage_key: str
+) -> tuple:
     """(sync_state, synced_at, remote_id, remote_batch_id, remote_storage_key, evicted_at)."""
     age = END_US - created
     r = rng.random()
@@ -132,8 +215,14 @@ def sync_fields(rng: random.Random, created: int, batch_id: int, image_id: int,
     if state != "synced":
         return state, None, "", "", "", None
     evicted = created + 20 * DAY_US if age > 20 * DAY_US and rng.random() < 0.3 else None
-    return (state, created + rng.randint(5, 600) * 1_000_000, str(5_000_000 + image_id),
-            str(90_000 + batch_id), storage_key, evicted)
+    return (
+        state,
+        created + rng.randint(5, 600) * 1_000_000,
+        str(5_000_000 + image_id),
+        str(90_000 + batch_id),
+        storage_key,
+        evicted,
+    )
 
 
 def capture_path(filename: str) -> str:
@@ -166,18 +255,45 @@ def iter_images(plan: Plan, rng: random.Random):
         project, stage = plan.batch_project_stage[batch_id]
         status, split = status_and_split(rng, project, stage)
         locked = int(status == "completed" and split != "none" and rng.random() < 0.05)
-        version = project if project in (1, 2, 3) and stage == "complete" \
-            and status == "completed" and rng.random() < 0.5 else None
-        updated = created if status == "pending" else \
-            min(END_US - 1, created + rng.randint(3600, 3 * 86_400) * 1_000_000)
+        version = (
+            project
+            if project in (1, 2, 3)
+            and stage == "complete"
+            and status == "completed"
+            and rng.random() < 0.5
+            else None
+        )
+        updated = (
+            created
+            if status == "pending"
+            else min(END_US - 1, created + rng.randint(3600, 3 * 86_400) * 1_000_000)
+        )
         width, height = (1280, 720) if d % 5 == 0 else (1920, 1080)
         sha = hashlib.sha256(f"bench:{image_id}".encode()).hexdigest()
-        row = (image_id, filename, key, width, height, d, batch_id, status, split, locked,
-               version, created, updated, captured, sha, rng.randint(120_000, 450_000),
-               UPLOAD_ROOT_ID if uploaded else CAPTURE_ROOT_ID,
-               key if uploaded else capture_path(filename), "yolov8n-edge", "2026.10.1",
-               "upload" if uploaded else "capture",
-               *sync_fields(rng, created, batch_id, image_id, key))
+        row = (
+            image_id,
+            filename,
+            key,
+            width,
+            height,
+            d,
+            batch_id,
+            status,
+            split,
+            locked,
+            version,
+            created,
+            updated,
+            captured,
+            sha,
+            rng.randint(120_000, 450_000),
+            UPLOAD_ROOT_ID if uploaded else CAPTURE_ROOT_ID,
+            key if uploaded else capture_path(filename),
+            "yolov8n-edge",
+            "2026.10.1",
+            "upload" if uploaded else "capture",
+            *sync_fields(rng, created, batch_id, image_id, key),
+        )
         classes = rng.choices(CLASSES, cum_weights=CLASS_CUM_WEIGHTS, k=plan.annotation_counts[i])
         yield row, classes
 
@@ -190,8 +306,9 @@ def batch_rows(plan: Plan) -> list[tuple]:
         count, first, last = plan.batch_stats.get(batch_id, [0, window_start, window_start])
         closed = None if stage == "collecting" else max(last, window_start + plan.window_us)
         name = f"cam{d + 1:02d} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(first // 10**6))}"
-        rows.append((batch_id, name, d + 1, project, stage, count, first, closed, first,
-                     closed or last))
+        rows.append(
+            (batch_id, name, d + 1, project, stage, count, first, closed, first, closed or last)
+        )
     return rows
 
 

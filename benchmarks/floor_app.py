@@ -35,11 +35,41 @@ ROW_SQL = """SELECT i.id, i.filename, i.storage_key, i.width, i.height, d.device
 ANN_SQL = """SELECT id, image_id, class_value, type, geometry, x_center, y_center, width, height,
  confidence, source, z_order, created_at, updated_at FROM annotation WHERE image_id IN ({})
  ORDER BY image_id, z_order, id"""
-IMAGE_KEYS = ("id", "filename", "storage_key", "width", "height", "device_id", "batch_id",
-              "batch_name", "project_name", "annotation_status", "split", "split_locked",
-              "version_name", "created_at", "updated_at", "sync_state", "synced_at")
-ANN_KEYS = ("id", "image_id", "class_value", "type", "geometry", "x_center", "y_center", "width",
-            "height", "confidence", "source", "z_order", "created_at", "updated_at")
+IMAGE_KEYS = (
+    "id",
+    "filename",
+    "storage_key",
+    "width",
+    "height",
+    "device_id",
+    "batch_id",
+    "batch_name",
+    "project_name",
+    "annotation_status",
+    "split",
+    "split_locked",
+    "version_name",
+    "created_at",
+    "updated_at",
+    "sync_state",
+    "synced_at",
+)
+ANN_KEYS = (
+    "id",
+    "image_id",
+    "class_value",
+    "type",
+    "geometry",
+    "x_center",
+    "y_center",
+    "width",
+    "height",
+    "confidence",
+    "source",
+    "z_order",
+    "created_at",
+    "updated_at",
+)
 SORTS = ("created_at", "updated_at", "filename")
 _local = threading.local()
 _FILE_ROUTE = re.compile(r"^/files/(\d+)$")
@@ -65,8 +95,12 @@ def connection(db_path: str, cache_kb: int = 2_000) -> sqlite3.Connection:
 
 def where_clause(q: dict[str, str]) -> tuple[str, list]:
     parts, args = [], []
-    simple = {"batch_id": "i.batch_id = ?", "annotation_status": "i.annotation_status = ?",
-              "filename": "i.filename = ?", "sync_state": "i.sync_state = ?"}
+    simple = {
+        "batch_id": "i.batch_id = ?",
+        "annotation_status": "i.annotation_status = ?",
+        "filename": "i.filename = ?",
+        "sync_state": "i.sync_state = ?",
+    }
     for name, sql in simple.items():
         if name in q:
             parts.append(sql)
@@ -105,7 +139,10 @@ def list_images(conn: sqlite3.Connection, q: dict[str, str]) -> dict:
     data = []
     for row in conn.execute(sql, args + [limit, offset]):
         item = dict(zip(IMAGE_KEYS, row))
-        item["batch_name"], item["project_name"] = item["batch_name"] or "", item["project_name"] or ""
+        item["batch_name"], item["project_name"] = (
+            item["batch_name"] or "",
+            item["project_name"] or "",
+        )
         item["version_name"] = item["version_name"] or ""
         item["split_locked"] = bool(item["split_locked"])
         for key in ("created_at", "updated_at", "synced_at"):
@@ -129,8 +166,10 @@ def attach_annotations(conn: sqlite3.Connection, data: list[dict]) -> None:
 
 
 def send_file(conn: sqlite3.Connection, image_id: int, environ: dict, start_response):
-    row = conn.execute("SELECT r.path, i.path FROM image i JOIN file_root r ON r.id = i.root_id "
-                       "WHERE i.id = ?", (image_id,)).fetchone()
+    row = conn.execute(
+        "SELECT r.path, i.path FROM image i JOIN file_root r ON r.id = i.root_id WHERE i.id = ?",
+        (image_id,),
+    ).fetchone()
     if row is None:
         return respond(start_response, "404 Not Found", {"success": False})
     # Closed by the WSGI server through the file wrapper once the body is sent.
@@ -143,8 +182,9 @@ def send_file(conn: sqlite3.Connection, image_id: int, environ: dict, start_resp
 
 def respond(start_response, status: str, body: dict) -> list[bytes]:
     raw = json.dumps(body, separators=(",", ":")).encode()
-    start_response(status, [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(raw)))])
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(raw)))]
+    )
     return [raw]
 
 
@@ -164,10 +204,15 @@ def list_images_same_sql(q: dict[str, str]) -> dict:
         for key in ("created_at", "updated_at", "synced_at"):
             item[key] = fmt_ts(row[key])
         if "annotations" in row:
-            item["annotations"] = [dict(a, geometry=json.loads(a["geometry"]),
-                                        created_at=fmt_ts(a["created_at"]),
-                                        updated_at=fmt_ts(a["updated_at"]))
-                                   for a in row["annotations"]]
+            item["annotations"] = [
+                dict(
+                    a,
+                    geometry=json.loads(a["geometry"]),
+                    created_at=fmt_ts(a["created_at"]),
+                    updated_at=fmt_ts(a["updated_at"]),
+                )
+                for a in row["annotations"]
+            ]
         data.append(item)
     meta = {"count": len(data), "limit": page.limit, "offset": page.offset, "total": page.total}
     return {"success": True, "data": data, "meta": meta}
@@ -202,11 +247,18 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--cache-kb", type=int, default=2_000, help="page cache per connection")
-    parser.add_argument("--same-sql", action="store_true",
-                        help="answer the list with the service's own query layer")
+    parser.add_argument(
+        "--same-sql", action="store_true", help="answer the list with the service's own query layer"
+    )
     args = parser.parse_args()
-    waitress.serve(make_app(args.db, args.cache_kb, args.same_sql), host="127.0.0.1", port=args.port, threads=args.threads,
-                   ident="floor", _quiet=True)
+    waitress.serve(
+        make_app(args.db, args.cache_kb, args.same_sql),
+        host="127.0.0.1",
+        port=args.port,
+        threads=args.threads,
+        ident="floor",
+        _quiet=True,
+    )
 
 
 if __name__ == "__main__":

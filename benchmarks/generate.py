@@ -73,12 +73,22 @@ def open_bulk(db_path: Path) -> tuple[sqlite3.Connection, list[str]]:
     conn.execute("PRAGMA synchronous=OFF")
     conn.execute("PRAGMA cache_size=-262144")
     marks = ",".join("?" * len(BULK_TABLES))
-    indexes = [row[0] for row in conn.execute(
-        f"SELECT sql FROM sqlite_master WHERE type='index' AND sql IS NOT NULL "
-        f"AND tbl_name IN ({marks})", BULK_TABLES)]
-    names = [row[0] for row in conn.execute(
-        f"SELECT name FROM sqlite_master WHERE type='index' AND sql IS NOT NULL "
-        f"AND tbl_name IN ({marks})", BULK_TABLES)]
+    indexes = [
+        row[0]
+        for row in conn.execute(
+            f"SELECT sql FROM sqlite_master WHERE type='index' AND sql IS NOT NULL "
+            f"AND tbl_name IN ({marks})",
+            BULK_TABLES,
+        )
+    ]
+    names = [
+        row[0]
+        for row in conn.execute(
+            f"SELECT name FROM sqlite_master WHERE type='index' AND sql IS NOT NULL "
+            f"AND tbl_name IN ({marks})",
+            BULK_TABLES,
+        )
+    ]
     for name in names:
         conn.execute(f'DROP INDEX "{name}"')
     for structures in list_structures():
@@ -104,23 +114,55 @@ def insert(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows:
         conn.executemany(f"INSERT INTO {table} ({','.join(columns)}) VALUES ({marks})", rows)
 
 
-def annotation_row(rng: random.Random, ann_id: int, image_id: int, cls: str, z: int,
-                   size: tuple[int, int], manual: bool, at: int) -> tuple:
+def annotation_row(
+    rng: random.Random,
+    ann_id: int,
+    image_id: int,
+    cls: str,
+    z: int,
+    size: tuple[int, int],
+    manual: bool,
+    at: int,
+) -> tuple:
     """One annotation, stored through the write path's own column builder."""
     w, h = rng.uniform(0.02, 0.3), rng.uniform(0.02, 0.3)
     xc, yc = rng.uniform(w / 2, 1 - w / 2), rng.uniform(h / 2, 1 - h / 2)
     if rng.random() < 0.1:
         pts = [xc - w / 2, yc, xc, yc - h / 2, xc + w / 2, yc, xc, yc + h / 2]
-        new = NewAnnotation(cls, "polygon", pts, None if manual else round(rng.uniform(0.25, 0.99), 3),
-                            z, "manual" if manual else "model")
+        new = NewAnnotation(
+            cls,
+            "polygon",
+            pts,
+            None if manual else round(rng.uniform(0.25, 0.99), 3),
+            z,
+            "manual" if manual else "model",
+        )
     else:
-        new = NewAnnotation(cls, "bbox", [xc, yc, w, h],
-                            None if manual else round(rng.uniform(0.25, 0.99), 3),
-                            z, "manual" if manual else "model")
+        new = NewAnnotation(
+            cls,
+            "bbox",
+            [xc, yc, w, h],
+            None if manual else round(rng.uniform(0.25, 0.99), 3),
+            z,
+            "manual" if manual else "model",
+        )
     c = annotation_columns(new, *size)
-    return (ann_id, image_id, c["class_value"], c["type"], c["geometry"], c["x_center"],
-            c["y_center"], c["width"], c["height"], c["confidence"], c["source"], c["z_order"],
-            at, at)
+    return (
+        ann_id,
+        image_id,
+        c["class_value"],
+        c["type"],
+        c["geometry"],
+        c["x_center"],
+        c["y_center"],
+        c["width"],
+        c["height"],
+        c["confidence"],
+        c["source"],
+        c["z_order"],
+        at,
+        at,
+    )
 
 
 def outbox_row(image: tuple, device_id: str) -> tuple | None:
@@ -128,14 +170,26 @@ def outbox_row(image: tuple, device_id: str) -> tuple | None:
     state = image[spec.IMG_COL["sync_state"]]
     if state not in ("pending", "quarantined"):
         return None
-    sha, size, at = image[spec.IMG_COL["sha256"]], image[spec.IMG_COL["byte_size"]], \
-        image[spec.IMG_COL["created_at"]]
+    sha, size, at = (
+        image[spec.IMG_COL["sha256"]],
+        image[spec.IMG_COL["byte_size"]],
+        image[spec.IMG_COL["created_at"]],
+    )
     quarantined = state == "quarantined"
-    return (image[0], "upload", idempotency_key(device_id, sha), "{}",
-            "quarantined" if quarantined else "pending", 10 if quarantined else 0, 0,
-            422 if quarantined else None,
-            "upstream rejected the upload: 422 VALIDATION_ERROR" if quarantined else "",
-            size, at, at)
+    return (
+        image[0],
+        "upload",
+        idempotency_key(device_id, sha),
+        "{}",
+        "quarantined" if quarantined else "pending",
+        10 if quarantined else 0,
+        0,
+        422 if quarantined else None,
+        "upstream rejected the upload: 422 VALIDATION_ERROR" if quarantined else "",
+        size,
+        at,
+        at,
+    )
 
 
 def capture_file_row(image: tuple) -> tuple | None:
@@ -143,28 +197,45 @@ def capture_file_row(image: tuple) -> tuple | None:
     if image[spec.IMG_COL["source"]] != "capture":
         return None
     path = image[spec.IMG_COL["path"]]
-    return (spec.CAPTURE_ROOT_ID, path, "image", path.rsplit(".", 1)[0], image[0],
-            image[spec.IMG_COL["byte_size"]], image[spec.IMG_COL["captured_at"]] * 1000,
-            image[spec.IMG_COL["created_at"]])
+    return (
+        spec.CAPTURE_ROOT_ID,
+        path,
+        "image",
+        path.rsplit(".", 1)[0],
+        image[0],
+        image[spec.IMG_COL["byte_size"]],
+        image[spec.IMG_COL["captured_at"]] * 1000,
+        image[spec.IMG_COL["created_at"]],
+    )
 
 
 def write_reference_rows(conn: sqlite3.Connection, plan: spec.Plan, out: Path) -> None:
-    insert(conn, "project", ("id", "name", "description", "created_at", "updated_at"),
-           plan.projects)
+    insert(
+        conn, "project", ("id", "name", "description", "created_at", "updated_at"), plan.projects
+    )
     insert(conn, "device", ("id", "device_id", "name", "created_at"), plan.devices)
-    insert(conn, "dataset_version", ("id", "project_id", "version_name", "created_at"),
-           plan.versions)
-    insert(conn, "file_root", ("id", "path"),
-           [(spec.CAPTURE_ROOT_ID, str((out / "captures").resolve())),
-            (spec.UPLOAD_ROOT_ID, str((out / "images").resolve()))])
+    insert(
+        conn, "dataset_version", ("id", "project_id", "version_name", "created_at"), plan.versions
+    )
+    insert(
+        conn,
+        "file_root",
+        ("id", "path"),
+        [
+            (spec.CAPTURE_ROOT_ID, str((out / "captures").resolve())),
+            (spec.UPLOAD_ROOT_ID, str((out / "images").resolve())),
+        ],
+    )
 
 
-def write_images(conn: sqlite3.Connection, plan: spec.Plan, rng: random.Random,
-                 out: Path, real_files: set[int]) -> tuple[int, int]:
+def write_images(
+    conn: sqlite3.Connection, plan: spec.Plan, rng: random.Random, out: Path, real_files: set[int]
+) -> tuple[int, int]:
     """Images, their annotations and outbox rows, in id (arrival) order; returns counts."""
     images, anns, outbox, captured = [], [], [], []
     has_capture_table = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='capture_file'").fetchone()
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='capture_file'"
+    ).fetchone()
     ann_id, n_images = 0, 0
     for image, ann_plan in spec.iter_images(plan, rng):
         if image[0] in real_files:
@@ -174,8 +245,11 @@ def write_images(conn: sqlite3.Connection, plan: spec.Plan, rng: random.Random,
         manual = image[spec.IMG_COL["annotation_status"]] == "completed" and rng.random() < 0.2
         for z, cls in enumerate(ann_plan):
             ann_id += 1
-            anns.append(annotation_row(rng, ann_id, image[0], cls, z, size, manual,
-                                       image[spec.IMG_COL["created_at"]]))
+            anns.append(
+                annotation_row(
+                    rng, ann_id, image[0], cls, z, size, manual, image[spec.IMG_COL["created_at"]]
+                )
+            )
         row = outbox_row(image, plan.devices[image[spec.IMG_COL["device_id"]] - 1][1])
         if row is not None:
             outbox.append(row)
@@ -189,8 +263,7 @@ def write_images(conn: sqlite3.Connection, plan: spec.Plan, rng: random.Random,
     return n_images, ann_id
 
 
-def flush(conn: sqlite3.Connection, images: list, anns: list, outbox: list,
-          captured: list) -> None:
+def flush(conn: sqlite3.Connection, images: list, anns: list, outbox: list, captured: list) -> None:
     insert(conn, "image", spec.IMAGE_COLUMNS, images)
     insert(conn, "annotation", spec.ANNOTATION_COLUMNS, anns)
     insert(conn, "outbox", spec.OUTBOX_COLUMNS, outbox)
@@ -199,8 +272,9 @@ def flush(conn: sqlite3.Connection, images: list, anns: list, outbox: list,
         chunk.clear()
 
 
-def generate(out: Path, n_images: int, seed: int = 7, n_real_files: int = 5,
-             log=lambda msg: None) -> dict:
+def generate(
+    out: Path, n_images: int, seed: int = 7, n_real_files: int = 5, log=lambda msg: None
+) -> dict:
     """Build the catalog in ``out``; returns a summary (counts, seconds, bytes)."""
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
@@ -222,25 +296,44 @@ def generate(out: Path, n_images: int, seed: int = 7, n_real_files: int = 5,
     log(f"rows written in {time.monotonic() - started:.1f} s; building indexes")
     finish_bulk(conn, indexes)
     size = db_path.stat().st_size
-    return {"images": n, "annotations": n_ann, "batches": len(batches),
-            "devices": len(plan.devices), "real_files": sorted(real_files),
-            "seconds": round(time.monotonic() - started, 1), "db_bytes": size,
-            "bytes_per_image": round(size / max(n, 1), 1)}
+    return {
+        "images": n,
+        "annotations": n_ann,
+        "batches": len(batches),
+        "devices": len(plan.devices),
+        "real_files": sorted(real_files),
+        "seconds": round(time.monotonic() - started, 1),
+        "db_bytes": size,
+        "bytes_per_image": round(size / max(n, 1), 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=1_000_000,
-                        help="number of images (default 1,000,000; 100,000 for quick runs)")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="new data folder to create (keep it outside the repo)")
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=1_000_000,
+        help="number of images (default 1,000,000; 100,000 for quick runs)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="new data folder to create (keep it outside the repo)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--files", type=int, default=5, help="real ~200 KB files to write")
     args = parser.parse_args(argv)
     if args.images < 100:
         parser.error("--images must be at least 100")
-    summary = generate(args.out, args.images, args.seed, args.files,
-                       log=lambda m: print(m, file=sys.stderr, flush=True))
+    summary = generate(
+        args.out,
+        args.images,
+        args.seed,
+        args.files,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     # The query benchmark reads which images have real files from here.
     (args.out / "generate.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary))

@@ -78,15 +78,36 @@ def unique_jpeg(base: bytes, i: int) -> bytes:
 
 def sidecar(i: int) -> tuple[str, str]:
     rng = random.Random(i)
-    boxes = [(rng.randrange(len(CLASSES)), 0.2 + rng.random() * 0.6, 0.2 + rng.random() * 0.6,
-              0.1 + rng.random() * 0.1, 0.1 + rng.random() * 0.1, rng.random()) for _ in range(3)]
+    boxes = [
+        (
+            rng.randrange(len(CLASSES)),
+            0.2 + rng.random() * 0.6,
+            0.2 + rng.random() * 0.6,
+            0.1 + rng.random() * 0.1,
+            0.1 + rng.random() * 0.1,
+            rng.random(),
+        )
+        for _ in range(3)
+    ]
     if i % 2 == 0:
-        doc = {"model_id": "yolo", "model_version": "8", "source": "model", "annotations": [
-            {"class_value": CLASSES[c], "type": "bbox", "geometry": [x, y, w, h],
-             "confidence": round(p, 3)} for c, x, y, w, h, p in boxes]}
+        doc = {
+            "model_id": "yolo",
+            "model_version": "8",
+            "source": "model",
+            "annotations": [
+                {
+                    "class_value": CLASSES[c],
+                    "type": "bbox",
+                    "geometry": [x, y, w, h],
+                    "confidence": round(p, 3),
+                }
+                for c, x, y, w, h, p in boxes
+            ],
+        }
         return ".json", json.dumps(doc)
-    return ".txt", "".join(f"{c} {x:.4f} {y:.4f} {w:.4f} {h:.4f} {p:.3f}\n"
-                           for c, x, y, w, h, p in boxes)
+    return ".txt", "".join(
+        f"{c} {x:.4f} {y:.4f} {w:.4f} {h:.4f} {p:.3f}\n" for c, x, y, w, h, p in boxes
+    )
 
 
 def generate(folder: Path, n: int, kb: int) -> list[Path]:
@@ -105,8 +126,10 @@ def generate(folder: Path, n: int, kb: int) -> list[Path]:
 
 def cpu_seconds() -> float:
     """CPU time of this process and its reaped children (the scan's worker processes)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
-        resource.RUSAGE_CHILDREN)
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
@@ -142,15 +165,22 @@ def measure_scan(folder: Path, work: Path, mode: str, n: int) -> float:
         source = work / "scan-source"
         shutil.rmtree(source, ignore_errors=True)
         shutil.copytree(folder, source)
-    settings = load_settings(environ={}, overrides={
-        "storage.data_dir": str(data), "auth.jwt_secret": "b" * 40,
-        "capture.settle_seconds": 0.0, "capture.mode": mode})
+    settings = load_settings(
+        environ={},
+        overrides={
+            "storage.data_dir": str(data),
+            "auth.jwt_secret": "b" * 40,
+            "capture.settle_seconds": 0.0,
+            "capture.mode": mode,
+        },
+    )
     db.open_for(settings)
     db.migrate()
     with database.connection_context():
         started = time.perf_counter()
-        report = scan_folder(FolderIndexer(CaptureOptions.from_settings(settings), source),
-                             recursive=False)
+        report = scan_folder(
+            FolderIndexer(CaptureOptions.from_settings(settings), source), recursive=False
+        )
         elapsed = time.perf_counter() - started
         assert report.indexed == n and Image.select().count() == n, report.summary()
     database.close()
@@ -168,14 +198,20 @@ def start_server(work: Path, threads: int) -> tuple[subprocess.Popen, str]:
     shutil.rmtree(data, ignore_errors=True)
     port = free_port()
     config = work / "bench.toml"
-    config.write_text(f'[server]\nhost = "127.0.0.1"\nport = {port}\nthreads = {threads}\n'
-                      f'[storage]\ndata_dir = "{data}"\n'
-                      f'[auth]\njwt_secret = "{"b" * 40}"\ndevice_keys = ["{DEVICE_KEY}"]\n'
-                      '[logging]\nlevel = "WARNING"\n')
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\nthreads = {threads}\n'
+        f'[storage]\ndata_dir = "{data}"\n'
+        f'[auth]\njwt_secret = "{"b" * 40}"\ndevice_keys = ["{DEVICE_KEY}"]\n'
+        '[logging]\nlevel = "WARNING"\n'
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECATALOG_")}
-    proc = subprocess.Popen([sys.executable, "-m", "edgecatalog", "serve", "--config",
-                             str(config)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgecatalog", "serve", "--config", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -204,10 +240,13 @@ def measure_upload(images: list[Path], work: Path, threads: int) -> float | None
         def client(chunk: list) -> None:
             with requests.Session() as session:
                 for name, data, meta in chunk:
-                    resp = session.post(url + "/device/images/upload", timeout=30,
-                                        headers={"X-Device-Key": DEVICE_KEY},
-                                        files={"image": (name, data, "image/jpeg")},
-                                        data={"metadata": meta})
+                    resp = session.post(
+                        url + "/device/images/upload",
+                        timeout=30,
+                        headers={"X-Device-Key": DEVICE_KEY},
+                        files={"image": (name, data, "image/jpeg")},
+                        data={"metadata": meta},
+                    )
                     if resp.status_code != 201:
                         errors.append(f"{resp.status_code} {resp.text[:200]}")
 
@@ -242,8 +281,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4, help="HTTP client threads")
     parser.add_argument("--mode", choices=("index", "move"), default="index")
     parser.add_argument("--skip-upload", action="store_true")
-    parser.add_argument("--cold", action="store_true",
-                        help="drop the page cache before each floor and scan run (root only)")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="drop the page cache before each floor and scan run (root only)",
+    )
     args = parser.parse_args()
     if args.cold and not drop_page_cache():
         print("--cold needs root (it writes /proc/sys/vm/drop_caches)", file=sys.stderr)
@@ -254,14 +296,24 @@ def main() -> int:
         size = sum(p.stat().st_size for p in images) / len(images)
         print(f"{args.n} JPEGs of {size / 1000:.0f} KB avg with sidecars, {os.cpu_count()} CPUs")
         floor, floor_cpu = timed(args.repeats, args.cold, measure_floor, work / "captures")
-        scan, scan_cpu = timed(args.repeats, args.cold, measure_scan, work / "captures", work,
-                               args.mode, args.n)
-        in_service, _ = timed(args.repeats, args.cold, measure_scan_in_service,
-                              work / "captures", work, args.mode, args.n)
+        scan, scan_cpu = timed(
+            args.repeats, args.cold, measure_scan, work / "captures", work, args.mode, args.n
+        )
+        in_service, _ = timed(
+            args.repeats,
+            args.cold,
+            measure_scan_in_service,
+            work / "captures",
+            work,
+            args.mode,
+            args.n,
+        )
         print(f"load average before: {os.getloadavg()[0]:.1f}")
         if OTHER_LOAD:  # noise: cores other programs used while floor and scan were measured
-            print(f"other processes meanwhile: {statistics.median(OTHER_LOAD):.2f} cores "
-                  f"(median), {max(OTHER_LOAD):.2f} at most")
+            print(
+                f"other processes meanwhile: {statistics.median(OTHER_LOAD):.2f} cores "
+                f"(median), {max(OTHER_LOAD):.2f} at most"
+            )
         cache = "cold cache" if args.cold else "warm cache"
         report(f"floor (read + sha256, {cache})", args.n, floor, floor, floor_cpu)
         report(f"scan ({args.mode} mode)", args.n, scan, floor, scan_cpu)
@@ -270,8 +322,9 @@ def main() -> int:
         if not args.skip_upload:
             runs = [measure_upload(images, work, args.threads) for _ in range(args.repeats)]
             if all(r is not None for r in runs):
-                report(f"HTTP upload ({args.threads} threads)", args.n,
-                       statistics.median(runs), floor)
+                report(
+                    f"HTTP upload ({args.threads} threads)", args.n, statistics.median(runs), floor
+                )
     return 0
 
 
@@ -320,8 +373,10 @@ def timed(repeats: int, cold: bool, func, *args) -> tuple[float, float]:
 
 def report(name: str, n: int, seconds: float, floor: float, cpu: float | None = None) -> None:
     cpu_text = f"  cpu {cpu / n * 1e6:5.0f} us/image" if cpu is not None else ""
-    print(f"{name:<38} {n / seconds:>9.0f} images/s  {seconds:7.3f} s  "
-          f"{floor / seconds:6.1%} of floor{cpu_text}")
+    print(
+        f"{name:<38} {n / seconds:>9.0f} images/s  {seconds:7.3f} s  "
+        f"{floor / seconds:6.1%} of floor{cpu_text}"
+    )
 
 
 if __name__ == "__main__":

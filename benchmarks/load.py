@@ -41,8 +41,9 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[rank - 1]
 
 
-def measure_latency(url: str, headers: dict[str, str], duration: float,
-                    min_requests: int = 20) -> Latency:
+def measure_latency(
+    url: str, headers: dict[str, str], duration: float, min_requests: int = 20
+) -> Latency:
     """Sequential requests for ``duration`` seconds (and at least ``min_requests``, time
     permitting); always at least one."""
     times, errors = [], 0
@@ -53,8 +54,9 @@ def measure_latency(url: str, headers: dict[str, str], duration: float,
         # Past the deadline, keep going up to min_requests for stabler percentiles, but never
         # past hard_stop: a query taking seconds gets fewer samples, not a longer run.
         while len(times) + errors < MAX_REQUESTS and (
-                time.monotonic() < deadline
-                or (len(times) + errors < min_requests and time.monotonic() < hard_stop)):
+            time.monotonic() < deadline
+            or (len(times) + errors < min_requests and time.monotonic() < hard_stop)
+        ):
             started = time.perf_counter()
             response = session.get(url, timeout=60)
             _ = response.content
@@ -66,12 +68,18 @@ def measure_latency(url: str, headers: dict[str, str], duration: float,
             if errors > 50 and not times:
                 break  # nothing but errors: no point hammering on
     times.sort()
-    return Latency(percentile(times, 50) * 1000, percentile(times, 95) * 1000,
-                   percentile(times, 99) * 1000, len(times), errors)
+    return Latency(
+        percentile(times, 50) * 1000,
+        percentile(times, 95) * 1000,
+        percentile(times, 99) * 1000,
+        len(times),
+        errors,
+    )
 
 
-def measure_throughput(url: str, headers: dict[str, str], duration: float,
-                       concurrency: int = 8) -> Throughput:
+def measure_throughput(
+    url: str, headers: dict[str, str], duration: float, concurrency: int = 8
+) -> Throughput:
     """``concurrency`` clients each looping for ``duration`` seconds; completed 200s per second."""
     counts = [0] * concurrency
     errors = [0] * concurrency
@@ -95,8 +103,7 @@ def measure_throughput(url: str, headers: dict[str, str], duration: float,
                 else:
                     errors[slot] += 1
 
-    threads = [threading.Thread(target=client, args=(i,), daemon=True)
-               for i in range(concurrency)]
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(concurrency)]
     for thread in threads:
         thread.start()
     began = time.monotonic()

@@ -57,24 +57,31 @@ def read_facts(db_path: Path) -> Facts:
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
         device_pk, device_id = conn.execute(
-            "SELECT id, device_id FROM device WHERE device_id = 'cam07'").fetchone()
+            "SELECT id, device_id FROM device WHERE device_id = 'cam07'"
+        ).fetchone()
         batch_id = conn.execute(
             "SELECT id FROM batch WHERE stage != 'collecting' ORDER BY image_count, id "
             "LIMIT 1 OFFSET (SELECT count(*) / 2 FROM batch WHERE stage != 'collecting')"
         ).fetchone()[0]
         project_id = conn.execute(
             "SELECT project_id FROM batch WHERE project_id IS NOT NULL GROUP BY project_id "
-            "ORDER BY sum(image_count) DESC LIMIT 1").fetchone()[0]
-        classes = [r[0] for r in conn.execute(
-            "SELECT class_value FROM annotation GROUP BY class_value ORDER BY count(*) DESC")]
+            "ORDER BY sum(image_count) DESC LIMIT 1"
+        ).fetchone()[0]
+        classes = [
+            r[0]
+            for r in conn.execute(
+                "SELECT class_value FROM annotation GROUP BY class_value ORDER BY count(*) DESC"
+            )
+        ]
         middle = conn.execute("SELECT max(id) / 2 FROM image").fetchone()[0]
         filename = conn.execute("SELECT filename FROM image WHERE id = ?", (middle,)).fetchone()[0]
     finally:
         conn.close()
     # cam07_20261113_141502_000123.jpg -> "20261113_1415": one minute, ~20 images at 1M.
     rare_search = filename.split("_", 1)[1][:13]
-    return Facts(device_id, device_pk, batch_id, project_id, classes[0], classes[-1],
-                 rare_search, filename)
+    return Facts(
+        device_id, device_pk, batch_id, project_id, classes[0], classes[-1], rare_search, filename
+    )
 
 
 def cases(facts: Facts, real_file_id: int) -> list[Case]:
@@ -84,53 +91,111 @@ def cases(facts: Facts, real_file_id: int) -> list[Case]:
     project_where = "batch_id in (select id from batch where project_id {})"
     out = [
         Case("no filter", {}, ds_sort),
-        Case("project_id", {"project_id": str(f.project_id)},
-             {"_where": project_where.format(f"= {f.project_id}"), **ds_sort}, "via _where"),
-        Case("project_id=null", {"project_id": "null"},
-             {"_where": project_where.format("is null"), **ds_sort}, "via _where"),
-        Case("project_id+stage", {"project_id": str(f.project_id), "stage": "annotating"},
-             {"_where": project_where.format(f"= {f.project_id} and stage = 'annotating'"),
-              **ds_sort}, "via _where"),
+        Case(
+            "project_id",
+            {"project_id": str(f.project_id)},
+            {"_where": project_where.format(f"= {f.project_id}"), **ds_sort},
+            "via _where",
+        ),
+        Case(
+            "project_id=null",
+            {"project_id": "null"},
+            {"_where": project_where.format("is null"), **ds_sort},
+            "via _where",
+        ),
+        Case(
+            "project_id+stage",
+            {"project_id": str(f.project_id), "stage": "annotating"},
+            {
+                "_where": project_where.format(f"= {f.project_id} and stage = 'annotating'"),
+                **ds_sort,
+            },
+            "via _where",
+        ),
         Case("batch_id", {"batch_id": str(f.batch_id)}, {"batch_id": str(f.batch_id), **ds_sort}),
-        Case("device_id", {"device_id": f.device_id}, {"device_id": str(f.device_pk), **ds_sort},
-             "Datasette given the device's row id"),
-        Case("annotation_status", {"annotation_status": "in_progress"},
-             {"annotation_status": "in_progress", **ds_sort}),
+        Case(
+            "device_id",
+            {"device_id": f.device_id},
+            {"device_id": str(f.device_pk), **ds_sort},
+            "Datasette given the device's row id",
+        ),
+        Case(
+            "annotation_status",
+            {"annotation_status": "in_progress"},
+            {"annotation_status": "in_progress", **ds_sort},
+        ),
         Case("split", {"split": "val"}, {"split": "val", **ds_sort}),
-        Case("sync_state rare", {"sync_state": "quarantined"},
-             {"sync_state": "quarantined", **ds_sort}),
-        Case("sync_state pending", {"sync_state": "pending"},
-             {"sync_state": "pending", **ds_sort}),
+        Case(
+            "sync_state rare",
+            {"sync_state": "quarantined"},
+            {"sync_state": "quarantined", **ds_sort},
+        ),
+        Case("sync_state pending", {"sync_state": "pending"}, {"sync_state": "pending", **ds_sort}),
         Case("filename exact", {"filename": f.filename}, {"filename": f.filename, **ds_sort}),
-        Case("class rare", {"class_values": f.rare_class},
-             {"_where": class_where.format(f.rare_class), **ds_sort}, "via _where"),
-        Case("class common", {"class_values": f.common_class},
-             {"_where": class_where.format(f.common_class), **ds_sort}, "via _where"),
-        Case("search rare", {"search": f.rare_search},
-             {"filename__contains": f.rare_search, **ds_sort}, "Datasette: '_' is a wildcard"),
+        Case(
+            "class rare",
+            {"class_values": f.rare_class},
+            {"_where": class_where.format(f.rare_class), **ds_sort},
+            "via _where",
+        ),
+        Case(
+            "class common",
+            {"class_values": f.common_class},
+            {"_where": class_where.format(f.common_class), **ds_sort},
+            "via _where",
+        ),
+        Case(
+            "search rare",
+            {"search": f.rare_search},
+            {"filename__contains": f.rare_search, **ds_sort},
+            "Datasette: '_' is a wildcard",
+        ),
         Case("search common", {"search": "cam1"}, {"filename__contains": "cam1", **ds_sort}),
         Case("search 2-char", {"search": "07"}, {"filename__contains": "07", **ds_sort}),
-        Case("3 filters", {"device_id": f.device_id, "annotation_status": "completed",
-                           "split": "train"},
-             {"device_id": str(f.device_pk), "annotation_status": "completed", "split": "train",
-              **ds_sort}),
-        Case("4 filters", {"project_id": str(f.project_id), "stage": "complete",
-                           "split": "val", "class_values": f.common_class},
-             {"_where": project_where.format(f"= {f.project_id} and stage = 'complete'")
-              + " and " + class_where.format(f.common_class), "split": "val", **ds_sort},
-             "via _where"),
+        Case(
+            "3 filters",
+            {"device_id": f.device_id, "annotation_status": "completed", "split": "train"},
+            {
+                "device_id": str(f.device_pk),
+                "annotation_status": "completed",
+                "split": "train",
+                **ds_sort,
+            },
+        ),
+        Case(
+            "4 filters",
+            {
+                "project_id": str(f.project_id),
+                "stage": "complete",
+                "split": "val",
+                "class_values": f.common_class,
+            },
+            {
+                "_where": project_where.format(f"= {f.project_id} and stage = 'complete'")
+                + " and "
+                + class_where.format(f.common_class),
+                "split": "val",
+                **ds_sort,
+            },
+            "via _where",
+        ),
     ]
     for sort in ("created_at", "updated_at", "filename"):
         for order in ("asc", "desc"):
             if (sort, order) != ("created_at", "desc"):  # that one is "no filter"
                 key = "_sort" if order == "asc" else "_sort_desc"
-                out.append(Case(f"sort {sort} {order}", {"sort": sort, "order": order},
-                                {key: sort}))
+                out.append(
+                    Case(f"sort {sort} {order}", {"sort": sort, "order": order}, {key: sort})
+                )
     out += [
         Case("offset 1000", {"offset": "1000"}, None, NO_OFFSET),
         Case("offset 10000", {"offset": "10000"}, None, NO_OFFSET),
-        Case("annotations limit=100", {"include_annotations": "true", "limit": "100"}, None,
-             NO_NESTING),
+        Case(
+            "annotations limit=100",
+            {"include_annotations": "true", "limit": "100"},
+            None,
+            NO_NESTING,
+        ),
         Case("file 200 KB", {}, None, NO_FILES, path=f"/files/{real_file_id}"),
     ]
     return out

@@ -27,9 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=200, help="requests to profile")
     parser.add_argument("--html", type=Path, help="also write pyinstrument's HTML report here")
     args = parser.parse_args(argv)
-    settings = load_settings(environ={}, overrides={
-        "storage.data_dir": str(args.data.resolve()), "auth.jwt_secret": "p" * 64,
-        "upstream.base_url": "http://127.0.0.1:9/api"})
+    settings = load_settings(
+        environ={},
+        overrides={
+            "storage.data_dir": str(args.data.resolve()),
+            "auth.jwt_secret": "p" * 64,
+            "upstream.base_url": "http://127.0.0.1:9/api",
+        },
+    )
     app = create_app(settings, migrate=False)
     headers = {"Authorization": "Bearer " + Authenticator(settings).issue_token("prof", "read")}
     client = app.test_client()

@@ -45,8 +45,9 @@ def check_answers(case: matrix.Case, svc: servers.Server, floor: servers.Server)
     return "same"
 
 
-def check_datasette(case: matrix.Case, ds: servers.Server, floor: servers.Server,
-                    db_name: str) -> str:
+def check_datasette(
+    case: matrix.Case, ds: servers.Server, floor: servers.Server, db_name: str
+) -> str:
     """Does Datasette's answer match the floor's (count, then page ids)?"""
     url = case.datasette_url(db_name)
     if url is None:
@@ -59,12 +60,16 @@ def check_datasette(case: matrix.Case, ds: servers.Server, floor: servers.Server
     if ja.get("filtered_table_rows_count") != jb["meta"]["total"]:
         return f"count {ja.get('filtered_table_rows_count')} != {jb['meta']['total']}"
     # Datasette breaks ties in the sort column its own way, so equal counts are what matters.
-    return "same" if [r["id"] for r in ja["rows"]] == [r["id"] for r in jb["data"]] \
+    return (
+        "same"
+        if [r["id"] for r in ja["rows"]] == [r["id"] for r in jb["data"]]
         else "same count, ids differ (ties)"
+    )
 
 
-def run_case(case: matrix.Case, targets: dict[str, servers.Server], db_name: str,
-             args: argparse.Namespace) -> dict:
+def run_case(
+    case: matrix.Case, targets: dict[str, servers.Server], db_name: str, args: argparse.Namespace
+) -> dict:
     result: dict = {"name": case.name, "url": case.url(), "note": case.note}
     for name, server in targets.items():
         url = case.url() if name != "datasette" else case.datasette_url(db_name)
@@ -73,8 +78,13 @@ def run_case(case: matrix.Case, targets: dict[str, servers.Server], db_name: str
         full = server.url + url
         lat = load.measure_latency(full, server.headers, args.duration)
         thr = load.measure_throughput(full, server.headers, args.duration, args.concurrency)
-        result[name] = {"url": url, **asdict(lat), "rps": thr.rps,
-                        "rps_requests": thr.requests, "rps_errors": thr.errors}
+        result[name] = {
+            "url": url,
+            **asdict(lat),
+            "rps": thr.rps,
+            "rps_requests": thr.requests,
+            "rps_errors": thr.errors,
+        }
     return result
 
 
@@ -94,19 +104,23 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = (f"{'query':24} {'p50':>6} {'p95':>6} {'p99':>6} {'rps8':>6} {'floor':>6} "
-            f"{'ds':>6} {'/floor':>6} {'xds':>5} {'fl p50':>6} {'ds p50':>6}  ok  check")
+    head = (
+        f"{'query':24} {'p50':>6} {'p95':>6} {'p99':>6} {'rps8':>6} {'floor':>6} "
+        f"{'ds':>6} {'/floor':>6} {'xds':>5} {'fl p50':>6} {'ds p50':>6}  ok  check"
+    )
     print(head)
     print("-" * len(head))
     for row in rows:
         svc, v = row["service"], row["verdict"]
         floor, ds = row.get("floor") or {}, row.get("datasette") or {}
-        print(f"{row['name'][:24]:24} {svc['p50_ms']:6.1f} {svc['p95_ms']:6.1f} "
-              f"{svc['p99_ms']:6.1f} {svc['rps']:6.0f} {_fmt(floor.get('rps'), '.0f'):>6} "
-              f"{_fmt(ds.get('rps'), '.0f'):>6} {_fmt(v['floor_share'], '.2f'):>6} "
-              f"{_fmt(v['vs_datasette'], '.2f'):>5} {_fmt(floor.get('p50_ms')):>6} "
-              f"{_fmt(ds.get('p50_ms')):>6}  {'yes' if v['pass'] else 'NO ':3} {row['check']}"
-              + (f"; datasette: {row['datasette_check']}" if row.get("datasette_check") else ""))
+        print(
+            f"{row['name'][:24]:24} {svc['p50_ms']:6.1f} {svc['p95_ms']:6.1f} "
+            f"{svc['p99_ms']:6.1f} {svc['rps']:6.0f} {_fmt(floor.get('rps'), '.0f'):>6} "
+            f"{_fmt(ds.get('rps'), '.0f'):>6} {_fmt(v['floor_share'], '.2f'):>6} "
+            f"{_fmt(v['vs_datasette'], '.2f'):>5} {_fmt(floor.get('p50_ms')):>6} "
+            f"{_fmt(ds.get('p50_ms')):>6}  {'yes' if v['pass'] else 'NO ':3} {row['check']}"
+            + (f"; datasette: {row['datasette_check']}" if row.get("datasette_check") else "")
+        )
 
 
 def summary(rows: list[dict], extra: dict) -> dict:
@@ -118,9 +132,11 @@ def summary(rows: list[dict], extra: dict) -> dict:
         "floor_fail": [r["name"] for r in rows if not r["verdict"]["floor_ok"]],
         "datasette_fail": [r["name"] for r in rows if not r["verdict"]["ds_ok"]],
         "median_floor_share": statistics.median(
-            [r["verdict"]["floor_share"] for r in rows if r["verdict"]["floor_share"]] or [0]),
+            [r["verdict"]["floor_share"] for r in rows if r["verdict"]["floor_share"]] or [0]
+        ),
         "median_vs_datasette": statistics.median(
-            [r["verdict"]["vs_datasette"] for r in rows if r["verdict"]["vs_datasette"]] or [0]),
+            [r["verdict"]["vs_datasette"] for r in rows if r["verdict"]["vs_datasette"]] or [0]
+        ),
         "not_in_datasette": {r["name"]: r["note"] for r in rows if "datasette" not in r},
         **extra,
     }
@@ -130,27 +146,40 @@ def summary(rows: list[dict], extra: dict) -> dict:
 
 def print_summary(s: dict) -> None:
     print()
-    print(f"median p50 over the matrix: {s['median_p50_ms']:.1f} ms "
-          f"(goal <= {GOAL_MEDIAN_MS:g}: {'ok' if s['median_ok'] else 'MISSED'})")
+    print(
+        f"median p50 over the matrix: {s['median_p50_ms']:.1f} ms "
+        f"(goal <= {GOAL_MEDIAN_MS:g}: {'ok' if s['median_ok'] else 'MISSED'})"
+    )
     print(f"p95 > {GOAL_P95_MS:g} ms: {len(s['p95_fail'])}/{s['queries']} {s['p95_fail']}")
-    print(f"rps < {GOAL_FLOOR_SHARE:.0%} of floor: {len(s['floor_fail'])} {s['floor_fail']}; "
-          f"median share {s['median_floor_share']:.2f}")
-    print(f"rps < {GOAL_DATASETTE_X:g}x Datasette: {len(s['datasette_fail'])} "
-          f"{s['datasette_fail']}; median ratio {s['median_vs_datasette']:.2f}")
-    print(f"cold start: {s['cold_start_s']} s {s['cold_starts_s']} (goal <= {GOAL_COLD_S}); "
-          "peak RSS service: "
-          f"{s['service_peak_rss_mb']} MB (goal <= {GOAL_RSS_MB}; "
-          f"{s['service_rss_after_start_mb']} MB after its first answer); "
-          f"floor {s['floor_peak_rss_mb']}"
-          f" MB; datasette {s['datasette_peak_rss_mb']} MB")
-    print(f"database: {s['db_bytes']:,} bytes, {s['bytes_per_image']:.0f} bytes/image "
-          f"(goal <= {GOAL_BYTES_PER_IMAGE})")
-    print("not expressible in Datasette: " + "; ".join(
-        f"{k} ({v})" for k, v in s["not_in_datasette"].items()))
+    print(
+        f"rps < {GOAL_FLOOR_SHARE:.0%} of floor: {len(s['floor_fail'])} {s['floor_fail']}; "
+        f"median share {s['median_floor_share']:.2f}"
+    )
+    print(
+        f"rps < {GOAL_DATASETTE_X:g}x Datasette: {len(s['datasette_fail'])} "
+        f"{s['datasette_fail']}; median ratio {s['median_vs_datasette']:.2f}"
+    )
+    print(
+        f"cold start: {s['cold_start_s']} s {s['cold_starts_s']} (goal <= {GOAL_COLD_S}); "
+        "peak RSS service: "
+        f"{s['service_peak_rss_mb']} MB (goal <= {GOAL_RSS_MB}; "
+        f"{s['service_rss_after_start_mb']} MB after its first answer); "
+        f"floor {s['floor_peak_rss_mb']}"
+        f" MB; datasette {s['datasette_peak_rss_mb']} MB"
+    )
+    print(
+        f"database: {s['db_bytes']:,} bytes, {s['bytes_per_image']:.0f} bytes/image "
+        f"(goal <= {GOAL_BYTES_PER_IMAGE})"
+    )
+    print(
+        "not expressible in Datasette: "
+        + "; ".join(f"{k} ({v})" for k, v in s["not_in_datasette"].items())
+    )
 
 
-def cold_starts(data: Path, workdir: Path, n: int,
-                threads: int) -> tuple[list[float], float, servers.Server]:
+def cold_starts(
+    data: Path, workdir: Path, n: int, threads: int
+) -> tuple[list[float], float, servers.Server]:
     """Start the service n times; keep the last one running for the matrix. Also returns the
     peak RSS (MB) right after its first answer: the baseline the queries add to."""
     times = []
@@ -173,8 +202,11 @@ def run(args: argparse.Namespace) -> dict:
     db_path = data / "catalog.db"
     generated = json.loads((data / "generate.json").read_text())
     facts = matrix.read_facts(db_path)
-    case_list = [c for c in matrix.cases(facts, generated["real_files"][0])
-                 if not args.only or re.search(args.only, c.name)]
+    case_list = [
+        c
+        for c in matrix.cases(facts, generated["real_files"][0])
+        if not args.only or re.search(args.only, c.name)
+    ]
     workdir = servers.make_workdir()
     started: list[servers.Server] = []
     try:
@@ -193,12 +225,17 @@ def run(args: argparse.Namespace) -> dict:
             row = run_case(case, targets, db_path.stem, args)
             row["check"] = check_answers(case, svc, floor)
             if "datasette" in targets:
-                row["datasette_check"] = check_datasette(case, targets["datasette"], floor,
-                                                         db_path.stem)
+                row["datasette_check"] = check_datasette(
+                    case, targets["datasette"], floor, db_path.stem
+                )
             row["verdict"] = verdict(row)
             rows.append(row)
-            print(f"  {case.name}: p50 {row['service']['p50_ms']:.1f} ms, "
-                  f"{row['service']['rps']:.0f} req/s", file=sys.stderr, flush=True)
+            print(
+                f"  {case.name}: p50 {row['service']['p50_ms']:.1f} ms, "
+                f"{row['service']['rps']:.0f} req/s",
+                file=sys.stderr,
+                flush=True,
+            )
         rss = {f"{s.name}_peak_rss_mb": round((s.peak_rss_kb() or 0) / 1024, 1) for s in started}
     finally:
         for server in started:
@@ -208,12 +245,18 @@ def run(args: argparse.Namespace) -> dict:
         print(f"server logs: {workdir}", file=sys.stderr)
     rss.setdefault("datasette_peak_rss_mb", None)
     size = db_size(db_path)
-    extra = {"cold_start_s": statistics.median(starts), "cold_starts_s": starts, **rss,
-             "service_rss_after_start_mb": started_rss,
-             "db_bytes": size, "bytes_per_image": size / generated["images"],
-             "images": generated["images"], "duration_s": args.duration,
-             "concurrency": args.concurrency, "date": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                    time.gmtime())}
+    extra = {
+        "cold_start_s": statistics.median(starts),
+        "cold_starts_s": starts,
+        **rss,
+        "service_rss_after_start_mb": started_rss,
+        "db_bytes": size,
+        "bytes_per_image": size / generated["images"],
+        "images": generated["images"],
+        "duration_s": args.duration,
+        "concurrency": args.concurrency,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
     return {"rows": rows, "summary": summary(rows, extra)}
 
 
@@ -226,13 +269,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-starts", type=int, default=3)
     parser.add_argument("--only", help="regex: run only the matching queries")
     parser.add_argument("--no-datasette", action="store_true")
-    parser.add_argument("--floor-same-sql", action="store_true",
-                        help="the floor runs the service's own SQL (isolates framework cost)")
+    parser.add_argument(
+        "--floor-same-sql",
+        action="store_true",
+        help="the floor runs the service's own SQL (isolates framework cost)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     result = run(args)
-    print(f"\n{result['summary']['images']:,} images; {args.duration:g} s per phase; "
-          f"c={args.concurrency}; {result['summary']['date']}\n")
+    print(
+        f"\n{result['summary']['images']:,} images; {args.duration:g} s per phase; "
+        f"c={args.concurrency}; {result['summary']['date']}\n"
+    )
     print_table(result["rows"])
     print_summary(result["summary"])
     if args.json:

@@ -24,9 +24,13 @@ COLUMNS = ("runs", "faults", "requests", "errors", "lost")
 HEADERS = ("Test", "Runs", "Faults injected", "Requests sent", "Errors", "Data lost", "Notes")
 # Extra figures worth a note, when a row has them.
 NOTES = {
-    "p99_read_ms": "p99 read {} ms", "rss_growth_mib": "RSS +{} MiB",
-    "sigkills": "{} SIGKILLs", "images": "{} images", "recovered_after_s": "recovered in {} s",
-    "uploads_before_507": "507 after {} uploads", "first_failure_status": "full disk -> {}",
+    "p99_read_ms": "p99 read {} ms",
+    "rss_growth_mib": "RSS +{} MiB",
+    "sigkills": "{} SIGKILLs",
+    "images": "{} images",
+    "recovered_after_s": "recovered in {} s",
+    "uploads_before_507": "507 after {} uploads",
+    "first_failure_status": "full disk -> {}",
     "reads": "{} reads",
 }
 

@@ -64,8 +64,10 @@ def remove_written(db_path: Path) -> int:
 
 
 def measure(svc: servers.Server, duration: float) -> dict[str, load.Latency]:
-    return {name: load.measure_latency(f"{svc.url}/data/images?{urlencode(q)}", svc.headers,
-                                       duration) for name, q in QUERIES.items()}
+    return {
+        name: load.measure_latency(f"{svc.url}/data/images?{urlencode(q)}", svc.headers, duration)
+        for name, q in QUERIES.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,14 +92,20 @@ def main(argv: list[str] | None = None) -> int:
         svc.stop()
         (workdir / "bench-service.toml").unlink(missing_ok=True)
         removed = remove_written(db_path)
-    print(f"{args.duration:g} s per query at concurrency 1; writer: "
-          f"{args.writes_per_second:g} inserts/s ({writer.written} written, {removed} removed)")
-    print(f"{'query':24} {'quiet p50':>9} {'p95':>7} {'writing p50':>11} {'p95':>7} "
-          f"{'p99':>7} {'n':>5}")
+    print(
+        f"{args.duration:g} s per query at concurrency 1; writer: "
+        f"{args.writes_per_second:g} inserts/s ({writer.written} written, {removed} removed)"
+    )
+    print(
+        f"{'query':24} {'quiet p50':>9} {'p95':>7} {'writing p50':>11} {'p95':>7} "
+        f"{'p99':>7} {'n':>5}"
+    )
     for name in QUERIES:
         q, b = quiet[name], busy[name]
-        print(f"{name:24} {q.p50_ms:9.1f} {q.p95_ms:7.1f} {b.p50_ms:11.1f} {b.p95_ms:7.1f} "
-              f"{b.p99_ms:7.1f} {b.requests:5d}")
+        print(
+            f"{name:24} {q.p50_ms:9.1f} {q.p95_ms:7.1f} {b.p50_ms:11.1f} {b.p95_ms:7.1f} "
+            f"{b.p99_ms:7.1f} {b.requests:5d}"
+        )
     return 0
 
 

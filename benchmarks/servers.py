@@ -62,8 +62,9 @@ def peak_rss_kb(pid: int) -> int | None:
     return None
 
 
-def wait_ready(url: str, headers: dict[str, str], process: subprocess.Popen,
-               timeout: float = 60.0) -> float:
+def wait_ready(
+    url: str, headers: dict[str, str], process: subprocess.Popen, timeout: float = 60.0
+) -> float:
     """Seconds from now until ``url`` answers 200; fails if the process dies or time runs out."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
@@ -87,14 +88,16 @@ def write_service_config(data_dir: Path, port: int, threads: int, folder: Path) 
     """A 0600 TOML file for this run: it holds a fresh JWT secret."""
     path = folder / "bench-service.toml"
     captures = (data_dir / "captures").resolve()
-    text = (f'[server]\nhost = "{HOST}"\nport = {port}\nthreads = {threads}\n'
-            f'[storage]\ndata_dir = "{data_dir.resolve()}"\n'
-            f'[auth]\njwt_secret = "{secrets.token_hex(32)}"\n'
-            # An upstream is configured but sync is off: no sync traffic, and pending images
-            # stay pending (with no base_url the service would mark them local_only).
-            f'[upstream]\nenabled = false\nbase_url = "http://{HOST}:9/api"\n'
-            f'[capture]\nwatch_dirs = ["{captures}"]\n'
-            f'[logging]\nlevel = "WARNING"\n')
+    text = (
+        f'[server]\nhost = "{HOST}"\nport = {port}\nthreads = {threads}\n'
+        f'[storage]\ndata_dir = "{data_dir.resolve()}"\n'
+        f'[auth]\njwt_secret = "{secrets.token_hex(32)}"\n'
+        # An upstream is configured but sync is off: no sync traffic, and pending images
+        # stay pending (with no base_url the service would mark them local_only).
+        f'[upstream]\nenabled = false\nbase_url = "http://{HOST}:9/api"\n'
+        f'[capture]\nwatch_dirs = ["{captures}"]\n'
+        f'[logging]\nlevel = "WARNING"\n'
+    )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
@@ -123,8 +126,20 @@ def start_floor(db_path: Path, workdir: Path, threads: int = 4, same_sql: bool =
     port = free_port()
     started = time.monotonic()
     extra = ["--same-sql"] if same_sql else []
-    proc = _spawn([sys.executable, str(HERE / "floor_app.py"), "--db", str(db_path),
-                   "--port", str(port), "--threads", str(threads), *extra], workdir / "floor.log")
+    proc = _spawn(
+        [
+            sys.executable,
+            str(HERE / "floor_app.py"),
+            "--db",
+            str(db_path),
+            "--port",
+            str(port),
+            "--threads",
+            str(threads),
+            *extra,
+        ],
+        workdir / "floor.log",
+    )
     url = f"http://{HOST}:{port}"
     wait_ready(f"{url}/data/images?limit=1", {}, proc)
     return Server("floor", url, proc, {}, time.monotonic() - started)
@@ -133,18 +148,36 @@ def start_floor(db_path: Path, workdir: Path, threads: int = 4, same_sql: bool =
 def start_datasette(db_path: Path, workdir: Path) -> Server | None:
     exe = shutil.which("datasette", path=str(Path(sys.executable).parent))
     if exe is None:
-        print("datasette is not installed (pip install -e '.[bench]'); skipping it",
-              file=sys.stderr)
+        print(
+            "datasette is not installed (pip install -e '.[bench]'); skipping it", file=sys.stderr
+        )
         return None
     port = free_port()
     started = time.monotonic()
     # A generous time limit: a query Datasette cancels would measure its error page instead.
-    proc = _spawn([exe, "serve", str(db_path), "-h", HOST, "-p", str(port),
-                   "--setting", "sql_time_limit_ms", "30000",
-                   # Facet suggestions run extra GROUP BYs per request (seconds at 1M rows);
-                   # the service has no such feature, so they stay off.
-                   "--setting", "suggest_facets", "off",
-                   "--setting", "default_page_size", "50"], workdir / "datasette.log")
+    proc = _spawn(
+        [
+            exe,
+            "serve",
+            str(db_path),
+            "-h",
+            HOST,
+            "-p",
+            str(port),
+            "--setting",
+            "sql_time_limit_ms",
+            "30000",
+            # Facet suggestions run extra GROUP BYs per request (seconds at 1M rows);
+            # the service has no such feature, so they stay off.
+            "--setting",
+            "suggest_facets",
+            "off",
+            "--setting",
+            "default_page_size",
+            "50",
+        ],
+        workdir / "datasette.log",
+    )
     url = f"http://{HOST}:{port}"
     wait_ready(f"{url}/{db_path.stem}/image.json?_size=1", {}, proc)
     return Server("datasette", url, proc, {}, time.monotonic() - started)

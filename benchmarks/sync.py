@@ -44,11 +44,23 @@ def make_images(count: int, size: int, seed: int) -> list[bytes]:
 
 
 def metadata_for(data: bytes, name: str) -> dict:
-    return {"model_id": "mdl_1", "model_version": "1.0.0", "source": "camera-1",
-            "timestamp": "2026-11-28T10:00:00Z", "device_id": "bench", "filename": name,
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "annotations": [{"class_value": "defect", "type": "bbox",
-                             "geometry": [0.5, 0.5, 0.2, 0.1], "confidence": 0.9}]}
+    return {
+        "model_id": "mdl_1",
+        "model_version": "1.0.0",
+        "source": "camera-1",
+        "timestamp": "2026-11-28T10:00:00Z",
+        "device_id": "bench",
+        "filename": name,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "annotations": [
+            {
+                "class_value": "defect",
+                "type": "bbox",
+                "geometry": [0.5, 0.5, 0.2, 0.1],
+                "confidence": 0.9,
+            }
+        ],
+    }
 
 
 def run_floor(images: list[bytes]) -> tuple[float, float]:
@@ -58,12 +70,15 @@ def run_floor(images: list[bytes]) -> tuple[float, float]:
         start, cpu = time.perf_counter(), time.process_time()
         for i, data in enumerate(images):
             name = f"b{i}.jpg"
-            resp = session.post(emu.base_url + "/device/images/upload",
-                                headers={"X-Device-Key": emu.device_key, "Idempotency-Key": str(i)},
-                                files={"image": (name, data, "image/jpeg"),
-                                       "metadata": (None, json.dumps(metadata_for(data, name)),
-                                                    "application/json")},
-                                timeout=30)
+            resp = session.post(
+                emu.base_url + "/device/images/upload",
+                headers={"X-Device-Key": emu.device_key, "Idempotency-Key": str(i)},
+                files={
+                    "image": (name, data, "image/jpeg"),
+                    "metadata": (None, json.dumps(metadata_for(data, name)), "application/json"),
+                },
+                timeout=30,
+            )
             assert resp.status_code == 201, resp.text
         elapsed = time.perf_counter() - start, time.process_time() - cpu
         assert len(emu.images) == len(images)
@@ -76,9 +91,15 @@ def run_floor(images: list[bytes]) -> tuple[float, float]:
 def run_worker(images: list[bytes]) -> tuple[float, float]:
     emu = UpstreamEmulator()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(environ={}, overrides={
-            "storage.data_dir": tmp, "auth.jwt_secret": "b" * 40,
-            "upstream.base_url": emu.base_url, "upstream.device_key": emu.device_key})
+        settings = load_settings(
+            environ={},
+            overrides={
+                "storage.data_dir": tmp,
+                "auth.jwt_secret": "b" * 40,
+                "upstream.base_url": emu.base_url,
+                "upstream.device_key": emu.device_key,
+            },
+        )
         db.open_for(settings)
         db.migrate()
         for i, data in enumerate(images):
@@ -86,12 +107,23 @@ def run_worker(images: list[bytes]) -> tuple[float, float]:
             path = settings.images_dir / key
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-            add_image(NewImage(filename=f"b{i}.jpg", storage_key=key,
-                               sha256=hashlib.sha256(data).hexdigest(), byte_size=len(data),
-                               width=640, height=480, root=str(settings.images_dir), path=key,
-                               device_id="bench", model_id="mdl_1", model_version="1.0.0",
-                               source="camera-1", annotations=(NewAnnotation(
-                                   "defect", "bbox", (0.5, 0.5, 0.2, 0.1), 0.9),)))
+            add_image(
+                NewImage(
+                    filename=f"b{i}.jpg",
+                    storage_key=key,
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    byte_size=len(data),
+                    width=640,
+                    height=480,
+                    root=str(settings.images_dir),
+                    path=key,
+                    device_id="bench",
+                    model_id="mdl_1",
+                    model_version="1.0.0",
+                    source="camera-1",
+                    annotations=(NewAnnotation("defect", "bbox", (0.5, 0.5, 0.2, 0.1), 0.9),),
+                )
+            )
         # Seeding wrote ~N x size bytes; flush them now so their writeback does not stall
         # the timed part (measured: it doubled the median upload time when left running).
         os.sync()
@@ -129,15 +161,23 @@ def main() -> int:
     ratios = sorted(fw / ww for (fw, _), (ww, _) in zip(floor, worker))
     fc = statistics.median(c for _, c in floor) / n * 1e3
     wc = statistics.median(c for _, c in worker) / n * 1e3
-    print(f"{n} images x {args.size} B, median of {args.repeats} "
-          f"(cpus: {os.cpu_count()}, load average at end: {os.getloadavg()[0]:.1f})")
-    print(f"floor  (plain HTTP posts): {n / f:8.1f} images/s {megabytes / f:8.1f} MB/s "
-          f"{fc:6.2f} ms CPU/image")
-    print(f"worker (sync passes)     : {n / w:8.1f} images/s {megabytes / w:8.1f} MB/s "
-          f"{wc:6.2f} ms CPU/image")
-    print(f"ratio worker/floor       : {f / w:8.1%} of medians; per pair "
-          f"{ratios[0]:.0%}..{ratios[-1]:.0%}, median {statistics.median(ratios):.0%}; "
-          f"CPU {fc / wc:.0%}  (goal >= 70%)")
+    print(
+        f"{n} images x {args.size} B, median of {args.repeats} "
+        f"(cpus: {os.cpu_count()}, load average at end: {os.getloadavg()[0]:.1f})"
+    )
+    print(
+        f"floor  (plain HTTP posts): {n / f:8.1f} images/s {megabytes / f:8.1f} MB/s "
+        f"{fc:6.2f} ms CPU/image"
+    )
+    print(
+        f"worker (sync passes)     : {n / w:8.1f} images/s {megabytes / w:8.1f} MB/s "
+        f"{wc:6.2f} ms CPU/image"
+    )
+    print(
+        f"ratio worker/floor       : {f / w:8.1%} of medians; per pair "
+        f"{ratios[0]:.0%}..{ratios[-1]:.0%}, median {statistics.median(ratios):.0%}; "
+        f"CPU {fc / wc:.0%}  (goal >= 70%)"
+    )
     return 0
 
 

@@ -77,10 +77,12 @@ def measure(path: Path, size: int, repeat: int) -> str:
     for _ in range(200):
         thumbnail(path, sha, n, size, cache)
     cached = (time.perf_counter() - started) / 200
-    return (f"{path.name:<20} {n / 1e6:6.1f} MB  cold {size}: {statistics.median(firsts) * 1000:6.0f}"
-            f" ms  cold all sizes: {statistics.median(alls) * 1000:6.0f} ms  (median of {repeat})"
-            f"  cached {cached * 1000:6.3f} ms  peak RSS {before / 1024:4.0f} -> "
-            f"{after / 1024:4.0f} MB")
+    return (
+        f"{path.name:<20} {n / 1e6:6.1f} MB  cold {size}: {statistics.median(firsts) * 1000:6.0f}"
+        f" ms  cold all sizes: {statistics.median(alls) * 1000:6.0f} ms  (median of {repeat})"
+        f"  cached {cached * 1000:6.3f} ms  peak RSS {before / 1024:4.0f} -> "
+        f"{after / 1024:4.0f} MB"
+    )
 
 
 def http_grid(n: int, size: int, workers: int | None, case: str) -> None:
@@ -109,30 +111,44 @@ def http_grid(n: int, size: int, workers: int | None, case: str) -> None:
             raise SystemExit("--workers: this version has no decoding pool")
         thumbnails.DECODE_WORKERS = workers  # read when the pool is first made
     tmp = Path(tempfile.mkdtemp())
-    settings = load_settings(environ={}, overrides={"storage.data_dir": str(tmp),
-                                                    "auth.jwt_secret": "b" * 40})
+    settings = load_settings(
+        environ={}, overrides={"storage.data_dir": str(tmp), "auth.jwt_secret": "b" * 40}
+    )
     app = create_app(settings)
     fmt, dims = case.split(":")
     width, height = (int(v) for v in dims.split("x"))
     for i in range(n):
         buf = io.BytesIO()
         Image.effect_noise((width, height), 20 + i % 40).convert("RGB").save(
-            buf, fmt, **({"quality": 88} if fmt == "JPEG" else {"compress_level": 1}))
+            buf, fmt, **({"quality": 88} if fmt == "JPEG" else {"compress_level": 1})
+        )
         data, key = buf.getvalue(), f"raw-data/{i:05d}.{fmt.lower()}"
         (settings.images_dir / "raw-data").mkdir(parents=True, exist_ok=True)
         (settings.images_dir / key).write_bytes(data)
-        add_image(NewImage(filename=key.split("/")[1], storage_key=key,
-                           sha256=hashlib.sha256(data).hexdigest(), byte_size=len(data),
-                           width=width, height=height, root=str(settings.images_dir), path=key,
-                           device_id="bench"))
+        add_image(
+            NewImage(
+                filename=key.split("/")[1],
+                storage_key=key,
+                sha256=hashlib.sha256(data).hexdigest(),
+                byte_size=len(data),
+                width=width,
+                height=height,
+                root=str(settings.images_dir),
+                path=key,
+                device_id="bench",
+            )
+        )
     server = waitress.server.create_server(app, host="127.0.0.1", port=0, threads=4)
     threading.Thread(target=server.run, daemon=True).start()
     base = f"http://127.0.0.1:{server.effective_port}"
     auth = {"Authorization": f"Bearer {Authenticator(settings).issue_token('bench')}"}
     urls: list[str] = []
     for offset in range(0, n, 100):
-        page = requests.get(f"{base}/data/images?include_image_url=true&limit=100&offset={offset}",
-                            headers=auth, timeout=30).json()
+        page = requests.get(
+            f"{base}/data/images?include_image_url=true&limit=100&offset={offset}",
+            headers=auth,
+            timeout=30,
+        ).json()
         urls += [row["image_url"] for row in page["data"]]
     thumbs = [u.replace("?", "/thumbnail?", 1) + f"&size={size}" for u in urls]
     retries = 0
@@ -176,8 +192,11 @@ def http_grid(n: int, size: int, workers: int | None, case: str) -> None:
                 future.result()
         return total
 
-    for label, batch in (("thumbnails, cold", thumbs), ("thumbnails, warm", thumbs),
-                         ("full images", urls)):
+    for label, batch in (
+        ("thumbnails, cold", thumbs),
+        ("thumbnails, warm", thumbs),
+        ("full images", urls),
+    ):
         latencies: list[float] = []
         stop = threading.Event()
 
@@ -196,9 +215,11 @@ def http_grid(n: int, size: int, workers: int | None, case: str) -> None:
         took = time.perf_counter() - started
         stop.set()
         prober.join()
-        print(f"{n} {label:<17} {took:6.2f} s  {n / took:6.0f}/s  {total / n / 1024:7.1f} KB each"
-              f"  {retries:4d} retries  list median {statistics.median(latencies) * 1000:5.0f} ms"
-              f" max {max(latencies) * 1000:5.0f} ms")
+        print(
+            f"{n} {label:<17} {took:6.2f} s  {n / took:6.0f}/s  {total / n / 1024:7.1f} KB each"
+            f"  {retries:4d} retries  list median {statistics.median(latencies) * 1000:5.0f} ms"
+            f" max {max(latencies) * 1000:5.0f} ms"
+        )
     server.close()
 
 
@@ -207,11 +228,16 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256, choices=SIZES)
     parser.add_argument("--repeat", type=int, default=5, help="cold rounds per case (median)")
     parser.add_argument("--case", action="append", help="FORMAT:WxH, e.g. JPEG:4000x3000")
-    parser.add_argument("--http", type=int, metavar="N",
-                        help="instead: serve N images and fetch a grid's thumbnails over HTTP")
+    parser.add_argument(
+        "--http",
+        type=int,
+        metavar="N",
+        help="instead: serve N images and fetch a grid's thumbnails over HTTP",
+    )
     parser.add_argument("--workers", type=int, help="with --http: decoding threads")
-    parser.add_argument("--grid-case", default="JPEG:1280x960",
-                        help="with --http: FORMAT:WxH of every image")
+    parser.add_argument(
+        "--grid-case", default="JPEG:1280x960", help="with --http: FORMAT:WxH of every image"
+    )
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # child process: one file
     parser.add_argument("--make", nargs=2, help=argparse.SUPPRESS)  # child: CASE PATH
     args = parser.parse_args()
@@ -232,8 +258,19 @@ def main() -> int:
         for case in args.case or CASES:
             path = Path(tmp) / case.replace(":", "-").lower()
             subprocess.run([sys.executable, __file__, "--make", case, str(path)], check=True)
-            subprocess.run([sys.executable, __file__, "--measure", str(path),
-                            "--size", str(args.size), "--repeat", str(args.repeat)], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--measure",
+                    str(path),
+                    "--size",
+                    str(args.size),
+                    "--repeat",
+                    str(args.repeat),
+                ],
+                check=True,
+            )
             path.unlink()
     return 0
 

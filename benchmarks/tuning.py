@@ -65,51 +65,113 @@ def experiments(f: matrix.Facts) -> list[tuple[str, str, str, tuple]]:
     facet_b = facet + " JOIN batch b ON b.id = c.batch_id"
     # FTS5 trigram answers LIKE from its index only without ESCAPE, where '_' is a wildcard:
     # it yields a superset, which the exact, escaped LIKE on the row then narrows.
-    by_image = ("SELECT count(*) FROM (SELECT image_id FROM annotation WHERE class_value = ? "
-                "GROUP BY image_id)")
+    by_image = (
+        "SELECT count(*) FROM (SELECT image_id FROM annotation WHERE class_value = ? "
+        "GROUP BY image_id)"
+    )
     proj = "(SELECT id FROM batch WHERE project_id = ?)"
 
     def page_ids(where: str) -> str:
         # Deferred join: pick the page's ids from image alone (the planner then walks the
         # sort index), and join devices, batches, projects and versions for those rows only.
-        return (f"{ROWS} WHERE i.id IN (SELECT id FROM image WHERE {where} "
-                f"ORDER BY created_at DESC, id DESC LIMIT 50){PAGE}")
+        return (
+            f"{ROWS} WHERE i.id IN (SELECT id FROM image WHERE {where} "
+            f"ORDER BY created_at DESC, id DESC LIMIT 50){PAGE}"
+        )
 
     # Deferred join: skip the offset on the covering created_at index, join only the page.
-    deferred = (f"{ROWS} WHERE i.id IN (SELECT id FROM image ORDER BY created_at DESC, id DESC "
-                f"LIMIT 50 OFFSET 10000){PAGE}")
+    deferred = (
+        f"{ROWS} WHERE i.id IN (SELECT id FROM image ORDER BY created_at DESC, id DESC "
+        f"LIMIT 50 OFFSET 10000){PAGE}"
+    )
     fts = f"(SELECT rowid FROM image_fts WHERE filename LIKE ?) AND i.filename {LIKE}"
     return [
         ("count: all", "SELECT count(*) FROM image", facet, ()),
-        ("count: project_id=null", f"SELECT count(*) FROM image WHERE batch_id IN {proj_null}",
-         facet_b + " WHERE b.project_id IS NULL", ()),
-        ("count: 3 filters", ("SELECT count(*) FROM image WHERE device_id = ? AND "
-                              "annotation_status = 'completed' AND split = 'train'"),
-         facet_b + (" WHERE b.device_id = ? AND c.annotation_status = 'completed' "
-                    "AND c.split = 'train'"), (f.device_pk,)),
-        ("count: split", "SELECT count(*) FROM image WHERE split = 'val'",
-         facet + " WHERE c.split = 'val'", ()),
-        ("count: class common", f"SELECT count(*) FROM image WHERE id IN {cls}", by_image,
-         (f.common_class,)),
-        ("count: class rare", f"SELECT count(*) FROM image WHERE id IN {cls}", by_image,
-         (f.rare_class,)),
-        ("rows: project_id=null", f"{ROWS} WHERE i.batch_id IN {proj_null}{PAGE}",
-         page_ids(f"batch_id IN {proj_null}"), ()),
-        ("rows: project_id", f"{ROWS} WHERE i.batch_id IN {proj}{PAGE}",
-         page_ids(f"batch_id IN {proj}"), (f.project_id,)),
-        ("rows: class common", f"{ROWS} WHERE i.id IN {cls}{PAGE}",
-         f"{ROWS} WHERE {probe}{PAGE}", (f.common_class,)),
-        ("rows: class rare", f"{ROWS} WHERE i.id IN {cls}{PAGE}",
-         f"{ROWS} WHERE {probe}{PAGE}", (f.rare_class,)),
+        (
+            "count: project_id=null",
+            f"SELECT count(*) FROM image WHERE batch_id IN {proj_null}",
+            facet_b + " WHERE b.project_id IS NULL",
+            (),
+        ),
+        (
+            "count: 3 filters",
+            (
+                "SELECT count(*) FROM image WHERE device_id = ? AND "
+                "annotation_status = 'completed' AND split = 'train'"
+            ),
+            facet_b
+            + (
+                " WHERE b.device_id = ? AND c.annotation_status = 'completed' AND c.split = 'train'"
+            ),
+            (f.device_pk,),
+        ),
+        (
+            "count: split",
+            "SELECT count(*) FROM image WHERE split = 'val'",
+            facet + " WHERE c.split = 'val'",
+            (),
+        ),
+        (
+            "count: class common",
+            f"SELECT count(*) FROM image WHERE id IN {cls}",
+            by_image,
+            (f.common_class,),
+        ),
+        (
+            "count: class rare",
+            f"SELECT count(*) FROM image WHERE id IN {cls}",
+            by_image,
+            (f.rare_class,),
+        ),
+        (
+            "rows: project_id=null",
+            f"{ROWS} WHERE i.batch_id IN {proj_null}{PAGE}",
+            page_ids(f"batch_id IN {proj_null}"),
+            (),
+        ),
+        (
+            "rows: project_id",
+            f"{ROWS} WHERE i.batch_id IN {proj}{PAGE}",
+            page_ids(f"batch_id IN {proj}"),
+            (f.project_id,),
+        ),
+        (
+            "rows: class common",
+            f"{ROWS} WHERE i.id IN {cls}{PAGE}",
+            f"{ROWS} WHERE {probe}{PAGE}",
+            (f.common_class,),
+        ),
+        (
+            "rows: class rare",
+            f"{ROWS} WHERE i.id IN {cls}{PAGE}",
+            f"{ROWS} WHERE {probe}{PAGE}",
+            (f.rare_class,),
+        ),
         ("rows: offset 10000", f"{ROWS}{PAGE} OFFSET 10000", deferred, ()),
-        ("count: search rare", f"SELECT count(*) FROM image WHERE filename {LIKE}",
-         f"SELECT count(*) FROM image i WHERE i.id IN {fts}", ("search-rare",)),
-        ("rows: search rare", f"{ROWS} WHERE i.filename {LIKE}{PAGE}",
-         f"{ROWS} WHERE i.id IN {fts}{PAGE}", ("search-rare",)),
-        ("count: search common", f"SELECT count(*) FROM image WHERE filename {LIKE}",
-         f"SELECT count(*) FROM image i WHERE i.id IN {fts}", ("search-common",)),
-        ("count: search 2-char", f"SELECT count(*) FROM image WHERE filename {LIKE}",
-         "SELECT count(*) FROM image WHERE filename LIKE ?", ("search-2",)),
+        (
+            "count: search rare",
+            f"SELECT count(*) FROM image WHERE filename {LIKE}",
+            f"SELECT count(*) FROM image i WHERE i.id IN {fts}",
+            ("search-rare",),
+        ),
+        (
+            "rows: search rare",
+            f"{ROWS} WHERE i.filename {LIKE}{PAGE}",
+            f"{ROWS} WHERE i.id IN {fts}{PAGE}",
+            ("search-rare",),
+        ),
+        (
+            "count: search common",
+            f"SELECT count(*) FROM image WHERE filename {LIKE}",
+            f"SELECT count(*) FROM image i WHERE i.id IN {fts}",
+            ("search-common",),
+        ),
+        (
+            "count: search 2-char",
+            f"SELECT count(*) FROM image WHERE filename {LIKE}",
+            "SELECT count(*) FROM image WHERE filename LIKE ?",
+            ("search-2",),
+        ),
     ]
 
 
@@ -143,14 +205,18 @@ def build(conn: sqlite3.Connection, name: str, script: str) -> None:
     conn.executescript(script)
     pages = conn.execute("PRAGMA page_count").fetchone()[0] - before
     images = conn.execute("SELECT max(id) FROM image").fetchone()[0]
-    print(f"built {name} in {time.perf_counter() - started:.1f} s: +{pages * 4096:,} bytes "
-          f"(+{pages * 4096 / images:.0f} bytes/image)")
+    print(
+        f"built {name} in {time.perf_counter() - started:.1f} s: +{pages * 4096:,} bytes "
+        f"(+{pages * 4096 / images:.0f} bytes/image)"
+    )
 
 
 def trigger_cost(conn: sqlite3.Connection, n: int = 5000) -> None:
     """What the facet triggers add to writes: the same UPDATE with and without them."""
-    sql = ("UPDATE image SET annotation_status = 'completed', split = 'val' "
-           "WHERE id > (SELECT max(id) FROM image) - ?")
+    sql = (
+        "UPDATE image SET annotation_status = 'completed', split = 'val' "
+        "WHERE id > (SELECT max(id) FROM image) - ?"
+    )
     timings = []
     for label in ("with triggers", "without triggers"):
         conn.execute("BEGIN")
@@ -160,12 +226,19 @@ def trigger_cost(conn: sqlite3.Connection, n: int = 5000) -> None:
         conn.execute("ROLLBACK")
         if label == "with triggers":
             # Every UPDATE trigger on image: the candidate's, or migration 0004's once applied.
-            names = [r[0] for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'image' "
-                "AND sql LIKE '%UPDATE OF%'")]
-            conn.executescript("BEGIN; " + "".join(f'DROP TRIGGER "{n}"; ' for n in names)
-                               + "COMMIT;")
-    print(f"update of the newest {n} images: " + ", ".join(f"{k} {v:.1f} us/row" for k, v in timings))
+            names = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'image' "
+                    "AND sql LIKE '%UPDATE OF%'"
+                )
+            ]
+            conn.executescript(
+                "BEGIN; " + "".join(f'DROP TRIGGER "{n}"; ' for n in names) + "COMMIT;"
+            )
+    print(
+        f"update of the newest {n} images: " + ", ".join(f"{k} {v:.1f} us/row" for k, v in timings)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,8 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         conn = sqlite3.connect(copy, isolation_level=None)
         src.backup(conn)
         src.close()
-        for name, table, script in (("facet counts", "image_facet_count", FACETS),
-                                    ("FTS5 trigram (detail=none)", "image_fts", FTS)):
+        for name, table, script in (
+            ("facet counts", "image_facet_count", FACETS),
+            ("FTS5 trigram (detail=none)", "image_fts", FTS),
+        ):
             if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
                 print(f"{name}: already in the catalog (migration 0004)")
             else:
@@ -192,8 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             c_ms, c_rows = best_ms(conn, candidate, bind(params, facts, True), args.repeat)
             same = "same" if t_rows == c_rows else f"DIFFERENT ({t_rows[:1]} vs {c_rows[:1]})"
             print(f"\n{name}: today {t_ms:.2f} ms -> candidate {c_ms:.2f} ms  [{same}]")
-            for line in conn.execute("EXPLAIN QUERY PLAN " + candidate,
-                                     bind(params, facts, True)):
+            for line in conn.execute("EXPLAIN QUERY PLAN " + candidate, bind(params, facts, True)):
                 print(f"    {line[3]}")
         trigger_cost(conn)
         conn.close()

@@ -47,11 +47,11 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fla
 
     if migrate:  # needs the schema; removes files an interrupted ingest left without a row
         with db.database.connection_context():
-            app.extensions["edgecatalog.ingest_lock"], _ = reconcile_at_startup(
-                settings.images_dir)
+            app.extensions["edgecatalog.ingest_lock"], _ = reconcile_at_startup(settings.images_dir)
     for blueprint in (upload.bp, projects.bp, batches.bp, annotations.bp):
         app.register_blueprint(blueprint)
     from .views import authcheck  # GET /auth/upload: the reverse proxy's pre-body auth check
+
     app.register_blueprint(authcheck.bp)
     from .views import thumbnails, ui
 

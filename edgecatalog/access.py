@@ -74,12 +74,14 @@ def _declare(view: Callable[..., Any], access: Access) -> None:
     _DECLARED[view] = access
 
 
-def requires(scope: str, *, device_key: bool = False, signed_url: bool = False,
-             allow_from: str = "") -> Callable[[View], View]:
+def requires(
+    scope: str, *, device_key: bool = False, signed_url: bool = False, allow_from: str = ""
+) -> Callable[[View], View]:
     """Decorate a view: the credentials ``Access(scope, ...)`` describes are needed; 401, 403
     or 429 otherwise (see the module docstring)."""
-    access = Access(scope=scope, device_key=device_key, signed_url=signed_url,
-                    allow_from=allow_from)
+    access = Access(
+        scope=scope, device_key=device_key, signed_url=signed_url, allow_from=allow_from
+    )
 
     def decorate(view: View) -> View:
         _undeclared(view)
@@ -110,8 +112,11 @@ def public(*, database: bool = True) -> Callable[[View], View]:
 def route_access(app: Flask) -> dict[str, Access]:
     """``{endpoint: Access}`` for every endpoint of ``app`` that declares its access; an
     endpoint missing here declared nothing."""
-    return {endpoint: _DECLARED[view] for endpoint, view in app.view_functions.items()
-            if view in _DECLARED}
+    return {
+        endpoint: _DECLARED[view]
+        for endpoint, view in app.view_functions.items()
+        if view in _DECLARED
+    }
 
 
 def uses_database(view: Callable[..., Any] | None) -> bool:
@@ -123,6 +128,7 @@ def uses_database(view: Callable[..., Any] | None) -> bool:
 
 # -- the one path every request takes ---------------------------------------------------------
 
+
 def authenticator() -> Authenticator:
     return current_app.extensions["edgecatalog.auth"]
 
@@ -133,8 +139,9 @@ def bearer_principal() -> Principal:
         raise AuthError("missing Authorization: Bearer token", "Authorization")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("Authorization must be 'Bearer <token>'", "Authorization",
-                        code="TOKEN_MALFORMED")
+        raise AuthError(
+            "Authorization must be 'Bearer <token>'", "Authorization", code="TOKEN_MALFORMED"
+        )
     return authenticator().verify_token(token.strip())
 
 
@@ -143,15 +150,16 @@ def _admit(access: Access, view_args: dict[str, Any]) -> None:
     if access.public:
         return
     if access.allow_from and address_allowed(
-            request.remote_addr, current_app.config["EDGECATALOG"][access.allow_from]):
+        request.remote_addr, current_app.config["EDGECATALOG"][access.allow_from]
+    ):
         return
     if access.signed_url and ("signature" in request.args or "expires" in request.args):
         # Either parameter present takes the signed path: a half-signed URL is refused as
         # signed, never retried as a bearer request.
         image_id = min(int(view_args["image_id"]), params.MAX_ID)
         g.principal = authenticator().verify_file_signature(
-            f"files/{image_id}", request.args.get("expires", ""),
-            request.args.get("signature", ""))
+            f"files/{image_id}", request.args.get("expires", ""), request.args.get("signature", "")
+        )
         return
     if access.device_key:
         key = request.headers.get("X-Device-Key")

@@ -66,17 +66,25 @@ def _validated(ann: NewAnnotation, limits: AnnotationLimits) -> NewAnnotation:
     return ann
 
 
-def _annotation(given: AnnotationChanges, base: Mapping[str, Any],
-                limits: AnnotationLimits) -> NewAnnotation:
+def _annotation(
+    given: AnnotationChanges, base: Mapping[str, Any], limits: AnnotationLimits
+) -> NewAnnotation:
     merged: dict[str, Any] = {**base, **given}
     for name in ("class_value", "type"):
         if not isinstance(merged.get(name), str):
             raise ValidationError(name, f"{name} must be a string")
     # z_order, class_value length and the polygon cap: validate_annotation, as on every path.
-    return _validated(NewAnnotation(
-        class_value=merged["class_value"], type=merged["type"], geometry=merged["geometry"],
-        confidence=merged.get("confidence"), z_order=merged.get("z_order", 0),
-        source=merged.get("source", MANUAL)), limits)
+    return _validated(
+        NewAnnotation(
+            class_value=merged["class_value"],
+            type=merged["type"],
+            geometry=merged["geometry"],
+            confidence=merged.get("confidence"),
+            z_order=merged.get("z_order", 0),
+            source=merged.get("source", MANUAL),
+        ),
+        limits,
+    )
 
 
 @dataclass(frozen=True)
@@ -86,12 +94,14 @@ class ManualAnnotation:
     z_order_given: bool
 
 
-def new_manual_annotation(image_id: int, fields: AnnotationChanges,
-                          limits: AnnotationLimits = DEFAULT_LIMITS) -> ManualAnnotation:
+def new_manual_annotation(
+    image_id: int, fields: AnnotationChanges, limits: AnnotationLimits = DEFAULT_LIMITS
+) -> ManualAnnotation:
     """A manual annotation of ``image_id`` made of ``fields`` (z_order 0 unless given), checked
     as every annotation is; ``create_annotation`` stores it."""
-    return ManualAnnotation(image_id, _annotation(fields, {"z_order": 0, "source": MANUAL},
-                                                  limits), "z_order" in fields)
+    return ManualAnnotation(
+        image_id, _annotation(fields, {"z_order": 0, "source": MANUAL}, limits), "z_order" in fields
+    )
 
 
 def state_of(row: Annotation, image: Image) -> dict[str, Any]:
@@ -100,10 +110,15 @@ def state_of(row: Annotation, image: Image) -> dict[str, Any]:
         geometry = [row.x_center, row.y_center, row.width, row.height]
     else:
         pixels = json.loads(row.geometry)
-        geometry = [v / (image.width if i % 2 == 0 else image.height)
-                    for i, v in enumerate(pixels)]
-    return {"class_value": row.class_value, "type": row.type, "geometry": geometry,
-            "confidence": row.confidence, "source": row.source, "z_order": row.z_order}
+        geometry = [v / (image.width if i % 2 == 0 else image.height) for i, v in enumerate(pixels)]
+    return {
+        "class_value": row.class_value,
+        "type": row.type,
+        "geometry": geometry,
+        "confidence": row.confidence,
+        "source": row.source,
+        "z_order": row.z_order,
+    }
 
 
 def _image(image_id: int, param: str) -> Image:
@@ -113,8 +128,13 @@ def _image(image_id: int, param: str) -> Image:
     return image
 
 
-def _check_bytes(image_id: int, columns: Mapping[str, Any], limits: AnnotationLimits,
-                 replacing: int | None = None, param: str = "geometry") -> None:
+def _check_bytes(
+    image_id: int,
+    columns: Mapping[str, Any],
+    limits: AnnotationLimits,
+    replacing: int | None = None,
+    param: str = "geometry",
+) -> None:
     """Refuse ``columns`` when, with the image's other stored annotations (all but
     ``replacing``), they would take more than ``max_annotation_bytes``; the error names
     ``param``, the field that grew. In the caller's write transaction, so the sum cannot
@@ -123,37 +143,56 @@ def _check_bytes(image_id: int, columns: Mapping[str, Any], limits: AnnotationLi
     (others,) = database.execute_sql(
         "SELECT coalesce(sum(length(CAST(geometry AS BLOB)) + length(CAST(class_value AS BLOB))"
         " + length(CAST(source AS BLOB))), 0) FROM annotation WHERE image_id = ? AND id != ?",
-        (image_id, -1 if replacing is None else replacing)).fetchone()
+        (image_id, -1 if replacing is None else replacing),
+    ).fetchone()
     used = others + stored_bytes(columns["class_value"], columns["geometry"], columns["source"])
     if used > limits.max_annotation_bytes:
-        raise ValidationError(param, too_many_bytes(
-            limits, f"image {image_id}'s would take {used} with this one"))
+        raise ValidationError(
+            param, too_many_bytes(limits, f"image {image_id}'s would take {used} with this one")
+        )
 
 
-def create_annotation(new: ManualAnnotation, *, max_annotations: int,
-                      limits: AnnotationLimits = DEFAULT_LIMITS) -> int:
+def create_annotation(
+    new: ManualAnnotation, *, max_annotations: int, limits: AnnotationLimits = DEFAULT_LIMITS
+) -> int:
     """Insert a manual annotation (on top of the image's others unless a z_order is given);
     returns its id."""
     now = now_us()
     image_id, ann = new.image_id, new.annotation
     with write_tx():
         image = _image(image_id, "image_id")
-        count, top = (Annotation.select(fn.COUNT(Annotation.id), fn.MAX(Annotation.z_order))
-                      .where(Annotation.image == image_id).scalar(as_tuple=True))
+        count, top = (
+            Annotation.select(fn.COUNT(Annotation.id), fn.MAX(Annotation.z_order))
+            .where(Annotation.image == image_id)
+            .scalar(as_tuple=True)
+        )
         if count >= max_annotations:
-            raise Conflict(f"image {image_id} already has {count} annotations, the most "
-                           "allowed ([ingest] max_annotations)", "image_id")
+            raise Conflict(
+                f"image {image_id} already has {count} annotations, the most "
+                "allowed ([ingest] max_annotations)",
+                "image_id",
+            )
         if not new.z_order_given:
             # Drawn above what is there: a new box the user just drew should not hide. At the
             # top of the range it shares the top place rather than leave the range.
-            ann = NewAnnotation(ann.class_value, ann.type, ann.geometry, None,
-                                0 if top is None else min(top + 1, MAX_Z), MANUAL)
+            ann = NewAnnotation(
+                ann.class_value,
+                ann.type,
+                ann.geometry,
+                None,
+                0 if top is None else min(top + 1, MAX_Z),
+                MANUAL,
+            )
         columns = annotation_columns(ann, image.width, image.height)
         _check_bytes(image_id, columns, limits)
         row = Annotation.create(image=image_id, created_at=now, updated_at=now, **columns)
         Image.update(updated_at=now).where(Image.id == image_id).execute()
-        queue_change(image, "create_annotation",
-                     {"annotation_id": row.id, "annotation": state_of(row, image)}, now)
+        queue_change(
+            image,
+            "create_annotation",
+            {"annotation_id": row.id, "annotation": state_of(row, image)},
+            now,
+        )
     return row.id
 
 
@@ -164,8 +203,9 @@ def _existing(annotation_id: int) -> tuple[Annotation, Image]:
     return row, _image(row.image_id, "id")
 
 
-def update_annotation(annotation_id: int, changes: AnnotationChanges,
-                      limits: AnnotationLimits = DEFAULT_LIMITS) -> None:
+def update_annotation(
+    annotation_id: int, changes: AnnotationChanges, limits: AnnotationLimits = DEFAULT_LIMITS
+) -> None:
     """Apply a partial change; the merged annotation is validated as a whole (a new ``type``
     needs a ``geometry`` of its shape). The source is kept; confidence only if not given."""
     now = now_us()
@@ -177,20 +217,27 @@ def update_annotation(annotation_id: int, changes: AnnotationChanges,
         if "geometry" not in changes and "type" not in changes:
             # Keep the stored geometry exactly: recomputing it from the rounded pixel polygon
             # would drift the normalized columns on every rename.
-            _check_bytes(image.id, {**columns, "geometry": row.geometry}, limits,
-                         replacing=annotation_id, param="class_value")
+            _check_bytes(
+                image.id,
+                {**columns, "geometry": row.geometry},
+                limits,
+                replacing=annotation_id,
+                param="class_value",
+            )
             columns = {k: columns[k] for k in ("class_value", "z_order", "confidence")}
         else:
             _check_bytes(image.id, columns, limits, replacing=annotation_id)
         if all(getattr(row, k) == v for k, v in columns.items()):
             return
-        Annotation.update(updated_at=now, **columns).where(
-            Annotation.id == annotation_id).execute()
+        Annotation.update(updated_at=now, **columns).where(Annotation.id == annotation_id).execute()
         Image.update(updated_at=now).where(Image.id == image.id).execute()
         after = state_of(Annotation.get_by_id(annotation_id), image)
-        queue_change(image, "update_annotation",
-                     {"annotation_id": annotation_id, "annotation": after, "previous": before},
-                     now)
+        queue_change(
+            image,
+            "update_annotation",
+            {"annotation_id": annotation_id, "annotation": after, "previous": before},
+            now,
+        )
 
 
 def delete_annotation(annotation_id: int) -> None:
@@ -200,13 +247,15 @@ def delete_annotation(annotation_id: int) -> None:
         previous = state_of(row, image)
         row.delete_instance()
         Image.update(updated_at=now).where(Image.id == image.id).execute()
-        queue_change(image, "delete_annotation",
-                     {"annotation_id": annotation_id, "previous": previous}, now)
+        queue_change(
+            image, "delete_annotation", {"annotation_id": annotation_id, "previous": previous}, now
+        )
 
 
 def get_annotation_row(annotation_id: int) -> dict[str, Any]:
-    row = (Annotation.select(*ANNOTATION_FIELDS).where(Annotation.id == annotation_id)
-           .dicts().first())
+    row = (
+        Annotation.select(*ANNOTATION_FIELDS).where(Annotation.id == annotation_id).dicts().first()
+    )
     if row is None:
         raise NotFound(f"annotation {annotation_id} does not exist", "id")
     return row

@@ -77,8 +77,7 @@ _JSON_TYPES = frozenset({"integer", "number", "string", "boolean", "object"})
 def field_schema(spec: serialize.FieldSpec) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": spec.type}
     if spec.items:
-        schema["items"] = ({"type": spec.items} if spec.items in _JSON_TYPES
-                           else ref(spec.items))
+        schema["items"] = {"type": spec.items} if spec.items in _JSON_TYPES else ref(spec.items)
     if spec.enum:
         schema["enum"] = list(spec.enum)
     if spec.nullable:
@@ -92,14 +91,16 @@ def object_schema(specs: Iterable[serialize.FieldSpec]) -> dict[str, Any]:
     return {"type": "object", "properties": {spec.name: field_schema(spec) for spec in specs}}
 
 
-def _fields(specs: tuple[serialize.FieldSpec, ...], names: Iterable[str]
-            ) -> dict[str, dict[str, Any]]:
+def _fields(
+    specs: tuple[serialize.FieldSpec, ...], names: Iterable[str]
+) -> dict[str, dict[str, Any]]:
     by_name = {spec.name: spec for spec in specs}
     return {name: field_schema(by_name[name]) for name in names}
 
 
-def _request(properties: Mapping[str, Any], *, required: Iterable[str] = (),
-             patch: bool = False) -> dict[str, Any]:
+def _request(
+    properties: Mapping[str, Any], *, required: Iterable[str] = (), patch: bool = False
+) -> dict[str, Any]:
     """A JSON request body: only these fields (views.bodies rejects others); a patch needs at
     least one."""
     schema: dict[str, Any] = {"type": "object", "additionalProperties": False}
@@ -132,23 +133,30 @@ def schemas() -> dict[str, Any]:
     found["Project"] = object_schema(serialize.PROJECT_FIELDS)
     found["Batch"] = object_schema(serialize.BATCH_FIELDS)
     found["ImageUpdateRequest"] = _request(
-        _fields(serialize.IMAGE_FIELDS, catalog.PATCHABLE), patch=True)
+        _fields(serialize.IMAGE_FIELDS, catalog.PATCHABLE), patch=True
+    )
     found["BatchUpdateRequest"] = _request(
-        _fields(serialize.BATCH_FIELDS, bodies.BATCH_PATCH_FIELDS), patch=True)
+        _fields(serialize.BATCH_FIELDS, bodies.BATCH_PATCH_FIELDS), patch=True
+    )
     project = _fields(serialize.PROJECT_FIELDS, bodies.PROJECT_CREATE_FIELDS)
-    for name, limit in (("name", projects.MAX_NAME_CHARS),
-                        ("description", projects.MAX_DESCRIPTION_CHARS)):
+    for name, limit in (
+        ("name", projects.MAX_NAME_CHARS),
+        ("description", projects.MAX_DESCRIPTION_CHARS),
+    ):
         if name in project:
             project[name]["maxLength"] = limit
     if "name" in project:
         project["name"]["minLength"] = 1  # required, and not blank
     found["ProjectCreateRequest"] = _request(
-        project, required=openapi_spec.REQUIRED["ProjectCreateRequest"])
+        project, required=openapi_spec.REQUIRED["ProjectCreateRequest"]
+    )
     found["AnnotationCreateRequest"] = _request(
         _annotation_request(bodies.ANNOTATION_CREATE_FIELDS),
-        required=openapi_spec.REQUIRED["AnnotationCreateRequest"])
+        required=openapi_spec.REQUIRED["AnnotationCreateRequest"],
+    )
     found["AnnotationUpdateRequest"] = _request(
-        _annotation_request(bodies.ANNOTATION_PATCH_FIELDS), patch=True)
+        _annotation_request(bodies.ANNOTATION_PATCH_FIELDS), patch=True
+    )
     for schema, notes in openapi_spec.REQUEST_NOTES.items():
         for name, note in notes.items():
             if name in found[schema]["properties"]:  # a note on a field no longer taken: none
@@ -157,6 +165,7 @@ def schemas() -> dict[str, Any]:
 
 
 # -- operations from the routes ---------------------------------------------------------------
+
 
 def query_parameter(declared: QueryParam) -> dict[str, Any]:
     """A query parameter from its declaration: the parser states the type
@@ -174,8 +183,13 @@ def query_parameter(declared: QueryParam) -> dict[str, Any]:
 def path_parameter(converter: str, name: str, description: str) -> dict[str, Any]:
     # Flask's int converter takes digits only; path and the default take any text.
     schema = {"type": "integer", "minimum": 0} if converter == "int" else {"type": "string"}
-    return {"name": name, "in": "path", "required": True, "description": description,
-            "schema": schema}
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": schema,
+    }
 
 
 def security(access: Access) -> list[dict[str, list[str]]]:
@@ -196,8 +210,11 @@ def security(access: Access) -> list[dict[str, list[str]]]:
 def who_may_call(access: Access) -> str:
     if access.public:
         return "Public: no credential."
-    scope = f"a bearer token with the '{access.scope}' scope" if access.scope else \
-        "any valid bearer token"
+    scope = (
+        f"a bearer token with the '{access.scope}' scope"
+        if access.scope
+        else "any valid bearer token"
+    )
     ways = [scope]
     if access.device_key:
         ways.append("an X-Device-Key")
@@ -208,8 +225,9 @@ def who_may_call(access: Access) -> str:
     return "Credentials: " + ", or ".join(ways) + "."
 
 
-def error_statuses(access: Access, op: Operation, has_path: bool, has_query: bool,
-                   has_typed_path: bool) -> set[int]:
+def error_statuses(
+    access: Access, op: Operation, has_path: bool, has_query: bool, has_typed_path: bool
+) -> set[int]:
     statuses = {414, 500, *op.errors}
     if not access.public:
         statuses |= {401, 403}
@@ -233,12 +251,12 @@ def operation(path_rule: str, endpoint: str, access: Access) -> tuple[str, dict[
     variables = _VARIABLE.findall(path_rule)
     for converter, name in variables:
         parameters.append(path_parameter(converter, name, op.path.get(name, name)))
-    query = list(op.query()) + (list(openapi_spec.SIGNED_URL_PARAMS) if access.signed_url
-                                else [])
+    query = list(op.query()) + (list(openapi_spec.SIGNED_URL_PARAMS) if access.signed_url else [])
     parameters += [query_parameter(declared) for declared in query]
     responses: dict[str, Any] = {}
-    statuses = error_statuses(access, op, bool(variables), bool(query),
-                              any(c == "int" for c, _ in variables))
+    statuses = error_statuses(
+        access, op, bool(variables), bool(query), any(c == "int" for c, _ in variables)
+    )
     for status in statuses:
         responses[str(status)] = {"$ref": f"#/components/responses/{ERRORS[status][0]}"}
     responses.update(copy.deepcopy(dict(op.responses)))  # a shape of its own wins
@@ -284,8 +302,11 @@ def generate(app: Flask) -> dict[str, Any]:
         "security": [],
         "tags": [{"name": tag} for tag in openapi_spec.TAGS],
         "paths": paths,
-        "components": {"schemas": schemas(), "responses": error_responses(),
-                       "securitySchemes": copy.deepcopy(openapi_spec.SECURITY_SCHEMES)},
+        "components": {
+            "schemas": schemas(),
+            "responses": error_responses(),
+            "securitySchemes": copy.deepcopy(openapi_spec.SECURITY_SCHEMES),
+        },
     }
 
 

@@ -58,8 +58,9 @@ def ensure_local_secret(data_dir: Path) -> str:
         # O_EXCL: two processes starting at once must not overwrite each other's secret.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return checked_secret(read_secret_file(path, "auth.jwt_secret"),
-                              f"auth.jwt_secret (generated file {path})")
+        return checked_secret(
+            read_secret_file(path, "auth.jwt_secret"), f"auth.jwt_secret (generated file {path})"
+        )
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(secrets.token_hex(32) + "\n")
         fh.flush()
@@ -73,7 +74,8 @@ def checked_secret(secret: str, name: str) -> str:
     if size < MIN_SECRET_BYTES:
         raise ConfigError(
             f"{name}: the HMAC secret must be at least {MIN_SECRET_BYTES} bytes, got {size} "
-            "(make one with: python3 -c 'import secrets; print(secrets.token_hex(32))')")
+            "(make one with: python3 -c 'import secrets; print(secrets.token_hex(32))')"
+        )
     return secret
 
 
@@ -82,18 +84,21 @@ def local_secret(settings: Settings, *, generate: bool = True) -> str | None:
     ``jwt_secret_file``, or the generated one (None when ``generate`` is False and it is
     not there yet). Too short a secret is a ConfigError whichever way it came."""
     if settings["auth.jwt_secret"]:
-        return checked_secret(settings["auth.jwt_secret"],
-                              "auth.jwt_secret (EDGECATALOG_AUTH_JWT_SECRET)")
+        return checked_secret(
+            settings["auth.jwt_secret"], "auth.jwt_secret (EDGECATALOG_AUTH_JWT_SECRET)"
+        )
     if settings["auth.jwt_secret_file"]:
         path = Path(settings["auth.jwt_secret_file"])
-        return checked_secret(read_secret_file(path, "auth.jwt_secret_file"),
-                              f"auth.jwt_secret_file ({path})")
+        return checked_secret(
+            read_secret_file(path, "auth.jwt_secret_file"), f"auth.jwt_secret_file ({path})"
+        )
     if generate:
         return ensure_local_secret(settings.data_dir)
     path = settings.data_dir / SECRET_FILE
     if path.exists():
-        return checked_secret(read_secret_file(path, "auth.jwt_secret"),
-                              f"auth.jwt_secret (generated file {path})")
+        return checked_secret(
+            read_secret_file(path, "auth.jwt_secret"), f"auth.jwt_secret (generated file {path})"
+        )
     return None
 
 
@@ -152,23 +157,30 @@ class Authenticator:
             raise AuthError("token is malformed", "Authorization", code="TOKEN_MALFORMED") from None
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
-            raise AuthError("token 'sub' must be a non-empty string", "Authorization",
-                            code="TOKEN_CLAIMS_INVALID")
+            raise AuthError(
+                "token 'sub' must be a non-empty string",
+                "Authorization",
+                code="TOKEN_CLAIMS_INVALID",
+            )
         exp = float(claims["exp"])
         iat = claims.get("iat")  # PyJWT has checked it is a number when present
-        issued = float(iat) if isinstance(iat, (int, float)) and not isinstance(iat, bool) \
-            else None
+        issued = float(iat) if isinstance(iat, (int, float)) and not isinstance(iat, bool) else None
         lifetime = exp - (time.time() if issued is None else issued)
         if lifetime > self.max_ttl:
             since = "now" if issued is None else "iat"
             raise AuthError(
                 f"token lives {int(lifetime)} s ('exp' minus {since}); at most "
-                f"{self.max_ttl} s ([auth] max_token_ttl) is accepted", "Authorization",
-                code="TOKEN_TTL_TOO_LONG")
+                f"{self.max_ttl} s ([auth] max_token_ttl) is accepted",
+                "Authorization",
+                code="TOKEN_TTL_TOO_LONG",
+            )
         jti = claims.get("jti")
-        principal = Principal(subject, _scopes_of(claims),
-                              credential_id=jti if isinstance(jti, str) else "",
-                              issued_at=issued)
+        principal = Principal(
+            subject,
+            _scopes_of(claims),
+            credential_id=jti if isinstance(jti, str) else "",
+            issued_at=issued,
+        )
         return principal, exp
 
     def issue_token(self, subject: str, scope: str = "read", ttl: int = 3600) -> str:
@@ -182,10 +194,14 @@ class Authenticator:
         if not 1 <= ttl <= self.max_ttl:
             raise ValueError(f"ttl must be 1..{self.max_ttl} seconds ([auth] max_token_ttl)")
         now = int(time.time())
-        claims = {"sub": subject, "scope": "read write" if scope == "write" else "read",
-                  "iat": now, "exp": now + ttl,
-                  # Random, so one token can be revoked on its own (token revoke --jti).
-                  "jti": secrets.token_hex(16)}
+        claims = {
+            "sub": subject,
+            "scope": "read write" if scope == "write" else "read",
+            "iat": now,
+            "exp": now + ttl,
+            # Random, so one token can be revoked on its own (token revoke --jti).
+            "jti": secrets.token_hex(16),
+        }
         if self.audience:
             claims["aud"] = self.audience
         if self.issuer:
@@ -198,21 +214,29 @@ class Authenticator:
         digest: the lookup's timing can only tell a caller about the digest of what it sent,
         and learning anything about a stored digest from that needs a SHA-256 preimage."""
         if not key.startswith(DEVICE_KEY_PREFIX) or len(key) > MAX_TOKEN_CHARS:
-            raise AuthError("device key is not recognised", "X-Device-Key",
-                            code="INVALID_DEVICE_KEY")
+            raise AuthError(
+                "device key is not recognised", "X-Device-Key", code="INVALID_DEVICE_KEY"
+            )
         digest = digest_key(key)
         device_id = self.device_keys.get(digest)
         if device_id is None:
             entry = self.live.current().device_keys.get(digest)
             if entry is None:
-                raise AuthError("device key is not recognised", "X-Device-Key",
-                                code="INVALID_DEVICE_KEY")
+                raise AuthError(
+                    "device key is not recognised", "X-Device-Key", code="INVALID_DEVICE_KEY"
+                )
             device_id, revoked = entry
             if revoked:
-                raise AuthError("device key has been revoked", "X-Device-Key",
-                                code="DEVICE_KEY_REVOKED")
-        return Principal(f"device:{device_id}", frozenset({"read", "write"}), kind="device",
-                         device_id=device_id, credential_id=digest[:FINGERPRINT_CHARS])
+                raise AuthError(
+                    "device key has been revoked", "X-Device-Key", code="DEVICE_KEY_REVOKED"
+                )
+        return Principal(
+            f"device:{device_id}",
+            frozenset({"read", "write"}),
+            kind="device",
+            device_id=device_id,
+            credential_id=digest[:FINGERPRINT_CHARS],
+        )
 
     def limit_device(self, principal: Principal, spend: bool = True) -> None:
         """Spend one request of the device's rate budget (429 beyond it); ``spend`` False
@@ -232,8 +256,9 @@ class Authenticator:
         expires = int(-(-(now + self.url_ttl) // step) * step)
         return expires, self._signature(f"files/{image_id}", expires)
 
-    def verify_file_signature(self, resource: str, expires: str, signature: str,
-                              now: float | None = None) -> Principal:
+    def verify_file_signature(
+        self, resource: str, expires: str, signature: str, now: float | None = None
+    ) -> Principal:
         # ASCII digits only: str.isdigit() also takes '²' or Arabic-Indic digits, which int()
         # then refuses (a 500) or reads differently from what was signed.
         if not _ASCII_DIGITS.match(expires):
@@ -256,8 +281,11 @@ class Authenticator:
 # precise one.
 _TOKEN_ERRORS: tuple[tuple[type[Exception], str, str], ...] = (
     (jwt_exc.ImmatureSignatureError, "TOKEN_NOT_YET_VALID", "token is not valid yet"),
-    (jwt_exc.InvalidAlgorithmError, "TOKEN_ALGORITHM_NOT_ALLOWED",
-     "token algorithm is not allowed"),
+    (
+        jwt_exc.InvalidAlgorithmError,
+        "TOKEN_ALGORITHM_NOT_ALLOWED",
+        "token algorithm is not allowed",
+    ),
     (jwt_exc.InvalidSignatureError, "TOKEN_SIGNATURE_INVALID", "token signature is invalid"),
     (jwt_exc.MissingRequiredClaimError, "TOKEN_CLAIMS_INVALID", "token lacks a required claim"),
     (jwt_exc.InvalidAudienceError, "TOKEN_CLAIMS_INVALID", "token audience is not accepted"),
@@ -289,8 +317,9 @@ class VerifiedTokens:
         with self._lock:
             if len(self._entries) >= VERIFIED_MAX:
                 now = time.time()
-                for key in [k for k, (_, t) in self._entries.items() if t <= now] or \
-                        [next(iter(self._entries))]:
+                for key in [k for k, (_, t) in self._entries.items() if t <= now] or [
+                    next(iter(self._entries))
+                ]:
                     self._entries.pop(key, None)
             self._entries[token] = (principal, until)
 
@@ -340,8 +369,11 @@ def _scopes_of(claims: dict) -> frozenset[str]:
     elif isinstance(raw, list) and all(isinstance(s, str) for s in raw):
         items = raw
     else:
-        raise AuthError("token 'scope' must be a string or list of strings", "Authorization",
-                        code="TOKEN_CLAIMS_INVALID")
+        raise AuthError(
+            "token 'scope' must be a string or list of strings",
+            "Authorization",
+            code="TOKEN_CLAIMS_INVALID",
+        )
     scopes = {s for s in items if s in SCOPES}
     if "write" in scopes:
         scopes.add("read")

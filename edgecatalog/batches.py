@@ -38,11 +38,18 @@ def _device_condition(device_pk: int):
 
 # Every filter of GET /data/batches. Adding one is one row here, a test row and a README line.
 BATCH_FILTERS: tuple[Filter, ...] = (
-    Filter("project_id", params.parse_nullable_id,
-           lambda v: Batch.project.is_null() if v is None else Batch.project == v,
-           "integer project id, or null for batches without a project"),
-    Filter("stage", param_types.choice(STAGES), lambda v: Batch.stage == v,
-           "collecting, complete, unassigned or annotating"),
+    Filter(
+        "project_id",
+        params.parse_nullable_id,
+        lambda v: Batch.project.is_null() if v is None else Batch.project == v,
+        "integer project id, or null for batches without a project",
+    ),
+    Filter(
+        "stage",
+        param_types.choice(STAGES),
+        lambda v: Batch.stage == v,
+        "collecting, complete, unassigned or annotating",
+    ),
     Filter("device_id", lambda n, t: t, _device_condition, "exact device id"),
 )
 
@@ -57,23 +64,33 @@ class BatchQuery:
 def parse_batch_query(args: Any, *, max_chars: int = 1024) -> BatchQuery:
     names = [f.param for f in BATCH_FILTERS] + list(params.PAGE_PARAMS)
     given = params.single_values(args, names, max_chars=max_chars)
-    filters = {f.param: f.parse(f.param, given[f.param]) for f in BATCH_FILTERS
-               if f.param in given}
+    filters = {f.param: f.parse(f.param, given[f.param]) for f in BATCH_FILTERS if f.param in given}
     limit, offset = params.parse_page(given)
     return BatchQuery(filters, limit, offset)
 
 
 ROW_FIELDS = (
-    Batch.id, Batch.name, Device.device_id, Batch.project, Project.name.alias("project_name"),
-    Batch.stage, Batch.image_count, Batch.opened_at, Batch.closed_at, Batch.created_at,
+    Batch.id,
+    Batch.name,
+    Device.device_id,
+    Batch.project,
+    Project.name.alias("project_name"),
+    Batch.stage,
+    Batch.image_count,
+    Batch.opened_at,
+    Batch.closed_at,
+    Batch.created_at,
     Batch.updated_at,
 )
 
 
 def batch_rows():
-    return (Batch.select(*ROW_FIELDS)
-            .join(Device, on=(Batch.device == Device.id))
-            .switch(Batch).join(Project, JOIN.LEFT_OUTER, on=(Batch.project == Project.id)))
+    return (
+        Batch.select(*ROW_FIELDS)
+        .join(Device, on=(Batch.device == Device.id))
+        .switch(Batch)
+        .join(Project, JOIN.LEFT_OUTER, on=(Batch.project == Project.id))
+    )
 
 
 def select_batches(query: BatchQuery) -> Page:
@@ -101,12 +118,17 @@ def _check_stage(batch: Batch, stage: str, project_after: int | None) -> None:
     if stage != batch.stage and NEXT_STAGE.get(batch.stage) != stage:
         allowed = NEXT_STAGE.get(batch.stage)
         hint = f"it can only move to {allowed!r}" if allowed else "it is the last stage"
-        raise Conflict(f"batch {batch.id} is {batch.stage!r} and cannot move to {stage!r}: "
-                       f"batches go collecting -> complete -> unassigned -> annotating; {hint}",
-                       "stage")
+        raise Conflict(
+            f"batch {batch.id} is {batch.stage!r} and cannot move to {stage!r}: "
+            f"batches go collecting -> complete -> unassigned -> annotating; {hint}",
+            "stage",
+        )
     if stage == "annotating" and project_after is None:
-        raise Conflict(f"batch {batch.id} needs a project to be annotating; assign one "
-                       "(project_id) first or in the same request", "project_id")
+        raise Conflict(
+            f"batch {batch.id} needs a project to be annotating; assign one "
+            "(project_id) first or in the same request",
+            "project_id",
+        )
 
 
 def update_batch(batch_id: int, changes: BatchChanges) -> None:
@@ -117,19 +139,24 @@ def update_batch(batch_id: int, changes: BatchChanges) -> None:
         if batch is None:
             raise NotFound(f"batch {batch_id} does not exist", "id")
         project_after = changes.get("project_id", batch.project_id)
-        if project_after is not None and project_after != batch.project_id and \
-                not Project.select().where(Project.id == project_after).exists():
+        if (
+            project_after is not None
+            and project_after != batch.project_id
+            and not Project.select().where(Project.id == project_after).exists()
+        ):
             raise ValidationError("project_id", f"project {project_after} does not exist")
         stage_after = changes.get("stage", batch.stage)
         if "stage" in changes:
             _check_stage(batch, stage_after, project_after)
         elif batch.stage == "annotating" and project_after is None:
-            raise Conflict(f"batch {batch_id} is annotating and must keep a project",
-                           "project_id")
+            raise Conflict(f"batch {batch_id} is annotating and must keep a project", "project_id")
         if project_after == batch.project_id and stage_after == batch.stage:
             return
-        update: dict[Any, Any] = {Batch.project: project_after, Batch.stage: stage_after,
-                                  Batch.updated_at: now}
+        update: dict[Any, Any] = {
+            Batch.project: project_after,
+            Batch.stage: stage_after,
+            Batch.updated_at: now,
+        }
         if batch.stage == "collecting" and stage_after != "collecting":
             update[Batch.closed_at] = now  # closed by hand
         Batch.update(update).where(Batch.id == batch_id).execute()

@@ -54,8 +54,10 @@ class BatchPolicy:
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> BatchPolicy:
         """``[batches] max_images`` and ``window_minutes`` of a configuration."""
-        return cls(max_images=int(settings["batches.max_images"]),
-                   window_us=round(float(settings["batches.window_minutes"]) * 60_000_000))
+        return cls(
+            max_images=int(settings["batches.max_images"]),
+            window_us=round(float(settings["batches.window_minutes"]) * 60_000_000),
+        )
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,10 @@ class AnnotationLimits:
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> AnnotationLimits:
-        return cls(max_polygon_points=int(settings["ingest.max_polygon_points"]),
-                   max_annotation_bytes=int(settings["ingest.max_annotation_bytes"]))
+        return cls(
+            max_polygon_points=int(settings["ingest.max_polygon_points"]),
+            max_annotation_bytes=int(settings["ingest.max_annotation_bytes"]),
+        )
 
 
 DEFAULT_LIMITS = AnnotationLimits()
@@ -140,16 +144,20 @@ def check_z_order(value: Any, param: str) -> None:
         raise ValidationError(param, f"z_order must be between -{MAX_Z} and {MAX_Z}")
 
 
-def validate_annotation(ann: NewAnnotation, where: str = "annotations",
-                        limits: AnnotationLimits = DEFAULT_LIMITS) -> None:
+def validate_annotation(
+    ann: NewAnnotation, where: str = "annotations", limits: AnnotationLimits = DEFAULT_LIMITS
+) -> None:
     if not isinstance(ann.class_value, str) or not ann.class_value.strip():
         raise ValidationError(f"{where}.class_value", "class_value must be a non-empty string")
     if len(ann.class_value) > MAX_CLASS_CHARS:
-        raise ValidationError(f"{where}.class_value",
-                              f"class_value must be at most {MAX_CLASS_CHARS} characters")
+        raise ValidationError(
+            f"{where}.class_value", f"class_value must be at most {MAX_CLASS_CHARS} characters"
+        )
     if unsafe_text(ann.class_value):
-        raise ValidationError(f"{where}.class_value", "class_value must not contain control "
-                                                      "characters or unpaired surrogates")
+        raise ValidationError(
+            f"{where}.class_value",
+            "class_value must not contain control characters or unpaired surrogates",
+        )
     if ann.type not in ANNOTATION_TYPES:
         raise ValidationError(f"{where}.type", f"type must be one of {', '.join(ANNOTATION_TYPES)}")
     geom = ann.geometry
@@ -158,15 +166,19 @@ def validate_annotation(ann: NewAnnotation, where: str = "annotations",
     # The length is checked before any value is looked at: a million-point polygon is refused
     # by its length, not after a million checks.
     if ann.type == "polygon" and len(geom) > 2 * limits.max_polygon_points:
-        raise ValidationError(f"{where}.geometry",
-                              f"a polygon may have at most {limits.max_polygon_points} points "
-                              f"([ingest] max_polygon_points), got {len(geom) // 2}")
+        raise ValidationError(
+            f"{where}.geometry",
+            f"a polygon may have at most {limits.max_polygon_points} points "
+            f"([ingest] max_polygon_points), got {len(geom) // 2}",
+        )
     if ann.type == "bbox" and len(geom) != 4:
-        raise ValidationError(f"{where}.geometry",
-                              "a bbox geometry is [x_center, y_center, width, height]")
+        raise ValidationError(
+            f"{where}.geometry", "a bbox geometry is [x_center, y_center, width, height]"
+        )
     if ann.type == "polygon" and (len(geom) < 6 or len(geom) % 2):
-        raise ValidationError(f"{where}.geometry",
-                              "a polygon geometry is [x1, y1, x2, y2, ...] with 3 or more points")
+        raise ValidationError(
+            f"{where}.geometry", "a polygon geometry is [x1, y1, x2, y2, ...] with 3 or more points"
+        )
     if not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in geom
     ):
@@ -175,23 +187,34 @@ def validate_annotation(ann: NewAnnotation, where: str = "annotations",
         raise ValidationError(f"{where}.geometry", "geometry values must be normalized to 0..1")
     # NaN fails both comparisons, so ``not 0 <= c <= 1`` refuses it with the infinities.
     if ann.confidence is not None and (
-        isinstance(ann.confidence, bool) or not isinstance(ann.confidence, (int, float))
+        isinstance(ann.confidence, bool)
+        or not isinstance(ann.confidence, (int, float))
         or not 0 <= ann.confidence <= 1
     ):
         raise ValidationError(f"{where}.confidence", "confidence must be a number in 0..1")
     check_z_order(ann.z_order, f"{where}.z_order")
-    if not isinstance(ann.source, str) or len(ann.source) > MAX_SOURCE_CHARS \
-            or unsafe_text(ann.source):
-        raise ValidationError(f"{where}.source", f"source must be a string of at most "
-                                                 f"{MAX_SOURCE_CHARS} printable characters")
+    if (
+        not isinstance(ann.source, str)
+        or len(ann.source) > MAX_SOURCE_CHARS
+        or unsafe_text(ann.source)
+    ):
+        raise ValidationError(
+            f"{where}.source",
+            f"source must be a string of at most {MAX_SOURCE_CHARS} printable characters",
+        )
 
 
 def plainly_valid(ann: NewAnnotation) -> bool:
     """True only for a bbox annotation ``validate_annotation`` accepts, checked in a fraction
     of its time (a folder scan validates thousands a second). False says nothing: then
     ``validate_annotation`` decides, and names what is wrong."""
-    geom, conf, z, label, source = (ann.geometry, ann.confidence, ann.z_order, ann.class_value,
-                                    ann.source)
+    geom, conf, z, label, source = (
+        ann.geometry,
+        ann.confidence,
+        ann.z_order,
+        ann.class_value,
+        ann.source,
+    )
     if ann.type != "bbox" or type(geom) not in (list, tuple) or len(geom) != 4:
         return False
     for v in geom:  # exact types: bool (an int) and NaN/inf (not in 0..1) go the slow way
@@ -200,15 +223,23 @@ def plainly_valid(ann: NewAnnotation) -> bool:
     # Every bound of validate_annotation is here too, or this path would skip it. isprintable
     # is False for every character unsafe_text refuses (and for a few it allows: those go the
     # slow way, which accepts them).
-    return ((conf is None or (type(conf) in (float, int) and 0 <= conf <= 1))
-            and type(z) is int and -MAX_Z <= z <= MAX_Z
-            and type(label) is str and len(label) <= MAX_CLASS_CHARS and label.isprintable()
-            and label.strip() != ""
-            and type(source) is str and len(source) <= MAX_SOURCE_CHARS and source.isprintable())
+    return (
+        (conf is None or (type(conf) in (float, int) and 0 <= conf <= 1))
+        and type(z) is int
+        and -MAX_Z <= z <= MAX_Z
+        and type(label) is str
+        and len(label) <= MAX_CLASS_CHARS
+        and label.isprintable()
+        and label.strip() != ""
+        and type(source) is str
+        and len(source) <= MAX_SOURCE_CHARS
+        and source.isprintable()
+    )
 
 
-def check_annotation(ann: NewAnnotation, where: str = "annotations",
-                     limits: AnnotationLimits = DEFAULT_LIMITS) -> None:
+def check_annotation(
+    ann: NewAnnotation, where: str = "annotations", limits: AnnotationLimits = DEFAULT_LIMITS
+) -> None:
     """``validate_annotation``, through ``plainly_valid`` first: the same verdict, sooner."""
     if not plainly_valid(ann):
         validate_annotation(ann, where, limits)
@@ -229,21 +260,37 @@ def stored_size_bound(ann: NewAnnotation) -> int:
     """``stored_bytes`` of a valid ``ann`` in an image of any size, or more: each coordinate
     counted at its widest (``COORDINATE_DIGITS`` and a comma), so a check against it needs no
     serializing and holds before the image's width and height are known."""
-    return (len(ann.geometry) * (COORDINATE_DIGITS + 1) + 1 + _utf8_len(ann.class_value)
-            + _utf8_len(ann.source))
+    return (
+        len(ann.geometry) * (COORDINATE_DIGITS + 1)
+        + 1
+        + _utf8_len(ann.class_value)
+        + _utf8_len(ann.source)
+    )
 
 
 def too_many_bytes(limits: AnnotationLimits, taken: str) -> str:
     """The message of the ValidationError for annotations over the byte cap; ``taken`` says
     how much they take."""
-    return (f"the annotations of one image may take at most {limits.max_annotation_bytes} bytes "
-            f"as stored ([ingest] max_annotation_bytes: geometry JSON, class_value and source); "
-            f"{taken}")
+    return (
+        f"the annotations of one image may take at most {limits.max_annotation_bytes} bytes "
+        f"as stored ([ingest] max_annotation_bytes: geometry JSON, class_value and source); "
+        f"{taken}"
+    )
 
 
 # The stored columns of an annotation, in the order ``annotation_values`` gives them.
-ANNOTATION_COLUMNS = ("class_value", "type", "geometry", "x_center", "y_center", "width",
-                      "height", "confidence", "source", "z_order")
+ANNOTATION_COLUMNS = (
+    "class_value",
+    "type",
+    "geometry",
+    "x_center",
+    "y_center",
+    "width",
+    "height",
+    "confidence",
+    "source",
+    "z_order",
+)
 
 
 def annotation_values(ann: NewAnnotation, width: int, height: int) -> tuple[Any, ...]:
@@ -255,17 +302,38 @@ def annotation_values(ann: NewAnnotation, width: int, height: int) -> tuple[Any,
         xc, yc, w, h = (float(v) for v in ann.geometry)
         x0, y0 = min(max(xc - w / 2, 0.0), 1.0), min(max(yc - h / 2, 0.0), 1.0)
         x1, y1 = min(max(xc + w / 2, 0.0), 1.0), min(max(yc + h / 2, 0.0), 1.0)
-        geometry = (f"[{round(x0 * width)},{round(y0 * height)},"
-                    f"{round(x1 * width)},{round(y1 * height)}]")
-        return (ann.class_value.strip(), "bbox", geometry, xc, yc, w, h, confidence, ann.source,
-                ann.z_order)
+        geometry = (
+            f"[{round(x0 * width)},{round(y0 * height)},{round(x1 * width)},{round(y1 * height)}]"
+        )
+        return (
+            ann.class_value.strip(),
+            "bbox",
+            geometry,
+            xc,
+            yc,
+            w,
+            h,
+            confidence,
+            ann.source,
+            ann.z_order,
+        )
     g = [float(v) for v in ann.geometry]
     xs, ys = g[0::2], g[1::2]
     xc, yc = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
     w, h = max(xs) - min(xs), max(ys) - min(ys)
     pixels = [round(v * (width if i % 2 == 0 else height)) for i, v in enumerate(g)]
-    return (ann.class_value.strip(), ann.type, json.dumps(pixels, separators=(",", ":")),
-            xc, yc, w, h, confidence, ann.source, ann.z_order)
+    return (
+        ann.class_value.strip(),
+        ann.type,
+        json.dumps(pixels, separators=(",", ":")),
+        xc,
+        yc,
+        w,
+        h,
+        confidence,
+        ann.source,
+        ann.z_order,
+    )
 
 
 def annotation_columns(ann: NewAnnotation, width: int, height: int) -> dict[str, Any]:
@@ -284,8 +352,12 @@ def ensure_device(device_id: str, now: int) -> Device:
 
 def collecting_batch(device: Device, now: int, policy: BatchPolicy) -> Batch:
     """The device's open batch, closing it first when it is full or its window has passed."""
-    batch = (Batch.select().where((Batch.device == device) & (Batch.stage == "collecting"))
-             .order_by(Batch.id.desc()).first())
+    batch = (
+        Batch.select()
+        .where((Batch.device == device) & (Batch.stage == "collecting"))
+        .order_by(Batch.id.desc())
+        .first()
+    )
     # A clock set back (now < opened_at) keeps the batch open rather than closing it early.
     if batch is not None and (
         batch.image_count >= policy.max_images or now - batch.opened_at >= policy.window_us
@@ -294,9 +366,15 @@ def collecting_batch(device: Device, now: int, policy: BatchPolicy) -> Batch:
         batch.save()
         batch = None
     if batch is None:
-        batch = Batch.create(name=f"{device.device_id} {format_ts(now)}", device=device,
-                             stage="collecting", image_count=0, opened_at=now,
-                             created_at=now, updated_at=now)
+        batch = Batch.create(
+            name=f"{device.device_id} {format_ts(now)}",
+            device=device,
+            stage="collecting",
+            image_count=0,
+            opened_at=now,
+            created_at=now,
+            updated_at=now,
+        )
     return batch
 
 
@@ -333,10 +411,17 @@ def update_image(image_id: int, changes: ImageChanges) -> None:
         if image is None:
             raise NotFound(f"image {image_id} does not exist", "id")
         locked_after = changes.get("split_locked", image.split_locked)
-        if "split" in changes and changes["split"] != image.split and image.split_locked \
-                and locked_after:
-            raise Conflict(f"image {image_id} has a locked split; unlock it in the same request "
-                           "(split_locked: false) to change it", "split")
+        if (
+            "split" in changes
+            and changes["split"] != image.split
+            and image.split_locked
+            and locked_after
+        ):
+            raise Conflict(
+                f"image {image_id} has a locked split; unlock it in the same request "
+                "(split_locked: false) to change it",
+                "split",
+            )
         if not any(getattr(image, k) != v for k, v in changes.items()):
             return
         Image.update(updated_at=now, **changes).where(Image.id == image_id).execute()
@@ -347,7 +432,14 @@ def queue_change(image: Image, kind: str, payload: dict[str, Any], now: int) -> 
     """Queue a local change of an image already synced upstream, in the caller's transaction."""
     if image.sync_state != "synced":
         return  # not yet upstream: its upload will carry the current state
-    key = hashlib.sha256(f"{kind}\n{image.id}\n{now}\n{json.dumps(payload, sort_keys=True)}"
-                         .encode()).hexdigest()
-    Outbox.create(image=image, kind=kind, idempotency_key=key, payload=json.dumps(payload),
-                  created_at=now, updated_at=now)
+    key = hashlib.sha256(
+        f"{kind}\n{image.id}\n{now}\n{json.dumps(payload, sort_keys=True)}".encode()
+    ).hexdigest()
+    Outbox.create(
+        image=image,
+        kind=kind,
+        idempotency_key=key,
+        payload=json.dumps(payload),
+        created_at=now,
+        updated_at=now,
+    )

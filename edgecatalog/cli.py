@@ -63,8 +63,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     check_key_files(settings)  # the key files start-up would read, read-only here
     if args.show:
-        secret_keys = {"auth.jwt_secret", "upstream.device_key", "upstream.api_token",
-                       "auth.device_keys"}
+        secret_keys = {
+            "auth.jwt_secret",
+            "upstream.device_key",
+            "upstream.api_token",
+            "auth.device_keys",
+        }
         for setting in SETTINGS:
             value = settings[setting.name]
             shown = "<set>" if setting.name in secret_keys and value else value
@@ -88,16 +92,21 @@ def cmd_token(args: argparse.Namespace) -> int:
     if args.ttl < 1:
         raise UsageError("--ttl must be a positive number of seconds")
     if args.ttl > settings["auth.max_token_ttl"]:
-        raise UsageError(f"--ttl {args.ttl} is longer than [auth] max_token_ttl "
-                         f"({settings['auth.max_token_ttl']} seconds)")
+        raise UsageError(
+            f"--ttl {args.ttl} is longer than [auth] max_token_ttl "
+            f"({settings['auth.max_token_ttl']} seconds)"
+        )
     if not args.sub.strip():
         raise UsageError("--sub must not be empty")
     token = Authenticator(settings).issue_token(args.sub, args.scope, args.ttl)
     print(ui_link(settings, token) if args.ui else token)
     # The jti is what 'token revoke --jti' takes; on stderr, so stdout stays the token alone.
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
-    print(f"edgecatalog: token jti {jti} (revoke it alone with: edgecatalog token revoke "
-          f"--jti {jti})", file=sys.stderr)
+    print(
+        f"edgecatalog: token jti {jti} (revoke it alone with: edgecatalog token revoke "
+        f"--jti {jti})",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -128,8 +137,10 @@ def _token_revoke(args: argparse.Namespace) -> int:
     _open_catalog(settings)
     with database.connection_context():
         revoke_tokens(kind, value)
-    print(f"revoked {what}; running services refuse it within about a second "
-          "(signed image URLs keep working)")
+    print(
+        f"revoked {what}; running services refuse it within about a second "
+        "(signed image URLs keep working)"
+    )
     return 0
 
 
@@ -140,15 +151,19 @@ def _token_list_revoked(args: argparse.Namespace) -> int:
 
     _open_catalog(_settings(args))
     with database.connection_context():
-        rows = [{"id": r.id, "kind": r.kind, "value": r.value,
-                 "revoked_at": format_ts(r.created_at)} for r in token_revocations()]
+        rows = [
+            {"id": r.id, "kind": r.kind, "value": r.value, "revoked_at": format_ts(r.created_at)}
+            for r in token_revocations()
+        ]
     if args.json:
         import json
 
         print(json.dumps(rows, indent=2))
         return 0
-    _print_table(("ID", "KIND", "VALUE", "REVOKED_AT"),
-                 [(str(r["id"]), r["kind"], r["value"] or "-", r["revoked_at"]) for r in rows])
+    _print_table(
+        ("ID", "KIND", "VALUE", "REVOKED_AT"),
+        [(str(r["id"]), r["kind"], r["value"] or "-", r["revoked_at"]) for r in rows],
+    )
     return 0
 
 
@@ -182,9 +197,12 @@ def _device_key_add(args: argparse.Namespace, configured: dict[str, str]) -> int
         raise UsageError("--label must be at most 200 printable characters")
     key, row = add_device_key(device_id, label)
     print(key)
-    print(f"edgecatalog: device key {fingerprint(row.digest)} for device {device_id!r} stored "
-          "(its digest only: this is the one time the key is shown); running services accept "
-          "it within about a second", file=sys.stderr)
+    print(
+        f"edgecatalog: device key {fingerprint(row.digest)} for device {device_id!r} stored "
+        "(its digest only: this is the one time the key is shown); running services accept "
+        "it within about a second",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -192,21 +210,47 @@ def _device_key_list(args: argparse.Namespace, configured: dict[str, str]) -> in
     from .device_keys import fingerprint, stored_device_keys
     from .timeutil import format_ts
 
-    rows = [{"device_id": device_id, "fingerprint": fingerprint(digest), "source": "settings",
-             "created_at": "", "revoked_at": "", "label": ""}
-            for digest, device_id in sorted(configured.items(), key=lambda kv: kv[1])]
-    rows += [{"device_id": r.device_id, "fingerprint": fingerprint(r.digest),
-              "source": "database", "created_at": format_ts(r.created_at),
-              "revoked_at": format_ts(r.revoked_at), "label": r.label}
-             for r in stored_device_keys()]
+    rows = [
+        {
+            "device_id": device_id,
+            "fingerprint": fingerprint(digest),
+            "source": "settings",
+            "created_at": "",
+            "revoked_at": "",
+            "label": "",
+        }
+        for digest, device_id in sorted(configured.items(), key=lambda kv: kv[1])
+    ]
+    rows += [
+        {
+            "device_id": r.device_id,
+            "fingerprint": fingerprint(r.digest),
+            "source": "database",
+            "created_at": format_ts(r.created_at),
+            "revoked_at": format_ts(r.revoked_at),
+            "label": r.label,
+        }
+        for r in stored_device_keys()
+    ]
     if args.json:
         import json
 
         print(json.dumps(rows, indent=2))
         return 0
-    _print_table(("DEVICE_ID", "FINGERPRINT", "SOURCE", "CREATED", "REVOKED", "LABEL"),
-                 [(r["device_id"], r["fingerprint"], r["source"], r["created_at"] or "-",
-                   r["revoked_at"] or "-", r["label"]) for r in rows])
+    _print_table(
+        ("DEVICE_ID", "FINGERPRINT", "SOURCE", "CREATED", "REVOKED", "LABEL"),
+        [
+            (
+                r["device_id"],
+                r["fingerprint"],
+                r["source"],
+                r["created_at"] or "-",
+                r["revoked_at"] or "-",
+                r["label"],
+            )
+            for r in rows
+        ],
+    )
     return 0
 
 
@@ -219,8 +263,10 @@ def _device_key_revoke(args: argparse.Namespace, configured: dict[str, str]) -> 
         raise UsageError(str(exc)) from None
     if result.revoked:
         prints = ", ".join(fingerprint(r.digest) for r in result.revoked)
-        print(f"revoked {len(result.revoked)} key(s) of device {result.revoked[0].device_id!r}: "
-              f"{prints}; running services refuse them within about a second")
+        print(
+            f"revoked {len(result.revoked)} key(s) of device {result.revoked[0].device_id!r}: "
+            f"{prints}; running services refuse them within about a second"
+        )
     else:
         print(f"nothing to revoke: {len(result.already)} matching key(s) were revoked already")
     return 0
@@ -322,40 +368,59 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (func, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
-        cmd.add_argument("--config", metavar="FILE",
-                         help="TOML configuration file (default: $EDGECATALOG_CONFIG)")
+        cmd.add_argument(
+            "--config",
+            metavar="FILE",
+            help="TOML configuration file (default: $EDGECATALOG_CONFIG)",
+        )
         cmd.set_defaults(func=func)
         if name == "check-config":
             cmd.add_argument("--show", action="store_true", help="print every effective value")
         if name == "sync":
-            cmd.add_argument("--once", action="store_true",
-                             help="drain the queue by hand, then exit (ignores backoff and "
-                                  "a previous auth failure)")
-            cmd.add_argument("--retry-quarantined", action="store_true",
-                             help="put quarantined items back in the queue first")
+            cmd.add_argument(
+                "--once",
+                action="store_true",
+                help="drain the queue by hand, then exit (ignores backoff and "
+                "a previous auth failure)",
+            )
+            cmd.add_argument(
+                "--retry-quarantined",
+                action="store_true",
+                help="put quarantined items back in the queue first",
+            )
         if name == "status":
             cmd.add_argument("--json", action="store_true", help="print JSON instead")
         if name == "scan":
             cmd.add_argument("dir", metavar="DIR", help="folder to index")
             cmd.add_argument("--recursive", action="store_true", help="descend into subfolders")
-            cmd.add_argument("--mode", choices=("index", "move"), default=None,
-                             help="index in place or move into the data folder "
-                                  "(default: [capture] mode)")
+            cmd.add_argument(
+                "--mode",
+                choices=("index", "move"),
+                default=None,
+                help="index in place or move into the data folder (default: [capture] mode)",
+            )
         if name == "rejected":
             cmd.add_argument("--limit", type=int, default=None, help="newest N only")
             cmd.add_argument("--json", action="store_true", help="print JSON instead")
         if name == "token":
-            cmd.add_argument("--sub", default=None,
-                             help="subject (who the token is for); required to issue one")
+            cmd.add_argument(
+                "--sub", default=None, help="subject (who the token is for); required to issue one"
+            )
             cmd.add_argument("--scope", choices=("read", "write"), default="read")
-            cmd.add_argument("--ttl", type=int, default=3600,
-                             help="lifetime in seconds, at most [auth] max_token_ttl")
-            cmd.add_argument("--ui", action="store_true",
-                             help="print a link that opens the inspection page signed in")
+            cmd.add_argument(
+                "--ttl",
+                type=int,
+                default=3600,
+                help="lifetime in seconds, at most [auth] max_token_ttl",
+            )
+            cmd.add_argument(
+                "--ui",
+                action="store_true",
+                help="print a link that opens the inspection page signed in",
+            )
             _add_actions(cmd, TOKEN_ACTIONS, required=False)
         if name == "device-key":
-            _add_actions(cmd, {a: h for a, (_, h) in DEVICE_KEY_ACTIONS.items()},
-                         required=True)
+            _add_actions(cmd, {a: h for a, (_, h) in DEVICE_KEY_ACTIONS.items()}, required=True)
     return parser
 
 
@@ -365,22 +430,30 @@ def _add_actions(cmd: argparse.ArgumentParser, actions: dict[str, str], required
     for action, help_text in actions.items():
         parser = sub.add_parser(action, help=help_text, description=help_text)
         # SUPPRESS: given after the action it counts; not given, the command's own stays.
-        parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
-                            help="TOML configuration file (default: $EDGECATALOG_CONFIG)")
+        parser.add_argument(
+            "--config",
+            metavar="FILE",
+            default=argparse.SUPPRESS,
+            help="TOML configuration file (default: $EDGECATALOG_CONFIG)",
+        )
         if action == "revoke" and "list-revoked" in actions:  # token revoke
             which = parser.add_mutually_exclusive_group(required=True)
             which.add_argument("--jti", help="the token with this jti")
             which.add_argument("--subject", help="every token of this subject issued before now")
-            which.add_argument("--all", action="store_true",
-                               help="every token issued before now")
+            which.add_argument("--all", action="store_true", help="every token issued before now")
         elif action == "add":
-            parser.add_argument("device_id", metavar="DEVICE_ID",
-                                help="the device the key is bound to (as an upload's device_id)")
+            parser.add_argument(
+                "device_id",
+                metavar="DEVICE_ID",
+                help="the device the key is bound to (as an upload's device_id)",
+            )
             parser.add_argument("--label", default="", help="a note kept with the key")
         elif action == "revoke":
-            parser.add_argument("selector", metavar="DEVICE_ID|FINGERPRINT",
-                                help="a key's fingerprint (from 'list'), or a device id: all "
-                                     "of its stored keys")
+            parser.add_argument(
+                "selector",
+                metavar="DEVICE_ID|FINGERPRINT",
+                help="a key's fingerprint (from 'list'), or a device id: all of its stored keys",
+            )
         if action in ("list", "list-revoked"):
             parser.add_argument("--json", action="store_true", help="print JSON instead")
 
@@ -399,8 +472,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
-        print(f"edgecatalog: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}",
-              file=sys.stderr)
+        print(
+            f"edgecatalog: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}",
+            file=sys.stderr,
+        )
         return 1
     except Exception as exc:  # last resort: a line for the user, the traceback in the log
         log.debug("unexpected failure", exc_info=True)

@@ -58,88 +58,239 @@ SETTINGS: tuple[Setting, ...] = (
     S("server", "host", str, "127.0.0.1", "Address to listen on; 0.0.0.0 serves the whole LAN."),
     S("server", "port", int, 8080, "TCP port to listen on.", minimum=1, maximum=65535),
     S("server", "threads", int, 4, "waitress worker threads.", minimum=1, maximum=64),
-    S("server", "public_url", str, "",
-      "Base for absolute URLs (image_url); empty = taken from each request's Host."),
-    S("server", "allowed_hosts", list, [],
-      "Host names a request's Host header may name (a 400 otherwise); empty = public_url's "
-      "host, this machine's names and loopback."),
-    S("server", "trusted_proxies", list, [],
-      "Addresses of reverse proxies whose X-Forwarded-For/-Proto/-Host are believed; "
-      "empty = none."),
-    S("server", "connection_limit", int, 100,
-      "Most simultaneous connections waitress accepts before it stops accepting.", minimum=1),
-    S("server", "channel_timeout", int, 120,
-      "Seconds an idle connection is kept open.", minimum=1),
-    S("server", "max_request_header_bytes", int, 65536,
-      "Largest request line plus headers accepted.", minimum=1024),
-    S("server", "max_query_string_bytes", int, 8192,
-      "Longest query string accepted (414 beyond).", minimum=256),
-    S("server", "max_json_body_bytes", int, 1 * MiB,
-      "Largest JSON request body (PATCH/POST) accepted (413 beyond).", minimum=1024),
-    S("server", "cors_origins", list, [],
-      "Origins allowed to call the API from a browser; empty = CORS off, '*' = any."),
-    S("server", "shutdown_timeout", float, 30.0,
-      "Seconds in-flight work may take to finish after SIGTERM.", minimum=0),
+    S(
+        "server",
+        "public_url",
+        str,
+        "",
+        "Base for absolute URLs (image_url); empty = taken from each request's Host.",
+    ),
+    S(
+        "server",
+        "allowed_hosts",
+        list,
+        [],
+        "Host names a request's Host header may name (a 400 otherwise); empty = public_url's "
+        "host, this machine's names and loopback.",
+    ),
+    S(
+        "server",
+        "trusted_proxies",
+        list,
+        [],
+        "Addresses of reverse proxies whose X-Forwarded-For/-Proto/-Host are believed; "
+        "empty = none.",
+    ),
+    S(
+        "server",
+        "connection_limit",
+        int,
+        100,
+        "Most simultaneous connections waitress accepts before it stops accepting.",
+        minimum=1,
+    ),
+    S("server", "channel_timeout", int, 120, "Seconds an idle connection is kept open.", minimum=1),
+    S(
+        "server",
+        "max_request_header_bytes",
+        int,
+        65536,
+        "Largest request line plus headers accepted.",
+        minimum=1024,
+    ),
+    S(
+        "server",
+        "max_query_string_bytes",
+        int,
+        8192,
+        "Longest query string accepted (414 beyond).",
+        minimum=256,
+    ),
+    S(
+        "server",
+        "max_json_body_bytes",
+        int,
+        1 * MiB,
+        "Largest JSON request body (PATCH/POST) accepted (413 beyond).",
+        minimum=1024,
+    ),
+    S(
+        "server",
+        "cors_origins",
+        list,
+        [],
+        "Origins allowed to call the API from a browser; empty = CORS off, '*' = any.",
+    ),
+    S(
+        "server",
+        "shutdown_timeout",
+        float,
+        30.0,
+        "Seconds in-flight work may take to finish after SIGTERM.",
+        minimum=0,
+    ),
     # [storage]
-    S("storage", "data_dir", str, "data",
-      "Folder for catalog.db, images/ and secrets; relative paths are from the working dir."),
+    S(
+        "storage",
+        "data_dir",
+        str,
+        "data",
+        "Folder for catalog.db, images/ and secrets; relative paths are from the working dir.",
+    ),
     # [auth]
-    S("auth", "jwt_secret", str, "",
-      "HMAC secret for HS* tokens and signed image URLs, at least 32 bytes; empty = generated "
-      "once at <data_dir>/jwt.secret (0600)."),
-    S("auth", "jwt_secret_file", str, "",
-      "Read the HMAC secret (at least 32 bytes) from this file instead."),
-    S("auth", "jwt_algorithms", list, ["HS256"],
-      "Accepted algorithms, never taken from the token.",
-      choices=("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384")),
-    S("auth", "jwt_public_key_file", str, "",
-      "PEM public key for RS*/ES* tokens issued upstream."),
+    S(
+        "auth",
+        "jwt_secret",
+        str,
+        "",
+        "HMAC secret for HS* tokens and signed image URLs, at least 32 bytes; empty = generated "
+        "once at <data_dir>/jwt.secret (0600).",
+    ),
+    S(
+        "auth",
+        "jwt_secret_file",
+        str,
+        "",
+        "Read the HMAC secret (at least 32 bytes) from this file instead.",
+    ),
+    S(
+        "auth",
+        "jwt_algorithms",
+        list,
+        ["HS256"],
+        "Accepted algorithms, never taken from the token.",
+        choices=("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"),
+    ),
+    S("auth", "jwt_public_key_file", str, "", "PEM public key for RS*/ES* tokens issued upstream."),
     S("auth", "audience", str, "", "Required 'aud' claim; empty = not checked."),
     S("auth", "issuer", str, "", "Required 'iss' claim; empty = not checked."),
-    S("auth", "url_signing_ttl", int, 3600,
-      "Seconds a signed image_url stays valid.", minimum=1, maximum=7 * 24 * 3600),
-    S("auth", "max_token_ttl", int, 30 * 24 * 3600,
-      "Longest lifetime a bearer token may have, issued or presented ('exp' minus 'iat', or "
-      "minus now without 'iat'), in seconds.",
-      minimum=60, maximum=366 * 24 * 3600),
-    S("auth", "device_keys", list, [],
-      "Accepted X-Device-Key values, each bound to one device: 'DEVICE_ID=sha256:<hex>' or "
-      "'DEVICE_ID=adk_...'; a bare 'sha256:<hex>' or 'adk_...' entry is this device's own "
-      "([device] id). Keys made with 'edgecatalog device-key add' live in the database."),
-    S("auth", "device_keys_file", str, "",
-      "File with one entry per line, as in device_keys; lines starting with '#' are comments."),
-    S("auth", "device_requests_per_minute", int, 1200,
-      "Requests one device (all its keys) may make per minute, with a burst of 10 seconds' "
-      "worth (429 beyond); 0 = unlimited.", minimum=0),
+    S(
+        "auth",
+        "url_signing_ttl",
+        int,
+        3600,
+        "Seconds a signed image_url stays valid.",
+        minimum=1,
+        maximum=7 * 24 * 3600,
+    ),
+    S(
+        "auth",
+        "max_token_ttl",
+        int,
+        30 * 24 * 3600,
+        "Longest lifetime a bearer token may have, issued or presented ('exp' minus 'iat', or "
+        "minus now without 'iat'), in seconds.",
+        minimum=60,
+        maximum=366 * 24 * 3600,
+    ),
+    S(
+        "auth",
+        "device_keys",
+        list,
+        [],
+        "Accepted X-Device-Key values, each bound to one device: 'DEVICE_ID=sha256:<hex>' or "
+        "'DEVICE_ID=adk_...'; a bare 'sha256:<hex>' or 'adk_...' entry is this device's own "
+        "([device] id). Keys made with 'edgecatalog device-key add' live in the database.",
+    ),
+    S(
+        "auth",
+        "device_keys_file",
+        str,
+        "",
+        "File with one entry per line, as in device_keys; lines starting with '#' are comments.",
+    ),
+    S(
+        "auth",
+        "device_requests_per_minute",
+        int,
+        1200,
+        "Requests one device (all its keys) may make per minute, with a burst of 10 seconds' "
+        "worth (429 beyond); 0 = unlimited.",
+        minimum=0,
+    ),
     # [device]
-    S("device", "id", str, "",
-      "This device's id: for images that name none, and the device of bare [auth] device_keys "
-      "entries; empty = hostname."),
+    S(
+        "device",
+        "id",
+        str,
+        "",
+        "This device's id: for images that name none, and the device of bare [auth] device_keys "
+        "entries; empty = hostname.",
+    ),
     # [ingest]
-    S("ingest", "max_upload_bytes", int, 50 * MiB,
-      "Largest upload body (413 beyond), as upstream.", minimum=1024),
-    S("ingest", "max_annotations", int, 1000,
-      "Most annotations one image may carry.", minimum=1),
+    S(
+        "ingest",
+        "max_upload_bytes",
+        int,
+        50 * MiB,
+        "Largest upload body (413 beyond), as upstream.",
+        minimum=1024,
+    ),
+    S("ingest", "max_annotations", int, 1000, "Most annotations one image may carry.", minimum=1),
     # [capture]
-    S("ingest", "max_polygon_points", int, 4096,
-      "Most vertices one polygon annotation may have.", minimum=3, maximum=1_000_000),
-    S("ingest", "max_annotation_bytes", int, 256 * 1024,
-      "Most bytes the annotations of one image may take as stored JSON.", minimum=1024),
-    S("ingest", "device_disk_share", float, 0.5,
-      "Share of the catalog's room (its images plus free space) one device may fill while "
-      "other devices have images too; 1.0 = no limit.", minimum=0.01, maximum=1.0),
+    S(
+        "ingest",
+        "max_polygon_points",
+        int,
+        4096,
+        "Most vertices one polygon annotation may have.",
+        minimum=3,
+        maximum=1_000_000,
+    ),
+    S(
+        "ingest",
+        "max_annotation_bytes",
+        int,
+        256 * 1024,
+        "Most bytes the annotations of one image may take as stored JSON.",
+        minimum=1024,
+    ),
+    S(
+        "ingest",
+        "device_disk_share",
+        float,
+        0.5,
+        "Share of the catalog's room (its images plus free space) one device may fill while "
+        "other devices have images too; 1.0 = no limit.",
+        minimum=0.01,
+        maximum=1.0,
+    ),
     S("capture", "watch_dirs", list, [], "Folders watched for new captures."),
-    S("capture", "mode", str, "index", "Index files in place, or move them into the data folder.",
-      choices=("index", "move")),
-    S("capture", "settle_seconds", float, 2.0,
-      "A file is taken once its size and mtime have not changed for this long.", minimum=0),
-    S("capture", "scan_interval_seconds", float, 60.0,
-      "Period of the reconciliation scan that catches lost events.", minimum=1),
+    S(
+        "capture",
+        "mode",
+        str,
+        "index",
+        "Index files in place, or move them into the data folder.",
+        choices=("index", "move"),
+    ),
+    S(
+        "capture",
+        "settle_seconds",
+        float,
+        2.0,
+        "A file is taken once its size and mtime have not changed for this long.",
+        minimum=0,
+    ),
+    S(
+        "capture",
+        "scan_interval_seconds",
+        float,
+        60.0,
+        "Period of the reconciliation scan that catches lost events.",
+        minimum=1,
+    ),
     S("capture", "classes", list, [], "Class names for YOLO sidecars without a classes.txt."),
     # [batches]
     S("batches", "max_images", int, 1000, "A collecting batch completes at this size.", minimum=1),
-    S("batches", "window_minutes", float, 30.0,
-      "A collecting batch completes after being open this long.", minimum=0.01),
+    S(
+        "batches",
+        "window_minutes",
+        float,
+        30.0,
+        "A collecting batch completes after being open this long.",
+        minimum=0.01,
+    ),
     # [upstream]
     S("upstream", "enabled", bool, False, "Run the sync worker inside 'serve'."),
     S("upstream", "base_url", str, "", "Cloud API base, e.g. https://acusight.io/api."),
@@ -147,42 +298,105 @@ SETTINGS: tuple[Setting, ...] = (
     S("upstream", "device_key_file", str, "", "Read the device key from this file instead."),
     S("upstream", "api_token", str, "", "Bearer token for PATCH/annotation updates upstream."),
     S("upstream", "api_token_file", str, "", "Read the upstream API token from this file instead."),
-    S("upstream", "interval_seconds", float, 30.0,
-      "Pause between sync passes when idle.", minimum=0.01),
+    S(
+        "upstream",
+        "interval_seconds",
+        float,
+        30.0,
+        "Pause between sync passes when idle.",
+        minimum=0.01,
+    ),
     S("upstream", "batch_size", int, 20, "Items taken per pass.", minimum=1, maximum=1000),
-    S("upstream", "max_attempts", int, 10,
-      "Transient failures before an item is quarantined.", minimum=1),
+    S(
+        "upstream",
+        "max_attempts",
+        int,
+        10,
+        "Transient failures before an item is quarantined.",
+        minimum=1,
+    ),
     S("upstream", "timeout_seconds", float, 30.0, "Per-request timeout.", minimum=0.1),
-    S("upstream", "max_bytes_per_second", int, 0,
-      "Upload bandwidth cap over any 10 s window; 0 = unlimited.", minimum=0),
-    S("upstream", "allow_insecure_http", bool, False,
-      "Allow an http:// base_url that is not loopback (keys and tokens cross in clear)."),
-    S("upstream", "max_backoff_seconds", float, 300.0,
-      "Ceiling of the exponential backoff.", minimum=1),
-    S("upstream", "order", str, "oldest", "Which records leave first.",
-      choices=("oldest", "newest")),
+    S(
+        "upstream",
+        "max_bytes_per_second",
+        int,
+        0,
+        "Upload bandwidth cap over any 10 s window; 0 = unlimited.",
+        minimum=0,
+    ),
+    S(
+        "upstream",
+        "allow_insecure_http",
+        bool,
+        False,
+        "Allow an http:// base_url that is not loopback (keys and tokens cross in clear).",
+    ),
+    S(
+        "upstream",
+        "max_backoff_seconds",
+        float,
+        300.0,
+        "Ceiling of the exponential backoff.",
+        minimum=1,
+    ),
+    S(
+        "upstream",
+        "order",
+        str,
+        "oldest",
+        "Which records leave first.",
+        choices=("oldest", "newest"),
+    ),
     # [retention]
-    S("retention", "max_disk_percent", float, 90.0,
-      "Evict synced image files when the data disk is fuller than this.",
-      minimum=1, maximum=100),
-    S("retention", "min_free_bytes", int, 256 * MiB,
-      "Evict synced image files when less than this is free.", minimum=0),
+    S(
+        "retention",
+        "max_disk_percent",
+        float,
+        90.0,
+        "Evict synced image files when the data disk is fuller than this.",
+        minimum=1,
+        maximum=100,
+    ),
+    S(
+        "retention",
+        "min_free_bytes",
+        int,
+        256 * MiB,
+        "Evict synced image files when less than this is free.",
+        minimum=0,
+    ),
     # [logging]
     S("logging", "format", str, "text", "Log line format.", choices=("text", "json")),
-    S("logging", "level", str, "INFO", "Log level.",
-      choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    S("logging", "level", str, "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     # [metrics]
-    S("metrics", "allow_from", list, [],
-      "Addresses that may read /metrics without a token; others need one."),
+    S(
+        "metrics",
+        "allow_from",
+        list,
+        [],
+        "Addresses that may read /metrics without a token; others need one.",
+    ),
     # [limits]
-    S("limits", "max_class_values", int, 50,
-      "Most comma-separated items in class_values.", minimum=1),
-    S("limits", "max_param_chars", int, 1024,
-      "Longest single query parameter value.", minimum=16),
+    S(
+        "limits",
+        "max_class_values",
+        int,
+        50,
+        "Most comma-separated items in class_values.",
+        minimum=1,
+    ),
+    S("limits", "max_param_chars", int, 1024, "Longest single query parameter value.", minimum=16),
     # [ui]
-    S("ui", "thumbnail_max_pixels", int, 24_000_000,
-      "Largest image (width x height) a thumbnail is made from; larger ones get 422, "
-      "so a decompression bomb cannot exhaust memory.", minimum=1, maximum=89_478_485),
+    S(
+        "ui",
+        "thumbnail_max_pixels",
+        int,
+        24_000_000,
+        "Largest image (width x height) a thumbnail is made from; larger ones get 422, "
+        "so a decompression bomb cannot exhaust memory.",
+        minimum=1,
+        maximum=89_478_485,
+    ),
 )
 del S
 
@@ -338,22 +552,26 @@ def _check_consistency(values: Mapping[str, Any], origin: str) -> None:
         try:
             ipaddress.ip_network(entry.strip(), strict=False)
         except ValueError:
-            raise ConfigError(f"server.trusted_proxies (from {origin}): {entry!r} is not an "
-                              "IP address or network (e.g. 127.0.0.1 or 10.0.0.0/24)") from None
+            raise ConfigError(
+                f"server.trusted_proxies (from {origin}): {entry!r} is not an "
+                "IP address or network (e.g. 127.0.0.1 or 10.0.0.0/24)"
+            ) from None
     base_url = values["upstream.base_url"]
     if base_url and not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"upstream.base_url (from {origin}): expected an https:// URL")
-    if base_url.startswith("http://") and not values["upstream.allow_insecure_http"] \
-            and not is_loopback_url(base_url):
+    if (
+        base_url.startswith("http://")
+        and not values["upstream.allow_insecure_http"]
+        and not is_loopback_url(base_url)
+    ):
         raise ConfigError(
             f"upstream.base_url (from {origin}): {base_url} is plain http: the device key and "
             "tokens would cross the network in clear; use https:// or set [upstream] "
-            "allow_insecure_http = true")
+            "allow_insecure_http = true"
+        )
     public_url = values["server.public_url"]
     if public_url and not public_url.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"server.public_url (from {origin}): expected an http:// or https:// URL"
-        )
+        raise ConfigError(f"server.public_url (from {origin}): expected an http:// or https:// URL")
 
 
 def is_loopback_url(url: str) -> bool:
@@ -397,10 +615,10 @@ def load_settings(
     for setting in SETTINGS:
         if setting.env_name in environ:
             env_raw[setting.name] = environ[setting.env_name]
+    known = {s.env_name for s in SETTINGS} | {CONFIG_ENV}
     for key in environ:
-        if key.startswith(ENV_PREFIX) and key != CONFIG_ENV:
-            if key not in {s.env_name for s in SETTINGS}:
-                raise ConfigError(f"unknown environment variable {key}")
+        if key.startswith(ENV_PREFIX) and key not in known:
+            raise ConfigError(f"unknown environment variable {key}")
     for name, value in env_raw.items():
         setting = _BY_NAME[name]
         values[name] = _coerce(setting, value, f"environment {setting.env_name}")
@@ -427,4 +645,3 @@ def read_secret_file(path: str | os.PathLike[str], name: str) -> str:
 def describe(setting: Setting) -> str:
     """One line for check-config and docs."""
     return f"{setting.name} = {setting.default!r}  # {setting.help}"
-

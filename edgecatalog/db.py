@@ -37,7 +37,7 @@ def migrations_dir() -> Path:
     """The numbered migration files, shipped inside the package as edgecatalog.migrations."""
     spec = importlib.util.find_spec("edgecatalog.migrations")
     if spec is not None and spec.submodule_search_locations:
-        return Path(list(spec.submodule_search_locations)[0])
+        return Path(next(iter(spec.submodule_search_locations)))
     return Path(__file__).resolve().parent.parent / "migrations"  # pragma: no cover
 
 
@@ -94,5 +94,13 @@ def write_tx(db: SqliteDatabase = database):
     return db.atomic("IMMEDIATE")
 
 
-__all__ = ["MODELS", "PRAGMAS", "database", "init_database", "migrate", "open_for", "settle",
-           "write_tx"]
+__all__ = [
+    "MODELS",
+    "PRAGMAS",
+    "database",
+    "init_database",
+    "migrate",
+    "open_for",
+    "settle",
+    "write_tx",
+]

@@ -67,9 +67,11 @@ def configured_device_keys(settings: Settings) -> dict[str, str]:
     if settings["auth.device_keys_file"]:
         path = Path(settings["auth.device_keys_file"])
         text = read_secret_file(path, "auth.device_keys_file")
-        entries += [(f"auth.device_keys_file ({path}) line", n + 1, line.strip())
-                    for n, line in enumerate(text.splitlines())
-                    if line.strip() and not line.strip().startswith("#")]
+        entries += [
+            (f"auth.device_keys_file ({path}) line", n + 1, line.strip())
+            for n, line in enumerate(text.splitlines())
+            if line.strip() and not line.strip().startswith("#")
+        ]
     own_id = ""
     bound: dict[str, str] = {}
     for where, number, entry in entries:
@@ -81,8 +83,10 @@ def configured_device_keys(settings: Settings) -> dict[str, str]:
             try:
                 device_id = check_device_id(device_id, "device id")
             except ValidationError as exc:
-                raise ConfigError(f"{name}: {exc.message} (an entry is DEVICE_ID=adk_... or "
-                                  "DEVICE_ID=sha256:<hex>)") from None
+                raise ConfigError(
+                    f"{name}: {exc.message} (an entry is DEVICE_ID=adk_... or "
+                    "DEVICE_ID=sha256:<hex>)"
+                ) from None
         if not device_id:
             if not own_id:
                 from .ingest.upload import default_device_id  # one definition of the default
@@ -90,7 +94,7 @@ def configured_device_keys(settings: Settings) -> dict[str, str]:
                 own_id = default_device_id(settings)
             device_id = own_id
         if credential.startswith("sha256:"):
-            digest = credential[len("sha256:"):].lower()
+            digest = credential[len("sha256:") :].lower()
             if len(digest) != 64 or not _HEX.match(digest):
                 raise ConfigError(f"{name}: a sha256: entry needs 64 hex digits")
         elif credential:
@@ -98,11 +102,12 @@ def configured_device_keys(settings: Settings) -> dict[str, str]:
         else:
             raise ConfigError(f"{name}: no key after '='")
         if bound.get(digest, device_id) != device_id:
-            raise ConfigError(f"{name}: the same key is bound to two devices "
-                              f"({bound[digest]!r} and {device_id!r})")
+            raise ConfigError(
+                f"{name}: the same key is bound to two devices "
+                f"({bound[digest]!r} and {device_id!r})"
+            )
         bound[digest] = device_id
     return bound
-
 
 
 class DeviceRateLimiter:
@@ -138,9 +143,10 @@ class DeviceRateLimiter:
             wait = max(1, math.ceil((1.0 - tokens) / self.rate))
         raise RateLimited(
             f"device {device_id!r} is over {self.per_minute} requests per minute "
-            f"([auth] device_requests_per_minute); retry in {wait} s", "X-Device-Key",
-            headers={"Retry-After": str(wait)})
-
+            f"([auth] device_requests_per_minute); retry in {wait} s",
+            "X-Device-Key",
+            headers={"Retry-After": str(wait)},
+        )
 
 
 def fingerprint(digest: str) -> str:
@@ -155,8 +161,13 @@ def add_device_key(device_id: str, label: str = "") -> tuple[str, DeviceKey]:
     device_id = check_device_id(device_id, "DEVICE_ID")
     key = new_device_key()
     with write_tx():
-        row = DeviceKey.create(device_id=device_id, digest=digest_key(key), label=label,
-                               created_at=now_us(), revoked_at=None)
+        row = DeviceKey.create(
+            device_id=device_id,
+            digest=digest_key(key),
+            label=label,
+            created_at=now_us(),
+            revoked_at=None,
+        )
     return key, row
 
 
@@ -182,20 +193,30 @@ def revoke_device_keys(selector: str, configured: Mapping[str, str]) -> RevokeRe
         by_print = list(DeviceKey.select().where(DeviceKey.digest.startswith(wanted)))
     by_device = list(DeviceKey.select().where(DeviceKey.device_id == selector))
     if by_print and by_device and {r.id for r in by_print} != {r.id for r in by_device}:
-        raise ValueError(f"{selector!r} is both a key's fingerprint and a device id: give more "
-                         "hex digits of the key's digest to revoke that key alone")
+        raise ValueError(
+            f"{selector!r} is both a key's fingerprint and a device id: give more "
+            "hex digits of the key's digest to revoke that key alone"
+        )
     rows = by_print or by_device
     if not rows:
-        from_settings = [d for d, dev in configured.items()
-                         if dev == selector or (is_print and d.startswith(wanted))]
+        from_settings = [
+            d
+            for d, dev in configured.items()
+            if dev == selector or (is_print and d.startswith(wanted))
+        ]
         if from_settings:
-            raise ValueError(f"{selector!r} names a key from [auth] device_keys or "
-                             "device_keys_file: remove it there and restart the service")
-        raise ValueError(f"no stored device key has the device id or fingerprint {selector!r} "
-                         "(see 'edgecatalog device-key list')")
+            raise ValueError(
+                f"{selector!r} names a key from [auth] device_keys or "
+                "device_keys_file: remove it there and restart the service"
+            )
+        raise ValueError(
+            f"no stored device key has the device id or fingerprint {selector!r} "
+            "(see 'edgecatalog device-key list')"
+        )
     if len({r.device_id for r in rows}) > 1:
-        raise ValueError(f"{selector!r} matches keys of several devices; give more of the "
-                         "fingerprint")
+        raise ValueError(
+            f"{selector!r} matches keys of several devices; give more of the fingerprint"
+        )
     active = [r for r in rows if r.revoked_at is None]
     already = [r for r in rows if r.revoked_at is not None]
     if active:
@@ -207,5 +228,3 @@ def revoke_device_keys(selector: str, configured: Mapping[str, str]) -> RevokeRe
         for row in active:
             row.revoked_at = now
     return RevokeResult(active, already)
-
-

@@ -83,12 +83,14 @@ def check_migrations_state(settings: Settings) -> Check:
 
 def check_sqlite_library(version: tuple[int, int, int] = sqlite3.sqlite_version_info) -> Check:
     """WARN when the linked SQLite has the WAL-reset race: rare, but it corrupts silently."""
+
     def dotted(v: tuple[int, ...]) -> str:
         return ".".join(map(str, v))
 
     newest = WAL_RESET_FIXED[-1]
-    if version >= newest or any(version[:2] == fix[:2] and version >= fix
-                                for fix in WAL_RESET_FIXED):
+    if version >= newest or any(
+        version[:2] == fix[:2] and version >= fix for fix in WAL_RESET_FIXED
+    ):
         return Check("sqlite", True, f"SQLite {dotted(version)}")
     fixes = ", ".join(dotted(fix) for fix in reversed(WAL_RESET_FIXED))
     return Check(
@@ -173,22 +175,41 @@ def check_transport(settings: Settings) -> list[Check]:
     checks = []
     url = settings["upstream.base_url"]
     if url.startswith("http://") and not is_loopback_url(url):
-        checks.append(Check("upstream transport", False,
-                            f"{url} is plain http (allowed by [upstream] allow_insecure_http): "
-                            "the device key and tokens cross the network in clear; use https",
-                            warning=True))
+        checks.append(
+            Check(
+                "upstream transport",
+                False,
+                f"{url} is plain http (allowed by [upstream] allow_insecure_http): "
+                "the device key and tokens cross the network in clear; use https",
+                warning=True,
+            )
+        )
     if settings["server.host"] in WILDCARD_BINDS and not (
-            settings["server.public_url"] or settings["server.allowed_hosts"]):
-        checks.append(Check("server hosts", False,
-                            "serving every interface, but neither [server] public_url nor "
-                            "allowed_hosts is set: LAN clients naming this device by address "
-                            "get 400 HOST_NOT_ALLOWED", warning=True))
-    if settings["server.host"] not in ("127.0.0.1", "::1", "localhost") and \
-            not settings["server.public_url"].startswith("https://"):
-        checks.append(Check("server transport", False,
-                            "the API is served on the network without TLS: tokens, device "
-                            "keys and signed URLs cross it in clear; put the reverse proxy of "
-                            "docs/reverse-proxy.md in front", warning=True))
+        settings["server.public_url"] or settings["server.allowed_hosts"]
+    ):
+        checks.append(
+            Check(
+                "server hosts",
+                False,
+                "serving every interface, but neither [server] public_url nor "
+                "allowed_hosts is set: LAN clients naming this device by address "
+                "get 400 HOST_NOT_ALLOWED",
+                warning=True,
+            )
+        )
+    if settings["server.host"] not in ("127.0.0.1", "::1", "localhost") and not settings[
+        "server.public_url"
+    ].startswith("https://"):
+        checks.append(
+            Check(
+                "server transport",
+                False,
+                "the API is served on the network without TLS: tokens, device "
+                "keys and signed URLs cross it in clear; put the reverse proxy of "
+                "docs/reverse-proxy.md in front",
+                warning=True,
+            )
+        )
     return checks
 
 

@@ -22,8 +22,9 @@ def ok(data: Any, meta: dict[str, int] | None = None) -> dict[str, Any]:
     return body
 
 
-def stream_ok(items: Iterable[Any], meta: dict[str, int],
-              default: Callable[[Any], Any] | None = None) -> Iterator[str]:
+def stream_ok(
+    items: Iterable[Any], meta: dict[str, int], default: Callable[[Any], Any] | None = None
+) -> Iterator[str]:
     """``ok(list(items), meta)`` as compact JSON (what the API answers), written out in pieces
     of about ``STREAM_CHUNK`` characters: the same text, but never whole in memory, so a page
     of images carrying their annotations costs one image's JSON at a time."""

@@ -39,7 +39,9 @@ class AuthError(CatalogError):
 
     def __init__(self, message: str, details: str = "", *, code: str | None = None):
         # RFC 6750: every 401 to a bearer-protected resource carries a challenge.
-        super().__init__(message, details, headers={"WWW-Authenticate": 'Bearer realm="edgecatalog"'})
+        super().__init__(
+            message, details, headers={"WWW-Authenticate": 'Bearer realm="edgecatalog"'}
+        )
         if code is not None:
             self.code = code
 
@@ -133,9 +135,11 @@ class ThumbnailsBusy(ServiceUnavailable):
 
     def __init__(self, retry_after: int):
         super().__init__(
-            f"thumbnails are being made for other requests; retry in {retry_after} s", "",
+            f"thumbnails are being made for other requests; retry in {retry_after} s",
+            "",
             # no-store: a retry must reach the server, not a cached copy of this refusal.
-            headers={"Retry-After": str(retry_after), "Cache-Control": "no-store"})
+            headers={"Retry-After": str(retry_after), "Cache-Control": "no-store"},
+        )
         self.retry_after = retry_after
 
 

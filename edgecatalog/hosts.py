@@ -32,7 +32,7 @@ def host_name(host: str) -> str:
     """The name in a Host header or URL netloc, without port or brackets, lower case."""
     host = host.strip().lower()
     if host.startswith("["):  # [::1]:8080
-        return host[1:host.find("]")] if "]" in host else host[1:]
+        return host[1 : host.find("]")] if "]" in host else host[1:]
     if host.count(":") == 1:
         host = host.split(":", 1)[0]
     return host.rstrip(".")
@@ -43,8 +43,11 @@ class HostPolicy:
     ``.example.com`` for it and its subdomains, or ``*`` for any (the check switched off)."""
 
     def __init__(self, entries: Iterable[str]) -> None:
-        self.entries = frozenset(host_name(e) if e not in ("*",) and not e.startswith(".")
-                                 else e.lower() for e in entries if e.strip())
+        self.entries = frozenset(
+            host_name(e) if e not in ("*",) and not e.startswith(".") else e.lower()
+            for e in entries
+            if e.strip()
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HostPolicy:
@@ -67,8 +70,7 @@ class HostPolicy:
             return False
         if "*" in self.entries or name in self.entries:
             return True
-        return any(e.startswith(".") and (name == e[1:] or name.endswith(e))
-                   for e in self.entries)
+        return any(e.startswith(".") and (name == e[1:] or name.endswith(e)) for e in self.entries)
 
 
 def trusted_networks(entries: Iterable[str]) -> tuple[ipaddress._BaseNetwork, ...]:
@@ -76,14 +78,20 @@ def trusted_networks(entries: Iterable[str]) -> tuple[ipaddress._BaseNetwork, ..
     return tuple(ipaddress.ip_network(e.strip(), strict=False) for e in entries if e.strip())
 
 
-def forwarded_headers_middleware(app: Callable[..., Any],
-                                 proxies: Iterable[str]) -> Callable[..., Any]:
+def forwarded_headers_middleware(
+    app: Callable[..., Any], proxies: Iterable[str]
+) -> Callable[..., Any]:
     """WSGI middleware: forwarded headers from a trusted proxy become the request's client
     address, scheme and host (waitress's own parser, one proxy deep); from anyone else they
     are dropped. The service's server is told not to clear them itself (``server.py``)."""
     networks = trusted_networks(proxies)
-    trusting = proxy_headers_middleware(app, trusted_proxy="*", trusted_proxy_count=1,
-                                        trusted_proxy_headers=FORWARDED, clear_untrusted=True)
+    trusting = proxy_headers_middleware(
+        app,
+        trusted_proxy="*",
+        trusted_proxy_count=1,
+        trusted_proxy_headers=FORWARDED,
+        clear_untrusted=True,
+    )
     clearing = proxy_headers_middleware(app, trusted_proxy=None, clear_untrusted=True)
 
     def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:

@@ -76,8 +76,10 @@ def project_cond(project_id: int | None, stage: str | None) -> Cond:
 def class_cond(values: tuple[str, ...], probe: bool) -> Cond:
     marks = ",".join("?" * len(values))
     if probe:
-        sql = (f"EXISTS (SELECT 1 FROM annotation a WHERE a.class_value IN ({marks}) "
-               f"AND a.image_id = t.id)")
+        sql = (
+            f"EXISTS (SELECT 1 FROM annotation a WHERE a.class_value IN ({marks}) "
+            f"AND a.image_id = t.id)"
+        )
         return sql, values
     return f"t.id IN (SELECT image_id FROM annotation WHERE class_value IN ({marks}))", values
 
@@ -100,9 +102,11 @@ def fts_ids(term: str, conds: list[Cond]) -> list[int] | None:
         return None
     clause, args = where(conds + [("t.id IN cand", ()), search_cond(term)])
     # Used twice, the CTE is materialized once (SQLite >= 3.35); LIMIT bounds the probe.
-    sql = (f"WITH cand(id) AS (SELECT rowid FROM image_fts WHERE filename LIKE ? "
-           f"LIMIT {FTS_PROBE + 1}) SELECT (SELECT count(*) FROM cand), "
-           f"(SELECT json_group_array(t.id) FROM image t{clause})")
+    sql = (
+        f"WITH cand(id) AS (SELECT rowid FROM image_fts WHERE filename LIKE ? "
+        f"LIMIT {FTS_PROBE + 1}) SELECT (SELECT count(*) FROM cand), "
+        f"(SELECT json_group_array(t.id) FROM image t{clause})"
+    )
     found, ids = scan_cache.fetchone(sql, (f"%{term}%",) + args)
     return None if found > FTS_PROBE else json.loads(ids)
 
@@ -145,8 +149,9 @@ def _prefer_batch_index(conds: list[Cond]) -> list[Cond]:
     return [(f"+{c}" if c.split(" ")[0] in LOW_CARDINALITY else c, a) for c, a in conds]
 
 
-def count_sql(facet: list[Cond] | None, classes: tuple[str, ...] | None,
-              conds: list[Cond]) -> tuple[str, tuple]:
+def count_sql(
+    facet: list[Cond] | None, classes: tuple[str, ...] | None, conds: list[Cond]
+) -> tuple[str, tuple]:
     """One statement giving (total, size, other, class_images): the exact total; max(id) as the
     catalog's size; the images matching the filters other than the class; the class's images.
 
@@ -165,8 +170,10 @@ def count_sql(facet: list[Cond] | None, classes: tuple[str, ...] | None,
     if facet == [] and len(classes) == 1:
         return f"SELECT {per_class}, {size}, {size}, {per_class}", cargs + cargs
     if facet == []:
-        distinct = (f"(SELECT count(*) FROM (SELECT DISTINCT image_id FROM annotation "
-                    f"WHERE class_value IN ({marks})))")
+        distinct = (
+            f"(SELECT count(*) FROM (SELECT DISTINCT image_id FROM annotation "
+            f"WHERE class_value IN ({marks})))"
+        )
         return f"SELECT {distinct}, {size}, {size}, {per_class}", classes + cargs
     if facet is not None and len(classes) == 1:
         clause, args = where([("t.class_value = ?", classes)] + facet)
@@ -182,19 +189,24 @@ def count_sql(facet: list[Cond] | None, classes: tuple[str, ...] | None,
     other, oargs = _sum_facets(facet)
     pclause, pargs = where(_prefer_batch_index(facet) + [class_cond(classes, probe=True)])
     probed = f"(SELECT count(*) FROM image t{pclause})"
-    sql = (f"SELECT CASE WHEN {other} < {per_class} THEN {probed} ELSE {counted} END, {size}, "
-           f"{other}, {per_class}")
+    sql = (
+        f"SELECT CASE WHEN {other} < {per_class} THEN {probed} ELSE {counted} END, {size}, "
+        f"{other}, {per_class}"
+    )
     return sql, oargs + cargs + pargs + args + oargs + cargs
 
 
-def page_rows(conds: list[Cond], sort: str, order: str, limit: int,
-              offset: int) -> list[dict[str, Any]]:
+def page_rows(
+    conds: list[Cond], sort: str, order: str, limit: int, offset: int
+) -> list[dict[str, Any]]:
     """The page, joined for its own ids only; ``sort`` and ``order`` are validated choices."""
     direction = "DESC" if order == "desc" else "ASC"
     clause, args = where(conds)
-    sql = (f"{ROW_SELECT} WHERE i.id IN (SELECT t.id FROM image t{clause} "
-           f"ORDER BY t.{sort} {direction}, t.id {direction} LIMIT ? OFFSET ?) "
-           f"ORDER BY i.{sort} {direction}, i.id {direction}")
+    sql = (
+        f"{ROW_SELECT} WHERE i.id IN (SELECT t.id FROM image t{clause} "
+        f"ORDER BY t.{sort} {direction}, t.id {direction} LIMIT ? OFFSET ?) "
+        f"ORDER BY i.{sort} {direction}, i.id {direction}"
+    )
     return fetch_dicts(sql, args + (limit, offset))
 
 
@@ -211,7 +223,9 @@ def annotations_in_order(image_ids: list[int]) -> Iterator[dict[str, Any]]:
         return
     cursor = database.execute_sql(
         f"{ANNOTATION_SELECT_A} FROM json_each(?) AS j JOIN annotation a ON a.image_id = j.value "
-        "ORDER BY j.key, a.z_order, a.id", (json.dumps(image_ids),))
+        "ORDER BY j.key, a.z_order, a.id",
+        (json.dumps(image_ids),),
+    )
     names = [col[0] for col in cursor.description]
     for values in cursor:
         yield dict(zip(names, values))
@@ -222,5 +236,8 @@ def annotations_of(image_ids: list[int]) -> list[dict[str, Any]]:
     so the statement text is the same whatever the page size)."""
     if not image_ids:
         return []
-    return fetch_dicts(f"{ANNOTATION_SELECT} WHERE image_id IN (SELECT value FROM "
-                       f"json_each(?)) ORDER BY image_id, z_order, id", (json.dumps(image_ids),))
+    return fetch_dicts(
+        f"{ANNOTATION_SELECT} WHERE image_id IN (SELECT value FROM "
+        f"json_each(?)) ORDER BY image_id, z_order, id",
+        (json.dumps(image_ids),),
+    )

@@ -223,8 +223,9 @@ class ImageFacetCount(BaseModel):
     n = IntegerField()
 
     class Meta:
-        primary_key = CompositeKey("batch_id", "device_id", "annotation_status", "split",
-                                   "sync_state")
+        primary_key = CompositeKey(
+            "batch_id", "device_id", "annotation_status", "split", "sync_state"
+        )
         without_rowid = True
 
 
@@ -274,8 +275,9 @@ class ImageClassFacet(BaseModel):
     n = IntegerField()
 
     class Meta:
-        primary_key = CompositeKey("class_value", "batch_id", "device_id", "annotation_status",
-                                   "split", "sync_state")
+        primary_key = CompositeKey(
+            "class_value", "batch_id", "device_id", "annotation_status", "split", "sync_state"
+        )
         without_rowid = True
 
 
@@ -312,7 +314,24 @@ class AuthEpoch(BaseModel):
     n = IntegerField()
 
 
-MODELS = (Project, Device, Batch, DatasetVersion, FileRoot, Image, Annotation, Outbox, RejectedFile,
-          SyncStatus,
-          CaptureFile, ImageFacetCount, ImageTotalCount, ImageNameEpoch, ImageClassCount,
-          ImageClassFacet, DeviceKey, TokenRevocation, AuthEpoch)
+MODELS = (
+    Project,
+    Device,
+    Batch,
+    DatasetVersion,
+    FileRoot,
+    Image,
+    Annotation,
+    Outbox,
+    RejectedFile,
+    SyncStatus,
+    CaptureFile,
+    ImageFacetCount,
+    ImageTotalCount,
+    ImageNameEpoch,
+    ImageClassCount,
+    ImageClassFacet,
+    DeviceKey,
+    TokenRevocation,
+    AuthEpoch,
+)

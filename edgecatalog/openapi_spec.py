@@ -33,8 +33,9 @@ def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def ok(description: str, data: Mapping[str, Any] | None = None, *,
-       page: bool = False) -> dict[str, Any]:
+def ok(
+    description: str, data: Mapping[str, Any] | None = None, *, page: bool = False
+) -> dict[str, Any]:
     """A success response in the envelope; ``page``: ``data`` is a list with ``meta``."""
     part: dict[str, Any] = {"type": "object"}
     if data is not None:
@@ -46,12 +47,14 @@ def ok(description: str, data: Mapping[str, Any] | None = None, *,
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def raw(description: str, media_type: str, schema: Mapping[str, Any] | None = None
-        ) -> dict[str, Any]:
+def raw(
+    description: str, media_type: str, schema: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """A response that is not JSON (a file, a page, metrics text)."""
-    return {"description": description,
-            "content": {media_type: {"schema": dict(schema or {"type": "string",
-                                                              "format": "binary"})}}}
+    return {
+        "description": description,
+        "content": {media_type: {"schema": dict(schema or {"type": "string", "format": "binary"})}},
+    }
 
 
 def bare(description: str) -> dict[str, Any]:
@@ -82,130 +85,253 @@ def _option(name: str) -> QueryParam:
 
 
 THUMBNAIL_SIZE = param_types.Param(
-    "size", param_types.TypedParser(lambda n, t: params.parse_int(n, t),
-                                    {"type": "integer", "enum": list(thumbnails.SIZES)}),
-    "longest side in pixels", required=True)
+    "size",
+    param_types.TypedParser(
+        lambda n, t: params.parse_int(n, t), {"type": "integer", "enum": list(thumbnails.SIZES)}
+    ),
+    "longest side in pixels",
+    required=True,
+)
 # limit and offset of the lists that take params.parse_page's defaults (projects, batches).
 _PAGE_DEFAULTS = inspect.signature(params.parse_page).parameters
-PAGE = param_types.page_params(_PAGE_DEFAULTS["default_limit"].default,
-                               _PAGE_DEFAULTS["max_limit"].default)
+PAGE = param_types.page_params(
+    _PAGE_DEFAULTS["default_limit"].default, _PAGE_DEFAULTS["max_limit"].default
+)
 
-DATA, DEVICES, FILES, SYNC, OPS, UI = ("Datasets & data", "Devices & provisioning", "Files",
-                                       "Sync", "Operations", "Inspection UI")
+DATA, DEVICES, FILES, SYNC, OPS, UI = (
+    "Datasets & data",
+    "Devices & provisioning",
+    "Files",
+    "Sync",
+    "Operations",
+    "Inspection UI",
+)
 TAGS = (DATA, DEVICES, FILES, SYNC, OPS, UI)
 
 # endpoint (as Flask names it) -> its operation. A route missing here fails the generator.
 OPERATIONS: dict[str, Operation] = {
     "ui.index": Operation(
-        "uiIndex", UI, "The inspection page",
-        {"200": raw("HTML page", "text/html", {"type": "string"}), "304": bare("Not modified")}),
+        "uiIndex",
+        UI,
+        "The inspection page",
+        {"200": raw("HTML page", "text/html", {"type": "string"}), "304": bare("Not modified")},
+    ),
     "ui.static_file": Operation(
-        "uiStatic", UI, "A static file of the inspection page",
+        "uiStatic",
+        UI,
+        "A static file of the inspection page",
         {"200": raw("The file", "*/*"), "304": bare("Not modified")},
-        path={"name": "File name under the package's static folder"}),
+        path={"name": "File name under the package's static folder"},
+    ),
     "authcheck.upload_allowed": Operation(
-        "uploadAllowed", DEVICES, "May these credentials upload? (the reverse proxy's check)",
+        "uploadAllowed",
+        DEVICES,
+        "May these credentials upload? (the reverse proxy's check)",
         {"204": bare("The credentials may upload")},
         "Asked by the nginx front (deploy/nginx/edgecatalog.conf, auth_request) with the headers "
         "of a POST /device/images/upload before it reads the body, so an unauthenticated upload "
         "is refused unread. Same rule as the upload route; reads no body; asking spends none of "
-        "a device key's rate."),
+        "a device key's rate.",
+    ),
     "annotations.create_annotation": Operation(
-        "createAnnotation", DATA, "Add a manual annotation",
+        "createAnnotation",
+        DATA,
+        "Add a manual annotation",
         {"201": ok("Created", ref("types.AnnotationDTO"))},
-        body=json_body("AnnotationCreateRequest"), errors=(404,)),
+        body=json_body("AnnotationCreateRequest"),
+        errors=(404,),
+    ),
     "annotations.patch_annotation": Operation(
-        "updateAnnotation", DATA, "Update an annotation",
+        "updateAnnotation",
+        DATA,
+        "Update an annotation",
         {"200": ok("The updated annotation", ref("types.AnnotationDTO"))},
-        path={"annotation_id": "Annotation id"}, body=json_body("AnnotationUpdateRequest")),
+        path={"annotation_id": "Annotation id"},
+        body=json_body("AnnotationUpdateRequest"),
+    ),
     "annotations.delete_annotation": Operation(
-        "deleteAnnotation", DATA, "Delete an annotation",
-        {"200": ok("Deleted", {"type": "object", "properties": {
-            "id": {"type": "integer"}, "deleted": {"type": "boolean"}}})},
-        path={"annotation_id": "Annotation id"}),
+        "deleteAnnotation",
+        DATA,
+        "Delete an annotation",
+        {
+            "200": ok(
+                "Deleted",
+                {
+                    "type": "object",
+                    "properties": {"id": {"type": "integer"}, "deleted": {"type": "boolean"}},
+                },
+            )
+        },
+        path={"annotation_id": "Annotation id"},
+    ),
     "batches.list_batches": Operation(
-        "listBatches", DATA, "List batches",
+        "listBatches",
+        DATA,
+        "List batches",
         {"200": ok("Paginated batch list, newest first", ref("Batch"), page=True)},
         "404 when device_id names a device the catalog does not know.",
-        query=lambda: (*batches.BATCH_FILTERS, *PAGE), errors=(404,)),
+        query=lambda: (*batches.BATCH_FILTERS, *PAGE),
+        errors=(404,),
+    ),
     "batches.get_batch": Operation(
-        "getBatch", DATA, "Get a batch", {"200": ok("The batch", ref("Batch"))},
-        path={"batch_id": "Batch id"}),
+        "getBatch",
+        DATA,
+        "Get a batch",
+        {"200": ok("The batch", ref("Batch"))},
+        path={"batch_id": "Batch id"},
+    ),
     "batches.patch_batch": Operation(
-        "updateBatch", DATA, "Update a batch",
+        "updateBatch",
+        DATA,
+        "Update a batch",
         {"200": ok("The updated batch", ref("Batch"))},
         "Assign/unassign a project; move the stage along collecting -> complete -> unassigned "
         "-> annotating (409 otherwise).",
-        path={"batch_id": "Batch id"}, body=json_body("BatchUpdateRequest"), errors=(409,)),
+        path={"batch_id": "Batch id"},
+        body=json_body("BatchUpdateRequest"),
+        errors=(409,),
+    ),
     "images.list_images": Operation(
-        "listImages", DATA, "List images",
+        "listImages",
+        DATA,
+        "List images",
         {"200": ok("Paginated image list", ref("types.ImageDetailResponse"), page=True)},
         "Returns images with optional filters for project, batch, device, annotation status, "
         "dataset split, class values, and text search. Supports eager annotation loading and "
         "inline streaming URLs. 404 when device_id names a device the catalog does not know.",
-        query=lambda: (*queries.FILTERS, *queries.OPTIONS), errors=(404,)),
+        query=lambda: (*queries.FILTERS, *queries.OPTIONS),
+        errors=(404,),
+    ),
     "images.get_image": Operation(
-        "getImage", DATA, "Get an image",
+        "getImage",
+        DATA,
+        "Get an image",
         {"200": ok("The image with its annotations", ref("types.ImageDetailResponse"))},
-        query=lambda: (_option("include_image_url"),), path={"image_id": "Image id"}),
+        query=lambda: (_option("include_image_url"),),
+        path={"image_id": "Image id"},
+    ),
     "images.patch_image": Operation(
-        "updateImage", DATA, "Update an image",
+        "updateImage",
+        DATA,
+        "Update an image",
         {"200": ok("The updated image", ref("types.ImageDetailResponse"))},
         "Partial update. A synced image's change is queued for upstream.",
-        path={"image_id": "Image id"}, body=json_body("ImageUpdateRequest"), errors=(409,)),
+        path={"image_id": "Image id"},
+        body=json_body("ImageUpdateRequest"),
+        errors=(409,),
+    ),
     "projects.list_projects": Operation(
-        "listProjects", DATA, "List projects", {"200": ok("Projects", ref("Project"), page=True)},
-        query=lambda: PAGE),
+        "listProjects",
+        DATA,
+        "List projects",
+        {"200": ok("Projects", ref("Project"), page=True)},
+        query=lambda: PAGE,
+    ),
     "projects.create_project": Operation(
-        "createProject", DATA, "Create a project", {"201": ok("Created", ref("Project"))},
-        body=json_body("ProjectCreateRequest"), errors=(409,)),
+        "createProject",
+        DATA,
+        "Create a project",
+        {"201": ok("Created", ref("Project"))},
+        body=json_body("ProjectCreateRequest"),
+        errors=(409,),
+    ),
     "upload.upload_image": Operation(
-        "uploadImage", DEVICES, "Upload an image from a device",
-        {"200": ok("Already stored (duplicate: true)", ref("UploadResult")),
-         "201": ok("Stored", ref("UploadResult"))},
+        "uploadImage",
+        DEVICES,
+        "Upload an image from a device",
+        {
+            "200": ok("Already stored (duplicate: true)", ref("UploadResult")),
+            "201": ok("Stored", ref("UploadResult")),
+        },
         "The cloud's device upload contract. A device key naming another device is refused "
         "(403 DEVICE_MISMATCH), as is one marking manual review (403 "
         "MANUAL_SOURCE_FORBIDDEN).",
-        body={"required": True, "content": {"multipart/form-data": {"schema": {
-            "type": "object", "required": ["image"], "properties": {
-                "image": {"type": "string", "format": "binary",
-                          "description": "JPEG or PNG (WebP/BMP accepted), at most [ingest] "
-                                         "max_upload_bytes"},
-                "metadata": {"type": "string",
-                             "description": "JSON: model_id, model_version, source, timestamp, "
-                                            "device_id, filename, annotations[{class_value, "
-                                            "type, geometry, confidence, z_order}]"}}}}}},
-        errors=(507,)),
+        body={
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["image"],
+                        "properties": {
+                            "image": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "JPEG or PNG (WebP/BMP accepted), at most [ingest] "
+                                "max_upload_bytes",
+                            },
+                            "metadata": {
+                                "type": "string",
+                                "description": "JSON: model_id, model_version, source, timestamp, "
+                                "device_id, filename, annotations[{class_value, "
+                                "type, geometry, confidence, z_order}]",
+                            },
+                        },
+                    }
+                }
+            },
+        },
+        errors=(507,),
+    ),
     "files.get_file": Operation(
-        "getFile", FILES, "Download an image file",
-        {"200": raw("The file", "image/*"), "206": raw("A byte range of the file", "image/*"),
-         "304": bare("Not modified (ETag / If-Modified-Since)")},
+        "getFile",
+        FILES,
+        "Download an image file",
+        {
+            "200": raw("The file", "image/*"),
+            "206": raw("A byte range of the file", "image/*"),
+            "304": bare("Not modified (ETag / If-Modified-Since)"),
+        },
         "The bytes by image id only, with a bearer token or the signature of the image's "
         "image_url. Supports Range and conditional requests.",
-        path={"image_id": "Image id"}, errors=(410, 416)),
+        path={"image_id": "Image id"},
+        errors=(410, 416),
+    ),
     "thumbnails.get_thumbnail": Operation(
-        "getThumbnail", FILES, "A JPEG thumbnail of an image",
+        "getThumbnail",
+        FILES,
+        "A JPEG thumbnail of an image",
         {"200": raw("The thumbnail", "image/jpeg"), "304": bare("Not modified")},
-        query=lambda: (THUMBNAIL_SIZE,), path={"image_id": "Image id"}, errors=(410, 422, 503)),
+        query=lambda: (THUMBNAIL_SIZE,),
+        path={"image_id": "Image id"},
+        errors=(410, 422, 503),
+    ),
     "ops.healthz": Operation(
-        "healthz", OPS, "Liveness", {"200": ok("The process answers", ref("Health"))},
-        "No auth and no database work."),
+        "healthz",
+        OPS,
+        "Liveness",
+        {"200": ok("The process answers", ref("Health"))},
+        "No auth and no database work.",
+    ),
     "ops.readyz": Operation(
-        "readyz", OPS, "Readiness",
-        {"200": ok("Ready", ref("Readiness")),
-         "503": {"description": "Not ready; data.checks says which check fails",
-                 "content": {"application/json": {"schema": ref("NotReadyResponse")}}}},
+        "readyz",
+        OPS,
+        "Readiness",
+        {
+            "200": ok("Ready", ref("Readiness")),
+            "503": {
+                "description": "Not ready; data.checks says which check fails",
+                "content": {"application/json": {"schema": ref("NotReadyResponse")}},
+            },
+        },
         "Database answers, migrations current, data folder writable, free disk above the "
-        "[retention] limits. No auth; no paths or secrets in the body."),
+        "[retention] limits. No auth; no paths or secrets in the body.",
+    ),
     "ops.metrics": Operation(
-        "metrics", OPS, "Prometheus metrics",
-        {"200": raw("Prometheus text exposition format", "text/plain", {"type": "string"})}),
+        "metrics",
+        OPS,
+        "Prometheus metrics",
+        {"200": raw("Prometheus text exposition format", "text/plain", {"type": "string"})},
+    ),
     "ops.openapi_json": Operation(
-        "openapi", OPS, "This document",
-        {"200": raw("OpenAPI 3 document", "application/json", {"type": "object"})}),
+        "openapi",
+        OPS,
+        "This document",
+        {"200": raw("OpenAPI 3 document", "application/json", {"type": "object"})},
+    ),
     "sync.sync_status": Operation(
-        "syncStatus", SYNC, "Store-and-forward status",
-        {"200": ok("Sync state", ref("SyncStatus"))}),
+        "syncStatus", SYNC, "Store-and-forward status", {"200": ok("Sync state", ref("SyncStatus"))}
+    ),
 }
 
 # Error status -> (component name, description). Every error body is ErrorResponse.
@@ -221,88 +347,193 @@ ERRORS: dict[int, tuple[str, str]] = {
     415: ("UnsupportedMediaType", "Unsupported content type"),
     416: ("RangeNotSatisfiable", "Range not satisfiable"),
     422: ("UnprocessableImage", "Stored image cannot be processed"),
-    429: ("RateLimited", ("The device key is over [auth] device_requests_per_minute "
-                          "(RATE_LIMITED); Retry-After says when to retry")),
+    429: (
+        "RateLimited",
+        (
+            "The device key is over [auth] device_requests_per_minute "
+            "(RATE_LIMITED); Retry-After says when to retry"
+        ),
+    ),
     500: ("InternalError", "Unexpected error (details carry the request id)"),
     503: ("ServiceUnavailable", "Busy (THUMBNAILS_BUSY); retry after Retry-After"),
-    507: ("InsufficientStorage", ("Disk full of unsynced data, or the device's share of it "
-                                  "used (DEVICE_SHARE_EXCEEDED)")),
+    507: (
+        "InsufficientStorage",
+        ("Disk full of unsynced data, or the device's share of it used (DEVICE_SHARE_EXCEEDED)"),
+    ),
 }
-RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before asking again",
-                               "schema": {"type": "integer", "minimum": 1}}}
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before asking again",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
 WITH_RETRY_AFTER = frozenset({429, 503})
 
-INFO = {"title": "edgecatalog",
-        "description": "Offline, edge-side image catalog. The /data/images part follows the "
-                       "upstream cloud's contract (types.* schemas), extended only additively. "
-                       "Every JSON body is the envelope {success, data, meta, error}. Generated "
-                       "from the code by edgecatalog.apidoc."}
+INFO = {
+    "title": "edgecatalog",
+    "description": "Offline, edge-side image catalog. The /data/images part follows the "
+    "upstream cloud's contract (types.* schemas), extended only additively. "
+    "Every JSON body is the envelope {success, data, meta, error}. Generated "
+    "from the code by edgecatalog.apidoc.",
+}
 
 SECURITY_SCHEMES = {
-    "BearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                   "description": "JWT with scope read or write (edgecatalog token)."},
-    "DeviceKey": {"type": "apiKey", "in": "header", "name": "X-Device-Key",
-                  "description": "adk_ device key listed in [auth] device_keys."},
-    "UrlExpires": {"type": "apiKey", "in": "query", "name": "expires",
-                   "description": "Expiry of a signed file URL (with signature)."},
-    "UrlSignature": {"type": "apiKey", "in": "query", "name": "signature",
-                     "description": "HMAC of a signed file URL (from image_url)."},
+    "BearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "JWT with scope read or write (edgecatalog token).",
+    },
+    "DeviceKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Device-Key",
+        "description": "adk_ device key listed in [auth] device_keys.",
+    },
+    "UrlExpires": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "expires",
+        "description": "Expiry of a signed file URL (with signature).",
+    },
+    "UrlSignature": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "signature",
+        "description": "HMAC of a signed file URL (from image_url).",
+    },
 }
 # The query parameters of a signed file URL (access ``signed_url``).
 SIGNED_URL_PARAMS = (
-    param_types.Param("expires", param_types.TypedParser(params.parse_int, {"type": "integer"}),
-                      "expiry (Unix seconds) of a signed URL"),
-    param_types.Param("signature", param_types.TEXT,
-                      "HMAC signature of a signed URL (from image_url)"),
+    param_types.Param(
+        "expires",
+        param_types.TypedParser(params.parse_int, {"type": "integer"}),
+        "expiry (Unix seconds) of a signed URL",
+    ),
+    param_types.Param(
+        "signature", param_types.TEXT, "HMAC signature of a signed URL (from image_url)"
+    ),
 )
 
 TIMESTAMP = {"type": "string", "description": "RFC 3339 UTC timestamp; empty string when unset"}
 
 # Schemas of the envelope (envelope.py) and of the bodies no field table declares.
 SCHEMAS: dict[str, Any] = {
-    "types.APIResponse": {"type": "object", "properties": {
-        "data": {}, "error": ref("types.APIError"), "meta": ref("types.APIMeta"),
-        "success": {"type": "boolean"}}},
-    "types.APIError": {"type": "object", "properties": {
-        "code": {"type": "string"}, "details": {"type": "string"},
-        "message": {"type": "string"}}},
-    "types.APIMeta": {"type": "object", "properties": {
-        "count": {"type": "integer"}, "limit": {"type": "integer"},
-        "offset": {"type": "integer"}, "total": {"type": "integer"}}},
-    "ErrorResponse": {"allOf": [ref("types.APIResponse"), {
-        "type": "object", "required": ["success", "error"], "properties": {
-            "success": {"type": "boolean", "enum": [False]},
-            "error": {"allOf": [ref("types.APIError"), {
-                "type": "object", "required": ["code", "message", "details"],
-                "properties": {"code": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"}}}]}}}]},
-    "UploadResult": {"type": "object", "required": ["image_id", "batch_id", "storage_key"],
-                     "properties": {
-                         "image_id": {"type": "integer"}, "batch_id": {"type": "integer"},
-                         "storage_key": {"type": "string"},
-                         "duplicate": {"type": "boolean", "description":
-                                       "true when the same bytes were already stored (200)"}}},
-    "SyncStatus": {"type": "object", "properties": {
-        "state": {"type": "string", "enum": ["idle", "syncing", "offline", "backoff",
-                                             "auth_failed", "disabled"]},
-        "enabled": {"type": "boolean"}, "upstream_configured": {"type": "boolean"},
-        "pending_count": {"type": "integer"}, "pending_bytes": {"type": "integer"},
-        "oldest_pending_age_seconds": {"type": "number", "nullable": True},
-        "waiting_for_token_count": {"type": "integer"},
-        "quarantined_count": {"type": "integer"},
-        "last_success_at": TIMESTAMP, "next_attempt_at": TIMESTAMP,
-        "last_error": {"type": "object", "nullable": True, "properties": {
-            "at": TIMESTAMP, "status": {"type": "integer", "nullable": True},
-            "message": {"type": "string"}}}}},
-    "Health": {"type": "object", "required": ["status"],
-               "properties": {"status": {"type": "string", "enum": ["ok"]}}},
-    "Check": {"type": "object", "required": ["ok", "message"],
-              "properties": {"ok": {"type": "boolean"}, "message": {"type": "string"}},
-              "additionalProperties": {"type": "number"}},
-    "Readiness": {"type": "object", "required": ["status", "checks"], "properties": {
-        "status": {"type": "string", "enum": ["ok", "fail"]},
-        "checks": {"type": "object", "additionalProperties": ref("Check")}}},
-    "NotReadyResponse": {"allOf": [ref("ErrorResponse"), {
-        "type": "object", "properties": {"data": ref("Readiness")}}]},
+    "types.APIResponse": {
+        "type": "object",
+        "properties": {
+            "data": {},
+            "error": ref("types.APIError"),
+            "meta": ref("types.APIMeta"),
+            "success": {"type": "boolean"},
+        },
+    },
+    "types.APIError": {
+        "type": "object",
+        "properties": {
+            "code": {"type": "string"},
+            "details": {"type": "string"},
+            "message": {"type": "string"},
+        },
+    },
+    "types.APIMeta": {
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "total": {"type": "integer"},
+        },
+    },
+    "ErrorResponse": {
+        "allOf": [
+            ref("types.APIResponse"),
+            {
+                "type": "object",
+                "required": ["success", "error"],
+                "properties": {
+                    "success": {"type": "boolean", "enum": [False]},
+                    "error": {
+                        "allOf": [
+                            ref("types.APIError"),
+                            {
+                                "type": "object",
+                                "required": ["code", "message", "details"],
+                                "properties": {
+                                    "code": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"}
+                                },
+                            },
+                        ]
+                    },
+                },
+            },
+        ]
+    },
+    "UploadResult": {
+        "type": "object",
+        "required": ["image_id", "batch_id", "storage_key"],
+        "properties": {
+            "image_id": {"type": "integer"},
+            "batch_id": {"type": "integer"},
+            "storage_key": {"type": "string"},
+            "duplicate": {
+                "type": "boolean",
+                "description": "true when the same bytes were already stored (200)",
+            },
+        },
+    },
+    "SyncStatus": {
+        "type": "object",
+        "properties": {
+            "state": {
+                "type": "string",
+                "enum": ["idle", "syncing", "offline", "backoff", "auth_failed", "disabled"],
+            },
+            "enabled": {"type": "boolean"},
+            "upstream_configured": {"type": "boolean"},
+            "pending_count": {"type": "integer"},
+            "pending_bytes": {"type": "integer"},
+            "oldest_pending_age_seconds": {"type": "number", "nullable": True},
+            "waiting_for_token_count": {"type": "integer"},
+            "quarantined_count": {"type": "integer"},
+            "last_success_at": TIMESTAMP,
+            "next_attempt_at": TIMESTAMP,
+            "last_error": {
+                "type": "object",
+                "nullable": True,
+                "properties": {
+                    "at": TIMESTAMP,
+                    "status": {"type": "integer", "nullable": True},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string", "enum": ["ok"]}},
+    },
+    "Check": {
+        "type": "object",
+        "required": ["ok", "message"],
+        "properties": {"ok": {"type": "boolean"}, "message": {"type": "string"}},
+        "additionalProperties": {"type": "number"},
+    },
+    "Readiness": {
+        "type": "object",
+        "required": ["status", "checks"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "fail"]},
+            "checks": {"type": "object", "additionalProperties": ref("Check")},
+        },
+    },
+    "NotReadyResponse": {
+        "allOf": [
+            ref("ErrorResponse"),
+            {"type": "object", "properties": {"data": ref("Readiness")}},
+        ]
+    },
 }
 
 # An annotation is sent normalized (stored as pixels): its request fields are typed in apidoc,
@@ -312,10 +543,11 @@ _GEOMETRY = "Normalized: bbox [xc, yc, w, h]; polygon [x1, y1, ...]"
 # Request schema -> field -> its description, where the request differs from the response.
 REQUEST_NOTES: dict[str, dict[str, str]] = {
     "BatchUpdateRequest": {"project_id": "null unassigns"},
-    "AnnotationCreateRequest": {"geometry": _GEOMETRY,
-                                "confidence": "A manual annotation has none: only null"},
-    "AnnotationUpdateRequest": {"geometry": _GEOMETRY,
-                                "confidence": "null clears a model's score"},
+    "AnnotationCreateRequest": {
+        "geometry": _GEOMETRY,
+        "confidence": "A manual annotation has none: only null",
+    },
+    "AnnotationUpdateRequest": {"geometry": _GEOMETRY, "confidence": "null clears a model's score"},
 }
 REQUIRED = {
     "ProjectCreateRequest": ("name",),

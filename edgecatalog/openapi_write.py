@@ -21,8 +21,9 @@ def _generated() -> dict[str, Any]:
     from .config import load_settings
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(environ={}, overrides={"storage.data_dir": tmp,
-                                                        "auth.jwt_secret": "x" * 40})
+        settings = load_settings(
+            environ={}, overrides={"storage.data_dir": tmp, "auth.jwt_secret": "x" * 40}
+        )
         return apidoc.generate(create_app(settings))
 
 
@@ -37,7 +38,9 @@ def main(argv: list[str]) -> int:
         print(f"wrote {apidoc.COMMITTED}")
         return 0
     if apidoc.COMMITTED.read_text(encoding="utf-8") != text:
-        print(f"{apidoc.COMMITTED} is stale; regenerate it with: {apidoc.REGENERATE}", file=sys.stderr)
+        print(
+            f"{apidoc.COMMITTED} is stale; regenerate it with: {apidoc.REGENERATE}", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -47,14 +47,18 @@ BOOL = TypedParser(params.parse_bool, {"type": "boolean"})
 # The upstream contract types its id filters as strings (tests/contract): kept, with the form
 # the parser takes as a pattern.
 ID = TypedParser(params.parse_id, {"type": "string", "pattern": "^[0-9]+$"})
-NULLABLE_ID = TypedParser(params.parse_nullable_id,
-                          {"type": "string", "pattern": "^([0-9]+|null)$"})
+NULLABLE_ID = TypedParser(
+    params.parse_nullable_id, {"type": "string", "pattern": "^([0-9]+|null)$"}
+)
 
 
 # The plain ``params`` parsers, for declarations that use one bare (batches.BATCH_FILTERS): the
 # function itself says what it takes.
 _PLAIN: dict[Callable[..., Any], TypedParser] = {
-    params.parse_id: ID, params.parse_nullable_id: NULLABLE_ID, params.parse_bool: BOOL}
+    params.parse_id: ID,
+    params.parse_nullable_id: NULLABLE_ID,
+    params.parse_bool: BOOL,
+}
 
 
 def schema_of(parse: Callable[[str, str], Any]) -> Mapping[str, Any] | None:
@@ -68,14 +72,17 @@ def schema_of(parse: Callable[[str, str], Any]) -> Mapping[str, Any] | None:
 
 def choice(values: tuple[str, ...]) -> TypedParser:
     """One of ``values``, exactly."""
-    return TypedParser(lambda name, text: params.parse_choice(name, text, values),
-                       {"type": "string", "enum": list(values)})
+    return TypedParser(
+        lambda name, text: params.parse_choice(name, text, values),
+        {"type": "string", "enum": list(values)},
+    )
 
 
 def csv(max_items: int) -> TypedParser:
     """Comma-separated values, duplicates dropped, at most ``max_items`` of them."""
-    return TypedParser(lambda name, text: params.parse_csv(name, text, max_items=max_items),
-                       {"type": "string"})
+    return TypedParser(
+        lambda name, text: params.parse_csv(name, text, max_items=max_items), {"type": "string"}
+    )
 
 
 def page_params(default_limit: int, max_limit: int) -> tuple[Param, Param]:
@@ -83,10 +90,18 @@ def page_params(default_limit: int, max_limit: int) -> tuple[Param, Param]:
     is clamped (so the schema states no maximum), below 1 is an error."""
     limit = TypedParser(
         lambda name, text: min(params.parse_int(name, text, minimum=1), max_limit),
-        {"type": "integer", "minimum": 1})
+        {"type": "integer", "minimum": 1},
+    )
     offset = TypedParser(
         lambda name, text: params.parse_int(name, text, minimum=0, maximum=params.MAX_ID),
-        {"type": "integer", "minimum": 0, "maximum": params.MAX_ID})
-    return (Param("limit", limit, f"page size (default {default_limit}, at most {max_limit}; "
-                                  "larger is clamped)", extra={"default": default_limit}),
-            Param("offset", offset, "number of results to skip", extra={"default": 0}))
+        {"type": "integer", "minimum": 0, "maximum": params.MAX_ID},
+    )
+    return (
+        Param(
+            "limit",
+            limit,
+            f"page size (default {default_limit}, at most {max_limit}; larger is clamped)",
+            extra={"default": default_limit},
+        ),
+        Param("offset", offset, "number of results to skip", extra={"default": 0}),
+    )

@@ -16,7 +16,11 @@ MAX_ID = 2**63 - 1
 MAX_DIGITS = 64
 _TRUE = ("true", "1")
 _FALSE = ("false", "0")
-def parse_int(name: str, text: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+
+
+def parse_int(
+    name: str, text: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     stripped = text.strip()
     body = stripped[1:] if stripped[:1] in "+-" else stripped
     # Long digit strings are still integers (so a huge limit is clamped, a huge id is out of
@@ -47,7 +51,9 @@ def parse_bool(name: str, text: str) -> bool:
 def parse_choice(name: str, text: str, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if text not in choices:
-        raise ValidationError(name, f"{name} must be one of {', '.join(choices)}, got {_show(text)}")
+        raise ValidationError(
+            name, f"{name} must be one of {', '.join(choices)}, got {_show(text)}"
+        )
     return text
 
 
@@ -58,7 +64,9 @@ def parse_nullable_id(name: str, text: str) -> int | None:
     try:
         return parse_id(name, text)
     except ValidationError:
-        raise ValidationError(name, f"{name} must be an integer id or null, got {_show(text)}") from None
+        raise ValidationError(
+            name, f"{name} must be an integer id or null, got {_show(text)}"
+        ) from None
 
 
 def parse_csv(name: str, text: str, *, max_items: int) -> tuple[str, ...]:
@@ -76,7 +84,9 @@ def single_values(args: Any, names: Iterable[str], *, max_chars: int) -> dict[st
     """
     values: dict[str, str] = {}
     for name in names:
-        given = args.getlist(name) if hasattr(args, "getlist") else [args[name]] if name in args else []
+        given = (
+            args.getlist(name) if hasattr(args, "getlist") else [args[name]] if name in args else []
+        )
         if not given:
             continue
         if len(given) > 1:
@@ -97,13 +107,15 @@ def _show(text: str) -> str:
 PAGE_PARAMS = ("limit", "offset")
 
 
-def parse_page(given: Mapping[str, str], *, default_limit: int = 50,
-               max_limit: int = 100) -> tuple[int, int]:
+def parse_page(
+    given: Mapping[str, str], *, default_limit: int = 50, max_limit: int = 100
+) -> tuple[int, int]:
     """(limit, offset) as /data/images takes them: a limit above the maximum is clamped (as
     upstream), below 1 is an error; offset >= 0."""
     limit = default_limit
     if "limit" in given:
         limit = min(parse_int("limit", given["limit"], minimum=1), max_limit)
-    offset = parse_int("offset", given["offset"], minimum=0, maximum=MAX_ID) \
-        if "offset" in given else 0
+    offset = (
+        parse_int("offset", given["offset"], minimum=0, maximum=MAX_ID) if "offset" in given else 0
+    )
     return limit, offset

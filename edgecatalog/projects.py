@@ -20,8 +20,7 @@ from .timeutil import now_us
 
 MAX_NAME_CHARS = 200
 MAX_DESCRIPTION_CHARS = 2000
-ROW_FIELDS = (Project.id, Project.name, Project.description, Project.created_at,
-              Project.updated_at)
+ROW_FIELDS = (Project.id, Project.name, Project.description, Project.created_at, Project.updated_at)
 
 
 @dataclass(frozen=True)
@@ -37,8 +36,9 @@ def create_project(new: NewProject) -> dict[str, Any]:
         with write_tx():
             if Project.select().where(Project.name == new.name).exists():
                 raise Conflict(f"a project named {new.name!r} already exists", "name")
-            project = Project.create(name=new.name, description=new.description,
-                                     created_at=now, updated_at=now)
+            project = Project.create(
+                name=new.name, description=new.description, created_at=now, updated_at=now
+            )
     except IntegrityError:  # pragma: no cover - the check above runs under the write lock
         raise Conflict(f"a project named {new.name!r} already exists", "name") from None
     return get_project_row(project.id)
@@ -52,8 +52,13 @@ def parse_project_query(args: Any, *, max_chars: int = 1024) -> tuple[int, int]:
 def select_projects(limit: int, offset: int) -> Page:
     """Projects by name (then id), the order a picker shows them in."""
     total = Project.select().count()
-    rows = list(Project.select(*ROW_FIELDS).order_by(Project.name, Project.id)
-                .limit(limit).offset(offset).dicts())
+    rows = list(
+        Project.select(*ROW_FIELDS)
+        .order_by(Project.name, Project.id)
+        .limit(limit)
+        .offset(offset)
+        .dicts()
+    )
     return Page(rows, total, limit, offset)
 
 

@@ -78,51 +78,90 @@ class Filter:
 # docs/api.md; its parser (``param_types``) declares the type the OpenAPI document gives it.
 # project_id and stage have no condition of their own: they combine into one (_conditions).
 FILTERS: tuple[Filter, ...] = (
-    Filter("project_id", param_types.NULLABLE_ID, lambda v: None,
-           "integer project id, or null for images whose batch has no project"),
+    Filter(
+        "project_id",
+        param_types.NULLABLE_ID,
+        lambda v: None,
+        "integer project id, or null for images whose batch has no project",
+    ),
     Filter("batch_id", param_types.ID, lambda v: column_cond("batch_id", v), "integer batch id"),
-    Filter("device_id", param_types.TEXT, lambda v: column_cond("device_id", v),
-           "exact device id; 404 when the catalog does not know the device"),
-    Filter("stage", param_types.choice(STAGES), lambda v: None,
-           "batch stage; applied only together with project_id"),
-    Filter("annotation_status", param_types.choice(ANNOTATION_STATUSES),
-           lambda v: column_cond("annotation_status", v), "pending, in_progress or completed"),
-    Filter("split", param_types.choice(SPLITS + ("all",)),
-           lambda v: None if v == "all" else column_cond("split", v),
-           "train, val, test, none, or all (no filter)"),
+    Filter(
+        "device_id",
+        param_types.TEXT,
+        lambda v: column_cond("device_id", v),
+        "exact device id; 404 when the catalog does not know the device",
+    ),
+    Filter(
+        "stage",
+        param_types.choice(STAGES),
+        lambda v: None,
+        "batch stage; applied only together with project_id",
+    ),
+    Filter(
+        "annotation_status",
+        param_types.choice(ANNOTATION_STATUSES),
+        lambda v: column_cond("annotation_status", v),
+        "pending, in_progress or completed",
+    ),
+    Filter(
+        "split",
+        param_types.choice(SPLITS + ("all",)),
+        lambda v: None if v == "all" else column_cond("split", v),
+        "train, val, test, none, or all (no filter)",
+    ),
     # The view passes [limits] max_class_values; this bound only lets the parser stand alone.
-    Filter("class_values", param_types.csv(10**6),
-           lambda v: class_cond(v, probe=False) if v else None,
-           "comma-separated class values ([limits] max_class_values at most); any annotation "
-           "matching any value"),
+    Filter(
+        "class_values",
+        param_types.csv(10**6),
+        lambda v: class_cond(v, probe=False) if v else None,
+        "comma-separated class values ([limits] max_class_values at most); any annotation "
+        "matching any value",
+    ),
     # '%', '_' and '\' are escaped and LIKE gets ESCAPE '\', so they are literal characters
     # (a bare LIKE has no escape character in SQLite). LIKE folds ASCII case only.
-    Filter("search", param_types.TEXT, search_cond,
-           "case-insensitive filename substring; wildcards are literal"),
+    Filter(
+        "search",
+        param_types.TEXT,
+        search_cond,
+        "case-insensitive filename substring; wildcards are literal",
+    ),
     Filter("filename", param_types.TEXT, lambda v: column_cond("filename", v), "exact filename"),
-    Filter("sync_state", param_types.choice(SYNC_STATES),
-           lambda v: column_cond("sync_state", v),
-           "edge catalog extension: pending, synced, quarantined or local_only"),
+    Filter(
+        "sync_state",
+        param_types.choice(SYNC_STATES),
+        lambda v: column_cond("sync_state", v),
+        "edge catalog extension: pending, synced, quarantined or local_only",
+    ),
 )
 
 
 # The options of GET /data/images besides its filters, as the OpenAPI document states them;
 # parse_image_query reads them by name.
 OPTIONS: tuple[param_types.Param, ...] = (
-    param_types.Param("include_annotations", param_types.BOOL,
-                      "include each image's annotations (true, false, 1 or 0)"),
-    param_types.Param("include_image_url", param_types.BOOL,
-                      "include a signed image_url per image (true, false, 1 or 0)"),
+    param_types.Param(
+        "include_annotations",
+        param_types.BOOL,
+        "include each image's annotations (true, false, 1 or 0)",
+    ),
+    param_types.Param(
+        "include_image_url",
+        param_types.BOOL,
+        "include a signed image_url per image (true, false, 1 or 0)",
+    ),
     *param_types.page_params(DEFAULT_LIMIT, MAX_LIMIT),
-    param_types.Param("sort", param_types.choice(SORTS), "sort field",
-                      extra={"default": "created_at"}),
-    param_types.Param("order", param_types.choice(ORDERS), "sort direction",
-                      extra={"default": "desc"}),
+    param_types.Param(
+        "sort", param_types.choice(SORTS), "sort field", extra={"default": "created_at"}
+    ),
+    param_types.Param(
+        "order", param_types.choice(ORDERS), "sort direction", extra={"default": "desc"}
+    ),
 )
 OPTION_PARAMS = tuple(option.param for option in OPTIONS)
 
 
-def parse_image_query(args: Any, *, max_class_values: int = 50, max_chars: int = 1024) -> ImageQuery:
+def parse_image_query(
+    args: Any, *, max_class_values: int = 50, max_chars: int = 1024
+) -> ImageQuery:
     names = [f.param for f in FILTERS] + list(OPTION_PARAMS)
     given = params.single_values(args, names, max_chars=max_chars)
     filters = {f.param: f.parse(f.param, given[f.param]) for f in FILTERS if f.param in given}
@@ -135,9 +174,11 @@ def parse_image_query(args: Any, *, max_class_values: int = 50, max_chars: int =
     return ImageQuery(
         filters=filters,
         include_annotations=params.parse_bool("include_annotations", given["include_annotations"])
-        if "include_annotations" in given else False,
+        if "include_annotations" in given
+        else False,
         include_image_url=params.parse_bool("include_image_url", given["include_image_url"])
-        if "include_image_url" in given else False,
+        if "include_image_url" in given
+        else False,
         limit=limit,
         offset=offset,
         sort=params.parse_choice("sort", given["sort"], SORTS) if "sort" in given else "created_at",
@@ -160,8 +201,9 @@ def _resolved(query: ImageQuery) -> dict[str, Any]:
     return filters
 
 
-def _conditions(filters: dict[str, Any], *, probe: bool = False,
-                omit: frozenset[str] = frozenset()) -> list[Cond]:
+def _conditions(
+    filters: dict[str, Any], *, probe: bool = False, omit: frozenset[str] = frozenset()
+) -> list[Cond]:
     conditions = []
     for flt in FILTERS:
         if flt.param in filters and flt.param not in omit:
@@ -177,8 +219,9 @@ def _conditions(filters: dict[str, Any], *, probe: bool = False,
 
 
 # Filters whose conditions are all columns of image_facet_count (or the batch it names).
-FACET_FILTERS = frozenset({"project_id", "stage", "batch_id", "device_id", "annotation_status",
-                           "split", "sync_state"})
+FACET_FILTERS = frozenset(
+    {"project_id", "stage", "batch_id", "device_id", "annotation_status", "split", "sync_state"}
+)
 
 
 def select_images(query: ImageQuery) -> Page:
@@ -202,12 +245,15 @@ def _total(filters: dict[str, Any], query: ImageQuery) -> tuple[int, list[Cond]]
     """The exact total, and the conditions the page is then best selected with."""
     given = {k for k, v in filters.items() if not (k == "split" and v == "all")}
     if given == {"search"}:  # carried forward across inserts (scan_cache.search_total)
-        return (scan_cache.search_total(image_sql.like_pattern(filters["search"])),
-                _conditions(filters))
+        return (
+            scan_cache.search_total(image_sql.like_pattern(filters["search"])),
+            _conditions(filters),
+        )
     classes = filters.get("class_values") or None
     others = given - {"class_values"}
-    facet = _conditions(filters, omit=frozenset({"class_values"})) \
-        if others <= FACET_FILTERS else None
+    facet = (
+        _conditions(filters, omit=frozenset({"class_values"})) if others <= FACET_FILTERS else None
+    )
     conds = _conditions(filters)
     sql, args = image_sql.count_sql(facet, classes, conds)
     if "search" in filters:  # a LIKE over the filename index: remembered until a write
@@ -223,9 +269,19 @@ def _total(filters: dict[str, Any], query: ImageQuery) -> tuple[int, list[Cond]]
 
 
 ANNOTATION_FIELDS = (
-    Annotation.id, Annotation.image, Annotation.class_value, Annotation.type, Annotation.geometry,
-    Annotation.x_center, Annotation.y_center, Annotation.width, Annotation.height,
-    Annotation.confidence, Annotation.source, Annotation.z_order, Annotation.created_at,
+    Annotation.id,
+    Annotation.image,
+    Annotation.class_value,
+    Annotation.type,
+    Annotation.geometry,
+    Annotation.x_center,
+    Annotation.y_center,
+    Annotation.width,
+    Annotation.height,
+    Annotation.confidence,
+    Annotation.source,
+    Annotation.z_order,
+    Annotation.created_at,
     Annotation.updated_at,
 )
 

@@ -68,11 +68,15 @@ class EvictionReport:
 
 
 def _candidates(limit: int) -> list[Image]:
-    query = (Image.select(Image.id, Image.path, Image.byte_size, Image.sha256,
-                          FileRoot.path.alias("root_path"))
-             .join(FileRoot, on=(Image.root == FileRoot.id))
-             .where((Image.sync_state == "synced") & Image.evicted_at.is_null())
-             .order_by(Image.created_at, Image.id).limit(limit))
+    query = (
+        Image.select(
+            Image.id, Image.path, Image.byte_size, Image.sha256, FileRoot.path.alias("root_path")
+        )
+        .join(FileRoot, on=(Image.root == FileRoot.id))
+        .where((Image.sync_state == "synced") & Image.evicted_at.is_null())
+        .order_by(Image.created_at, Image.id)
+        .limit(limit)
+    )
     return list(query.objects())
 
 
@@ -112,8 +116,10 @@ def evict_if_needed(settings: Settings, incoming: int = 0) -> EvictionReport:
             now = now_us()
             with write_tx():
                 Image.update(evicted_at=now).where(
-                    Image.id.in_([img.id for img in chunk]) & Image.evicted_at.is_null()
-                    & (Image.sync_state == "synced")).execute()
+                    Image.id.in_([img.id for img in chunk])
+                    & Image.evicted_at.is_null()
+                    & (Image.sync_state == "synced")
+                ).execute()
             thumbs = settings.data_dir / thumbnails.CACHE_DIRNAME
             for img in chunk:
                 report.freed_bytes += _remove_file(img.root_path, img.path)
@@ -134,7 +140,9 @@ def ensure_ingest_space(settings: Settings, incoming_bytes: int) -> None:
             f"not enough disk space to store {incoming_bytes} more bytes: {free} of {total} "
             f"bytes free, limits are {settings['retention.max_disk_percent']:g}% used and "
             f"{settings['retention.min_free_bytes']} bytes free, and every stored image is "
-            "still waiting to be synced, so none can be evicted", "image")
+            "still waiting to be synced, so none can be evicted",
+            "image",
+        )
 
 
 class SpaceGate:

@@ -63,13 +63,18 @@ class AuthSnapshot:
 
 def load_snapshot() -> AuthSnapshot:
     """Read both tables (small: one row per key and per revocation)."""
-    keys = {digest: (device_id, revoked_at is not None) for digest, device_id, revoked_at in
-            database.execute_sql("SELECT digest, device_id, revoked_at FROM device_key")}
+    keys = {
+        digest: (device_id, revoked_at is not None)
+        for digest, device_id, revoked_at in database.execute_sql(
+            "SELECT digest, device_id, revoked_at FROM device_key"
+        )
+    }
     jtis: set[str] = set()
     subjects: dict[str, float] = {}
     everyone: float | None = None
     for kind, value, created_at in database.execute_sql(
-            "SELECT kind, value, created_at FROM token_revocation"):
+        "SELECT kind, value, created_at FROM token_revocation"
+    ):
         cutoff = created_at / 1_000_000
         if kind == "jti":
             jtis.add(value)
@@ -77,8 +82,13 @@ def load_snapshot() -> AuthSnapshot:
             subjects[value] = max(cutoff, subjects.get(value, cutoff))
         elif kind == "all":
             everyone = max(cutoff, everyone if everyone is not None else cutoff)
-    return AuthSnapshot(keys, frozenset(jtis), subjects, everyone,
-                        empty=not (jtis or subjects or everyone is not None))
+    return AuthSnapshot(
+        keys,
+        frozenset(jtis),
+        subjects,
+        everyone,
+        empty=not (jtis or subjects or everyone is not None),
+    )
 
 
 class LiveAuthState:
@@ -101,8 +111,7 @@ class LiveAuthState:
 
     def current(self) -> AuthSnapshot:
         # The first load waits for whoever is loading; later ones never make a request wait.
-        if time.monotonic() >= self._next_poll and self._lock.acquire(
-                blocking=self._epoch is None):
+        if time.monotonic() >= self._next_poll and self._lock.acquire(blocking=self._epoch is None):
             try:
                 if time.monotonic() >= self._next_poll:
                     self._poll()
@@ -126,7 +135,6 @@ class LiveAuthState:
         self._epoch, self._snapshot = epoch, snapshot
 
 
-
 REVOCATION_KINDS = ("jti", "subject", "all")
 
 
@@ -139,8 +147,9 @@ def revoke_tokens(kind: str, value: str = "") -> TokenRevocation:
     if kind != "all" and not value.strip():
         raise ValueError(f"a {kind} revocation needs a non-empty value")
     with write_tx():
-        return TokenRevocation.create(kind=kind, value=value if kind != "all" else "",
-                                      created_at=now_us())
+        return TokenRevocation.create(
+            kind=kind, value=value if kind != "all" else "", created_at=now_us()
+        )
 
 
 def token_revocations() -> list[TokenRevocation]:

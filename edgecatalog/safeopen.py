@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-_FILE_FLAGS = (os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-               | getattr(os, "O_NONBLOCK", 0))
+_FILE_FLAGS = (
+    os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+)
 
 
 class UnsafeFile(OSError):
@@ -46,7 +47,7 @@ def relative_to_root(root: str | os.PathLike[str], path: str | os.PathLike[str])
         prefix = root_text + os.sep
         if not text.startswith(prefix):
             raise ValueError(f"{text} is not under {root_text}")
-        text = text[len(prefix):]
+        text = text[len(prefix) :]
     parts = text.replace(os.sep, "/").split("/")
     if not text or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"{text!r} is not a plain relative path")
@@ -96,8 +97,9 @@ def open_fd(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> int:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise UnsafeFile(rel, "is a folder, not a file" if stat.S_ISDIR(mode)
-                         else "is not a regular file")
+        raise UnsafeFile(
+            rel, "is a folder, not a file" if stat.S_ISDIR(mode) else "is not a regular file"
+        )
     return fd
 
 
@@ -115,8 +117,9 @@ def unlink(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> int:
     return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
-def open_file(root: str | os.PathLike[str], path: str | os.PathLike[str],
-              buffering: int = -1) -> BinaryIO:
+def open_file(
+    root: str | os.PathLike[str], path: str | os.PathLike[str], buffering: int = -1
+) -> BinaryIO:
     """``open_fd`` as a binary file object (closed with it)."""
     return os.fdopen(open_fd(root, path), "rb", buffering=buffering)
 

@@ -32,11 +32,15 @@ MAX_ENTRIES = 32
 _local = threading.local()
 
 # One statement, one snapshot: the state the carried total is checked against, and the count.
-_STATE = ("SELECT (SELECT n FROM image_name_epoch), (SELECT coalesce(max(id), 0) FROM image), "
-          "(SELECT coalesce(sum(n), 0) FROM image_total_count)")
+_STATE = (
+    "SELECT (SELECT n FROM image_name_epoch), (SELECT coalesce(max(id), 0) FROM image), "
+    "(SELECT coalesce(sum(n), 0) FROM image_total_count)"
+)
 _FULL = _STATE + ", 0, (SELECT count(*) FROM image t WHERE t.filename LIKE ? ESCAPE '\\')"
-_DELTA = (_STATE + ", (SELECT count(*) FROM image WHERE id > ?), (SELECT count(*) FROM image t "
-          "WHERE t.id > ? AND t.filename LIKE ? ESCAPE '\\')")
+_DELTA = (
+    _STATE + ", (SELECT count(*) FROM image WHERE id > ?), (SELECT count(*) FROM image t "
+    "WHERE t.id > ? AND t.filename LIKE ? ESCAPE '\\')"
+)
 # (database file, pattern) -> (epoch, max id, rows, total)
 _carried: dict[tuple[str, str], tuple[int, int, int, int]] = {}
 _carried_lock = threading.Lock()
@@ -77,7 +81,8 @@ def search_total(pattern: str) -> int:
         known = _carried.get(key)
     if known is not None:
         epoch, max_id, rows, added_rows, added = database.execute_sql(
-            _DELTA, (known[1], known[1], pattern)).fetchone()
+            _DELTA, (known[1], known[1], pattern)
+        ).fetchone()
         if epoch == known[0] and rows - known[2] == added_rows:
             return _carry(key, (epoch, max_id, rows, known[3] + added))
     epoch, max_id, rows, _, total = database.execute_sql(_FULL, (pattern,)).fetchone()

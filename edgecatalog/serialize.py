@@ -56,15 +56,24 @@ ANNOTATION_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("image_id", "integer", _column("image")),
     FieldSpec("class_value", "string", _column("class_value")),
     FieldSpec("type", "string", _column("type"), enum=ANNOTATION_TYPES),
-    FieldSpec("geometry", "array", lambda row: json.loads(row["geometry"]),
-              "integer pixels: bbox [x_min, y_min, x_max, y_max]; polygon [x1, y1, ...]",
-              items="integer"),
+    FieldSpec(
+        "geometry",
+        "array",
+        lambda row: json.loads(row["geometry"]),
+        "integer pixels: bbox [x_min, y_min, x_max, y_max]; polygon [x1, y1, ...]",
+        items="integer",
+    ),
     FieldSpec("x_center", "number", _column("x_center"), "normalized (0..1)"),
     FieldSpec("y_center", "number", _column("y_center"), "normalized (0..1)"),
     FieldSpec("width", "number", _column("width"), "normalized (0..1)"),
     FieldSpec("height", "number", _column("height"), "normalized (0..1)"),
-    FieldSpec("confidence", "number", _column("confidence"),
-              "Model score; null for manual annotations", nullable=True),
+    FieldSpec(
+        "confidence",
+        "number",
+        _column("confidence"),
+        "Model score; null for manual annotations",
+        nullable=True,
+    ),
     FieldSpec("source", "string", _column("source")),
     FieldSpec("z_order", "integer", _column("z_order")),
     FieldSpec("created_at", "string", _timestamp("created_at"), TIMESTAMP),
@@ -75,29 +84,47 @@ IMAGE_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("id", "integer", _column("id")),
     FieldSpec("filename", "string", _column("filename")),
     FieldSpec("storage_key", "string", _column("storage_key")),
-    FieldSpec("image_url", "string", None,
-              "Signed file URL; only with include_image_url, empty when the file was evicted"),
+    FieldSpec(
+        "image_url",
+        "string",
+        None,
+        "Signed file URL; only with include_image_url, empty when the file was evicted",
+    ),
     FieldSpec("width", "integer", _column("width"), "pixels"),
     FieldSpec("height", "integer", _column("height"), "pixels"),
     FieldSpec("device_id", "string", _column("device_id")),
     FieldSpec("batch_id", "integer", _column("batch")),
     FieldSpec("batch_name", "string", _text("batch_name")),
     FieldSpec("project_name", "string", _text("project_name")),
-    FieldSpec("annotation_status", "string", _column("annotation_status"),
-              enum=ANNOTATION_STATUSES),
+    FieldSpec(
+        "annotation_status", "string", _column("annotation_status"), enum=ANNOTATION_STATUSES
+    ),
     FieldSpec("split", "string", _column("split"), enum=SPLITS),
     FieldSpec("split_locked", "boolean", lambda row: bool(row["split_locked"])),
     FieldSpec("version_name", "string", _text("version_name")),
     FieldSpec("created_at", "string", _timestamp("created_at"), TIMESTAMP),
     FieldSpec("updated_at", "string", _timestamp("updated_at"), TIMESTAMP),
     # Additive fields of the edge catalog.
-    FieldSpec("sync_state", "string", _column("sync_state"),
-              "Edge catalog extension: pending, synced, quarantined or local_only",
-              enum=SYNC_STATES),
-    FieldSpec("synced_at", "string", _timestamp("synced_at"),
-              "Edge catalog extension: when it reached upstream; empty until then"),
-    FieldSpec("annotations", "array", None,
-              "Always on a single image; in a list only with include_annotations", items="types.AnnotationDTO"),
+    FieldSpec(
+        "sync_state",
+        "string",
+        _column("sync_state"),
+        "Edge catalog extension: pending, synced, quarantined or local_only",
+        enum=SYNC_STATES,
+    ),
+    FieldSpec(
+        "synced_at",
+        "string",
+        _timestamp("synced_at"),
+        "Edge catalog extension: when it reached upstream; empty until then",
+    ),
+    FieldSpec(
+        "annotations",
+        "array",
+        None,
+        "Always on a single image; in a list only with include_annotations",
+        items="types.AnnotationDTO",
+    ),
 )
 
 PROJECT_FIELDS: tuple[FieldSpec, ...] = (
@@ -130,7 +157,7 @@ def _read_all(specs: tuple[FieldSpec, ...]) -> tuple[tuple[str, Callable[[Row], 
 
 def _split_at(specs: tuple[FieldSpec, ...], name: str) -> tuple[tuple[FieldSpec, ...], ...]:
     at = [spec.name for spec in specs].index(name)
-    return specs[:at], specs[at + 1:]
+    return specs[:at], specs[at + 1 :]
 
 
 # image_url sits after storage_key and annotations last: both appear only when asked for.
@@ -147,9 +174,7 @@ def annotation_to_dict(row: Row) -> dict[str, Any]:
     return {name: read(row) for name, read in _ANNOTATION}
 
 
-def image_to_dict(
-    row: Row, image_url: Callable[[int], str] | None = None
-) -> dict[str, Any]:
+def image_to_dict(row: Row, image_url: Callable[[int], str] | None = None) -> dict[str, Any]:
     out = {name: read(row) for name, read in _IMAGE_BEFORE_URL}
     if image_url is not None:
         # An evicted file has no URL to give; the key stays so clients see the same shape.

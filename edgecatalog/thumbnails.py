@@ -107,8 +107,7 @@ class _State:
     """The process's decoding pool and its bookkeeping, all guarded by ``lock``."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    jobs: queue.SimpleQueue[tuple[_Image, int, _Job]] = field(
-        default_factory=queue.SimpleQueue)
+    jobs: queue.SimpleQueue[tuple[_Image, int, _Job]] = field(default_factory=queue.SimpleQueue)
     workers: list[threading.Thread] = field(default_factory=list)
     # (cache dir, sha256) -> the one decode of that image that is queued or running, in the
     # order they were queued.
@@ -144,13 +143,25 @@ def stats() -> dict[str, int]:
     """Counters since the process started: images decoded, requests refused as busy, and the
     requests waiting and decodes queued or running now."""
     with _state.lock:
-        return {"decodes": _state.decodes, "refused_busy": _state.refused,
-                "waiting": _state.waiting, "in_flight": len(_state.inflight)}
+        return {
+            "decodes": _state.decodes,
+            "refused_busy": _state.refused,
+            "waiting": _state.waiting,
+            "in_flight": len(_state.inflight),
+        }
 
 
-def get_thumbnail(source: BinaryIO, src: os.stat_result, sha256: str, byte_size: int,
-                  size: int, cache_dir: Path, max_pixels: int, *,
-                  max_waiting: int = DEFAULT_MAX_WAITING) -> Thumbnail:
+def get_thumbnail(
+    source: BinaryIO,
+    src: os.stat_result,
+    sha256: str,
+    byte_size: int,
+    size: int,
+    cache_dir: Path,
+    max_pixels: int,
+    *,
+    max_waiting: int = DEFAULT_MAX_WAITING,
+) -> Thumbnail:
     """The JPEG thumbnail of the open file ``source`` (opened beneath its root without
     following links; ``src`` is its fstat). Raises ``ThumbnailsBusy`` when it is not cached, is
     not small, and ``max_waiting`` requests already wait for the pool."""
@@ -232,8 +243,9 @@ def _submit_locked(image: _Image, source: BinaryIO) -> _Job:
     while len(_state.workers) < DECODE_WORKERS:
         # Daemon threads: stopping the service must not wait for a queue of thumbnails (nor
         # does it lose anything: cache files are written whole or not at all).
-        worker = threading.Thread(target=_work, name=f"thumbnail-{len(_state.workers)}",
-                                  daemon=True)
+        worker = threading.Thread(
+            target=_work, name=f"thumbnail-{len(_state.workers)}", daemon=True
+        )
         worker.start()
         _state.workers.append(worker)
     return job
@@ -283,8 +295,10 @@ def _make_all(image: _Image, fh: BinaryIO, on_pool: bool) -> _Made:
     """Every size of one image from one decode, cached (unless the file no longer matches its
     row)."""
     sha256 = image.sha256
-    cached = {n: _read_cached(cache_path(image.cache_dir, sha256, n), image.src,
-                              image.byte_size) for n in SIZES}
+    cached = {
+        n: _read_cached(cache_path(image.cache_dir, sha256, n), image.src, image.byte_size)
+        for n in SIZES
+    }
     if all(data is not None for data in cached.values()):
         # Made by the decode before this one, after this request looked at the cache.
         return _Made({n: d for n, d in cached.items() if d is not None}, sha256, True)
@@ -301,11 +315,14 @@ def _make_all(image: _Image, fh: BinaryIO, on_pool: bool) -> _Made:
             if on_pool:  # what Retry-After promises is the pool's pace
                 last = _state.mean_seconds
                 _state.mean_seconds = took if last is None else 0.5 * last + 0.5 * took
-    log.debug("thumbnails of image %s… made from one decode in %.0f ms%s", sha256[:12],
-              took * 1000, "" if on_pool else " (small: in the request's thread)")
+    log.debug(
+        "thumbnails of image %s… made from one decode in %.0f ms%s",
+        sha256[:12],
+        took * 1000,
+        "" if on_pool else " (small: in the request's thread)",
+    )
     if actual != sha256:
-        log.warning("file of image %s… changed on disk; thumbnail served uncached",
-                    sha256[:12])
+        log.warning("file of image %s… changed on disk; thumbnail served uncached", sha256[:12])
         return _Made(made, actual, False)
     for n, data in made.items():
         if cached[n] is None:
@@ -390,14 +407,16 @@ def _fit(size: tuple[int, int], box: int) -> tuple[int, int]:
 
 def _too_large(width: int = 0, height: int = 0, limit: int = 0) -> UnprocessableImage:
     shown = f" ({width} x {height} pixels, limit {limit})" if width else ""
-    return UnprocessableImage(f"image is too large to make a thumbnail from{shown}", "id",
-                              code="IMAGE_TOO_LARGE")
+    return UnprocessableImage(
+        f"image is too large to make a thumbnail from{shown}", "id", code="IMAGE_TOO_LARGE"
+    )
 
 
 def _unreadable(exc: Exception) -> UnprocessableImage:
     log.warning("cannot make a thumbnail: %s: %s", exc.__class__.__name__, exc)
-    return UnprocessableImage("the stored file is not a readable image", "id",
-                              code="IMAGE_UNREADABLE")
+    return UnprocessableImage(
+        "the stored file is not a readable image", "id", code="IMAGE_UNREADABLE"
+    )
 
 
 def _hash_file(fh: BinaryIO) -> str:

@@ -91,14 +91,26 @@ def _unexpected(exc: Exception) -> Response:
     if _disk_full(exc):
         # A full data disk is an operating condition (507, as the upload's own space check
         # answers), not a bug: one line in the log, no traceback.
-        log.warning("data disk full on %s %s (request %s): %s", request.method, request.path,
-                    g.get("request_id", "-"), exc)
-        return error_response(InsufficientStorage(
-            "the data disk is full; free space (or let synced files be evicted) and retry",
-            "disk"))
+        log.warning(
+            "data disk full on %s %s (request %s): %s",
+            request.method,
+            request.path,
+            g.get("request_id", "-"),
+            exc,
+        )
+        return error_response(
+            InsufficientStorage(
+                "the data disk is full; free space (or let synced files be evicted) and retry",
+                "disk",
+            )
+        )
     # The traceback goes to the log with the request id, never into the body.
-    log.exception("unhandled error on %s %s (request %s)", request.method, request.path,
-                  g.get("request_id", "-"))
+    log.exception(
+        "unhandled error on %s %s (request %s)",
+        request.method,
+        request.path,
+        g.get("request_id", "-"),
+    )
     return error_response(InternalError("internal error", f"request id {g.get('request_id', '')}"))
 
 
@@ -106,15 +118,21 @@ def _before() -> Response | None:
     incoming = request.headers.get("X-Request-ID", "")
     g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
     if not current_app.extensions["edgecatalog.hosts"].allows(request.host):
-        err = ValidationError("Host", f"this service does not answer to the host "
-                                      f"{host_name(request.host)!r}; name it in [server] "
-                                      "allowed_hosts or set [server] public_url")
+        err = ValidationError(
+            "Host",
+            f"this service does not answer to the host "
+            f"{host_name(request.host)!r}; name it in [server] "
+            "allowed_hosts or set [server] public_url",
+        )
         err.code = "HOST_NOT_ALLOWED"
         return error_response(err)
     if len(request.query_string) > settings()["server.max_query_string_bytes"]:
-        return error_response(UriTooLong(
-            f"query string is longer than {settings()['server.max_query_string_bytes']} bytes",
-            "query"))
+        return error_response(
+            UriTooLong(
+                f"query string is longer than {settings()['server.max_query_string_bytes']} bytes",
+                "query",
+            )
+        )
     if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
         return Response(status=204)  # CORS pre-flight; headers added in _after
     too_large = _enforce_body_limit()
@@ -143,8 +161,7 @@ def _enforce_body_limit() -> Response | None:
     # Werkzeug then stops any read (form parsing, chunked bodies) at this many bytes.
     request.max_content_length = limit
     if request.content_length is not None and request.content_length > limit:
-        return error_response(PayloadTooLarge(
-            f"request body is larger than {limit} bytes", "body"))
+        return error_response(PayloadTooLarge(f"request body is larger than {limit} bytes", "body"))
     return None
 
 
@@ -170,7 +187,8 @@ def _cors(response: Response) -> None:
     if request.method == "OPTIONS":
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
         response.headers["Access-Control-Allow-Headers"] = (
-            "Authorization, Content-Type, X-Device-Key, X-Request-ID")
+            "Authorization, Content-Type, X-Device-Key, X-Request-ID"
+        )
         response.headers["Access-Control-Max-Age"] = "600"
     response.headers["Access-Control-Expose-Headers"] = "X-Request-ID, ETag"
 
@@ -180,8 +198,10 @@ def install(app: Flask) -> None:
     app.extensions["edgecatalog.hosts"] = HostPolicy.from_settings(cfg)
     # Forwarded headers count only from [server] trusted_proxies; build_server leaves them
     # for this to judge (and a server that does not, such as a test's, clears them).
-    app.wsgi_app = forwarded_headers_middleware(app.wsgi_app,  # type: ignore[method-assign]
-                                                cfg["server.trusted_proxies"])
+    app.wsgi_app = forwarded_headers_middleware(
+        app.wsgi_app,  # type: ignore[method-assign]
+        cfg["server.trusted_proxies"],
+    )
     app.register_error_handler(CatalogError, error_response)
     app.register_error_handler(HTTPException, _http_exception)
     app.register_error_handler(Exception, _unexpected)

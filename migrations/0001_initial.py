@@ -29,12 +29,10 @@ def up(migrator, db):
         created_at = BigIntegerField()
         updated_at = BigIntegerField()
 
-
     class Device(BaseModel):
         device_id = CharField(unique=True)
         name = CharField(default="")
         created_at = BigIntegerField()
-
 
     class Batch(BaseModel):
         name = CharField()
@@ -53,18 +51,15 @@ def up(migrator, db):
                 (("project", "stage"), False),
             )
 
-
     class DatasetVersion(BaseModel):
         project = ForeignKeyField(Project, null=True, backref="versions", index=False)
         version_name = CharField(unique=True)
         created_at = BigIntegerField()
 
-
     class FileRoot(BaseModel):
         """A folder image files live under: the data folder's images/ or a capture folder."""
 
         path = TextField(unique=True)
-
 
     class Image(BaseModel):
         filename = CharField()
@@ -108,7 +103,6 @@ def up(migrator, db):
                 (("sync_state", "created_at"), False),
             )
 
-
     class Annotation(BaseModel):
         image = ForeignKeyField(Image, backref="annotations", on_delete="CASCADE")
         class_value = CharField()
@@ -126,7 +120,6 @@ def up(migrator, db):
 
         class Meta:
             indexes = ((("class_value", "image"), False),)
-
 
     class Outbox(BaseModel):
         """Work for the sync worker, written in the same transaction as the change it carries."""
@@ -149,7 +142,6 @@ def up(migrator, db):
                 (("state", "next_attempt_at"), False),
                 (("image",), False),
             )
-
 
     class RejectedFile(BaseModel):
         """A capture that could not be indexed, kept so the operator can see why."""

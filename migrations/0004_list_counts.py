@@ -37,66 +37,95 @@ TABLES = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS image_fts_vocab USING fts5vocab(image_fts, 'row')",
 )
 
-_FACET_KEY = ("batch_id = {r}.batch_id AND device_id = {r}.device_id AND annotation_status = "
-              "{r}.annotation_status AND split = {r}.split AND sync_state = {r}.sync_state")
-_FACET_ADD = ("INSERT INTO image_facet_count VALUES (new.batch_id, new.device_id, "
-              "new.annotation_status, new.split, new.sync_state, 1) "
-              "ON CONFLICT DO UPDATE SET n = n + 1;")
+_FACET_KEY = (
+    "batch_id = {r}.batch_id AND device_id = {r}.device_id AND annotation_status = "
+    "{r}.annotation_status AND split = {r}.split AND sync_state = {r}.sync_state"
+)
+_FACET_ADD = (
+    "INSERT INTO image_facet_count VALUES (new.batch_id, new.device_id, "
+    "new.annotation_status, new.split, new.sync_state, 1) "
+    "ON CONFLICT DO UPDATE SET n = n + 1;"
+)
 _FACET_SUB = "UPDATE image_facet_count SET n = n - 1 WHERE " + _FACET_KEY.format(r="old") + ";"
 # A class is counted once per image: +1 when the image's first annotation of it appears,
 # -1 when its last one goes (the (class_value, image_id) index makes both probes cheap).
-_CLASS_ADD = ("INSERT INTO image_class_count VALUES (new.class_value, 1) "
-              "ON CONFLICT DO UPDATE SET n = n + 1;")
+_CLASS_ADD = (
+    "INSERT INTO image_class_count VALUES (new.class_value, 1) ON CONFLICT DO UPDATE SET n = n + 1;"
+)
 _CLASS_SUB = "UPDATE image_class_count SET n = n - 1 WHERE class_value = old.class_value;"
-_NEW_FIRST = ("NOT EXISTS (SELECT 1 FROM annotation a WHERE a.class_value = new.class_value "
-              "AND a.image_id = new.image_id AND a.id != new.id)")
-_OLD_GONE = ("NOT EXISTS (SELECT 1 FROM annotation a WHERE a.class_value = old.class_value "
-             "AND a.image_id = old.image_id)")
+_NEW_FIRST = (
+    "NOT EXISTS (SELECT 1 FROM annotation a WHERE a.class_value = new.class_value "
+    "AND a.image_id = new.image_id AND a.id != new.id)"
+)
+_OLD_GONE = (
+    "NOT EXISTS (SELECT 1 FROM annotation a WHERE a.class_value = old.class_value "
+    "AND a.image_id = old.image_id)"
+)
 _FACET_COLS = "batch_id, device_id, annotation_status, split, sync_state"
 # Per class and facet: the annotation side adds or removes one class of one image (looked up
 # in ``image``); the image side moves all of an image's classes when its facet key changes.
 # A deleted image: its BEFORE DELETE trigger removes its classes while the row and its
 # annotations still exist; the cascaded annotation deletes then find no image and do nothing.
-_CF_ADD_ANN = ("INSERT INTO image_class_facet SELECT new.class_value, " + _FACET_COLS + ", 1 "
-               "FROM image WHERE id = new.image_id ON CONFLICT DO UPDATE SET n = n + 1;")
-_CF_SUB_ANN = ("UPDATE image_class_facet SET n = n - 1 WHERE class_value = old.class_value AND "
-               f"({_FACET_COLS}) = (SELECT {_FACET_COLS} FROM image WHERE id = old.image_id);")
-_CF_SUB_IMG = ("UPDATE image_class_facet SET n = n - 1 WHERE " + _FACET_KEY.format(r="old")
-               + " AND class_value IN (SELECT class_value FROM annotation WHERE image_id = old.id);")
-_CF_ADD_IMG = ("INSERT INTO image_class_facet SELECT DISTINCT class_value, new.batch_id, "
-               "new.device_id, new.annotation_status, new.split, new.sync_state, 1 "
-               "FROM annotation WHERE image_id = new.id ON CONFLICT DO UPDATE SET n = n + 1;")
+_CF_ADD_ANN = (
+    "INSERT INTO image_class_facet SELECT new.class_value, " + _FACET_COLS + ", 1 "
+    "FROM image WHERE id = new.image_id ON CONFLICT DO UPDATE SET n = n + 1;"
+)
+_CF_SUB_ANN = (
+    "UPDATE image_class_facet SET n = n - 1 WHERE class_value = old.class_value AND "
+    f"({_FACET_COLS}) = (SELECT {_FACET_COLS} FROM image WHERE id = old.image_id);"
+)
+_CF_SUB_IMG = (
+    "UPDATE image_class_facet SET n = n - 1 WHERE "
+    + _FACET_KEY.format(r="old")
+    + " AND class_value IN (SELECT class_value FROM annotation WHERE image_id = old.id);"
+)
+_CF_ADD_IMG = (
+    "INSERT INTO image_class_facet SELECT DISTINCT class_value, new.batch_id, "
+    "new.device_id, new.annotation_status, new.split, new.sync_state, 1 "
+    "FROM annotation WHERE image_id = new.id ON CONFLICT DO UPDATE SET n = n + 1;"
+)
 _FTS_ADD = "INSERT INTO image_fts(rowid, filename) VALUES (new.id, new.filename);"
-_FTS_SUB = ("INSERT INTO image_fts(image_fts, rowid, filename) "
-            "VALUES ('delete', old.id, old.filename);")
+_FTS_SUB = (
+    "INSERT INTO image_fts(image_fts, rowid, filename) VALUES ('delete', old.id, old.filename);"
+)
 
 TRIGGERS = {
     "image_facet_ai": f"AFTER INSERT ON image BEGIN {_FACET_ADD} END",
     "image_facet_ad": f"AFTER DELETE ON image BEGIN {_FACET_SUB} END",
     "image_class_facet_bd": f"BEFORE DELETE ON image BEGIN {_CF_SUB_IMG} END",
-    "image_facet_au": ("AFTER UPDATE OF batch_id, device_id, annotation_status, split, "
-                       "sync_state ON image WHEN old.batch_id IS NOT new.batch_id "
-                       "OR old.device_id IS NOT new.device_id "
-                       "OR old.annotation_status IS NOT new.annotation_status "
-                       "OR old.split IS NOT new.split OR old.sync_state IS NOT new.sync_state "
-                       f"BEGIN {_FACET_SUB} {_FACET_ADD} {_CF_SUB_IMG} {_CF_ADD_IMG} END"),
-    "annotation_class_ai": (f"AFTER INSERT ON annotation WHEN {_NEW_FIRST} "
-                            f"BEGIN {_CLASS_ADD} {_CF_ADD_ANN} END"),
-    "annotation_class_ad": (f"AFTER DELETE ON annotation WHEN {_OLD_GONE} "
-                            f"BEGIN {_CLASS_SUB} {_CF_SUB_ANN} END"),
+    "image_facet_au": (
+        "AFTER UPDATE OF batch_id, device_id, annotation_status, split, "
+        "sync_state ON image WHEN old.batch_id IS NOT new.batch_id "
+        "OR old.device_id IS NOT new.device_id "
+        "OR old.annotation_status IS NOT new.annotation_status "
+        "OR old.split IS NOT new.split OR old.sync_state IS NOT new.sync_state "
+        f"BEGIN {_FACET_SUB} {_FACET_ADD} {_CF_SUB_IMG} {_CF_ADD_IMG} END"
+    ),
+    "annotation_class_ai": (
+        f"AFTER INSERT ON annotation WHEN {_NEW_FIRST} BEGIN {_CLASS_ADD} {_CF_ADD_ANN} END"
+    ),
+    "annotation_class_ad": (
+        f"AFTER DELETE ON annotation WHEN {_OLD_GONE} BEGIN {_CLASS_SUB} {_CF_SUB_ANN} END"
+    ),
     # Two triggers for an update: the old class may lose its image and the new one gain it.
-    "annotation_class_au_old": ("AFTER UPDATE OF class_value, image_id ON annotation WHEN "
-                                "(old.class_value IS NOT new.class_value OR "
-                                f"old.image_id IS NOT new.image_id) AND {_OLD_GONE} "
-                                f"BEGIN {_CLASS_SUB} {_CF_SUB_ANN} END"),
-    "annotation_class_au_new": ("AFTER UPDATE OF class_value, image_id ON annotation WHEN "
-                                "(old.class_value IS NOT new.class_value OR "
-                                f"old.image_id IS NOT new.image_id) AND {_NEW_FIRST} "
-                                f"BEGIN {_CLASS_ADD} {_CF_ADD_ANN} END"),
+    "annotation_class_au_old": (
+        "AFTER UPDATE OF class_value, image_id ON annotation WHEN "
+        "(old.class_value IS NOT new.class_value OR "
+        f"old.image_id IS NOT new.image_id) AND {_OLD_GONE} "
+        f"BEGIN {_CLASS_SUB} {_CF_SUB_ANN} END"
+    ),
+    "annotation_class_au_new": (
+        "AFTER UPDATE OF class_value, image_id ON annotation WHEN "
+        "(old.class_value IS NOT new.class_value OR "
+        f"old.image_id IS NOT new.image_id) AND {_NEW_FIRST} "
+        f"BEGIN {_CLASS_ADD} {_CF_ADD_ANN} END"
+    ),
     "image_fts_ai": f"AFTER INSERT ON image BEGIN {_FTS_ADD} END",
     "image_fts_ad": f"AFTER DELETE ON image BEGIN {_FTS_SUB} END",
-    "image_fts_au": ("AFTER UPDATE OF filename ON image WHEN old.filename IS NOT new.filename "
-                     f"BEGIN {_FTS_SUB} {_FTS_ADD} END"),
+    "image_fts_au": (
+        "AFTER UPDATE OF filename ON image WHEN old.filename IS NOT new.filename "
+        f"BEGIN {_FTS_SUB} {_FTS_ADD} END"
+    ),
 }
 
 BACKFILL = (

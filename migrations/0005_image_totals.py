@@ -17,20 +17,26 @@ TABLES = (
         PRIMARY KEY (device_id, annotation_status, split, sync_state)) WITHOUT ROWID""",
 )
 
-_KEY = ("device_id = {r}.device_id AND annotation_status = {r}.annotation_status "
-        "AND split = {r}.split AND sync_state = {r}.sync_state")
-_ADD = ("INSERT INTO image_total_count VALUES (new.device_id, new.annotation_status, new.split, "
-        "new.sync_state, 1) ON CONFLICT DO UPDATE SET n = n + 1;")
+_KEY = (
+    "device_id = {r}.device_id AND annotation_status = {r}.annotation_status "
+    "AND split = {r}.split AND sync_state = {r}.sync_state"
+)
+_ADD = (
+    "INSERT INTO image_total_count VALUES (new.device_id, new.annotation_status, new.split, "
+    "new.sync_state, 1) ON CONFLICT DO UPDATE SET n = n + 1;"
+)
 _SUB = "UPDATE image_total_count SET n = n - 1 WHERE " + _KEY.format(r="old") + ";"
 
 TRIGGERS = {
     "image_total_ai": f"AFTER INSERT ON image BEGIN {_ADD} END",
     "image_total_ad": f"AFTER DELETE ON image BEGIN {_SUB} END",
-    "image_total_au": ("AFTER UPDATE OF device_id, annotation_status, split, sync_state ON image "
-                       "WHEN old.device_id IS NOT new.device_id "
-                       "OR old.annotation_status IS NOT new.annotation_status "
-                       "OR old.split IS NOT new.split OR old.sync_state IS NOT new.sync_state "
-                       f"BEGIN {_SUB} {_ADD} END"),
+    "image_total_au": (
+        "AFTER UPDATE OF device_id, annotation_status, split, sync_state ON image "
+        "WHEN old.device_id IS NOT new.device_id "
+        "OR old.annotation_status IS NOT new.annotation_status "
+        "OR old.split IS NOT new.split OR old.sync_state IS NOT new.sync_state "
+        f"BEGIN {_SUB} {_ADD} END"
+    ),
 }
 
 BACKFILL = (

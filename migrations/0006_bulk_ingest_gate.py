@@ -27,14 +27,17 @@ TRIGGERS = {
         f"AFTER INSERT ON image WHEN {GATE} BEGIN "
         "INSERT INTO image_facet_count VALUES (new.batch_id, new.device_id, "
         "new.annotation_status, new.split, new.sync_state, 1) "
-        "ON CONFLICT DO UPDATE SET n = n + 1; END"),
+        "ON CONFLICT DO UPDATE SET n = n + 1; END"
+    ),
     "image_total_ai": (
         f"AFTER INSERT ON image WHEN {GATE} BEGIN "
         "INSERT INTO image_total_count VALUES (new.device_id, new.annotation_status, new.split, "
-        "new.sync_state, 1) ON CONFLICT DO UPDATE SET n = n + 1; END"),
+        "new.sync_state, 1) ON CONFLICT DO UPDATE SET n = n + 1; END"
+    ),
     "image_fts_ai": (
         f"AFTER INSERT ON image WHEN {GATE} BEGIN "
-        "INSERT INTO image_fts(rowid, filename) VALUES (new.id, new.filename); END"),
+        "INSERT INTO image_fts(rowid, filename) VALUES (new.id, new.filename); END"
+    ),
     "annotation_class_ai": (
         f"AFTER INSERT ON annotation WHEN {GATE} AND NOT EXISTS (SELECT 1 FROM annotation a "
         "WHERE a.class_value = new.class_value AND a.image_id = new.image_id AND a.id != new.id) "
@@ -42,7 +45,8 @@ TRIGGERS = {
         "ON CONFLICT DO UPDATE SET n = n + 1; "
         "INSERT INTO image_class_facet SELECT new.class_value, batch_id, device_id, "
         "annotation_status, split, sync_state, 1 FROM image WHERE id = new.image_id "
-        "ON CONFLICT DO UPDATE SET n = n + 1; END"),
+        "ON CONFLICT DO UPDATE SET n = n + 1; END"
+    ),
 }
 
 

@@ -20,9 +20,16 @@ from edgecatalog.catalog import NewAnnotation
 
 # Not an EDGECATALOG_* variable: the service refuses unknown ones at start-up.
 CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 try:
@@ -31,10 +38,13 @@ except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
 requires_browser = [
-    pytest.mark.skipif(sync_playwright is None,
-                       reason="playwright is not installed (pip install '.[test]')"),
-    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                       reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
+    pytest.mark.skipif(
+        sync_playwright is None, reason="playwright is not installed (pip install '.[test]')"
+    ),
+    pytest.mark.skipif(
+        not os.access(CHROMIUM, os.X_OK),
+        reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)",
+    ),
 ]
 
 
@@ -54,8 +64,11 @@ def poly(cls: str, points: list[float], conf: float | None):
 def annotations_for(i: int) -> tuple[NewAnnotation, ...]:
     """A fixed mix: every third image has none, some have polygons, confidences vary."""
     if i == 0:
-        return (bbox("scratch", 0.3, 0.35, 0.2, 0.15, 0.91), bbox("dent", 0.7, 0.6, 0.18, 0.2, 0.3),
-                poly("crack", [0.45, 0.7, 0.6, 0.72, 0.55, 0.88, 0.42, 0.84], 0.62))
+        return (
+            bbox("scratch", 0.3, 0.35, 0.2, 0.15, 0.91),
+            bbox("dent", 0.7, 0.6, 0.18, 0.2, 0.3),
+            poly("crack", [0.45, 0.7, 0.6, 0.72, 0.55, 0.88, 0.42, 0.84], 0.62),
+        )
     if i % 3 == 1:
         return (bbox("scratch", 0.25 + 0.04 * (i % 5), 0.4, 0.2, 0.12, 0.55 + 0.03 * (i % 4)),)
     if i % 3 == 2:
@@ -98,14 +111,22 @@ def seed(settings, count: int = 12, fancy: bool = True) -> list[int]:
     for i in range(count):
         anns = annotations_for(i)
         data = picture(i, anns) if fancy else small_picture(i)
-        image = seed_image(settings, filename=f"part-{i:03d}.jpg", annotations=anns, seed=i,
-                           data=data, width=W if fancy else 64, height=H if fancy else 48,
-                           device_id="cam01" if i % 2 else "cam02")
+        image = seed_image(
+            settings,
+            filename=f"part-{i:03d}.jpg",
+            annotations=anns,
+            seed=i,
+            data=data,
+            width=W if fancy else 64,
+            height=H if fancy else 48,
+            device_id="cam01" if i % 2 else "cam02",
+        )
         ids.append(image.id)
     return ids
 
 
 # -- browser and pages (each test module wraps these two in its fixtures) -----------------
+
 
 def browser_session():
     with sync_playwright() as pw:
@@ -121,8 +142,14 @@ def open_page(browser, problems: list[str], **context_options):
     page = context.new_page()
     page.set_default_timeout(10_000)
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    page.on("console", lambda msg: problems.append(f"console: {msg.text}")
-            if msg.type == "error" and "Content Security Policy" in msg.text else None)
+    page.on(
+        "console",
+        lambda msg: (
+            problems.append(f"console: {msg.text}")
+            if msg.type == "error" and "Content Security Policy" in msg.text
+            else None
+        ),
+    )
     return page
 
 
@@ -135,8 +162,9 @@ def page_session(browser):
 
 
 def api(live_server, token: str, path: str) -> dict:
-    resp = requests.get(live_server.url + path, headers={"Authorization": f"Bearer {token}"},
-                        timeout=10)
+    resp = requests.get(
+        live_server.url + path, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
     assert resp.status_code == 200, resp.text
     return resp.json()
 

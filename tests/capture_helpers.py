@@ -30,8 +30,9 @@ def sha(data: bytes) -> str:
 
 
 def json_sidecar(path: Path, *boxes: tuple[str, list[float]], **fields: Any) -> Path:
-    doc = dict(fields, annotations=[{"class_value": c, "type": "bbox", "geometry": g}
-                                    for c, g in boxes])
+    doc = dict(
+        fields, annotations=[{"class_value": c, "type": "bbox", "geometry": g} for c, g in boxes]
+    )
     path.write_text(json.dumps(doc))
     return path
 
@@ -41,9 +42,16 @@ def image_by_sha(digest: str) -> Image | None:
 
 
 def annotations_of(image_id: int) -> list[tuple[str, float, float, float, float]]:
-    return sorted((a.class_value, round(a.x_center, 4), round(a.y_center, 4), round(a.width, 4),
-                   round(a.height, 4)) for a in Annotation.select().where(
-                       Annotation.image == image_id))
+    return sorted(
+        (
+            a.class_value,
+            round(a.x_center, 4),
+            round(a.y_center, 4),
+            round(a.width, 4),
+            round(a.height, 4),
+        )
+        for a in Annotation.select().where(Annotation.image == image_id)
+    )
 
 
 def file_of(image: Image) -> Path:

@@ -51,7 +51,10 @@ def client(app):
 @pytest.fixture
 def tokens(settings: Settings) -> dict[str, str]:
     auth = Authenticator(settings)
-    return {"read": auth.issue_token("reader", "read"), "write": auth.issue_token("writer", "write")}
+    return {
+        "read": auth.issue_token("reader", "read"),
+        "write": auth.issue_token("writer", "write"),
+    }
 
 
 @pytest.fixture
@@ -87,10 +90,21 @@ def seed_image(
     target = settings.images_dir / key
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
-    image, _ = add_image(NewImage(
-        filename=filename, storage_key=key, sha256=digest, byte_size=len(data), width=width,
-        height=height, root=str(settings.images_dir), path=key, device_id=device_id,
-        captured_at=captured_at, annotations=annotations))
+    image, _ = add_image(
+        NewImage(
+            filename=filename,
+            storage_key=key,
+            sha256=digest,
+            byte_size=len(data),
+            width=width,
+            height=height,
+            root=str(settings.images_dir),
+            path=key,
+            device_id=device_id,
+            captured_at=captured_at,
+            annotations=annotations,
+        )
+    )
     return image
 
 

@@ -9,24 +9,40 @@ from edgecatalog.models import database
 # table: (what the table holds, the same computed from image/annotation rows)
 RECOUNTS = {
     "image_facet_count": (
-        ("SELECT batch_id, device_id, annotation_status, split, sync_state, n "
-         "FROM image_facet_count WHERE n > 0 ORDER BY 1, 2, 3, 4, 5"),
-        ("SELECT batch_id, device_id, annotation_status, split, sync_state, count(*) "
-         "FROM image GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5")),
+        (
+            "SELECT batch_id, device_id, annotation_status, split, sync_state, n "
+            "FROM image_facet_count WHERE n > 0 ORDER BY 1, 2, 3, 4, 5"
+        ),
+        (
+            "SELECT batch_id, device_id, annotation_status, split, sync_state, count(*) "
+            "FROM image GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+        ),
+    ),
     "image_total_count": (
-        ("SELECT device_id, annotation_status, split, sync_state, n FROM image_total_count "
-         "WHERE n > 0 ORDER BY 1, 2, 3, 4"),
-        ("SELECT device_id, annotation_status, split, sync_state, count(*) FROM image "
-         "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4")),
+        (
+            "SELECT device_id, annotation_status, split, sync_state, n FROM image_total_count "
+            "WHERE n > 0 ORDER BY 1, 2, 3, 4"
+        ),
+        (
+            "SELECT device_id, annotation_status, split, sync_state, count(*) FROM image "
+            "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+        ),
+    ),
     "image_class_count": (
         "SELECT class_value, n FROM image_class_count WHERE n > 0 ORDER BY 1",
-        "SELECT class_value, count(DISTINCT image_id) FROM annotation GROUP BY 1 ORDER BY 1"),
+        "SELECT class_value, count(DISTINCT image_id) FROM annotation GROUP BY 1 ORDER BY 1",
+    ),
     "image_class_facet": (
-        ("SELECT class_value, batch_id, device_id, annotation_status, split, sync_state, n "
-         "FROM image_class_facet WHERE n > 0 ORDER BY 1, 2, 3, 4, 5, 6"),
-        ("SELECT a.class_value, i.batch_id, i.device_id, i.annotation_status, i.split, "
-         "i.sync_state, count(DISTINCT i.id) FROM annotation a JOIN image i ON i.id = a.image_id "
-         "GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6")),
+        (
+            "SELECT class_value, batch_id, device_id, annotation_status, split, sync_state, n "
+            "FROM image_class_facet WHERE n > 0 ORDER BY 1, 2, 3, 4, 5, 6"
+        ),
+        (
+            "SELECT a.class_value, i.batch_id, i.device_id, i.annotation_status, i.split, "
+            "i.sync_state, count(DISTINCT i.id) FROM annotation a JOIN image i ON i.id = a.image_id "
+            "GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"
+        ),
+    ),
 }
 
 

@@ -22,14 +22,22 @@ REPORT = ARTIFACTS / "reliability.json"
 COLUMNS = ("runs", "faults", "requests", "errors", "lost")
 
 
-def record(name: str, *, runs: int, faults: int, requests: int, errors: int, lost: int,
-           **extra: Any) -> dict[str, Any]:
+def record(
+    name: str, *, runs: int, faults: int, requests: int, errors: int, lost: int, **extra: Any
+) -> dict[str, Any]:
     """Print one test's figures and merge them into the JSON report.
 
     ``errors`` counts answers that are failures by the test's own definition (5xx, a lock
     error, an accepted forgery...), not the 4xx a hostile request is supposed to get."""
-    entry = {"runs": runs, "faults": faults, "requests": requests, "errors": errors,
-             "lost": lost, **extra, "recorded_at": int(time.time())}
+    entry = {
+        "runs": runs,
+        "faults": faults,
+        "requests": requests,
+        "errors": errors,
+        "lost": lost,
+        **extra,
+        "recorded_at": int(time.time()),
+    }
     print(f"\n[reliability] {name}: " + json.dumps(entry, sort_keys=True))
     ARTIFACTS.mkdir(exist_ok=True)
     # A lock file, so xdist-style parallel runs cannot interleave the read-modify-write.
@@ -68,6 +76,7 @@ def plant_secret(folder: Path) -> Path:
 class LoggedServe(ServeProcess):
     """``edgecatalog serve`` with its stderr in a file the test names (see ServeProcess)."""
 
-    def __init__(self, config: Path, port: int, log_path: Path,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, port: int, log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         super().__init__(config, port, env=env, log_path=log_path)

@@ -30,12 +30,42 @@ BASE_US = 1_790_000_000_000_000  # 2026-09-21, a fixed clock so ties are planned
 # Wildcard characters, case variants and duplicates, so LIKE escaping, case folding and sort
 # ties on filename all get exercised.
 FILENAMES = (
-    "a%b.jpg", "a_b.jpg", "axb.jpg", "a\\b.jpg", "ab.jpg", "100%.jpg", "1000.jpg",
-    "Mixed_Case.JPG", "MIXED_case.jpg", "mixedXcase.jpg", "back\\slash.png", "backXslash.png",
-    "dup.jpg", "dup.jpg", "Dup.jpg", "dup.jpg", "zeta.jpg", "Zeta.jpg", "frame_001.jpg",
-    "frame_002.jpg", "frame_003.jpg", "frame-004.jpg", "frame 005.jpg", "ÉCLAIR.jpg",
-    "éclair.jpg", "night.png", "day.png", "dusk.png", "dawn.png", "noon.png", "a%%b.jpg",
-    "under__score.jpg", "pct%.jpg", "x.jpg", "y.jpg", "z.jpg",
+    "a%b.jpg",
+    "a_b.jpg",
+    "axb.jpg",
+    "a\\b.jpg",
+    "ab.jpg",
+    "100%.jpg",
+    "1000.jpg",
+    "Mixed_Case.JPG",
+    "MIXED_case.jpg",
+    "mixedXcase.jpg",
+    "back\\slash.png",
+    "backXslash.png",
+    "dup.jpg",
+    "dup.jpg",
+    "Dup.jpg",
+    "dup.jpg",
+    "zeta.jpg",
+    "Zeta.jpg",
+    "frame_001.jpg",
+    "frame_002.jpg",
+    "frame_003.jpg",
+    "frame-004.jpg",
+    "frame 005.jpg",
+    "ÉCLAIR.jpg",
+    "éclair.jpg",
+    "night.png",
+    "day.png",
+    "dusk.png",
+    "dawn.png",
+    "noon.png",
+    "a%%b.jpg",
+    "under__score.jpg",
+    "pct%.jpg",
+    "x.jpg",
+    "y.jpg",
+    "z.jpg",
 )
 # Class values per image, cycling; " cat " is stored trimmed, "Cat" is a different class.
 CLASS_CYCLE = ((), ("cat",), ("dog",), ("cat", "dog"), ("Cat",), ("bird", " cat "), ("person",))
@@ -71,14 +101,25 @@ class Catalog:
 def _make_batches(device: Device, projects: Mapping[str, int]) -> list[tuple[int, int | None, str]]:
     """(batch id, project id, stage) for batches with and without projects, all four stages."""
     plan = [
-        (projects["Alpha"], "collecting"), (projects["Alpha"], "complete"),
-        (projects["Beta"], "annotating"), (projects["Beta"], "unassigned"),
-        (projects["Alpha"], "annotating"), (None, "complete"), (None, "unassigned"),
+        (projects["Alpha"], "collecting"),
+        (projects["Alpha"], "complete"),
+        (projects["Beta"], "annotating"),
+        (projects["Beta"], "unassigned"),
+        (projects["Alpha"], "annotating"),
+        (None, "complete"),
+        (None, "unassigned"),
     ]
     out = []
     for i, (project_id, stage) in enumerate(plan):
-        batch = Batch.create(name=f"batch-{i}", device=device, project=project_id, stage=stage,
-                             opened_at=BASE_US, created_at=BASE_US, updated_at=BASE_US)
+        batch = Batch.create(
+            name=f"batch-{i}",
+            device=device,
+            project=project_id,
+            stage=stage,
+            opened_at=BASE_US,
+            created_at=BASE_US,
+            updated_at=BASE_US,
+        )
         out.append((batch.id, project_id, stage))
     return out
 
@@ -90,13 +131,26 @@ def build_catalog(tmp_dir: Path) -> Catalog:
     seeded = []
     for i, name in enumerate(FILENAMES):
         classes = CLASS_CYCLE[i % len(CLASS_CYCLE)]
-        anns = tuple(NewAnnotation(class_value=c, type="bbox", geometry=(0.5, 0.5, 0.2, 0.2),
-                                   confidence=0.9, z_order=k) for k, c in enumerate(classes))
-        image = seed_image(settings, filename=name, device_id=DEVICES[i % 3], annotations=anns,
-                           data=f"image-{i}".encode(), width=640, height=480)
+        anns = tuple(
+            NewAnnotation(
+                class_value=c, type="bbox", geometry=(0.5, 0.5, 0.2, 0.2), confidence=0.9, z_order=k
+            )
+            for k, c in enumerate(classes)
+        )
+        image = seed_image(
+            settings,
+            filename=name,
+            device_id=DEVICES[i % 3],
+            annotations=anns,
+            data=f"image-{i}".encode(),
+            width=640,
+            height=480,
+        )
         seeded.append((image, classes))
-    projects = {n: Project.create(name=n, created_at=BASE_US, updated_at=BASE_US).id
-                for n in ("Alpha", "Beta", "Gamma")}
+    projects = {
+        n: Project.create(name=n, created_at=BASE_US, updated_at=BASE_US).id
+        for n in ("Alpha", "Beta", "Gamma")
+    }
     # The collecting batch add_image opened for cam01 stays in the plan: no project, collecting.
     auto = Image.get_by_id(seeded[0][0].id).batch
     plan = [(auto.id, None, "collecting")] + _make_batches(Device.get(device_id="cam01"), projects)
@@ -104,20 +158,33 @@ def build_catalog(tmp_dir: Path) -> Catalog:
     for i, (image, classes) in enumerate(seeded):
         batch_id, project_id, stage = plan[i % len(plan)]
         values = {
-            "batch": batch_id, "annotation_status": STATUSES[i % 3],
-            "split": SPLITS[(i // 2) % 4], "split_locked": i % 5 == 0,
+            "batch": batch_id,
+            "annotation_status": STATUSES[i % 3],
+            "split": SPLITS[(i // 2) % 4],
+            "split_locked": i % 5 == 0,
             "created_at": BASE_US + (i // 2) * 1000,  # pairs share created_at
             "updated_at": BASE_US + (i * 7 % 5) * 10,  # many share updated_at
         }
         Image.update(**values).where(Image.id == image.id).execute()
-        records.append(Record(
-            id=image.id, filename=FILENAMES[i], device_id=DEVICES[i % 3], batch_id=batch_id,
-            project_id=project_id, stage=stage, annotation_status=values["annotation_status"],
-            split=values["split"], split_locked=values["split_locked"],
-            classes=frozenset(c.strip() for c in classes),
-            created_at=values["created_at"], updated_at=values["updated_at"]))
-    return Catalog(settings, app, app.test_client(), headers, records, projects,
-                   [p[0] for p in plan])
+        records.append(
+            Record(
+                id=image.id,
+                filename=FILENAMES[i],
+                device_id=DEVICES[i % 3],
+                batch_id=batch_id,
+                project_id=project_id,
+                stage=stage,
+                annotation_status=values["annotation_status"],
+                split=values["split"],
+                split_locked=values["split_locked"],
+                classes=frozenset(c.strip() for c in classes),
+                created_at=values["created_at"],
+                updated_at=values["updated_at"],
+            )
+        )
+    return Catalog(
+        settings, app, app.test_client(), headers, records, projects, [p[0] for p in plan]
+    )
 
 
 # -- the oracle: the contract's filter semantics, written independently of queries.py ---------
@@ -130,8 +197,7 @@ def _csv(text: str) -> set[str]:
 
 
 PREDICATES: dict[str, Callable[[Record, str, Mapping[str, str]], bool]] = {
-    "project_id": lambda r, v, q: (r.project_id is None) if v == "null"
-    else r.project_id == int(v),
+    "project_id": lambda r, v, q: (r.project_id is None) if v == "null" else r.project_id == int(v),
     "stage": lambda r, v, q: ("project_id" not in q) or r.stage == v,
     "batch_id": lambda r, v, q: r.batch_id == int(v),
     "device_id": lambda r, v, q: r.device_id == v,
@@ -144,10 +210,14 @@ PREDICATES: dict[str, Callable[[Record, str, Mapping[str, str]], bool]] = {
 }
 
 
-def expected(records: list[Record], query: Mapping[str, str], sort: str = "created_at",
-             order: str = "desc") -> list[int]:
+def expected(
+    records: list[Record], query: Mapping[str, str], sort: str = "created_at", order: str = "desc"
+) -> list[int]:
     """Ids matching ``query`` in the order the contract prescribes (ties broken by id)."""
-    hits = [r for r in records
-            if all(PREDICATES[k](r, v, query) for k, v in query.items() if k in PREDICATES)]
+    hits = [
+        r
+        for r in records
+        if all(PREDICATES[k](r, v, query) for k, v in query.items() if k in PREDICATES)
+    ]
     hits.sort(key=lambda r: (getattr(r, sort), r.id), reverse=(order == "desc"))
     return [r.id for r in hits]

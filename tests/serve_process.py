@@ -53,8 +53,13 @@ class ServeProcess:
     load waitress logs a warning per queued task, and an undrained pipe fills up and blocks
     the server's main thread."""
 
-    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None,
-                 log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path or config.with_name(f"serve-{port}.log")
@@ -101,7 +106,8 @@ class ServeProcess:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError(
-                f"serve did not exit in {timeout} s; stderr: {self.log_text()[-2000:]}") from None
+                f"serve did not exit in {timeout} s; stderr: {self.log_text()[-2000:]}"
+            ) from None
         return self.proc.returncode, self.log_text()
 
     def close(self) -> None:

@@ -48,8 +48,9 @@ def drain(worker: SyncWorker, max_passes: int = 100) -> list[PassReport]:
     return reports
 
 
-def run_loop_until(settings: Settings, worker: SyncWorker, done: Callable[[], bool],
-                   timeout: float) -> float:
+def run_loop_until(
+    settings: Settings, worker: SyncWorker, done: Callable[[], bool], timeout: float
+) -> float:
     """Run the worker's real loop on a thread until ``done()`` or ``timeout``; seconds taken."""
     stop = threading.Event()
     thread = threading.Thread(target=run_forever, args=(settings, worker, stop), daemon=True)
@@ -71,8 +72,10 @@ def run_loop_until(settings: Settings, worker: SyncWorker, done: Callable[[], bo
 
 
 def all_synced() -> bool:
-    return not Outbox.select().where(Outbox.state == "pending").exists() and \
-        not Image.select().where(Image.sync_state == "pending").exists()
+    return (
+        not Outbox.select().where(Outbox.state == "pending").exists()
+        and not Image.select().where(Image.sync_state == "pending").exists()
+    )
 
 
 def box(cls: str, xc: float, yc: float, w: float, h: float, conf: float = 0.9) -> NewAnnotation:

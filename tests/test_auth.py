@@ -47,8 +47,9 @@ def claims(**extra) -> dict:
 @pytest.fixture(scope="module")
 def rsa_pair():
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem_public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem_public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return key, pem_public
 
 
@@ -125,22 +126,30 @@ def test_claim_failures(make_client):
 def test_signature_and_algorithm_failures(make_client, rsa_pair):
     client = make_client()
     private, _ = rsa_pair
-    assert_401(call(client, jwt.encode(claims(), "x" * 40, algorithm="HS256")),
-               "TOKEN_SIGNATURE_INVALID")
+    assert_401(
+        call(client, jwt.encode(claims(), "x" * 40, algorithm="HS256")), "TOKEN_SIGNATURE_INVALID"
+    )
     good = jwt.encode(claims(), SECRET, algorithm="HS256")
     head, _, sig = good.split(".")
     tampered_body = b64(json.dumps(claims(sub="mallory", scope="read write")).encode())
     assert_401(call(client, f"{head}.{tampered_body}.{sig}"), "TOKEN_SIGNATURE_INVALID")
-    assert_401(call(client, hand_made({"alg": "none", "typ": "JWT"}, claims(), None)),
-               "TOKEN_ALGORITHM_NOT_ALLOWED")
-    assert_401(call(client, hand_made({"alg": "None", "typ": "JWT"}, claims(), None)),
-               "TOKEN_ALGORITHM_NOT_ALLOWED")
+    assert_401(
+        call(client, hand_made({"alg": "none", "typ": "JWT"}, claims(), None)),
+        "TOKEN_ALGORITHM_NOT_ALLOWED",
+    )
+    assert_401(
+        call(client, hand_made({"alg": "None", "typ": "JWT"}, claims(), None)),
+        "TOKEN_ALGORITHM_NOT_ALLOWED",
+    )
     # Right secret, algorithm not configured: the token does not choose the algorithm.
-    assert_401(call(client, jwt.encode(claims(), SECRET, algorithm="HS512")),
-               "TOKEN_ALGORITHM_NOT_ALLOWED")
+    assert_401(
+        call(client, jwt.encode(claims(), SECRET, algorithm="HS512")), "TOKEN_ALGORITHM_NOT_ALLOWED"
+    )
     # An RS token while HS is configured.
-    assert_401(call(client, jwt.encode(claims(), private, algorithm="RS256")),
-               "TOKEN_ALGORITHM_NOT_ALLOWED")
+    assert_401(
+        call(client, jwt.encode(claims(), private, algorithm="RS256")),
+        "TOKEN_ALGORITHM_NOT_ALLOWED",
+    )
 
 
 def test_valid_tokens(make_client):
@@ -163,42 +172,61 @@ def test_rs256_configured(make_client, tmp_path, rsa_pair):
     # Key confusion: HS256 signed with the public key's PEM bytes as the HMAC secret.
     confused = hand_made({"alg": "HS256", "typ": "JWT"}, claims(), pem_public)
     assert_401(call(client, confused), "TOKEN_ALGORITHM_NOT_ALLOWED")
-    assert_401(call(client, jwt.encode(claims(), SECRET, algorithm="HS256")),
-               "TOKEN_ALGORITHM_NOT_ALLOWED")
+    assert_401(
+        call(client, jwt.encode(claims(), SECRET, algorithm="HS256")), "TOKEN_ALGORITHM_NOT_ALLOWED"
+    )
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    assert_401(call(client, jwt.encode(claims(), other, algorithm="RS256")),
-               "TOKEN_SIGNATURE_INVALID")
+    assert_401(
+        call(client, jwt.encode(claims(), other, algorithm="RS256")), "TOKEN_SIGNATURE_INVALID"
+    )
     es = ec.generate_private_key(ec.SECP256R1())
-    assert_401(call(client, jwt.encode(claims(), es, algorithm="ES256")),
-               "TOKEN_ALGORITHM_NOT_ALLOWED")
-    assert_401(call(client, jwt.encode(claims(exp=int(time.time()) - 60), private,
-                                       algorithm="RS256")), "TOKEN_EXPIRED")
+    assert_401(
+        call(client, jwt.encode(claims(), es, algorithm="ES256")), "TOKEN_ALGORITHM_NOT_ALLOWED"
+    )
+    assert_401(
+        call(client, jwt.encode(claims(exp=int(time.time()) - 60), private, algorithm="RS256")),
+        "TOKEN_EXPIRED",
+    )
 
 
 def test_public_key_file_is_checked_at_start(tmp_path, rsa_pair):
     bad = tmp_path / "bad.pem"
     bad.write_text("-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n")
     with pytest.raises(ConfigError, match="jwt_public_key_file"):
-        create_app(make_settings(tmp_path, auth__jwt_algorithms=["RS256"],
-                                 auth__jwt_public_key_file=str(bad)))
+        create_app(
+            make_settings(
+                tmp_path, auth__jwt_algorithms=["RS256"], auth__jwt_public_key_file=str(bad)
+            )
+        )
     rsa_file = tmp_path / "rsa.pem"
     rsa_file.write_bytes(rsa_pair[1])
     with pytest.raises(ConfigError, match="jwt_public_key_file"):
-        create_app(make_settings(tmp_path, auth__jwt_algorithms=["ES256"],
-                                 auth__jwt_public_key_file=str(rsa_file)))
+        create_app(
+            make_settings(
+                tmp_path, auth__jwt_algorithms=["ES256"], auth__jwt_public_key_file=str(rsa_file)
+            )
+        )
     with pytest.raises(ConfigError, match="jwt_public_key_file"):
-        create_app(make_settings(tmp_path, auth__jwt_algorithms=["RS256"],
-                                 auth__jwt_public_key_file=str(tmp_path / "missing.pem")))
+        create_app(
+            make_settings(
+                tmp_path,
+                auth__jwt_algorithms=["RS256"],
+                auth__jwt_public_key_file=str(tmp_path / "missing.pem"),
+            )
+        )
 
 
 def test_audience_and_issuer(make_client):
     client = make_client(auth__audience="edgecatalog", auth__issuer="acusight")
     good = claims(aud="edgecatalog", iss="acusight")
     assert call(client, jwt.encode(good, SECRET, algorithm="HS256")).status_code == 200
-    for bad in (claims(aud="other", iss="acusight"), claims(iss="acusight"),
-                claims(aud="edgecatalog", iss="evil"), claims(aud="edgecatalog")):
-        assert_401(call(client, jwt.encode(bad, SECRET, algorithm="HS256")),
-                   "TOKEN_CLAIMS_INVALID")
+    for bad in (
+        claims(aud="other", iss="acusight"),
+        claims(iss="acusight"),
+        claims(aud="edgecatalog", iss="evil"),
+        claims(aud="edgecatalog"),
+    ):
+        assert_401(call(client, jwt.encode(bad, SECRET, algorithm="HS256")), "TOKEN_CLAIMS_INVALID")
 
 
 def test_scopes(make_client, settings):

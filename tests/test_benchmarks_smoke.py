@@ -38,9 +38,22 @@ def load_module(name: str):
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bench") / "data"
-    done = subprocess.run([sys.executable, str(BENCH / "generate.py"), "--images", str(N),
-                           "--out", str(out), "--files", "1"],
-                          check=False, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "generate.py"),
+            "--images",
+            str(N),
+            "--out",
+            str(out),
+            "--files",
+            "1",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return out
 
@@ -60,15 +73,25 @@ def test_row_counts_and_links(catalog: Path) -> None:
     assert rows(catalog, "SELECT count(*) FROM batch") == [(40 * 4,)]
     assert rows(catalog, "SELECT count(*) FROM file_root") == [(2,)]
     # Every image points at rows that exist, and batch counts agree with their images.
-    assert rows(catalog, "SELECT count(*) FROM image i LEFT JOIN batch b ON b.id = i.batch_id "
-                "LEFT JOIN device d ON d.id = i.device_id WHERE b.id IS NULL OR d.id IS NULL "
-                "OR b.device_id != i.device_id") == [(0,)]
-    assert rows(catalog, "SELECT count(*) FROM batch b WHERE image_count != "
-                "(SELECT count(*) FROM image WHERE batch_id = b.id)") == [(0,)]
-    assert rows(catalog, "SELECT count(*) FROM annotation a LEFT JOIN image i "
-                "ON i.id = a.image_id WHERE i.id IS NULL") == [(0,)]
+    assert rows(
+        catalog,
+        "SELECT count(*) FROM image i LEFT JOIN batch b ON b.id = i.batch_id "
+        "LEFT JOIN device d ON d.id = i.device_id WHERE b.id IS NULL OR d.id IS NULL "
+        "OR b.device_id != i.device_id",
+    ) == [(0,)]
+    assert rows(
+        catalog,
+        "SELECT count(*) FROM batch b WHERE image_count != "
+        "(SELECT count(*) FROM image WHERE batch_id = b.id)",
+    ) == [(0,)]
+    assert rows(
+        catalog,
+        "SELECT count(*) FROM annotation a LEFT JOIN image i "
+        "ON i.id = a.image_id WHERE i.id IS NULL",
+    ) == [(0,)]
     assert rows(catalog, "SELECT count(*) FROM outbox") == rows(
-        catalog, "SELECT count(*) FROM image WHERE sync_state IN ('pending', 'quarantined')")
+        catalog, "SELECT count(*) FROM image WHERE sync_state IN ('pending', 'quarantined')"
+    )
     stages = {r[0] for r in rows(catalog, "SELECT DISTINCT stage FROM batch")}
     assert stages == {"collecting", "complete", "unassigned", "annotating"}
     assert rows(catalog, "PRAGMA journal_mode") == [("wal",)]
@@ -76,7 +99,8 @@ def test_row_counts_and_links(catalog: Path) -> None:
 
 def test_column_formats(catalog: Path) -> None:
     for filename, path, source, created, captured in rows(
-            catalog, "SELECT filename, path, source, created_at, captured_at FROM image"):
+        catalog, "SELECT filename, path, source, created_at, captured_at FROM image"
+    ):
         match = re.fullmatch(r"(cam\d\d)_(\d{4})(\d\d)(\d\d)_\d{6}_\d{6}\.jpg", filename)
         assert match, filename
         if source == "capture":
@@ -88,8 +112,14 @@ def test_column_formats(catalog: Path) -> None:
 
 
 def test_class_distribution_is_skewed(catalog: Path) -> None:
-    counts = [c for _, c in rows(catalog, "SELECT class_value, count(*) FROM annotation "
-                                 "GROUP BY class_value ORDER BY count(*) DESC")]
+    counts = [
+        c
+        for _, c in rows(
+            catalog,
+            "SELECT class_value, count(*) FROM annotation "
+            "GROUP BY class_value ORDER BY count(*) DESC",
+        )
+    ]
     harmonic = sum(1 / k**1.3 for k in range(1, 26))
     expected_top = 3 * N / harmonic  # Zipf s=1.3 over 25 classes
     assert abs(counts[0] - expected_top) < 0.25 * expected_top
@@ -113,9 +143,14 @@ def test_schema_is_the_migrated_one(catalog: Path, tmp_path: Path) -> None:
 
 def test_app_and_floor_serve_the_matrix_alike(catalog: Path) -> None:
     matrix, floor = load_module("matrix"), load_module("floor_app")
-    settings = load_settings(environ={}, overrides={
-        "storage.data_dir": str(catalog), "auth.jwt_secret": "b" * 40,
-        "capture.watch_dirs": [str(catalog / "captures")]})
+    settings = load_settings(
+        environ={},
+        overrides={
+            "storage.data_dir": str(catalog),
+            "auth.jwt_secret": "b" * 40,
+            "capture.watch_dirs": [str(catalog / "captures")],
+        },
+    )
     token = Authenticator(settings).issue_token("bench", "read")
     headers = {"Authorization": f"Bearer {token}"}
     real_id = json.loads((catalog / "generate.json").read_text())["real_files"][0]
@@ -135,10 +170,17 @@ def test_app_and_floor_serve_the_matrix_alike(catalog: Path) -> None:
                 continue
             assert a.json()["meta"] == b.json()["meta"], case.name
             assert a.json()["data"] == b.json()["data"], case.name
-        total = requests.get(service.url + "/data/images?device_id=cam07", headers=headers,
-                             timeout=10).json()["meta"]["total"]
-        assert total == rows(catalog, "SELECT count(*) FROM image i JOIN device d ON "
-                             "d.id = i.device_id WHERE d.device_id = 'cam07'")[0][0]
+        total = requests.get(
+            service.url + "/data/images?device_id=cam07", headers=headers, timeout=10
+        ).json()["meta"]["total"]
+        assert (
+            total
+            == rows(
+                catalog,
+                "SELECT count(*) FROM image i JOIN device d ON "
+                "d.id = i.device_id WHERE d.device_id = 'cam07'",
+            )[0][0]
+        )
     finally:
         service.close()
         reference.close()
@@ -147,12 +189,27 @@ def test_app_and_floor_serve_the_matrix_alike(catalog: Path) -> None:
 
 
 def test_search_live_runs_and_leaves_the_catalog_as_it_was(catalog: Path) -> None:
-    state = ("SELECT (SELECT count(*) FROM image), (SELECT max(id) FROM image), "
-             "(SELECT sum(n) FROM image_total_count)")
+    state = (
+        "SELECT (SELECT count(*) FROM image), (SELECT max(id) FROM image), "
+        "(SELECT sum(n) FROM image_total_count)"
+    )
     before = rows(catalog, state)
-    done = subprocess.run([sys.executable, str(BENCH / "search_live.py"), "--data", str(catalog),
-                           "--duration", "0.5", "--writes-per-second", "20"],
-                          check=False, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "search_live.py"),
+            "--data",
+            str(catalog),
+            "--duration",
+            "0.5",
+            "--writes-per-second",
+            "20",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     written = int(re.search(r"\((\d+) written, (\d+) removed\)", done.stdout).group(1))
     assert written > 0 and f"({written} written, {written} removed)" in done.stdout

@@ -49,12 +49,18 @@ from edgecatalog.models import Annotation, Batch, Image, database
 
 UPLOAD = "/device/images/upload"
 # Raw JSON number spellings: json.dumps cannot write 1e309 (it would write Infinity).
-HOSTILE = {"2**64": "18446744073709551616", "-2**63-1": "-9223372036854775809",
-           "1e309": "1e309", "NaN": "NaN"}
+HOSTILE = {
+    "2**64": "18446744073709551616",
+    "-2**63-1": "-9223372036854775809",
+    "1e309": "1e309",
+    "NaN": "NaN",
+}
 DEFAULT_POINTS, DEFAULT_BYTES = 4096, 262144  # the settings' defaults, as documented
-STORED_BYTES_SQL = ("SELECT coalesce(sum(length(CAST(geometry AS BLOB)) + "
-                    "length(CAST(class_value AS BLOB)) + length(CAST(source AS BLOB))), 0) "
-                    "FROM annotation WHERE image_id = ?")
+STORED_BYTES_SQL = (
+    "SELECT coalesce(sum(length(CAST(geometry AS BLOB)) + "
+    "length(CAST(class_value AS BLOB)) + length(CAST(source AS BLOB))), 0) "
+    "FROM annotation WHERE image_id = ?"
+)
 
 
 @pytest.fixture
@@ -63,13 +69,17 @@ def settings(tmp_path):
 
 
 def upload(client, metadata: str, seed: int = 1, width: int = 64, height: int = 48):
-    return client.post(UPLOAD, data=upload_body(image_bytes("JPEG", width, height, seed), metadata),
-                       headers={"Content-Type": CONTENT_TYPE, "X-Device-Key": DEVICE_KEY})
+    return client.post(
+        UPLOAD,
+        data=upload_body(image_bytes("JPEG", width, height, seed), metadata),
+        headers={"Content-Type": CONTENT_TYPE, "X-Device-Key": DEVICE_KEY},
+    )
 
 
 def send_json(client, method: str, path: str, text: str, headers: dict):
-    return client.open(path, method=method, data=text, content_type="application/json",
-                       headers=headers)
+    return client.open(
+        path, method=method, data=text, content_type="application/json", headers=headers
+    )
 
 
 def assert_refused(resp, field: str, *words: str, status: int = 400) -> dict:
@@ -86,8 +96,10 @@ def assert_refused(resp, field: str, *words: str, status: int = 400) -> dict:
 
 
 def bbox_metadata(g: str = "0.5", c: str = "0.5", z: str = "0") -> str:
-    return ('{"annotations": [{"class_value": "a", "type": "bbox", '
-            f'"geometry": [{g}, 0.5, 0.1, 0.1], "confidence": {c}, "z_order": {z}}}]}}')
+    return (
+        '{"annotations": [{"class_value": "a", "type": "bbox", '
+        f'"geometry": [{g}, 0.5, 0.1, 0.1], "confidence": {c}, "z_order": {z}}}]}}'
+    )
 
 
 def polygon(points: int, offset: float = 0.0) -> list[float]:
@@ -97,11 +109,15 @@ def polygon(points: int, offset: float = 0.0) -> list[float]:
 
 # -- device upload metadata --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", HOSTILE)
 @pytest.mark.parametrize("field", ["z_order", "confidence", "geometry"])
 def test_upload_hostile_numbers_are_400_and_store_nothing(client, settings, field, name):
-    given = {"z_order": {"z": HOSTILE[name]}, "confidence": {"c": HOSTILE[name]},
-             "geometry": {"g": HOSTILE[name]}}[field]
+    given = {
+        "z_order": {"z": HOSTILE[name]},
+        "confidence": {"c": HOSTILE[name]},
+        "geometry": {"g": HOSTILE[name]},
+    }[field]
     resp = upload(client, bbox_metadata(**given))
     assert_refused(resp, f"metadata.annotations[0].{field}")
     assert catalog_counts() == (0, 0)
@@ -121,17 +137,29 @@ def test_upload_numbers_at_their_bounds_are_stored(client, auth_headers):
 BOX = '"type": "bbox", "geometry": [0.5, 0.5, 0.1, 0.1]'
 
 
-@pytest.mark.parametrize("metadata, field", [
-    ('{"model_id": "\\ud800"}', "metadata.model_id"),
-    ('{"device_id": "cam\\u2028forged"}', "metadata.device_id"),
-    ('{"annotations": [{"class_value": "\\udfff", %s}]}', "metadata.annotations[0].class_value"),
-    ('{"annotations": [{"class_value": "a\\u001b[2J", %s}]}',
-     "metadata.annotations[0].class_value"),
-    ('{"annotations": [{"class_value": "%s", %%s}]}' % ("x" * 257),
-     "metadata.annotations[0].class_value"),
-    ('{"annotations": [{"class_value": "a", "source": "\\ud800", %s}]}',
-     "metadata.annotations[0].source"),
-])
+@pytest.mark.parametrize(
+    "metadata, field",
+    [
+        ('{"model_id": "\\ud800"}', "metadata.model_id"),
+        ('{"device_id": "cam\\u2028forged"}', "metadata.device_id"),
+        (
+            '{"annotations": [{"class_value": "\\udfff", %s}]}',
+            "metadata.annotations[0].class_value",
+        ),
+        (
+            '{"annotations": [{"class_value": "a\\u001b[2J", %s}]}',
+            "metadata.annotations[0].class_value",
+        ),
+        (
+            '{"annotations": [{"class_value": "%s", %%s}]}' % ("x" * 257),
+            "metadata.annotations[0].class_value",
+        ),
+        (
+            '{"annotations": [{"class_value": "a", "source": "\\ud800", %s}]}',
+            "metadata.annotations[0].source",
+        ),
+    ],
+)
 def test_upload_text_sqlite_cannot_store_is_400(client, settings, metadata, field):
     if "%s" in metadata:
         metadata = metadata % BOX
@@ -142,24 +170,35 @@ def test_upload_text_sqlite_cannot_store_is_400(client, settings, metadata, fiel
 @pytest.mark.parametrize("filename", ["a\u2028b.jpg", "a\u0085.jpg", "a\x7f.jpg"])
 def test_upload_file_name_with_line_breaking_characters_is_400(client, settings, filename):
     data = upload_body(image_bytes("JPEG", 8, 8, 1), None, filename)
-    resp = client.post(UPLOAD, data=data, headers={"Content-Type": CONTENT_TYPE,
-                                                   "X-Device-Key": DEVICE_KEY})
+    resp = client.post(
+        UPLOAD, data=data, headers={"Content-Type": CONTENT_TYPE, "X-Device-Key": DEVICE_KEY}
+    )
     assert_refused(resp, "image.filename")
     assert catalog_counts() == (0, 0) and stored_files(settings.images_dir) == []
 
 
 def test_upload_polygon_vertex_cap(client, auth_headers, settings):
-    at_cap = {"annotations": [{"class_value": "a", "type": "polygon",
-                               "geometry": polygon(DEFAULT_POINTS)}]}
+    at_cap = {
+        "annotations": [
+            {"class_value": "a", "type": "polygon", "geometry": polygon(DEFAULT_POINTS)}
+        ]
+    }
     resp = upload(client, json.dumps(at_cap), width=640, height=480)
     assert resp.status_code == 201, resp.json
     image = client.get(f"/data/images/{resp.json['data']['image_id']}", headers=auth_headers())
     assert len(image.json["data"]["annotations"][0]["geometry"]) == 2 * DEFAULT_POINTS
-    over = {"annotations": [{"class_value": "a", "type": "bbox", "geometry": [.5, .5, .1, .1]},
-                            {"class_value": "a", "type": "polygon",
-                             "geometry": polygon(DEFAULT_POINTS + 1)}]}
-    assert_refused(upload(client, json.dumps(over), seed=2), "metadata.annotations[1].geometry",
-                   str(DEFAULT_POINTS), "max_polygon_points")
+    over = {
+        "annotations": [
+            {"class_value": "a", "type": "bbox", "geometry": [0.5, 0.5, 0.1, 0.1]},
+            {"class_value": "a", "type": "polygon", "geometry": polygon(DEFAULT_POINTS + 1)},
+        ]
+    }
+    assert_refused(
+        upload(client, json.dumps(over), seed=2),
+        "metadata.annotations[1].geometry",
+        str(DEFAULT_POINTS),
+        "max_polygon_points",
+    )
     assert catalog_counts() == (1, 1) and len(stored_files(settings.images_dir)) == 1
 
 
@@ -168,27 +207,36 @@ def test_upload_annotation_bytes_cap(client, settings):
     coordinate at its widest (5 digits and a comma), plus brackets, class_value and source."""
     per_polygon = 2 * DEFAULT_POINTS * 6 + 1 + len("a") + len("model")
     assert 5 * per_polygon <= DEFAULT_BYTES < 6 * per_polygon  # 245795 and 294954
-    five = [{"class_value": "a", "type": "polygon", "geometry": polygon(DEFAULT_POINTS, k / 10)}
-            for k in range(5)]
+    five = [
+        {"class_value": "a", "type": "polygon", "geometry": polygon(DEFAULT_POINTS, k / 10)}
+        for k in range(5)
+    ]
     resp = upload(client, json.dumps({"annotations": five}), width=640, height=480)
     assert resp.status_code == 201, resp.json
     with database.connection_context():
-        (stored,) = database.execute_sql(STORED_BYTES_SQL,
-                                         (resp.json["data"]["image_id"],)).fetchone()
+        (stored,) = database.execute_sql(
+            STORED_BYTES_SQL, (resp.json["data"]["image_id"],)
+        ).fetchone()
     assert 0 < stored <= DEFAULT_BYTES
     six = five + [{"class_value": "a", "type": "polygon", "geometry": polygon(DEFAULT_POINTS)}]
-    assert_refused(upload(client, json.dumps({"annotations": six}), seed=2),
-                   "metadata.annotations", str(DEFAULT_BYTES), "max_annotation_bytes")
+    assert_refused(
+        upload(client, json.dumps({"annotations": six}), seed=2),
+        "metadata.annotations",
+        str(DEFAULT_BYTES),
+        "max_annotation_bytes",
+    )
     assert catalog_counts() == (1, 5) and len(stored_files(settings.images_dir)) == 1
 
 
 # -- capture-folder sidecars -------------------------------------------------------------------
 
+
 def _scan(tmp_path, folder, **overrides):
     settings = make_settings(tmp_path, capture__settle_seconds=0.0, **overrides)
     create_app(settings)
-    return run_scan(settings, folder, recursive=False, mode=None, out=io.StringIO(),
-                    err=io.StringIO())
+    return run_scan(
+        settings, folder, recursive=False, mode=None, out=io.StringIO(), err=io.StringIO()
+    )
 
 
 def test_sidecar_hostile_numbers_reject_the_sidecar_not_the_image(tmp_path):
@@ -204,8 +252,11 @@ def test_sidecar_hostile_numbers_reject_the_sidecar_not_the_image(tmp_path):
             given = {"z_order": {"z": raw}, "confidence": {"c": raw}, "geometry": {"g": raw}}
             (folder / f"{stem}.json").write_text(bbox_metadata(**given[field]))
             cases.append((unique_jpeg(seed), f"{stem}.json", f".annotations[0].{field}"))
-    for field, line in (("class index", "{} 0.5 0.5 0.1 0.1"), ("geometry", "0 {} 0.5 0.1 0.1"),
-                        ("confidence", "0 0.5 0.5 0.1 0.1 {}")):
+    for field, line in (
+        ("class index", "{} 0.5 0.5 0.1 0.1"),
+        ("geometry", "0 {} 0.5 0.1 0.1"),
+        ("confidence", "0 0.5 0.5 0.1 0.1 {}"),
+    ):
         for raw in HOSTILE.values():
             seed += 1
             stem = f"y{seed}"
@@ -231,8 +282,11 @@ def test_sidecar_caps(tmp_path):
     long_class = "c" * 256
     (folder / "classes.txt").write_text(long_class + "\n")
     # JSON: one vertex over the cap.
-    big = {"annotations": [{"class_value": "a", "type": "polygon",
-                            "geometry": polygon(DEFAULT_POINTS + 1)}]}
+    big = {
+        "annotations": [
+            {"class_value": "a", "type": "polygon", "geometry": polygon(DEFAULT_POINTS + 1)}
+        ]
+    }
     (folder / "poly.json").write_text(json.dumps(big))
     poly = unique_jpeg(1)
     (folder / "poly.jpg").write_bytes(poly)
@@ -261,8 +315,11 @@ def test_configured_caps_reach_uploads_and_sidecars(tmp_path):
     folder's JSON and YOLO sidecars (YOLO boxes are counted against the byte cap)."""
     folder = tmp_path / "captures"
     folder.mkdir()
-    (folder / "poly.json").write_text(json.dumps({"annotations": [
-        {"class_value": "a", "type": "polygon", "geometry": polygon(11)}]}))
+    (folder / "poly.json").write_text(
+        json.dumps(
+            {"annotations": [{"class_value": "a", "type": "polygon", "geometry": polygon(11)}]}
+        )
+    )
     poly = unique_jpeg(11)
     (folder / "poly.jpg").write_bytes(poly)
     (folder / "classes.txt").write_text("c" * 200 + "\n")
@@ -282,8 +339,10 @@ def test_configured_caps_reach_uploads_and_sidecars(tmp_path):
     client = create_app(settings).test_client()
     from edgecatalog.auth import Authenticator
 
-    write = {"Authorization": f"Bearer {Authenticator(settings).issue_token('w', 'write')}",
-             "Content-Type": CONTENT_TYPE}
+    write = {
+        "Authorization": f"Bearer {Authenticator(settings).issue_token('w', 'write')}",
+        "Content-Type": CONTENT_TYPE,
+    }
     meta = {"annotations": [{"class_value": "a", "type": "polygon", "geometry": polygon(11)}]}
     resp = client.post(UPLOAD, data=upload_body(image_bytes(seed=5), meta), headers=write)
     assert_refused(resp, "metadata.annotations[0].geometry", "10")
@@ -295,30 +354,40 @@ def test_configured_caps_reach_uploads_and_sidecars(tmp_path):
 
 # -- manual annotation edits and other bodies ---------------------------------------------------
 
+
 @pytest.fixture
 def image(settings):
     with database.connection_context():
-        return seed_image(settings, width=200, height=100, annotations=(
-            NewAnnotation("cat", "bbox", (0.5, 0.5, 0.2, 0.4), confidence=0.8, z_order=3),))
+        return seed_image(
+            settings,
+            width=200,
+            height=100,
+            annotations=(
+                NewAnnotation("cat", "bbox", (0.5, 0.5, 0.2, 0.4), confidence=0.8, z_order=3),
+            ),
+        )
 
 
 def _annotations(client, auth_headers, image_id: int) -> list[dict]:
     return client.get(f"/data/images/{image_id}", headers=auth_headers()).json["data"][
-        "annotations"]
+        "annotations"
+    ]
 
 
 @pytest.mark.parametrize("name", HOSTILE)
 @pytest.mark.parametrize("field", ["image_id", "z_order", "confidence", "geometry"])
 def test_manual_create_hostile_numbers(client, app, auth_headers, image, field, name):
-    values = {"image_id": str(image.id), "z_order": "0", "confidence": "null",
-              "geometry": "0.5"}
+    values = {"image_id": str(image.id), "z_order": "0", "confidence": "null", "geometry": "0.5"}
     values[field] = HOSTILE[name]
-    text = (f'{{"image_id": {values["image_id"]}, "class_value": "a", "type": "bbox", '
-            f'"geometry": [{values["geometry"]}, 0.5, 0.1, 0.1], "z_order": {values["z_order"]}, '
-            f'"confidence": {values["confidence"]}}}')
+    text = (
+        f'{{"image_id": {values["image_id"]}, "class_value": "a", "type": "bbox", '
+        f'"geometry": [{values["geometry"]}, 0.5, 0.1, 0.1], "z_order": {values["z_order"]}, '
+        f'"confidence": {values["confidence"]}}}'
+    )
     before = _annotations(client, auth_headers, image.id)
-    assert_refused(send_json(client, "POST", "/data/annotations", text, auth_headers("write")),
-                   field)
+    assert_refused(
+        send_json(client, "POST", "/data/annotations", text, auth_headers("write")), field
+    )
     assert _annotations(client, auth_headers, image.id) == before
 
 
@@ -326,27 +395,39 @@ def test_manual_create_hostile_numbers(client, app, auth_headers, image, field, 
 @pytest.mark.parametrize("field", ["z_order", "confidence", "geometry"])
 def test_manual_patch_hostile_numbers(client, app, auth_headers, image, field, name):
     [ann] = _annotations(client, auth_headers, image.id)
-    text = {"z_order": f'{{"z_order": {HOSTILE[name]}}}',
-            "confidence": f'{{"confidence": {HOSTILE[name]}}}',
-            "geometry": f'{{"geometry": [0.5, {HOSTILE[name]}, 0.1, 0.1]}}'}[field]
-    assert_refused(send_json(client, "PATCH", f"/data/annotations/{ann['id']}", text,
-                             auth_headers("write")), field)
+    text = {
+        "z_order": f'{{"z_order": {HOSTILE[name]}}}',
+        "confidence": f'{{"confidence": {HOSTILE[name]}}}',
+        "geometry": f'{{"geometry": [0.5, {HOSTILE[name]}, 0.1, 0.1]}}',
+    }[field]
+    assert_refused(
+        send_json(client, "PATCH", f"/data/annotations/{ann['id']}", text, auth_headers("write")),
+        field,
+    )
     assert _annotations(client, auth_headers, image.id) == [ann]
 
 
-@pytest.mark.parametrize("path, body, field", [
-    ("/data/annotations", '{{"image_id": {id}, "class_value": "\\ud800", ' + BOX + '}}',
-     "class_value"),
-    ("/data/annotations/{ann}", '{{"class_value": "a\\u0085b"}}', "class_value"),
-    ("/data/projects", '{{"name": "p\\ud800"}}', "name"),
-    ("/data/projects", '{{"name": "p", "description": "a\\u2028b"}}', "description"),
-])
-def test_text_sqlite_cannot_store_in_bodies_is_400(client, app, auth_headers, image, path, body,
-                                                   field):
+@pytest.mark.parametrize(
+    "path, body, field",
+    [
+        (
+            "/data/annotations",
+            '{{"image_id": {id}, "class_value": "\\ud800", ' + BOX + "}}",
+            "class_value",
+        ),
+        ("/data/annotations/{ann}", '{{"class_value": "a\\u0085b"}}', "class_value"),
+        ("/data/projects", '{{"name": "p\\ud800"}}', "name"),
+        ("/data/projects", '{{"name": "p", "description": "a\\u2028b"}}', "description"),
+    ],
+)
+def test_text_sqlite_cannot_store_in_bodies_is_400(
+    client, app, auth_headers, image, path, body, field
+):
     [ann] = _annotations(client, auth_headers, image.id)
     method = "PATCH" if "{ann}" in path else "POST"
-    resp = send_json(client, method, path.format(ann=ann["id"]), body.format(id=image.id),
-                     auth_headers("write"))
+    resp = send_json(
+        client, method, path.format(ann=ann["id"]), body.format(id=image.id), auth_headers("write")
+    )
     assert_refused(resp, field)
     assert _annotations(client, auth_headers, image.id) == [ann]
     assert client.get("/data/projects", headers=auth_headers()).json["data"] == []
@@ -356,19 +437,29 @@ def test_text_sqlite_cannot_store_in_bodies_is_400(client, app, auth_headers, im
 def test_batch_patch_hostile_project_id(client, app, auth_headers, image, name):
     with database.connection_context():
         batch = Batch.get_by_id(Image.get_by_id(image.id).batch_id)
-    resp = send_json(client, "PATCH", f"/data/batches/{batch.id}",
-                     f'{{"project_id": {HOSTILE[name]}}}', auth_headers("write"))
+    resp = send_json(
+        client,
+        "PATCH",
+        f"/data/batches/{batch.id}",
+        f'{{"project_id": {HOSTILE[name]}}}',
+        auth_headers("write"),
+    )
     assert_refused(resp, "project_id")
     with database.connection_context():
         assert Batch.get_by_id(batch.id).project_id is None
 
 
 @pytest.mark.parametrize("name", HOSTILE)
-@pytest.mark.parametrize("path, field", [
-    ("/data/images?offset={}", "offset"), ("/data/batches?project_id={}", "project_id"),
-    ("/data/images?project_id={}", "project_id"), ("/data/projects?offset={}", "offset"),
-    ("/data/images?limit={}", "limit"),
-])
+@pytest.mark.parametrize(
+    "path, field",
+    [
+        ("/data/images?offset={}", "offset"),
+        ("/data/batches?project_id={}", "project_id"),
+        ("/data/images?project_id={}", "project_id"),
+        ("/data/projects?offset={}", "offset"),
+        ("/data/images?limit={}", "limit"),
+    ],
+)
 def test_query_integers_out_of_range_are_400(client, app, auth_headers, image, path, field, name):
     if field == "limit" and name == "2**64":
         # A limit above the maximum is clamped, as upstream does: a page, not an error.
@@ -379,14 +470,14 @@ def test_query_integers_out_of_range_are_400(client, app, auth_headers, image, p
 
 def test_path_ids_beyond_int64_are_404_not_500(client, app, auth_headers):
     for path in ("/data/images/", "/data/batches/", "/files/"):
-        assert client.get(path + HOSTILE["2**64"], headers=auth_headers()).status_code in (
-            403, 404)
+        assert client.get(path + HOSTILE["2**64"], headers=auth_headers()).status_code in (403, 404)
 
 
 def test_manual_caps_follow_the_configuration(tmp_path):
     """A configured cap, not just the default: 10 vertices, 1024 bytes."""
-    settings = make_settings(tmp_path, ingest__max_polygon_points=10,
-                             ingest__max_annotation_bytes=1024)
+    settings = make_settings(
+        tmp_path, ingest__max_polygon_points=10, ingest__max_annotation_bytes=1024
+    )
     app = create_app(settings)
     client = app.test_client()
     from edgecatalog.auth import Authenticator
@@ -396,9 +487,16 @@ def test_manual_caps_follow_the_configuration(tmp_path):
         image = seed_image(settings, width=200, height=100)
 
     def create(points: int, class_value: str = "c"):
-        return client.post("/data/annotations", headers=write, json={
-            "image_id": image.id, "class_value": class_value, "type": "polygon",
-            "geometry": [0.5] * (2 * points)})
+        return client.post(
+            "/data/annotations",
+            headers=write,
+            json={
+                "image_id": image.id,
+                "class_value": class_value,
+                "type": "polygon",
+                "geometry": [0.5] * (2 * points),
+            },
+        )
 
     assert_refused(create(11), "geometry", "10", "max_polygon_points")
     # Ten vertices at (0.5, 0.5) on 200x100 are stored as "[100,50,...]": 10 * (3 + 2) digits,
@@ -415,11 +513,17 @@ def test_manual_caps_follow_the_configuration(tmp_path):
         (stored,) = database.execute_sql(STORED_BYTES_SQL, (image.id,)).fetchone()
         assert stored == fits * per and Annotation.select().count() == fits
     # A change that grows past the cap is refused; one that does not is applied.
-    grow = client.patch(f"/data/annotations/{ids[0]}", headers=write,
-                        json={"class_value": "c" * (1024 - fits * per + 2)})
+    grow = client.patch(
+        f"/data/annotations/{ids[0]}",
+        headers=write,
+        json={"class_value": "c" * (1024 - fits * per + 2)},
+    )
     assert_refused(grow, "class_value", "max_annotation_bytes")
-    fine = client.patch(f"/data/annotations/{ids[0]}", headers=write,
-                        json={"class_value": "c" * (1024 - fits * per + 1)})
+    fine = client.patch(
+        f"/data/annotations/{ids[0]}",
+        headers=write,
+        json={"class_value": "c" * (1024 - fits * per + 1)},
+    )
     assert fine.status_code == 200, fine.json
     with database.connection_context():
         (stored,) = database.execute_sql(STORED_BYTES_SQL, (image.id,)).fetchone()
@@ -429,10 +533,20 @@ def test_manual_caps_follow_the_configuration(tmp_path):
 
 # -- the bulk path and its fast-path copies of the rules -----------------------------------------
 
+
 def _new(i: int, annotations=(), width: int = 64, height: int = 48) -> NewImage:
-    return NewImage(filename=f"f{i}.jpg", storage_key=f"raw-data/f{i}.jpg", sha256=f"{i:064x}",
-                    byte_size=10, width=width, height=height, root="/nowhere",
-                    path=f"raw-data/f{i}.jpg", device_id="cam", annotations=tuple(annotations))
+    return NewImage(
+        filename=f"f{i}.jpg",
+        storage_key=f"raw-data/f{i}.jpg",
+        sha256=f"{i:064x}",
+        byte_size=10,
+        width=width,
+        height=height,
+        root="/nowhere",
+        path=f"raw-data/f{i}.jpg",
+        device_id="cam",
+        annotations=tuple(annotations),
+    )
 
 
 def _refused(call, param: str, *words: str) -> None:
@@ -449,44 +563,68 @@ def test_bulk_checks_the_caps_whatever_the_caller_vouched_for(app):
     with database.connection_context():
         # Rows a probe worker converted (and vouched for): a z_order out of range, a polygon
         # one vertex over, then too many bytes.
-        for z in (2**64, -2**63 - 1, MAX_Z + 1):
+        for z in (2**64, -(2**63) - 1, MAX_Z + 1):
             bad = NewAnnotation("a", "bbox", (0.5, 0.5, 0.1, 0.1), z_order=z)
             rows = [bulk.annotation_values(box, 64, 48), bulk.annotation_values(bad, 64, 48)]
-            _refused(lambda rows=rows: bulk.add_probed_images([_new(1)], [rows]),
-                     "annotations[1].z_order")
+            _refused(
+                lambda rows=rows: bulk.add_probed_images([_new(1)], [rows]),
+                "annotations[1].z_order",
+            )
         over = NewAnnotation("a", "polygon", polygon(DEFAULT_POINTS + 1))
         rows = [bulk.annotation_values(over, 64, 48)]
-        _refused(lambda: bulk.add_probed_images([_new(2)], [rows]),
-                 "annotations[0].geometry", str(DEFAULT_POINTS))
+        _refused(
+            lambda: bulk.add_probed_images([_new(2)], [rows]),
+            "annotations[0].geometry",
+            str(DEFAULT_POINTS),
+        )
         wide = NewAnnotation("c" * 256, "bbox", (0.5, 0.5, 0.1, 0.1))
         rows = [bulk.annotation_values(wide, 64, 48)] * 1000  # 1000 * (13 + 256 + 5) bytes
-        _refused(lambda: bulk.add_probed_images([_new(3)], [rows]),
-                 "annotations", str(DEFAULT_BYTES))
+        _refused(
+            lambda: bulk.add_probed_images([_new(3)], [rows]), "annotations", str(DEFAULT_BYTES)
+        )
         # The limits given are the ones applied, validated here or not.
         tight = AnnotationLimits(max_polygon_points=3, max_annotation_bytes=1024)
         square = NewAnnotation("a", "polygon", [0.1, 0.1, 0.9, 0.1, 0.9, 0.9, 0.1, 0.9])
-        _refused(lambda: bulk.add_images([_new(4, [square])], limits=tight),
-                 "annotations[0].geometry", "3")
-        _refused(lambda: bulk.add_probed_images(
-            [_new(5)], [[bulk.annotation_values(square, 64, 48)]], limits=tight),
-                 "annotations[0].geometry", "3")
+        _refused(
+            lambda: bulk.add_images([_new(4, [square])], limits=tight),
+            "annotations[0].geometry",
+            "3",
+        )
+        _refused(
+            lambda: bulk.add_probed_images(
+                [_new(5)], [[bulk.annotation_values(square, 64, 48)]], limits=tight
+            ),
+            "annotations[0].geometry",
+            "3",
+        )
         bulk.add_images([_new(6, [box, square])])  # within the defaults: stored
         assert (Image.select().count(), Annotation.select().count()) == (1, 2)
 
 
-@pytest.mark.parametrize("fields, param", [
-    ({"z_order": MAX_Z + 1}, "z_order"), ({"z_order": -MAX_Z - 1}, "z_order"),
-    ({"z_order": 2**64}, "z_order"), ({"z_order": -2**63 - 1}, "z_order"),
-    ({"confidence": float("nan")}, "confidence"), ({"confidence": float("inf")}, "confidence"),
-    ({"confidence": 2**64}, "confidence"), ({"class_value": "x" * 257}, "class_value"),
-    ({"class_value": "a\x1b[2J"}, "class_value"), ({"class_value": "a\u2028"}, "class_value"),
-    ({"class_value": "a\x85"}, "class_value"), ({"class_value": "\ud800"}, "class_value"),
-    ({"source": "s" * 65}, "source"), ({"source": "\x00"}, "source"),
-    ({"source": "\udfff"}, "source"),
-])
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        ({"z_order": MAX_Z + 1}, "z_order"),
+        ({"z_order": -MAX_Z - 1}, "z_order"),
+        ({"z_order": 2**64}, "z_order"),
+        ({"z_order": -(2**63) - 1}, "z_order"),
+        ({"confidence": float("nan")}, "confidence"),
+        ({"confidence": float("inf")}, "confidence"),
+        ({"confidence": 2**64}, "confidence"),
+        ({"class_value": "x" * 257}, "class_value"),
+        ({"class_value": "a\x1b[2J"}, "class_value"),
+        ({"class_value": "a\u2028"}, "class_value"),
+        ({"class_value": "a\x85"}, "class_value"),
+        ({"class_value": "\ud800"}, "class_value"),
+        ({"source": "s" * 65}, "source"),
+        ({"source": "\x00"}, "source"),
+        ({"source": "\udfff"}, "source"),
+    ],
+)
 def test_fast_path_refuses_what_validate_annotation_refuses(fields, param):
-    ann = NewAnnotation(**{"class_value": "a", "type": "bbox", "geometry": [0.5, 0.5, 0.1, 0.1],
-                           **fields})
+    ann = NewAnnotation(
+        **{"class_value": "a", "type": "bbox", "geometry": [0.5, 0.5, 0.1, 0.1], **fields}
+    )
     assert not plainly_valid(ann)
     with pytest.raises(ValidationError) as info:
         validate_annotation(ann, "x")
@@ -494,10 +632,16 @@ def test_fast_path_refuses_what_validate_annotation_refuses(fields, param):
 
 
 def test_fast_path_and_validate_agree_at_the_bounds():
-    for fields in ({"z_order": MAX_Z}, {"z_order": -MAX_Z}, {"class_value": "x" * 256},
-                   {"source": "s" * 64}, {"class_value": "caf\u00e9 \u4e2d"}):
-        ann = NewAnnotation(**{"class_value": "a", "type": "bbox",
-                               "geometry": [0.5, 0.5, 0.1, 0.1], **fields})
+    for fields in (
+        {"z_order": MAX_Z},
+        {"z_order": -MAX_Z},
+        {"class_value": "x" * 256},
+        {"source": "s" * 64},
+        {"class_value": "caf\u00e9 \u4e2d"},
+    ):
+        ann = NewAnnotation(
+            **{"class_value": "a", "type": "bbox", "geometry": [0.5, 0.5, 0.1, 0.1], **fields}
+        )
         assert plainly_valid(ann)
         validate_annotation(ann)
 
@@ -507,9 +651,12 @@ def test_the_stored_size_bound_never_undercounts_and_is_tight_at_the_widest():
     for _ in range(3000):
         kind = rng.choice(["bbox", "polygon"])
         count = 4 if kind == "bbox" else 2 * rng.randrange(3, 40)
-        ann = NewAnnotation(rng.choice(["a", "caf\u00e9", "x" * 256, "\u4e2d" * 85]), kind,
-                            [rng.random() for _ in range(count)],
-                            source=rng.choice(["model", "m\u00e9" * 32]))
+        ann = NewAnnotation(
+            rng.choice(["a", "caf\u00e9", "x" * 256, "\u4e2d" * 85]),
+            kind,
+            [rng.random() for _ in range(count)],
+            source=rng.choice(["model", "m\u00e9" * 32]),
+        )
         width, height = rng.choice([1, 9, 640, 65535]), rng.choice([1, 10, 480, 65535])
         cols = annotation_columns(ann, width, height)
         exact = sum(len(cols[k].encode("utf-8")) for k in ("geometry", "class_value", "source"))
@@ -521,6 +668,7 @@ def test_the_stored_size_bound_never_undercounts_and_is_tight_at_the_widest():
 
 
 # -- what the caps leave: the largest list page ------------------------------------------------
+
 
 @pytest.mark.slow
 def test_worst_list_page_with_annotations_is_within_the_computed_bound(tmp_path):
@@ -545,8 +693,14 @@ def test_worst_list_page_with_annotations_is_within_the_computed_bound(tmp_path)
     # the longest repr (23 characters); z_order the longest value.
     text = budget // count - 9
     tiny = 1.2345678901234567e-100
-    ann = NewAnnotation("\u00e9" * ((text - 128) // 2), "bbox", (tiny,) * 4, confidence=tiny,
-                        z_order=-MAX_Z, source="\u00e9" * 64)
+    ann = NewAnnotation(
+        "\u00e9" * ((text - 128) // 2),
+        "bbox",
+        (tiny,) * 4,
+        confidence=tiny,
+        z_order=-MAX_Z,
+        source="\u00e9" * 64,
+    )
     with database.connection_context():
         for k in range(0, page, 10):
             bulk.add_images([_new(i, (ann,) * count, 1, 1) for i in range(k, k + 10)])
@@ -554,8 +708,22 @@ def test_worst_list_page_with_annotations_is_within_the_computed_bound(tmp_path)
     # The bound: per annotation the fixed JSON (keys, punctuation) and the widest values (ids
     # of 19 digits, 5 floats of 23 characters, "polygon", 11-character z_order, 2 timestamps
     # of 27), plus at most 3x the stored bytes (a UTF-8 character escaped as \uXXXX).
-    keys = ("id", "image_id", "class_value", "type", "geometry", "x_center", "y_center",
-            "width", "height", "confidence", "source", "z_order", "created_at", "updated_at")
+    keys = (
+        "id",
+        "image_id",
+        "class_value",
+        "type",
+        "geometry",
+        "x_center",
+        "y_center",
+        "width",
+        "height",
+        "confidence",
+        "source",
+        "z_order",
+        "created_at",
+        "updated_at",
+    )
     # Keys, colons, commas and braces; 5 values are quoted strings; 1 comma between objects.
     fixed = len(json.dumps(dict.fromkeys(keys, 0), separators=(",", ":"))) - len(keys) + 10 + 1
     widest = fixed + 2 * 19 + 5 * 23 + len("polygon") + 11 + 2 * 27
@@ -569,15 +737,20 @@ def test_worst_list_page_with_annotations_is_within_the_computed_bound(tmp_path)
         rss_before = int(re.search(r"VmHWM:\s+(\d+)", status.read_text()).group(1))
         token = Authenticator(settings).issue_token("m", "read")
         started = time.monotonic()
-        resp = requests.get(f"{proc.url}/data/images?include_annotations=true&limit={page}",
-                            headers={"Authorization": f"Bearer {token}"}, timeout=600)
+        resp = requests.get(
+            f"{proc.url}/data/images?include_annotations=true&limit={page}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=600,
+        )
         took = time.monotonic() - started
         rss_after = int(re.search(r"VmHWM:\s+(\d+)", status.read_text()).group(1))
     finally:
         proc.close()
     size = len(resp.content)
-    print(f"\nworst list page: bound {bound / 1e6:.1f} MB, answered {size / 1e6:.1f} MB in "
-          f"{took:.1f} s, server peak RSS {rss_before // 1024} -> {rss_after // 1024} MiB")
+    print(
+        f"\nworst list page: bound {bound / 1e6:.1f} MB, answered {size / 1e6:.1f} MB in "
+        f"{took:.1f} s, server peak RSS {rss_before // 1024} -> {rss_after // 1024} MiB"
+    )
     assert resp.status_code == 200 and len(resp.json()["data"]) == page
     assert 0.9 * bound <= size <= bound  # the bound holds, and this catalog comes close to it
     # Written out image by image (views/images.py, queries.Page.items): the server never

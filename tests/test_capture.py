@@ -30,9 +30,14 @@ def watch(tmp_path):
     def start(mode: str = "index", interval: float = 60.0, **overrides):
         folder = tmp_path / "captures"
         folder.mkdir(exist_ok=True)
-        settings = make_settings(tmp_path, capture__watch_dirs=[str(folder)],
-                                 capture__settle_seconds=SETTLE, capture__mode=mode,
-                                 capture__scan_interval_seconds=interval, **overrides)
+        settings = make_settings(
+            tmp_path,
+            capture__watch_dirs=[str(folder)],
+            capture__settle_seconds=SETTLE,
+            capture__mode=mode,
+            capture__scan_interval_seconds=interval,
+            **overrides,
+        )
         create_app(settings)
         service = CaptureService(settings)
         service.start()
@@ -52,7 +57,7 @@ def test_slow_writer_is_indexed_once_complete(watch):
     target = folder / "slow.jpg"
     with open(target, "wb") as fh:
         for i in range(0, len(data), len(data) // 4 + 1):
-            fh.write(data[i:i + len(data) // 4 + 1])
+            fh.write(data[i : i + len(data) // 4 + 1])
             fh.flush()
             time.sleep(SETTLE / 3)  # each pause shorter than the settle time
             assert Image.select().count() == 0  # never taken while being written
@@ -188,11 +193,20 @@ def test_missing_watch_dir_is_a_configuration_error(tmp_path):
 
 def test_serve_with_a_missing_watch_dir_exits_with_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECATALOG_")}
-    env.update(EDGECATALOG_STORAGE_DATA_DIR=str(tmp_path / "data"),
-               EDGECATALOG_AUTH_JWT_SECRET="t" * 40, EDGECATALOG_SERVER_PORT=str(free_port()),
-               EDGECATALOG_CAPTURE_WATCH_DIRS=str(tmp_path / "absent"),
-               EDGECATALOG_LOGGING_LEVEL="ERROR")
-    done = subprocess.run([sys.executable, "-m", "edgecatalog", "serve"], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    env.update(
+        EDGECATALOG_STORAGE_DATA_DIR=str(tmp_path / "data"),
+        EDGECATALOG_AUTH_JWT_SECRET="t" * 40,
+        EDGECATALOG_SERVER_PORT=str(free_port()),
+        EDGECATALOG_CAPTURE_WATCH_DIRS=str(tmp_path / "absent"),
+        EDGECATALOG_LOGGING_LEVEL="ERROR",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "edgecatalog", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     assert "capture.watch_dirs" in done.stderr and "Traceback" not in done.stderr

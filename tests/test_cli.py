@@ -17,12 +17,20 @@ import pytest
 SECRET = "cli-secret-" + "k" * 32
 
 
-def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess:
+def run(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("EDGECATALOG_")}
     clean.update(env or {})
-    return subprocess.run([sys.executable, "-m", "edgecatalog", *args], cwd=tmp_path, env=clean,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "edgecatalog", *args],
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *must_name: str) -> str:
@@ -38,8 +46,9 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *must_name: str) ->
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "edge.toml"
-    path.write_text(f'[storage]\ndata_dir = "{(tmp_path / "d").as_posix()}"\n'
-                    f'[auth]\njwt_secret = "{SECRET}"\n')
+    path.write_text(
+        f'[storage]\ndata_dir = "{(tmp_path / "d").as_posix()}"\n[auth]\njwt_secret = "{SECRET}"\n'
+    )
     return path
 
 
@@ -78,8 +87,10 @@ def test_check_config_errors(tmp_path):
     assert_one_line_error(proc, "missing.toml")
     junk = tmp_path / "junk.pem"
     junk.write_text("not a pem\n")
-    env = {"EDGECATALOG_AUTH_JWT_ALGORITHMS": "ES256",
-           "EDGECATALOG_AUTH_JWT_PUBLIC_KEY_FILE": str(junk)}
+    env = {
+        "EDGECATALOG_AUTH_JWT_ALGORITHMS": "ES256",
+        "EDGECATALOG_AUTH_JWT_PUBLIC_KEY_FILE": str(junk),
+    }
     assert_one_line_error(run(tmp_path, "check-config", env=env), "jwt_public_key_file")
     env = {"EDGECATALOG_AUTH_JWT_SECRET_FILE": str(tmp_path / "absent.secret")}
     assert_one_line_error(run(tmp_path, "check-config", env=env), "jwt_secret_file")
@@ -98,8 +109,10 @@ def test_serve_with_bad_config_binds_and_writes_nothing(tmp_path):
     # Valid settings, but the key file holds no key: found before anything is created.
     junk = tmp_path / "junk.pem"
     junk.write_text("not a pem\n")
-    bad.write_text(f'[server]\nport = {port}\n[storage]\ndata_dir = "{(tmp_path / "d2").as_posix()}"'
-                   f'\n[auth]\njwt_algorithms = ["RS256"]\njwt_public_key_file = "{junk.as_posix()}"\n')
+    bad.write_text(
+        f'[server]\nport = {port}\n[storage]\ndata_dir = "{(tmp_path / "d2").as_posix()}"'
+        f'\n[auth]\njwt_algorithms = ["RS256"]\njwt_public_key_file = "{junk.as_posix()}"\n'
+    )
     proc = run(tmp_path, "serve", "--config", str(bad))
     assert_one_line_error(proc, "jwt_public_key_file")
     assert not (tmp_path / "d2").exists()
@@ -107,8 +120,18 @@ def test_serve_with_bad_config_binds_and_writes_nothing(tmp_path):
 
 def test_token_verifies_with_configured_secret(tmp_path, config):
     before = int(time.time())
-    proc = run(tmp_path, "token", "--config", str(config), "--sub", "alice", "--scope", "write",
-               "--ttl", "120")
+    proc = run(
+        tmp_path,
+        "token",
+        "--config",
+        str(config),
+        "--sub",
+        "alice",
+        "--scope",
+        "write",
+        "--ttl",
+        "120",
+    )
     assert proc.returncode == 0, proc.stderr
     token = proc.stdout.strip()
     claims = jwt.decode(token, SECRET, algorithms=["HS256"])
@@ -127,11 +150,18 @@ def test_token_uses_generated_secret(tmp_path):
     assert jwt.decode(proc.stdout.strip(), secret, algorithms=["HS256"])["sub"] == "carol"
 
 
-@pytest.mark.parametrize("args,names", [
-    (("--ttl", "0"), "--ttl"), (("--ttl", "-5"), "--ttl"), (("--ttl", "soon"), "--ttl"),
-    (("--sub", ""), "--sub"), (("--sub", "   "), "--sub"), (("--scope", "admin"), "--scope"),
-    ((), "--sub"),
-])
+@pytest.mark.parametrize(
+    "args,names",
+    [
+        (("--ttl", "0"), "--ttl"),
+        (("--ttl", "-5"), "--ttl"),
+        (("--ttl", "soon"), "--ttl"),
+        (("--sub", ""), "--sub"),
+        (("--sub", "   "), "--sub"),
+        (("--scope", "admin"), "--scope"),
+        ((), "--sub"),
+    ],
+)
 def test_token_usage_errors(tmp_path, config, args, names):
     argv = ["token", "--config", str(config)]
     if "--sub" not in args and args != ():
@@ -147,18 +177,24 @@ def test_token_refused_when_tokens_come_from_upstream(tmp_path):
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = tmp_path / "up.pem"
-    pem.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    env = {"EDGECATALOG_AUTH_JWT_ALGORITHMS": "RS256",
-           "EDGECATALOG_AUTH_JWT_PUBLIC_KEY_FILE": str(pem)}
+    pem.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    env = {
+        "EDGECATALOG_AUTH_JWT_ALGORITHMS": "RS256",
+        "EDGECATALOG_AUTH_JWT_PUBLIC_KEY_FILE": str(pem),
+    }
     assert_one_line_error(run(tmp_path, "token", "--sub", "x", env=env), "jwt_algorithms")
 
 
 def test_migrate_is_idempotent(tmp_path, config):
     first = run(tmp_path, "migrate", "--config", str(config))
     assert first.returncode == 0, first.stderr
-    migrations = sorted(p.stem for p in
-                        (Path(__file__).resolve().parent.parent / "migrations").glob("0*.py"))
+    migrations = sorted(
+        p.stem for p in (Path(__file__).resolve().parent.parent / "migrations").glob("0*.py")
+    )
     assert f"applied {len(migrations)} migration(s)" in first.stdout
     for name in migrations:
         assert name in first.stdout

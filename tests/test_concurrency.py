@@ -21,15 +21,21 @@ SHARED = 8  # images every uploader sends: racing duplicates
 
 
 def upload(session: requests.Session, url: str, data: bytes, name: str) -> requests.Response:
-    return session.post(url + "/device/images/upload", headers={"X-Device-Key": DEVICE_KEY},
-                        files={"image": (name, data, "image/jpeg")}, timeout=30)
+    return session.post(
+        url + "/device/images/upload",
+        headers={"X-Device-Key": DEVICE_KEY},
+        files={"image": (name, data, "image/jpeg")},
+        timeout=30,
+    )
 
 
 def test_concurrent_uploads_while_listing(tmp_path, auth_headers):
     settings = make_settings(tmp_path, **device_key_settings())
     server = LiveServer(create_app(settings))
-    unique = {t: [image_bytes(seed=1000 + t * PER_THREAD + i) for i in range(PER_THREAD)]
-              for t in range(THREADS)}
+    unique = {
+        t: [image_bytes(seed=1000 + t * PER_THREAD + i) for i in range(PER_THREAD)]
+        for t in range(THREADS)
+    }
     shared = [image_bytes(seed=5000 + i) for i in range(SHARED)]
     failures: list[str] = []
     answers: dict[str, set[int]] = {}
@@ -51,15 +57,19 @@ def test_concurrent_uploads_while_listing(tmp_path, auth_headers):
                 continue
             with lock:
                 answers.setdefault(hashlib.sha256(data).hexdigest(), set()).add(
-                    resp.json()["data"]["image_id"])
+                    resp.json()["data"]["image_id"]
+                )
 
     def reader() -> None:
         session = requests.Session()
         start.wait()
         reads = 0
         while not done.is_set() or reads == 0:
-            resp = session.get(server.url + "/data/images?limit=100&include_annotations=true",
-                               headers=auth_headers(), timeout=30)
+            resp = session.get(
+                server.url + "/data/images?limit=100&include_annotations=true",
+                headers=auth_headers(),
+                timeout=30,
+            )
             reads += 1
             if resp.status_code != 200:
                 failures.append(f"list {resp.status_code}: {resp.text[:200]}")

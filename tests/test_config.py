@@ -61,8 +61,10 @@ FILE_ERRORS = [
     ('[storage]\ndata_dir = ["a"]\n', "storage.data_dir"),
     ('[server]\npublic_url = "edge.local:8080"\n', "server.public_url"),
     # Contradictions.
-    ('[auth]\njwt_algorithms = ["HS256", "RS256"]\njwt_public_key_file = "k.pem"\n',
-     "auth.jwt_algorithms"),
+    (
+        '[auth]\njwt_algorithms = ["HS256", "RS256"]\njwt_public_key_file = "k.pem"\n',
+        "auth.jwt_algorithms",
+    ),
     ('[auth]\njwt_algorithms = ["RS256"]\n', "auth.jwt_public_key_file"),
     ('[auth]\njwt_secret = "s"\njwt_secret_file = "f"\n', "auth.jwt_secret"),
     ("[upstream]\nenabled = true\n", "upstream.base_url"),
@@ -112,12 +114,18 @@ def test_env_value_types(tmp_path):
     assert s["auth.jwt_algorithms"] == ["RS256", "RS384"]
 
 
-@pytest.mark.parametrize("var,value", [
-    ("EDGECATALOG_SERVER_PORT", "abc"), ("EDGECATALOG_SERVER_PORT", "80.5"),
-    ("EDGECATALOG_SERVER_PORT", "0"), ("EDGECATALOG_UPSTREAM_ENABLED", "maybe"),
-    ("EDGECATALOG_LOGGING_LEVEL", "loud"), ("EDGECATALOG_CAPTURE_SETTLE_SECONDS", "soon"),
-    ("EDGECATALOG_AUTH_JWT_ALGORITHMS", "HS256,RS256"),
-])
+@pytest.mark.parametrize(
+    "var,value",
+    [
+        ("EDGECATALOG_SERVER_PORT", "abc"),
+        ("EDGECATALOG_SERVER_PORT", "80.5"),
+        ("EDGECATALOG_SERVER_PORT", "0"),
+        ("EDGECATALOG_UPSTREAM_ENABLED", "maybe"),
+        ("EDGECATALOG_LOGGING_LEVEL", "loud"),
+        ("EDGECATALOG_CAPTURE_SETTLE_SECONDS", "soon"),
+        ("EDGECATALOG_AUTH_JWT_ALGORITHMS", "HS256,RS256"),
+    ],
+)
 def test_bad_env_values_name_the_variable(var, value):
     with pytest.raises(ConfigError) as info:
         load_settings(environ={var: value})
@@ -140,8 +148,9 @@ def test_env_cannot_create_contradiction_silently(tmp_path):
 def test_example_agrees_with_table():
     with open(EXAMPLE, "rb") as fh:
         doc = tomllib.load(fh)
-    flat = {f"{section}.{key}": value for section, body in doc.items()
-            for key, value in body.items()}
+    flat = {
+        f"{section}.{key}": value for section, body in doc.items() for key, value in body.items()
+    }
     table = {s.name: s.default for s in SETTINGS}
     assert set(flat) == set(table)
     for name, default in table.items():
@@ -181,8 +190,13 @@ def test_secret_generated_once_with_mode_0600(tmp_path):
 def test_secret_file_setting(tmp_path):
     secret_file = tmp_path / "s"
     secret_file.write_text("from-a-file-" + "x" * 30 + "\n")
-    settings = load_settings(environ={}, overrides={
-        "storage.data_dir": str(tmp_path / "d"), "auth.jwt_secret_file": str(secret_file)})
+    settings = load_settings(
+        environ={},
+        overrides={
+            "storage.data_dir": str(tmp_path / "d"),
+            "auth.jwt_secret_file": str(secret_file),
+        },
+    )
     token = Authenticator(settings).issue_token("bob")
     assert jwt.decode(token, "from-a-file-" + "x" * 30, algorithms=["HS256"])["sub"] == "bob"
     assert not (tmp_path / "d" / "jwt.secret").exists()

@@ -45,9 +45,14 @@ KEY_B = "adk_" + "b2" * 20
 
 def bound_keys() -> dict:
     """cam-a by a plain key, cam-b by a digest, and a bare key (this device's own id)."""
-    return {"auth__device_keys": [f"cam-a={KEY_A}", f"cam-b=sha256:{digest_key(KEY_B)}",
-                                  PLAIN_DEVICE_KEY],
-            "device__id": "edge-box"}
+    return {
+        "auth__device_keys": [
+            f"cam-a={KEY_A}",
+            f"cam-b=sha256:{digest_key(KEY_B)}",
+            PLAIN_DEVICE_KEY,
+        ],
+        "device__id": "edge-box",
+    }
 
 
 @pytest.fixture
@@ -56,8 +61,12 @@ def settings(tmp_path):
 
 
 def post(client, data: bytes, headers: dict, environ: dict | None = None):
-    return client.post(UPLOAD, data=data, headers={"Content-Type": CONTENT_TYPE, **headers},
-                       environ_overrides=environ or {})
+    return client.post(
+        UPLOAD,
+        data=data,
+        headers={"Content-Type": CONTENT_TYPE, **headers},
+        environ_overrides=environ or {},
+    )
 
 
 def key(k: str) -> dict:
@@ -76,6 +85,7 @@ def assert_error(resp, status: int, code: str, details: str) -> None:
 
 
 # -- keys bound to devices ---------------------------------------------------------------
+
 
 def test_upload_is_the_keys_device(client, settings, auth_headers, caplog):
     def upload(headers: dict, seed: int, meta=None):
@@ -97,8 +107,11 @@ def test_upload_is_the_keys_device(client, settings, auth_headers, caplog):
 
     before = (catalog_counts(), stored_files(settings.images_dir))
     with caplog.at_level(logging.WARNING, logger="edgecatalog"):
-        for headers, claimed in ((key(KEY_A), "cam-b"), (key(KEY_B), "cam-a"),
-                                 (key(PLAIN_DEVICE_KEY), "cam-a")):
+        for headers, claimed in (
+            (key(KEY_A), "cam-b"),
+            (key(KEY_B), "cam-a"),
+            (key(PLAIN_DEVICE_KEY), "cam-a"),
+        ):
             resp = upload(headers, 100, {"device_id": claimed})
             assert_error(resp, 403, "DEVICE_MISMATCH", "metadata.device_id")
     assert (catalog_counts(), stored_files(settings.images_dir)) == before
@@ -113,11 +126,21 @@ def test_device_key_cannot_claim_human_review(client, settings, auth_headers):
     box = [0.5, 0.5, 0.2, 0.1]
 
     def meta(*sources):
-        return {"annotations": [{"class_value": "c", "type": "bbox", "geometry": box,
-                                 **({"source": s} if s is not None else {})} for s in sources]}
+        return {
+            "annotations": [
+                {
+                    "class_value": "c",
+                    "type": "bbox",
+                    "geometry": box,
+                    **({"source": s} if s is not None else {}),
+                }
+                for s in sources
+            ]
+        }
 
-    for i, sources in enumerate([(None, "manual"), ("manual",), ("model", "MANUAL"),
-                                 (None, None, " Manual ")]):
+    for i, sources in enumerate(
+        [(None, "manual"), ("manual",), ("model", "MANUAL"), (None, None, " Manual ")]
+    ):
         resp = post(client, upload_body(image_bytes(seed=10 + i), meta(*sources)), key(KEY_A))
         bad = next(n for n, s in enumerate(sources) if s and s.strip().lower() == "manual")
         assert_error(resp, 403, "MANUAL_SOURCE_FORBIDDEN", f"metadata.annotations[{bad}].source")
@@ -128,8 +151,7 @@ def test_device_key_cannot_claim_human_review(client, settings, auth_headers):
     image = client.get(f"/data/images/{ok.json['data']['image_id']}", headers=auth_headers())
     assert [a["source"] for a in image.json["data"]["annotations"]] == ["model", "yolo-v8"]
     # A person's write token may record review, as before.
-    person = post(client, upload_body(image_bytes(seed=21), meta("manual")),
-                  auth_headers("write"))
+    person = post(client, upload_body(image_bytes(seed=21), meta("manual")), auth_headers("write"))
     assert person.status_code == 201, person.json
     image = client.get(f"/data/images/{person.json['data']['image_id']}", headers=auth_headers())
     assert [a["source"] for a in image.json["data"]["annotations"]] == ["manual"]
@@ -141,14 +163,16 @@ def test_settings_entries_are_checked(tmp_path):
         Authenticator(make_settings(tmp_path, auth__device_keys=[f"{long_id}={KEY_A}"]))
     assert "auth.device_keys entry 1" in str(err.value) and KEY_A not in str(err.value)
     with pytest.raises(ConfigError, match="two devices"):
-        Authenticator(make_settings(tmp_path, auth__device_keys=[
-            f"cam-a={KEY_A}", f"cam-b=sha256:{digest_key(KEY_A)}"]))
+        Authenticator(
+            make_settings(
+                tmp_path, auth__device_keys=[f"cam-a={KEY_A}", f"cam-b=sha256:{digest_key(KEY_A)}"]
+            )
+        )
     with pytest.raises(ConfigError, match="64 hex"):
         Authenticator(make_settings(tmp_path, auth__device_keys=["cam-a=sha256:abc"]))
     keys = tmp_path / "keys.txt"
     keys.write_text(f"# one key per camera\ncam-f={KEY_A}\n\n{KEY_B}\n")
-    auth = Authenticator(make_settings(tmp_path, auth__device_keys_file=str(keys),
-                                       device__id="gw"))
+    auth = Authenticator(make_settings(tmp_path, auth__device_keys_file=str(keys), device__id="gw"))
     assert auth.verify_device_key(KEY_A).device_id == "cam-f"
     assert auth.verify_device_key(KEY_B).device_id == "gw"
     keys.write_text(f"cam-f={KEY_A}\n=adk_x\n")
@@ -158,11 +182,18 @@ def test_settings_entries_are_checked(tmp_path):
 
 # -- the device-key command ---------------------------------------------------------------
 
+
 def cli(cwd: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECATALOG_")}
-    return subprocess.run([sys.executable, "-m", "edgecatalog", *args, "--config", str(config)],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "edgecatalog", *args, "--config", str(config)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *names: str) -> None:
@@ -175,8 +206,9 @@ def one_line_error(proc: subprocess.CompletedProcess, *names: str) -> None:
 
 def test_device_key_command(tmp_path):
     data = tmp_path / "data"
-    config = write_config(tmp_path / "edge.toml", data, free_port(),
-                          auth={"device_keys": [f"cam-cfg={KEY_A}"]})
+    config = write_config(
+        tmp_path / "edge.toml", data, free_port(), auth={"device_keys": [f"cam-cfg={KEY_A}"]}
+    )
     made = {}
     for n in (1, 2):
         proc = cli(tmp_path, config, "device-key", "add", "cam-1", "--label", f"door {n}")
@@ -191,8 +223,10 @@ def test_device_key_command(tmp_path):
     stored = sqlite3.connect(data / "catalog.db")
     rows = stored.execute("SELECT device_id, digest, label, revoked_at FROM device_key").fetchall()
     stored.close()
-    assert sorted(rows) == sorted(("cam-1", hashlib.sha256(k.encode()).hexdigest(), f"door {n}",
-                                   None) for n, k in enumerate(made.values(), start=1))
+    assert sorted(rows) == sorted(
+        ("cam-1", hashlib.sha256(k.encode()).hexdigest(), f"door {n}", None)
+        for n, k in enumerate(made.values(), start=1)
+    )
     for name in os.listdir(data):  # the database file, its WAL: digests only, never a key
         if name.startswith("catalog.db"):
             raw = (data / name).read_bytes()
@@ -206,13 +240,15 @@ def test_device_key_command(tmp_path):
     assert not any(k in listed.stdout for k in (*made.values(), KEY_A))
     as_json = json.loads(cli(tmp_path, config, "device-key", "list", "--json").stdout)
     assert {(r["device_id"], r["fingerprint"], r["source"]) for r in as_json} == {
-        ("cam-1", fp, "database") for fp in made} | {("cam-cfg", digest_key(KEY_A)[:12],
-                                                      "settings")}
+        ("cam-1", fp, "database") for fp in made
+    } | {("cam-cfg", digest_key(KEY_A)[:12], "settings")}
 
     first, second = list(made)
     assert cli(tmp_path, config, "device-key", "revoke", first).returncode == 0
-    revoked = {r["fingerprint"]: r["revoked_at"] for r in json.loads(
-        cli(tmp_path, config, "device-key", "list", "--json").stdout)}
+    revoked = {
+        r["fingerprint"]: r["revoked_at"]
+        for r in json.loads(cli(tmp_path, config, "device-key", "list", "--json").stdout)
+    }
     assert revoked[first] and not revoked[second]
     proc = cli(tmp_path, config, "device-key", "revoke", "cam-1")
     assert proc.returncode == 0 and second in proc.stdout and first not in proc.stdout
@@ -226,16 +262,21 @@ def test_device_key_command(tmp_path):
 
 def test_keys_added_and_revoked_in_a_running_service(tmp_path):
     port = free_port()
-    config = write_config(tmp_path / "edge.toml", tmp_path / "data", port,
-                          auth={"device_keys": [f"cam-cfg={KEY_A}"]})
+    config = write_config(
+        tmp_path / "edge.toml", tmp_path / "data", port, auth={"device_keys": [f"cam-cfg={KEY_A}"]}
+    )
     server = ServeProcess(config, port)
     reader = Authenticator(load_settings(config, environ={})).issue_token("t", "read")
     seeds = iter(range(1000, 2000))
     session = requests.Session()
 
     def upload(device_key: str) -> requests.Response:
-        return session.post(server.url + UPLOAD, headers=key(device_key), timeout=10,
-                            files={"image": ("f.jpg", image_bytes(seed=next(seeds)), "image/jpeg")})
+        return session.post(
+            server.url + UPLOAD,
+            headers=key(device_key),
+            timeout=10,
+            files={"image": ("f.jpg", image_bytes(seed=next(seeds)), "image/jpeg")},
+        )
 
     def wait_for(check, limit: float) -> None:
         deadline = time.monotonic() + limit
@@ -251,8 +292,11 @@ def test_keys_added_and_revoked_in_a_running_service(tmp_path):
         wait_for(lambda: upload(live_key).status_code == 201, 3.0)
         got = upload(live_key)
         assert got.status_code == 201
-        image = session.get(f"{server.url}/data/images/{got.json()['data']['image_id']}",
-                            headers={"Authorization": f"Bearer {reader}"}, timeout=10).json()
+        image = session.get(
+            f"{server.url}/data/images/{got.json()['data']['image_id']}",
+            headers={"Authorization": f"Bearer {reader}"},
+            timeout=10,
+        ).json()
         assert image["data"]["device_id"] == "cam-live"
 
         assert cli(tmp_path, config, "device-key", "revoke", "cam-live").returncode == 0
@@ -269,6 +313,7 @@ def test_keys_added_and_revoked_in_a_running_service(tmp_path):
 
 # -- rate per device ------------------------------------------------------------------------
 
+
 class Unreadable:
     """A body that fails the test if anyone reads it."""
 
@@ -280,13 +325,11 @@ class Unreadable:
 
 def test_rate_limit_per_device_answers_before_the_body(tmp_path, auth_headers):
     # 12 a minute: a burst of 2 (ten seconds' worth), then one every 5 s.
-    app = create_app(make_settings(tmp_path, auth__device_requests_per_minute=12,
-                                   **bound_keys()))
+    app = create_app(make_settings(tmp_path, auth__device_requests_per_minute=12, **bound_keys()))
     client = app.test_client()
     for seed in (1, 2):
         assert post(client, upload_body(image_bytes(seed=seed)), key(KEY_A)).status_code == 201
-    unread = {"wsgi.input": Unreadable(), "CONTENT_LENGTH": "100000",
-              "CONTENT_TYPE": CONTENT_TYPE}
+    unread = {"wsgi.input": Unreadable(), "CONTENT_LENGTH": "100000", "CONTENT_TYPE": CONTENT_TYPE}
     limited = post(client, b"", key(KEY_A), unread)
     assert_error(limited, 429, "RATE_LIMITED", "X-Device-Key")
     assert 1 <= int(limited.headers["Retry-After"]) <= 5
@@ -294,8 +337,10 @@ def test_rate_limit_per_device_answers_before_the_body(tmp_path, auth_headers):
     # Other devices and people are not held back by cam-a.
     assert post(client, upload_body(image_bytes(seed=3)), key(KEY_B)).status_code == 201
     for seed in (4, 5, 6):
-        assert post(client, upload_body(image_bytes(seed=seed)),
-                    auth_headers("write")).status_code == 201
+        assert (
+            post(client, upload_body(image_bytes(seed=seed)), auth_headers("write")).status_code
+            == 201
+        )
     if any(r.rule == "/auth/upload" for r in app.url_map.iter_rules()):
         # The proxy's pre-body check asks without spending: cam-b still has one upload left.
         for _ in range(3):
@@ -318,9 +363,13 @@ def fixed_disk():
 
 
 def test_one_device_cannot_fill_the_disk(tmp_path, fixed_disk, auth_headers, monkeypatch):
-    settings = make_settings(tmp_path, ingest__device_disk_share=0.5,
-                             retention__max_disk_percent=100, retention__min_free_bytes=0,
-                             **bound_keys())
+    settings = make_settings(
+        tmp_path,
+        ingest__device_disk_share=0.5,
+        retention__max_disk_percent=100,
+        retention__min_free_bytes=0,
+        **bound_keys(),
+    )
     client = create_app(settings).test_client()
     held = {"cam-a": 0, "cam-b": 0}  # bytes of each device's stored images, as sent
     seeds = iter(range(10_000))
@@ -329,7 +378,7 @@ def test_one_device_cannot_fill_the_disk(tmp_path, fixed_disk, auth_headers, mon
         data = unique_jpeg(next(seeds))
         payload = upload_body(data, meta)
         used, total = held[device], sum(held.values())
-        refuse = (total - used > 0 and used + len(payload) > int(0.5 * (total + FREE)))
+        refuse = total - used > 0 and used + len(payload) > int(0.5 * (total + FREE))
         resp = post(client, payload, headers)
         if refuse:
             assert_error(resp, 507, "DEVICE_SHARE_EXCEEDED", "device_id")
@@ -357,8 +406,10 @@ def test_one_device_cannot_fill_the_disk(tmp_path, fixed_disk, auth_headers, mon
 
     monkeypatch.setattr(DeviceShare, "RECHECK_SECONDS", 0.0)
     with database.connection_context():
-        database.execute_sql("UPDATE image SET evicted_at = 1 WHERE device_id = "
-                             "(SELECT id FROM device WHERE device_id = 'cam-a')")
+        database.execute_sql(
+            "UPDATE image SET evicted_at = 1 WHERE device_id = "
+            "(SELECT id FROM device WHERE device_id = 'cam-a')"
+        )
     held["cam-a"] = 0
     assert send("cam-a", key(KEY_A)) == 201
     database.close()

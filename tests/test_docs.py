@@ -117,6 +117,7 @@ def broken_links(root: Path) -> list[str]:
 
 # -- the repository's documentation -----------------------------------------------------------
 
+
 def test_every_relative_link_resolves():
     broken = broken_links(REPO)
     assert not broken, "broken links:\n" + "\n".join(broken)
@@ -140,6 +141,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
 
 # -- the checker itself can fail ---------------------------------------------------------------
 
+
 def _copy_docs(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     for doc in doc_files(REPO):
@@ -159,17 +161,22 @@ def test_a_broken_file_link_is_found(tmp_path):
 def test_a_broken_anchor_is_found_and_a_good_one_is_not(tmp_path):
     root = _copy_docs(tmp_path)
     page = root / "docs" / "extra.md"
-    page.write_text("# Extra\n\n## The list contract: `GET /data/images`\n\n"
-                    "[ok](#the-list-contract-get-dataimages) [bad](#no-such-heading)\n"
-                    "```\n[in code](#not-checked)\n```\n")
+    page.write_text(
+        "# Extra\n\n## The list contract: `GET /data/images`\n\n"
+        "[ok](#the-list-contract-get-dataimages) [bad](#no-such-heading)\n"
+        "```\n[in code](#not-checked)\n```\n"
+    )
     found = [b for b in broken_links(root) if b.startswith("docs/extra.md")]
     assert found == ["docs/extra.md:5: #no-such-heading (no heading with that anchor)"]
 
 
 def test_github_anchor_rules():
-    assert github_anchor("The list contract: `GET /data/images`") == \
-        "the-list-contract-get-dataimages"
+    assert (
+        github_anchor("The list contract: `GET /data/images`") == "the-list-contract-get-dataimages"
+    )
     assert github_anchor("Projects, batches and annotations") == "projects-batches-and-annotations"
-    assert github_anchor("`edgecatalog scan DIR [--recursive] [--mode index|move]`") == \
-        "edgecatalog-scan-dir---recursive---mode-indexmove"
+    assert (
+        github_anchor("`edgecatalog scan DIR [--recursive] [--mode index|move]`")
+        == "edgecatalog-scan-dir---recursive---mode-indexmove"
+    )
     assert github_anchor("snake_case and dash-ed") == "snake_case-and-dash-ed"

@@ -62,17 +62,20 @@ def test_doctor_passes_on_a_healthy_install(healthy: Path):
     assert "0 failed" in result.stdout
 
 
-@pytest.mark.parametrize("version, label", [
-    ((3, 40, 1), "WARN"),   # Debian 12
-    ((3, 44, 5), "WARN"),
-    ((3, 44, 6), "OK"),     # the backport
-    ((3, 45, 0), "WARN"),
-    ((3, 50, 6), "WARN"),
-    ((3, 50, 7), "OK"),     # the backport
-    ((3, 51, 2), "WARN"),
-    ((3, 51, 3), "OK"),     # the fix
-    ((3, 53, 0), "OK"),
-])
+@pytest.mark.parametrize(
+    "version, label",
+    [
+        ((3, 40, 1), "WARN"),  # Debian 12
+        ((3, 44, 5), "WARN"),
+        ((3, 44, 6), "OK"),  # the backport
+        ((3, 45, 0), "WARN"),
+        ((3, 50, 6), "WARN"),
+        ((3, 50, 7), "OK"),  # the backport
+        ((3, 51, 2), "WARN"),
+        ((3, 51, 3), "OK"),  # the fix
+        ((3, 53, 0), "OK"),
+    ],
+)
 def test_doctor_names_a_sqlite_with_the_wal_reset_race(version, label):
     check = check_sqlite_library(version)
     assert ("OK" if check.ok else "WARN" if check.warning else "FAIL") == label

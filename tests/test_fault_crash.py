@@ -56,14 +56,17 @@ class Ledger:
 class Drivers:
     """Client threads that keep working across kills; ``pause()`` waits until all are idle."""
 
-    def __init__(self, url: str, headers: dict[str, str], watch: Path, ledger: Ledger,
-                 seed: int) -> None:
+    def __init__(
+        self, url: str, headers: dict[str, str], watch: Path, ledger: Ledger, seed: int
+    ) -> None:
         self.url, self.headers, self.watch, self.ledger = url, headers, watch, ledger
         self.stop, self.running = threading.Event(), threading.Event()
         self.idle = [threading.Event() for _ in range(4)]
         self.seed = seed
-        self.threads = [threading.Thread(target=fn, args=(i,), daemon=True) for i, fn in
-                        enumerate((self.uploader, self.uploader, self.patcher, self.dropper))]
+        self.threads = [
+            threading.Thread(target=fn, args=(i,), daemon=True)
+            for i, fn in enumerate((self.uploader, self.uploader, self.patcher, self.dropper))
+        ]
         for t in self.threads:
             t.start()
 
@@ -113,16 +116,24 @@ class Drivers:
     def uploader(self, slot: int) -> None:
         def step(rng: random.Random, slot: int, n: int) -> None:
             data = unique_jpeg(self.seed * 10_000_000 + slot * 1_000_000 + n, 30_000)
-            anns = [{"class_value": f"c{k}", "type": "bbox", "geometry": [0.5, 0.5, 0.1, 0.1]}
-                    for k in range(rng.randint(0, 4))]
-            resp = requests.post(f"{self.url}/device/images/upload", timeout=10,
-                                 data=upload_body(data, {"annotations": anns}, f"u{slot}-{n}.jpg"),
-                                 headers={**self.headers, "Content-Type": CONTENT_TYPE})
+            anns = [
+                {"class_value": f"c{k}", "type": "bbox", "geometry": [0.5, 0.5, 0.1, 0.1]}
+                for k in range(rng.randint(0, 4))
+            ]
+            resp = requests.post(
+                f"{self.url}/device/images/upload",
+                timeout=10,
+                data=upload_body(data, {"annotations": anns}, f"u{slot}-{n}.jpg"),
+                headers={**self.headers, "Content-Type": CONTENT_TYPE},
+            )
             self._answer(resp)
             if resp.status_code in (200, 201):
                 with self.ledger.lock:
                     self.ledger.uploads[hashlib.sha256(data).hexdigest()] = (
-                        resp.json()["data"]["image_id"], len(anns))
+                        resp.json()["data"]["image_id"],
+                        len(anns),
+                    )
+
         self._loop(slot, step)
 
     def patcher(self, slot: int) -> None:
@@ -137,12 +148,17 @@ class Drivers:
                 attempts = self.ledger.patches.setdefault(image_id, [])
                 attempts.append((split, False))
                 index = len(attempts) - 1
-            resp = requests.patch(f"{self.url}/data/images/{image_id}", json={"split": split},
-                                  headers=self.headers, timeout=10)
+            resp = requests.patch(
+                f"{self.url}/data/images/{image_id}",
+                json={"split": split},
+                headers=self.headers,
+                timeout=10,
+            )
             self._answer(resp)
             if resp.status_code == 200:
                 with self.ledger.lock:
                     attempts[index] = (split, True)
+
         self._loop(slot, step)
 
     def dropper(self, slot: int) -> None:
@@ -155,6 +171,7 @@ class Drivers:
             with self.ledger.lock:
                 self.ledger.dropped[hashlib.sha256(data).hexdigest()] = name
             time.sleep(rng.uniform(0.02, 0.1))
+
         self._loop(slot, step)
 
 
@@ -162,8 +179,9 @@ class Drivers:
 def read_db(data: Path) -> Iterator[sqlite3.Connection]:
     """A read-only connection, closed on leaving (``with sqlite3.connect()`` alone only ends a
     transaction; the connection would stay open until the garbage collector runs)."""
-    with contextlib.closing(sqlite3.connect(f"file:{data / 'catalog.db'}?mode=ro", uri=True,
-                                            timeout=30)) as conn:
+    with contextlib.closing(
+        sqlite3.connect(f"file:{data / 'catalog.db'}?mode=ro", uri=True, timeout=30)
+    ) as conn:
         yield conn
 
 
@@ -171,13 +189,21 @@ def check_after_restart(data: Path, ledger: Ledger, check_files: bool) -> dict[s
     """The promises, read from the SQLite file and the disk. Returns counts."""
     with read_db(data) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        rows = {sha: (i, key, split) for i, sha, key, split in conn.execute(
-            "SELECT id, sha256, storage_key, split FROM image")}
+        rows = {
+            sha: (i, key, split)
+            for i, sha, key, split in conn.execute(
+                "SELECT id, sha256, storage_key, split FROM image"
+            )
+        }
         anns = dict(conn.execute("SELECT image_id, COUNT(*) FROM annotation GROUP BY image_id"))
         images_root = os.path.realpath(data / "images")
-        in_images = {p for p, root in conn.execute(
-            "SELECT i.path, f.path FROM image i JOIN file_root f ON i.root_id = f.id")
-            if os.path.realpath(root) == images_root}
+        in_images = {
+            p
+            for p, root in conn.execute(
+                "SELECT i.path, f.path FROM image i JOIN file_root f ON i.root_id = f.id"
+            )
+            if os.path.realpath(root) == images_root
+        }
     with ledger.lock:
         uploads = dict(ledger.uploads)
         patches = {k: list(v) for k, v in ledger.patches.items()}
@@ -194,7 +220,7 @@ def check_after_restart(data: Path, ledger: Ledger, check_files: bool) -> dict[s
     for image_id, attempts in patches.items():
         acked = [k for k, (_, ok) in enumerate(attempts) if ok]
         if acked:
-            allowed = {s for s, _ in attempts[acked[-1]:]}
+            allowed = {s for s, _ in attempts[acked[-1] :]}
             assert by_id.get(image_id) in allowed, (image_id, by_id.get(image_id), attempts)
     on_disk = {f"raw-data/{p.name}" for p in (images / "raw-data").glob("*") if p.is_file()}
     orphans = sorted(on_disk - in_images)
@@ -204,18 +230,33 @@ def check_after_restart(data: Path, ledger: Ledger, check_files: bool) -> dict[s
     return {"rows": len(rows), "acked_uploads": len(uploads)}
 
 
-def crash_config(tmp_path: Path, emu: UpstreamEmulator, data: Path, watch: Path,
-                 port: int) -> Path:
+def crash_config(tmp_path: Path, emu: UpstreamEmulator, data: Path, watch: Path, port: int) -> Path:
     return write_config(
-        tmp_path / "serve.toml", data, port,
-        server={"shutdown_timeout": 1.0}, device={"id": "crash-box"},
-        capture={"watch_dirs": [str(watch)], "mode": "move", "settle_seconds": 0.1,
-                 "scan_interval_seconds": 1.0},
-        upstream={"enabled": True, "base_url": emu.base_url, "device_key": emu.device_key,
-                  "api_token": "tok_test", "interval_seconds": 0.1, "batch_size": 20,
-                  "max_backoff_seconds": 1.0, "timeout_seconds": 2.0, "max_attempts": 1000},
+        tmp_path / "serve.toml",
+        data,
+        port,
+        server={"shutdown_timeout": 1.0},
+        device={"id": "crash-box"},
+        capture={
+            "watch_dirs": [str(watch)],
+            "mode": "move",
+            "settle_seconds": 0.1,
+            "scan_interval_seconds": 1.0,
+        },
+        upstream={
+            "enabled": True,
+            "base_url": emu.base_url,
+            "device_key": emu.device_key,
+            "api_token": "tok_test",
+            "interval_seconds": 0.1,
+            "batch_size": 20,
+            "max_backoff_seconds": 1.0,
+            "timeout_seconds": 2.0,
+            "max_attempts": 1000,
+        },
         retention={"min_free_bytes": 0, "max_disk_percent": 100.0},
-        logging={"level": "INFO"})  # the log tail explains a stall
+        logging={"level": "INFO"},
+    )  # the log tail explains a stall
 
 
 def local_shas(data: Path) -> set[str]:
@@ -227,8 +268,9 @@ def mismatched_files(data: Path) -> list[str]:
     """Rows whose file is missing or holds other bytes than the row's SHA-256 (uploaded and
     captured images alike)."""
     with read_db(data) as conn:
-        rows = conn.execute("SELECT f.path, i.path, i.sha256 FROM image i "
-                            "JOIN file_root f ON i.root_id = f.id").fetchall()
+        rows = conn.execute(
+            "SELECT f.path, i.path, i.sha256 FROM image i JOIN file_root f ON i.root_id = f.id"
+        ).fetchall()
     bad = []
     for root, rel, sha in rows:
         path = Path(root) / rel
@@ -257,17 +299,23 @@ def sync_diagnosis(data: Path, proc: LoggedServe, emu: UpstreamEmulator) -> str:
         recent = [(e.method, e.path[-30:], e.status, e.fault) for e in emu.log[-5:]]
         idle = time.monotonic() - emu.log[-1].end if emu.log else None
     with read_db(data) as conn:
-        queue = conn.execute("SELECT state, kind, COUNT(*), MAX(attempts) FROM outbox "
-                             "GROUP BY 1, 2").fetchall()
+        queue = conn.execute(
+            "SELECT state, kind, COUNT(*), MAX(attempts) FROM outbox GROUP BY 1, 2"
+        ).fetchall()
         status = conn.execute("SELECT * FROM sync_status").fetchall()
     text = proc.log_text()
-    dump = text[text.find("Thread 0x"):] if alive and "Thread 0x" in text else ""
+    dump = text[text.find("Thread 0x") :] if alive and "Thread 0x" in text else ""
     ours = [block for block in dump.split("\n\n") if "edgecatalog" in block]  # our threads
-    lines = [line for line in text.splitlines()
-             if line[:1].isdigit()][-15:]  # log records start with their date
-    return (f"service alive: {alive} (exit {proc.proc.returncode}); upstream idle for {idle} s,"
-            f" last requests {recent}; queue {queue}; status {status}; log tail:\n"
-            + "\n".join(lines) + "\nstacks:\n" + "\n\n".join(ours))
+    lines = [line for line in text.splitlines() if line[:1].isdigit()][
+        -15:
+    ]  # log records start with their date
+    return (
+        f"service alive: {alive} (exit {proc.proc.returncode}); upstream idle for {idle} s,"
+        f" last requests {recent}; queue {queue}; status {status}; log tail:\n"
+        + "\n".join(lines)
+        + "\nstacks:\n"
+        + "\n\n".join(ours)
+    )
 
 
 def wait_all_upstream(data: Path, emu: UpstreamEmulator, proc: LoggedServe) -> None:
@@ -285,14 +333,25 @@ def wait_all_upstream(data: Path, emu: UpstreamEmulator, proc: LoggedServe) -> N
         if progress != last:
             last, stalled_since = progress, time.monotonic()
         if time.monotonic() - stalled_since >= 60 or time.monotonic() >= deadline:
-            pytest.fail(f"sync stalled at {len(upstream)} of {len(local)} images "
-                        f"({len(upstream - local)} upstream only, {progress[1]} queued): "
-                        + sync_diagnosis(data, proc, emu))
+            pytest.fail(
+                f"sync stalled at {len(upstream)} of {len(local)} images "
+                f"({len(upstream - local)} upstream only, {progress[1]} queued): "
+                + sync_diagnosis(data, proc, emu)
+            )
         time.sleep(0.5)
 
 
-def kill_loop(config: Path, port: int, log: Path, drivers: Drivers, data: Path, watch: Path,
-              kills: int, rng: random.Random, stack: contextlib.ExitStack) -> None:
+def kill_loop(
+    config: Path,
+    port: int,
+    log: Path,
+    drivers: Drivers,
+    data: Path,
+    watch: Path,
+    kills: int,
+    rng: random.Random,
+    stack: contextlib.ExitStack,
+) -> None:
     for run in range(kills):
         proc = LoggedServe(config, port, log)
         try:
@@ -323,15 +382,26 @@ def crash_runs(tmp_path: Path, kills: int, seed: int, name: str) -> None:
     watch.mkdir()
     port = free_port()
     config = crash_config(tmp_path, emu, data, watch, port)
-    headers = {"Authorization": "Bearer " + Authenticator(make_settings(tmp_path))
-               .issue_token("crash", "write")}
+    headers = {
+        "Authorization": "Bearer "
+        + Authenticator(make_settings(tmp_path)).issue_token("crash", "write")
+    }
     ledger = Ledger()
     drivers = Drivers(f"http://127.0.0.1:{port}", headers, watch, ledger, seed)
     proc = None
     stack = contextlib.ExitStack()
     try:
-        kill_loop(config, port, tmp_path / "serve.log", drivers, data, watch, kills,
-                  random.Random(seed), stack)
+        kill_loop(
+            config,
+            port,
+            tmp_path / "serve.log",
+            drivers,
+            data,
+            watch,
+            kills,
+            random.Random(seed),
+            stack,
+        )
         # Last start: let capture and sync finish, then everything must be upstream once.
         proc = LoggedServe(config, port, tmp_path / "serve.log")
         proc.wait_ready(timeout=30)
@@ -349,11 +419,21 @@ def crash_runs(tmp_path: Path, kills: int, seed: int, name: str) -> None:
         with ledger.lock:
             captured, uploaded = set(ledger.dropped), set(ledger.uploads)
             errors = list(ledger.server_errors)
-        record(name, runs=kills, faults=kills + faults, requests=ledger.requests,
-               errors=len(errors), lost=len((captured | uploaded) - local), sigkills=kills,
-               upstream_faults=faults, images=len(local), acked_uploads=counts["acked_uploads"],
-               captured=len(captured), patches=sum(len(v) for v in ledger.patches.values()),
-               refused_while_down=ledger.refused)
+        record(
+            name,
+            runs=kills,
+            faults=kills + faults,
+            requests=ledger.requests,
+            errors=len(errors),
+            lost=len((captured | uploaded) - local),
+            sigkills=kills,
+            upstream_faults=faults,
+            images=len(local),
+            acked_uploads=counts["acked_uploads"],
+            captured=len(captured),
+            patches=sum(len(v) for v in ledger.patches.values()),
+            refused_while_down=ledger.refused,
+        )
         assert captured <= local, f"{len(captured - local)} captured files never indexed"
         assert uploaded <= local
         assert not errors, errors[:5]

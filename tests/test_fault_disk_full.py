@@ -36,8 +36,12 @@ def tmpfs(tmp_path):
     mount.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
@@ -48,10 +52,19 @@ def tmpfs(tmp_path):
 
 def start(tmp_path: Path, data: Path, watch: Path, **retention) -> LoggedServe:
     port = free_port()
-    config = write_config(tmp_path / "serve.toml", data, port, logging={"level": "INFO"},
-                          capture={"watch_dirs": [str(watch)], "mode": "move",
-                                   "settle_seconds": 0.1, "scan_interval_seconds": 1.0},
-                          retention=retention)
+    config = write_config(
+        tmp_path / "serve.toml",
+        data,
+        port,
+        logging={"level": "INFO"},
+        capture={
+            "watch_dirs": [str(watch)],
+            "mode": "move",
+            "settle_seconds": 0.1,
+            "scan_interval_seconds": 1.0,
+        },
+        retention=retention,
+    )
     proc = LoggedServe(config, port, tmp_path / "serve.log")
     proc.wait_ready(timeout=30)
     return proc
@@ -59,11 +72,20 @@ def start(tmp_path: Path, data: Path, watch: Path, **retention) -> LoggedServe:
 
 def upload(proc: LoggedServe, headers: dict[str, str], seed: int) -> tuple[int, dict, bytes]:
     data = unique_jpeg(seed, 200_000)
-    resp = requests.post(f"{proc.url}/device/images/upload", timeout=30,
-                         data=upload_body(data, {"annotations": [
-                             {"class_value": "x", "type": "bbox",
-                              "geometry": [0.5, 0.5, 0.1, 0.1]}]}, f"f{seed}.jpg"),
-                         headers={**headers, "Content-Type": CONTENT_TYPE})
+    resp = requests.post(
+        f"{proc.url}/device/images/upload",
+        timeout=30,
+        data=upload_body(
+            data,
+            {
+                "annotations": [
+                    {"class_value": "x", "type": "bbox", "geometry": [0.5, 0.5, 0.1, 0.1]}
+                ]
+            },
+            f"f{seed}.jpg",
+        ),
+        headers={**headers, "Content-Type": CONTENT_TYPE},
+    )
     try:
         body = resp.json()
     except ValueError:
@@ -85,8 +107,10 @@ def test_disk_full_507_pause_and_resume(tmp_path, tmpfs):
     watch.mkdir()
     filler = tmpfs / "filler.bin"  # what "freeing space" will delete
     filler.write_bytes(b"\0" * (5 * MiB))
-    headers = {"Authorization": "Bearer " + Authenticator(make_settings(tmp_path))
-               .issue_token("w", "write")}
+    headers = {
+        "Authorization": "Bearer "
+        + Authenticator(make_settings(tmp_path)).issue_token("w", "write")
+    }
     proc = start(tmp_path, data, watch, min_free_bytes=1 * MiB, max_disk_percent=100.0)
     acked: dict[str, int] = {}
     statuses: list[int] = []
@@ -115,8 +139,12 @@ def test_disk_full_507_pause_and_resume(tmp_path, tmpfs):
         for sha, image_id in list(acked.items())[:5]:
             got = requests.get(f"{proc.url}/files/{image_id}", headers=headers, timeout=10)
             assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == sha
-        patch = requests.patch(f"{proc.url}/data/images/{next(iter(acked.values()))}",
-                               json={"split": "val"}, headers=headers, timeout=10)
+        patch = requests.patch(
+            f"{proc.url}/data/images/{next(iter(acked.values()))}",
+            json={"split": "val"},
+            headers=headers,
+            timeout=10,
+        )
         assert patch.status_code == 200, patch.text  # the reserve left room for the WAL
         check_stored(data, acked)
         # Free space: ingestion resumes by itself.
@@ -126,8 +154,16 @@ def test_disk_full_507_pause_and_resume(tmp_path, tmpfs):
         assert status == 201, body
         acked[hashlib.sha256(raw).hexdigest()] = body["data"]["image_id"]
         check_stored(data, acked)
-        record("disk_full_reserve", runs=1, faults=1, requests=len(statuses) + 9, errors=0,
-               lost=0, uploads_before_507=len(statuses) - 1, captures_resumed=len(names))
+        record(
+            "disk_full_reserve",
+            runs=1,
+            faults=1,
+            requests=len(statuses) + 9,
+            errors=0,
+            lost=0,
+            uploads_before_507=len(statuses) - 1,
+            captures_resumed=len(names),
+        )
     finally:
         proc.close()
 
@@ -138,8 +174,10 @@ def test_disk_truly_full_without_reserve(tmp_path, tmpfs):
     stored may be damaged, and the service must come back when space is freed."""
     data, watch = tmpfs / "data", tmp_path / "watch"
     watch.mkdir()
-    headers = {"Authorization": "Bearer " + Authenticator(make_settings(tmp_path))
-               .issue_token("w", "write")}
+    headers = {
+        "Authorization": "Bearer "
+        + Authenticator(make_settings(tmp_path)).issue_token("w", "write")
+    }
     proc = start(tmp_path, data, watch, min_free_bytes=0, max_disk_percent=100.0)
     acked: dict[str, int] = {}
     statuses: list[int] = []
@@ -171,17 +209,24 @@ def test_disk_truly_full_without_reserve(tmp_path, tmpfs):
         image_id = next(iter(acked.values()))
         patches = []
         for split in ("val", "test", "train"):
-            resp = requests.patch(f"{proc.url}/data/images/{image_id}", json={"split": split},
-                                  headers=headers, timeout=10)
+            resp = requests.patch(
+                f"{proc.url}/data/images/{image_id}",
+                json={"split": split},
+                headers=headers,
+                timeout=10,
+            )
             patches.append(resp.status_code)
         assert all(s in (200, 507) for s in patches), patches
         assert proc.proc.poll() is None
         check_stored(data, acked)
-        assert requests.get(f"{proc.url}/data/images?limit=1", headers=headers,
-                            timeout=10).status_code == 200
+        assert (
+            requests.get(f"{proc.url}/data/images?limit=1", headers=headers, timeout=10).status_code
+            == 200
+        )
         hog.unlink()
-        resp = requests.patch(f"{proc.url}/data/images/{image_id}", json={"split": "val"},
-                              headers=headers, timeout=10)
+        resp = requests.patch(
+            f"{proc.url}/data/images/{image_id}", json={"split": "val"}, headers=headers, timeout=10
+        )
         assert resp.status_code == 200, resp.text
         # Make room without touching catalogued data: grow the tmpfs, as adding a disk would.
         subprocess.run(["mount", "-o", "remount,size=24m", str(tmpfs)], check=True)
@@ -189,19 +234,31 @@ def test_disk_truly_full_without_reserve(tmp_path, tmpfs):
         assert status == 201, body
         acked[hashlib.sha256(raw).hexdigest()] = body["data"]["image_id"]
         check_stored(data, acked)
-        record("disk_full_no_reserve", runs=1, faults=1, requests=len(statuses) + 2,
-               errors=sum(s >= 500 and s != 507 for s in statuses), lost=0,
-               first_failure_status=first_failure, statuses_after_full=failures[:5],
-               acked=len(acked), patch_statuses_when_full=patches)
+        record(
+            "disk_full_no_reserve",
+            runs=1,
+            faults=1,
+            requests=len(statuses) + 2,
+            errors=sum(s >= 500 and s != 507 for s in statuses),
+            lost=0,
+            first_failure_status=first_failure,
+            statuses_after_full=failures[:5],
+            acked=len(acked),
+            patch_statuses_when_full=patches,
+        )
         assert first_failure == 507, f"a full disk answered {first_failure}, not 507"
     finally:
         proc.close()
 
 
-@pytest.mark.parametrize("raised", [
-    OSError(28, "No space left on device"),
-    sqlite3.OperationalError("database or disk is full"),
-], ids=["ENOSPC", "SQLITE_FULL"])
+@pytest.mark.parametrize(
+    "raised",
+    [
+        OSError(28, "No space left on device"),
+        sqlite3.OperationalError("database or disk is full"),
+    ],
+    ids=["ENOSPC", "SQLITE_FULL"],
+)
 def test_a_full_disk_anywhere_in_a_request_is_a_507(tmp_path, raised):
     """The mapping the tmpfs tests reach only when the disk fills at the wrong moment, made
     deterministic: a view that hits a full disk (wrapped, as peewee wraps sqlite3's error)

@@ -31,8 +31,9 @@ BACKOFF_FLOOR = 1.0  # throttle.backoff_delay's base: the least wait after a fai
 OK = (200, 201, 409)
 
 
-def chaos(emu: UpstreamEmulator, stop: threading.Event, rng: random.Random,
-          counts: dict[str, int]) -> None:
+def chaos(
+    emu: UpstreamEmulator, stop: threading.Event, rng: random.Random, counts: dict[str, int]
+) -> None:
     offline = False
     while not stop.is_set():
         roll = rng.random()
@@ -96,9 +97,18 @@ def check_exactly_once(emu: UpstreamEmulator, local: list, changed: dict[int, st
     assert not Outbox.select().where(Outbox.state == "pending").exists()
     with emu.lock:
         missing = [i.id for i in local if i.sha256 not in emu.images]
-        assert not missing, [(i.id, i.sync_state, i.remote_id, [
-            (r.kind, r.state, r.attempts, r.last_status, r.last_error) for r in Outbox.select()
-            .where(Outbox.image == i.id)]) for i in Image.select().where(Image.id.in_(missing))]
+        assert not missing, [
+            (
+                i.id,
+                i.sync_state,
+                i.remote_id,
+                [
+                    (r.kind, r.state, r.attempts, r.last_status, r.last_error)
+                    for r in Outbox.select().where(Outbox.image == i.id)
+                ],
+            )
+            for i in Image.select().where(Image.id.in_(missing))
+        ]
         assert sorted(emu.images) == sorted(i.sha256 for i in local)
         assert len(emu.by_id) == len(local)
         for image in Image.select():
@@ -112,17 +122,20 @@ def check_exactly_once(emu: UpstreamEmulator, local: list, changed: dict[int, st
 def failed(entry) -> bool:
     # The emulator acts on drop/slow for uploads only (other routes answer normally and just
     # log the label); a slow upload is a failure to the client (it times out).
-    return entry.status not in OK or (entry.fault in ("drop", "slow")
-                                      and entry.path.endswith("/upload"))
+    return entry.status not in OK or (
+        entry.fault in ("drop", "slow") and entry.path.endswith("/upload")
+    )
 
 
 def backoff_violations(log: list, loop_end: float) -> list[tuple]:
     """Requests sent within the backoff floor of a failed one, in the loop's part of the log
     (the manual drain at the end ignores backoff by design)."""
     looped = [e for e in log if e.start < loop_end]
-    return [(a.status, a.fault, round(b.start - a.start, 3))
-            for a, b in itertools.pairwise(looped)
-            if failed(a) and b.start - a.start < BACKOFF_FLOOR * 0.95]
+    return [
+        (a.status, a.fault, round(b.start - a.start, 3))
+        for a, b in itertools.pairwise(looped)
+        if failed(a) and b.start - a.start < BACKOFF_FLOOR * 0.95
+    ]
 
 
 def run_chaos(tmp_path, images: int, seconds: float, seed: int, name: str) -> None:
@@ -131,15 +144,29 @@ def run_chaos(tmp_path, images: int, seconds: float, seed: int, name: str) -> No
     stop = threading.Event()
     counts = {"offline": 0, "switched_on": 0, "switched_off": 0}
     try:
-        settings = sync_settings(tmp_path, emu, upstream__api_token=emu.api_token,
-                                 upstream__timeout_seconds=1.0,
-                                 upstream__max_backoff_seconds=2.0, upstream__batch_size=5,
-                                 upstream__interval_seconds=0.05, upstream__max_attempts=10_000)
+        settings = sync_settings(
+            tmp_path,
+            emu,
+            upstream__api_token=emu.api_token,
+            upstream__timeout_seconds=1.0,
+            upstream__max_backoff_seconds=2.0,
+            upstream__batch_size=5,
+            upstream__interval_seconds=0.05,
+            upstream__max_attempts=10_000,
+        )
         open_db(settings)
         # Noise JPEGs: distinct bytes for every i (conftest's jpeg_bytes repeats after 256).
-        local = [seed_image(settings, filename=f"u{i}.jpg", data=unique_jpeg(i), width=32,
-                            height=32, annotations=(box("a", 0.5, 0.5, 0.1, 0.1),))
-                 for i in range(images)]
+        local = [
+            seed_image(
+                settings,
+                filename=f"u{i}.jpg",
+                data=unique_jpeg(i),
+                width=32,
+                height=32,
+                annotations=(box("a", 0.5, 0.5, 0.1, 0.1),),
+            )
+            for i in range(images)
+        ]
         assert len({i.sha256 for i in local}) == images
         worker = SyncWorker(settings)
         thread = threading.Thread(target=chaos, args=(emu, stop, rng, counts), daemon=True)
@@ -159,9 +186,19 @@ def run_chaos(tmp_path, images: int, seconds: float, seed: int, name: str) -> No
             log = sorted(emu.log, key=lambda e: e.start)
         too_soon = backoff_violations(log, loop_start + seconds)
         faults = sum(1 for e in log if failed(e)) + counts["offline"]
-        record(name, runs=1, faults=faults, requests=len(log), errors=len(too_soon),
-               lost=images - len(emu.images), images=images, seconds=seconds,
-               toggles=counts, local_edits=len(editor.changed), manual_pass_stops=stops)
+        record(
+            name,
+            runs=1,
+            faults=faults,
+            requests=len(log),
+            errors=len(too_soon),
+            lost=images - len(emu.images),
+            images=images,
+            seconds=seconds,
+            toggles=counts,
+            local_edits=len(editor.changed),
+            manual_pass_stops=stops,
+        )
         assert faults >= 3, counts  # the chaos really happened
         assert not too_soon, too_soon[:10]
     finally:

@@ -99,8 +99,9 @@ def test_signature_from_another_secret_is_403(client, tmp_path, image):
     img, _ = image
     foreign = Authenticator(make_settings(tmp_path / "x", auth__jwt_secret="z" * 40))
     expires, sig = foreign.sign_file(img.id)
-    assert_envelope(client.get(f"/files/{img.id}?expires={expires}&signature={sig}"), 403,
-                    "FORBIDDEN")
+    assert_envelope(
+        client.get(f"/files/{img.id}?expires={expires}&signature={sig}"), 403, "FORBIDDEN"
+    )
 
 
 def test_conditional_requests(client, auth_headers, image):
@@ -109,8 +110,7 @@ def test_conditional_requests(client, auth_headers, image):
     etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
     resp = client.get(f"/files/{img.id}", headers={**auth_headers(), "If-None-Match": etag})
     assert resp.status_code == 304 and resp.data == b""
-    resp = client.get(f"/files/{img.id}",
-                      headers={**auth_headers(), "If-Modified-Since": modified})
+    resp = client.get(f"/files/{img.id}", headers={**auth_headers(), "If-Modified-Since": modified})
     assert resp.status_code == 304
     resp = client.get(f"/files/{img.id}", headers={**auth_headers(), "If-None-Match": '"nope"'})
     assert resp.status_code == 200
@@ -136,8 +136,10 @@ def _point(img_id: int, **changes) -> None:
     Image.update(**changes).where(Image.id == img_id).execute()
 
 
-@pytest.mark.parametrize("stored", ["../../etc/passwd", "/etc/passwd", "", ".",
-                                    "raw-data/../../catalog.db", "../jwt.secret"])
+@pytest.mark.parametrize(
+    "stored",
+    ["../../etc/passwd", "/etc/passwd", "", ".", "raw-data/../../catalog.db", "../jwt.secret"],
+)
 def test_stored_path_escaping_root_is_404(client, auth_headers, image, stored):
     img, _ = image
     _point(img.id, path=stored)
@@ -190,7 +192,9 @@ def test_watch_dir_root_is_served(tmp_path):
         root = FileRoot.create(path=str(watch))
         _point(img.id, root=root.id, path="cap.jpg")
         token = Authenticator(settings).issue_token("t")
-        resp = app.test_client().get(f"/files/{img.id}", headers={"Authorization": f"Bearer {token}"})
+        resp = app.test_client().get(
+            f"/files/{img.id}", headers={"Authorization": f"Bearer {token}"}
+        )
         assert resp.status_code == 200 and resp.data == b"\xff\xd8\xff capture"
     finally:
         database.close()
@@ -201,8 +205,9 @@ def test_missing_file_and_unknown_id_are_404(client, auth_headers, settings, ima
     (settings.images_dir / img.path).unlink()
     assert_envelope(client.get(f"/files/{img.id}", headers=auth_headers()), 404, "NOT_FOUND")
     assert_envelope(client.get("/files/424242", headers=auth_headers()), 404, "NOT_FOUND")
-    assert_envelope(client.get("/files/99999999999999999999999", headers=auth_headers()), 404,
-                    "NOT_FOUND")
+    assert_envelope(
+        client.get("/files/99999999999999999999999", headers=auth_headers()), 404, "NOT_FOUND"
+    )
 
 
 def test_public_url_is_the_base_of_image_url(tmp_path):
@@ -216,8 +221,11 @@ def test_public_url_is_the_base_of_image_url(tmp_path):
     try:
         img = seed_image(settings)
         token = Authenticator(settings).issue_token("t")
-        body = app.test_client().get("/data/images?include_image_url=1",
-                                     headers={"Authorization": f"Bearer {token}"}).get_json()
+        body = (
+            app.test_client()
+            .get("/data/images?include_image_url=1", headers={"Authorization": f"Bearer {token}"})
+            .get_json()
+        )
         url = body["data"][0]["image_url"]
         assert url.startswith(f"https://edge.example:8443/files/{img.id}?expires=")
         split = urlsplit(url)

@@ -62,6 +62,7 @@ pytestmark = pytest.mark.skipif(
 
 # -- the certificate, the service and the front --------------------------------------------------
 
+
 def cert_command(cert_dir: Path) -> list[str]:
     """The documented ``openssl req -x509`` command, for localhost/127.0.0.1 into cert_dir."""
     lines = DOC.read_text().splitlines()
@@ -79,8 +80,7 @@ def cert_command(cert_dir: Path) -> list[str]:
     return argv
 
 
-def site_for_test(tls_port: int, http_port: int, service_port: int, cert: Path,
-                  key: Path) -> str:
+def site_for_test(tls_port: int, http_port: int, service_port: int, cert: Path, key: Path) -> str:
     """The site file with only its listen ports, upstream address and certificate paths
     changed; each rewrite must match exactly once, so a changed site file fails loudly here."""
     text = SITE.read_text()
@@ -107,8 +107,10 @@ def main_config(root: Path, site: Path) -> str:
     # tmp folder to write request-body temp files; so this test's workers stay root. The real
     # deployment keeps Debian's nginx.conf (workers as www-data, temp files in /var/lib/nginx).
     user = "user root;\n" if os.geteuid() == 0 else ""
-    temp = "\n".join(f"    {name}_temp_path {root / name};"
-                     for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = "\n".join(
+        f"    {name}_temp_path {root / name};"
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     return (
         f"daemon off;\n{user}worker_processes auto;\npid {root / 'nginx.pid'};\n"
         f"error_log {root / 'error.log'} info;\n"
@@ -149,14 +151,19 @@ class Front:
         self.context = ssl.create_default_context(cafile=str(self.cert))
 
     def connect(self, source: str = "127.0.0.1", timeout: float = 5.0) -> ssl.SSLSocket:
-        raw = socket.create_connection(("127.0.0.1", self.tls_port), timeout=timeout,
-                                       source_address=(source, 0))
+        raw = socket.create_connection(
+            ("127.0.0.1", self.tls_port), timeout=timeout, source_address=(source, 0)
+        )
         return self.context.wrap_socket(raw, server_hostname="127.0.0.1")
 
-    def https(self, source: str = "127.0.0.1",
-              timeout: float = 5.0) -> http.client.HTTPSConnection:
-        return http.client.HTTPSConnection("127.0.0.1", self.tls_port, timeout=timeout,
-                                           context=self.context, source_address=(source, 0))
+    def https(self, source: str = "127.0.0.1", timeout: float = 5.0) -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection(
+            "127.0.0.1",
+            self.tls_port,
+            timeout=timeout,
+            context=self.context,
+            source_address=(source, 0),
+        )
 
     def temp_holders(self) -> list[tuple[int, str]]:
         """(pid, folder) pairs whose open files under the folder are request bodies spooled
@@ -172,17 +179,24 @@ def front(tmp_path_factory) -> Iterator[Front]:
     root = tmp_path_factory.mktemp("front")
     certs = root / "certs"
     certs.mkdir()
-    minted = subprocess.run(cert_command(certs), capture_output=True, text=True, timeout=60,
-                            check=False)
+    minted = subprocess.run(
+        cert_command(certs), capture_output=True, text=True, timeout=60, check=False
+    )
     assert minted.returncode == 0, minted.stderr
     service_port, tls_port, http_port = free_port(), free_port(), free_port()
     service_tmp = root / "service-tmp"
     service_tmp.mkdir()
     # 60 a minute: a burst of 10, so the device rate test reaches the 429 in a few requests.
-    config = write_config(root / "service.toml", root / "data", service_port,
-                          auth={"device_keys": [DEVICE_KEY, f"ratecam={PLAIN_DEVICE_KEY}"],
-                                "device_requests_per_minute": 60},
-                          server={"trusted_proxies": ["127.0.0.1"]})
+    config = write_config(
+        root / "service.toml",
+        root / "data",
+        service_port,
+        auth={
+            "device_keys": [DEVICE_KEY, f"ratecam={PLAIN_DEVICE_KEY}"],
+            "device_requests_per_minute": 60,
+        },
+        server={"trusted_proxies": ["127.0.0.1"]},
+    )
     # TMPDIR: waitress spools request bodies with tempfile, so they land (unlinked) here.
     service = ServeProcess(config, service_port, env={"TMPDIR": str(service_tmp)})
     proc: subprocess.Popen | None = None
@@ -190,13 +204,15 @@ def front(tmp_path_factory) -> Iterator[Front]:
     try:
         service.wait_ready()
         site = root / "edgecatalog.conf"
-        site.write_text(site_for_test(tls_port, http_port, service_port,
-                                      certs / "cert.pem", certs / "key.pem"))
+        site.write_text(
+            site_for_test(tls_port, http_port, service_port, certs / "cert.pem", certs / "key.pem")
+        )
         conf = root / "nginx.conf"
         conf.write_text(main_config(root, site))
         base = [str(NGINX), "-p", str(root), "-c", str(conf), "-e", str(root / "error.log")]
-        checked = subprocess.run(base + ["-t"], capture_output=True, text=True, timeout=30,
-                                 check=False)
+        checked = subprocess.run(
+            base + ["-t"], capture_output=True, text=True, timeout=30, check=False
+        )
         assert checked.returncode == 0, checked.stderr
         proc = subprocess.Popen(base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
@@ -208,8 +224,9 @@ def front(tmp_path_factory) -> Iterator[Front]:
             except OSError:
                 assert time.monotonic() < deadline, "nginx did not start listening"
                 time.sleep(0.05)
-        built = Front(root, tls_port, http_port, certs / "cert.pem", proc, service, config,
-                      service_tmp)
+        built = Front(
+            root, tls_port, http_port, certs / "cert.pem", proc, service, config, service_tmp
+        )
         yield built
     finally:
         if proc is not None and proc.poll() is None:
@@ -225,6 +242,7 @@ def front(tmp_path_factory) -> Iterator[Front]:
 
 
 # -- clients -------------------------------------------------------------------------------------
+
 
 @dataclass
 class Answer:
@@ -244,18 +262,28 @@ class Answer:
         return error
 
 
-def call(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> Answer:
+def call(
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> Answer:
     start = time.monotonic()
     conn.request(method, path, body=body, headers=headers or {})
     response = conn.getresponse()
     data = response.read()
-    return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, data,
-                  time.monotonic() - start)
+    return Answer(
+        response.status,
+        {k.lower(): v for k, v in response.getheaders()},
+        data,
+        time.monotonic() - start,
+    )
 
 
-def fresh(make: Callable[[], http.client.HTTPConnection], method: str, path: str,
-          **kw: Any) -> Answer:
+def fresh(
+    make: Callable[[], http.client.HTTPConnection], method: str, path: str, **kw: Any
+) -> Answer:
     """One request on a new connection (so accepting connections is part of what is timed)."""
     conn = make()  # http.client connects in request(), so call() times the connection too
     try:
@@ -373,14 +401,20 @@ class TempSpool(threading.Thread):
 def healthz_probers(front: Front) -> tuple[Prober, Prober]:
     """The normal client (127.0.0.1): /healthz through the front, and straight at waitress."""
     via_front = Prober(lambda: fresh(lambda: front.https(timeout=DEADLINE), "GET", "/healthz"))
-    direct = Prober(lambda: fresh(lambda: http.client.HTTPConnection(
-        "127.0.0.1", front.service.port, timeout=DEADLINE), "GET", "/healthz"))
+    direct = Prober(
+        lambda: fresh(
+            lambda: http.client.HTTPConnection("127.0.0.1", front.service.port, timeout=DEADLINE),
+            "GET",
+            "/healthz",
+        )
+    )
     via_front.start()
     direct.start()
     return via_front, direct
 
 
 # -- attack 4: slow headers ----------------------------------------------------------------------
+
 
 class SlowHeaders:
     """``count`` connections made by ``connect``, each sending a request line and then one
@@ -439,18 +473,28 @@ def test_slow_headers_do_not_starve_other_clients(front):
     # The header deadline, not the end of the attack, ended every attacking connection.
     assert len(attack.dropped_after) == 110, f"{110 - len(attack.dropped_after)} still open"
     assert max(attack.dropped_after.values()) <= HEADER_TIMEOUT + 3, attack.dropped_after
-    record("front_slow_headers", runs=1, faults=110,
-           requests=len(front_samples) + len(direct_samples), errors=0, lost=0,
-           max_healthz_ms=round(slowest * 1000), max_direct_ms=round(slowest_direct * 1000),
-           median_healthz_ms=round(statistics.median(s for s, _ in front_samples) * 1000),
-           attackers_dropped_after_s=round(max(attack.dropped_after.values()), 1))
+    record(
+        "front_slow_headers",
+        runs=1,
+        faults=110,
+        requests=len(front_samples) + len(direct_samples),
+        errors=0,
+        lost=0,
+        max_healthz_ms=round(slowest * 1000),
+        max_direct_ms=round(slowest_direct * 1000),
+        median_healthz_ms=round(statistics.median(s for s, _ in front_samples) * 1000),
+        attackers_dropped_after_s=round(max(attack.dropped_after.values()), 1),
+    )
 
 
 # -- attack 5: unauthenticated upload bodies -----------------------------------------------------
 
+
 def upload_head(length: int, extra: str = "") -> bytes:
-    return (f"POST /device/images/upload HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Content-Type: {CONTENT_TYPE}\r\nContent-Length: {length}\r\n{extra}\r\n").encode()
+    return (
+        f"POST /device/images/upload HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: {CONTENT_TYPE}\r\nContent-Length: {length}\r\n{extra}\r\n"
+    ).encode()
 
 
 def push_body(sock: socket.socket, total: int) -> tuple[int | None, Answer]:
@@ -511,28 +555,40 @@ def test_unauthenticated_upload_bodies_are_refused_unread(front):
         # is what the sockets' buffers hold, nowhere near the 49 MiB.
         assert sent_before_answer is not None and sent_before_answer < 8 * MiB
     assert spooled < 64 * 1024, (spooled, spool.seen)
-    new_log = front.service.log_text()[len(log_before):]
+    new_log = front.service.log_text()[len(log_before) :]
     assert "POST /device/images/upload" not in new_log  # the service never saw the upload
     assert new_log.count("GET /auth/upload") >= len(rounds)  # only the front's question
     slowest = assert_prompt(front_samples, 8, "healthz through nginx")
     assert_prompt(direct_samples, 8, "healthz straight at waitress")
     sent = [s for s, _ in rounds if s is not None]
-    record("front_unauthenticated_bodies", runs=len(rounds), faults=len(rounds),
-           requests=len(rounds) + len(front_samples) + len(direct_samples), errors=0, lost=0,
-           max_healthz_ms=round(slowest * 1000), bytes_spooled=spooled,
-           max_sent_before_401_mib=round(max(sent) / MiB, 2),
-           median_sent_before_401_mib=round(statistics.median(sent) / MiB, 2))
+    record(
+        "front_unauthenticated_bodies",
+        runs=len(rounds),
+        faults=len(rounds),
+        requests=len(rounds) + len(front_samples) + len(direct_samples),
+        errors=0,
+        lost=0,
+        max_healthz_ms=round(slowest * 1000),
+        bytes_spooled=spooled,
+        max_sent_before_401_mib=round(max(sent) / MiB, 2),
+        median_sent_before_401_mib=round(statistics.median(sent) / MiB, 2),
+    )
 
 
 # -- uploads that should work, and the other refusals of the upload route ----------------------
+
 
 def test_authenticated_uploads_pass_through_the_front(front, tokens):
     headers = {"Content-Type": CONTENT_TYPE}
     conn = front.https()
     try:
-        by_key = call(conn, "POST", "/device/images/upload",
-                      body=upload_body(image_bytes(seed=401)),
-                      headers={**headers, "X-Device-Key": DEVICE_KEY})
+        by_key = call(
+            conn,
+            "POST",
+            "/device/images/upload",
+            body=upload_body(image_bytes(seed=401)),
+            headers={**headers, "X-Device-Key": DEVICE_KEY},
+        )
         assert by_key.status == 201, by_key.body
         assert json.loads(by_key.body)["success"] is True
         # ~1 MB, far over client_body_buffer_size: with request buffering on, nginx would
@@ -540,36 +596,56 @@ def test_authenticated_uploads_pass_through_the_front(front, tokens):
         spool = TempSpool([h for h in front.temp_holders() if h[0] != front.service.proc.pid])
         spool.start()
         try:
-            by_token = call(conn, "POST", "/device/images/upload",
-                            body=upload_body(unique_jpeg(402, 1_000_000)),
-                            headers={**headers, "Authorization": f"Bearer {tokens['write']}"})
+            by_token = call(
+                conn,
+                "POST",
+                "/device/images/upload",
+                body=upload_body(unique_jpeg(402, 1_000_000)),
+                headers={**headers, "Authorization": f"Bearer {tokens['write']}"},
+            )
         finally:
             nginx_spooled = spool.stop()
         assert by_token.status == 201, by_token.body
         assert nginx_spooled == 0, spool.seen
         # A body of unknown length (chunked), as a device streaming from a generator sends it.
         data = upload_body(image_bytes(seed=404))
-        conn.request("POST", "/device/images/upload",
-                     body=iter([data[:1000], data[1000:]]), encode_chunked=True,
-                     headers={**headers, "Authorization": f"Bearer {tokens['write']}"})
+        conn.request(
+            "POST",
+            "/device/images/upload",
+            body=iter([data[:1000], data[1000:]]),
+            encode_chunked=True,
+            headers={**headers, "Authorization": f"Bearer {tokens['write']}"},
+        )
         chunked = conn.getresponse()
         assert chunked.status == 201, chunked.read()
         chunked.read()
-        read_only = call(conn, "POST", "/device/images/upload",
-                         body=upload_body(image_bytes(seed=403)),
-                         headers={**headers, "Authorization": f"Bearer {tokens['read']}"})
+        read_only = call(
+            conn,
+            "POST",
+            "/device/images/upload",
+            body=upload_body(image_bytes(seed=403)),
+            headers={**headers, "Authorization": f"Bearer {tokens['read']}"},
+        )
         assert read_only.status == 403
         assert read_only.error()["code"] == "FORBIDDEN"
         # A CORS pre-flight carries no credentials and reaches the service (which answers it:
         # nosniff is the service's header, not nginx's).
-        preflight = call(conn, "OPTIONS", "/device/images/upload",
-                         headers={"Origin": "https://review.example",
-                                  "Access-Control-Request-Method": "POST"})
+        preflight = call(
+            conn,
+            "OPTIONS",
+            "/device/images/upload",
+            headers={"Origin": "https://review.example", "Access-Control-Request-Method": "POST"},
+        )
         assert preflight.status == 204, preflight.body
         assert preflight.headers.get("x-content-type-options") == "nosniff"
         # An OPTIONS with a body is no pre-flight: it must authenticate like the upload.
-        with_body = call(conn, "OPTIONS", "/device/images/upload", body=b"hello",
-                         headers={"Access-Control-Request-Method": "POST"})
+        with_body = call(
+            conn,
+            "OPTIONS",
+            "/device/images/upload",
+            body=b"hello",
+            headers={"Access-Control-Request-Method": "POST"},
+        )
         assert with_body.status == 401
     finally:
         conn.close()
@@ -591,12 +667,19 @@ def test_urls_behind_the_front_are_https_on_the_name_the_client_used(front, toke
     cannot smuggle its own forwarded headers through the front."""
     conn = front.https()
     try:
-        stored = call(conn, "POST", "/device/images/upload",
-                      body=upload_body(image_bytes(seed=450)),
-                      headers={"Content-Type": CONTENT_TYPE, "X-Device-Key": DEVICE_KEY})
+        stored = call(
+            conn,
+            "POST",
+            "/device/images/upload",
+            body=upload_body(image_bytes(seed=450)),
+            headers={"Content-Type": CONTENT_TYPE, "X-Device-Key": DEVICE_KEY},
+        )
         assert stored.status in (200, 201), stored.body
-        auth = {"Authorization": f"Bearer {tokens['read']}",
-                "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http"}
+        auth = {
+            "Authorization": f"Bearer {tokens['read']}",
+            "X-Forwarded-Host": "evil.example",
+            "X-Forwarded-Proto": "http",
+        }
         listed = call(conn, "GET", "/data/images?include_image_url=true&limit=1", headers=auth)
         assert listed.status == 200, listed.body
         items = json.loads(listed.body)["data"]
@@ -615,8 +698,7 @@ def test_a_device_over_its_rate_gets_the_services_429_not_a_500(front):
         while len(answers) < 20 and not (answers and answers[-1].status == 429):
             # Past the credential check, each spends one of the device's requests and is then
             # refused by the service for its empty body.
-            answers.append(call(conn, "POST", "/device/images/upload", body=b"",
-                                headers=headers))
+            answers.append(call(conn, "POST", "/device/images/upload", body=b"", headers=headers))
     finally:
         conn.close()
     statuses = [a.status for a in answers]
@@ -627,6 +709,7 @@ def test_a_device_over_its_rate_gets_the_services_429_not_a_500(front):
 
 
 # -- per-client limits ---------------------------------------------------------------------------
+
 
 def test_limits_spare_a_browser_and_answer_429(front):
     # A reviewer's browser: 6 keep-alive connections, a grid of 100 requests, a second grid a
@@ -679,8 +762,10 @@ def test_limits_spare_a_browser_and_answer_429(front):
     try:
         for _ in range(40):
             sock = front.connect("127.0.0.4")
-            sock.sendall(b"POST /data/annotations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                         b"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n")
+            sock.sendall(
+                b"POST /data/annotations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n"
+            )
             held.append(sock)
         deadline = time.monotonic() + 5
         while len(answered) < 8 and time.monotonic() < deadline:
@@ -699,15 +784,25 @@ def test_limits_spare_a_browser_and_answer_429(front):
 
     # A JSON body over 1 MiB is refused from its Content-Length, before it is read.
     with front.connect() as sock:
-        sock.sendall(b"PATCH /data/images/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 2097152\r\n\r\n")
+        sock.sendall(
+            b"PATCH /data/images/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2097152\r\n\r\n"
+        )
         too_big = read_answer(sock, timeout=2)
     assert too_big.status == 413 and too_big.error()["code"] == "PAYLOAD_TOO_LARGE"
-    record("front_limits", runs=1, faults=len(answers) + 40, requests=200 + len(answers) + 41,
-           errors=0, lost=0, first_429_after=refused[0])
+    record(
+        "front_limits",
+        runs=1,
+        faults=len(answers) + 40,
+        requests=200 + len(answers) + 41,
+        errors=0,
+        lost=0,
+        first_429_after=refused[0],
+    )
 
 
 # -- TLS -----------------------------------------------------------------------------------------
+
 
 def test_tls_is_on_and_port_80_only_redirects(front):
     with front.connect() as sock:
@@ -740,12 +835,14 @@ def test_tls_is_on_and_port_80_only_redirects(front):
 
 # -- the baselines: the same attacks straight at waitress ---------------------------------------
 
+
 def test_without_the_front_an_unauthenticated_body_is_spooled(front):
     spool = TempSpool([(front.service.proc.pid, str(front.service_tmp))])
     spool.start()
     try:
-        with socket.create_connection(("127.0.0.1", front.service.port), timeout=10,
-                                      source_address=(ATTACKER, 0)) as sock:
+        with socket.create_connection(
+            ("127.0.0.1", front.service.port), timeout=10, source_address=(ATTACKER, 0)
+        ) as sock:
             sock.sendall(upload_head(ATTACK_BODY))
             sent_before_answer, answer = push_body(sock, ATTACK_BODY)
     finally:
@@ -753,22 +850,35 @@ def test_without_the_front_an_unauthenticated_body_is_spooled(front):
     assert answer.status == 401
     assert sent_before_answer is None  # waitress answered only after reading all 49 MiB
     assert spooled > 40 * MiB, spooled  # ...which it wrote to its temp folder first
-    record("front_baseline_body_spooled", runs=1, faults=1, requests=1, errors=0, lost=0,
-           bytes_spooled=spooled)
+    record(
+        "front_baseline_body_spooled",
+        runs=1,
+        faults=1,
+        requests=1,
+        errors=0,
+        lost=0,
+        bytes_spooled=spooled,
+    )
 
 
 def test_without_the_front_slow_headers_stall_waitress(front):
     port = front.service.port
-    attack = SlowHeaders(lambda: socket.create_connection(
-        ("127.0.0.1", port), timeout=5, source_address=(ATTACKER, 0)), 110)
+    attack = SlowHeaders(
+        lambda: socket.create_connection(
+            ("127.0.0.1", port), timeout=5, source_address=(ATTACKER, 0)
+        ),
+        110,
+    )
     try:
         time.sleep(0.5)  # waitress accepts up to its connection_limit, then stops accepting
         stalls = []
         for _ in range(2):
             try:
-                answer = fresh(lambda: http.client.HTTPConnection("127.0.0.1", port,
-                                                                  timeout=DEADLINE),
-                               "GET", "/healthz")
+                answer = fresh(
+                    lambda: http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE),
+                    "GET",
+                    "/healthz",
+                )
                 stalls.append(answer.seconds >= DEADLINE)
             except OSError:  # the timeout: no answer within the deadline
                 stalls.append(True)
@@ -779,8 +889,14 @@ def test_without_the_front_slow_headers_stall_waitress(front):
     deadline = time.monotonic() + 15
     while True:
         try:
-            if fresh(lambda: http.client.HTTPConnection("127.0.0.1", port, timeout=1),
-                     "GET", "/healthz").status == 200:
+            if (
+                fresh(
+                    lambda: http.client.HTTPConnection("127.0.0.1", port, timeout=1),
+                    "GET",
+                    "/healthz",
+                ).status
+                == 200
+            ):
                 break
         except OSError:
             pass
@@ -791,6 +907,7 @@ def test_without_the_front_slow_headers_stall_waitress(front):
 
 # -- the service down ----------------------------------------------------------------------------
 
+
 def test_service_down_is_a_502_in_the_envelope(front):
     front.service.kill()
     try:
@@ -798,8 +915,13 @@ def test_service_down_is_a_502_in_the_envelope(front):
         try:
             page = call(conn, "GET", "/healthz")
             # The upload's credential check finds no service either: 502, not auth_request's 500.
-            upload = call(conn, "POST", "/device/images/upload", body=b"",
-                          headers={"Content-Type": CONTENT_TYPE, "X-Device-Key": DEVICE_KEY})
+            upload = call(
+                conn,
+                "POST",
+                "/device/images/upload",
+                body=b"",
+                headers={"Content-Type": CONTENT_TYPE, "X-Device-Key": DEVICE_KEY},
+            )
         finally:
             conn.close()
         for answer in (page, upload):
@@ -808,8 +930,9 @@ def test_service_down_is_a_502_in_the_envelope(front):
     finally:
         # A new service on the same port, so the module's front works for any test after this.
         old = front.service
-        front.service = ServeProcess(front.service_config, old.port,
-                                     env={"TMPDIR": str(front.service_tmp)})
+        front.service = ServeProcess(
+            front.service_config, old.port, env={"TMPDIR": str(front.service_tmp)}
+        )
         old.close()
         front.service.wait_ready()
     assert fresh(front.https, "GET", "/healthz").status == 200

@@ -55,8 +55,9 @@ def test_jobs_waiting_behind_a_leader_commit_together_and_fail_alone(db):
     leader.start()
     assert started.wait(10)
     names = [f"p{i}" for i in range(6)]
-    others = [threading.Thread(target=call, args=(n, make_project(n, fail=(n == "p3"))))
-              for n in names]
+    others = [
+        threading.Thread(target=call, args=(n, make_project(n, fail=(n == "p3")))) for n in names
+    ]
     for thread in others:
         thread.start()
     while len(group._pending) < len(names):  # all six queued behind the blocked leader

@@ -60,8 +60,12 @@ def one_round(path: Path, rng: random.Random, settle: bool) -> tuple[int, int]:
     reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         reader.execute("SELECT COUNT(*) FROM device").fetchone()
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
         time.sleep(rng.uniform(0.05, 0.2))
         writer.send_signal(signal.SIGKILL)
@@ -91,5 +95,7 @@ def test_start_up_settles_a_commit_cut_off_by_a_kill(tmp_path):
     if control == 0:
         pytest.skip("no kill left a commit half-written on this filesystem in 20 tries")
     settled = resurrections(path, 20, settle=True, seed=2)
-    assert settled == 0, (f"{settled} of 20 restarts through migrate() read a state that "
-                          f"changed later ({control} of 20 without it)")
+    assert settled == 0, (
+        f"{settled} of 20 restarts through migrate() read a state that "
+        f"changed later ({control} of 20 without it)"
+    )

@@ -24,14 +24,32 @@ from edgecatalog.auth import Authenticator
 
 # Encoded dots and slashes, absolute paths, NUL, overlong names, unicode lookalikes.
 TRAVERSAL = [
-    "../secret.txt", "../../outside/secret.txt", "..%2f..%2foutside%2fsecret.txt",
-    "%2e%2e/%2e%2e/outside/secret.txt", "%2e%2e%2f%2e%2e%2foutside%2fsecret.txt",
-    "%252e%252e%252f%252e%252e%252fsecret.txt", "..%5c..%5coutside%5csecret.txt",
-    "..\\..\\outside\\secret.txt", "/etc/passwd", "//etc/passwd", "%2fetc%2fpasswd",
-    "....//....//etc/passwd", "..;/..;/etc/passwd", "secret.txt%00.jpg", "%00", "a%00/../..",
-    "\u2025/\u2025/etc/passwd", "\uff0e\uff0e\uff0fetc\uff0fpasswd", "%c0%ae%c0%ae/etc/passwd",
-    "%e2%80%a5%2fetc%2fpasswd", "x" * 5000, ("../" * 300) + "etc/passwd", "~/.ssh/id_rsa",
-    "file:///etc/passwd", "C:\\Windows\\win.ini", "1/../../../../etc/passwd",
+    "../secret.txt",
+    "../../outside/secret.txt",
+    "..%2f..%2foutside%2fsecret.txt",
+    "%2e%2e/%2e%2e/outside/secret.txt",
+    "%2e%2e%2f%2e%2e%2foutside%2fsecret.txt",
+    "%252e%252e%252f%252e%252e%252fsecret.txt",
+    "..%5c..%5coutside%5csecret.txt",
+    "..\\..\\outside\\secret.txt",
+    "/etc/passwd",
+    "//etc/passwd",
+    "%2fetc%2fpasswd",
+    "....//....//etc/passwd",
+    "..;/..;/etc/passwd",
+    "secret.txt%00.jpg",
+    "%00",
+    "a%00/../..",
+    "\u2025/\u2025/etc/passwd",
+    "\uff0e\uff0e\uff0fetc\uff0fpasswd",
+    "%c0%ae%c0%ae/etc/passwd",
+    "%e2%80%a5%2fetc%2fpasswd",
+    "x" * 5000,
+    ("../" * 300) + "etc/passwd",
+    "~/.ssh/id_rsa",
+    "file:///etc/passwd",
+    "C:\\Windows\\win.ini",
+    "1/../../../../etc/passwd",
 ]
 PASSWD_MARK = b"root:x:0:0"
 
@@ -75,10 +93,13 @@ def served(tmp_path):
     (watch / "evil_dir").symlink_to(outside, target_is_directory=True)
     (watch / "evil.txt").symlink_to(outside / "secret.txt")
     port = free_port()
-    config = write_config(tmp_path / "serve.toml", data, port,
-                          capture={"watch_dirs": [str(watch)], "settle_seconds": 0.1,
-                                   "scan_interval_seconds": 1.0},
-                          logging={"level": "WARNING"})
+    config = write_config(
+        tmp_path / "serve.toml",
+        data,
+        port,
+        capture={"watch_dirs": [str(watch)], "settle_seconds": 0.1, "scan_interval_seconds": 1.0},
+        logging={"level": "WARNING"},
+    )
     proc = ServeProcess(config, port)
     try:
         proc.wait_ready()
@@ -116,8 +137,15 @@ def test_nothing_outside_the_data_and_capture_folders_is_served(served):
                 # Indexed through a link, but its real path is outside: never served.
                 assert resp.status_code == 404, (image_id, suffix, resp.status_code)
     for payload in TRAVERSAL:
-        for template in ("/files/{}", "/files/{}/thumbnail?size=128", "/static/{}", "/{}",
-                         "/files/1/{}", "/data/images/{}", "/static/../{}"):
+        for template in (
+            "/files/{}",
+            "/files/{}/thumbnail?size=128",
+            "/static/{}",
+            "/{}",
+            "/files/1/{}",
+            "/data/images/{}",
+            "/static/../{}",
+        ):
             path = template.format(payload)
             path = path if path.startswith("/") else "/" + path
             for hdrs in (headers, {}):
@@ -128,8 +156,15 @@ def test_nothing_outside_the_data_and_capture_folders_is_served(served):
     leaked = [b for b in bodies if SECRET_BYTES in b or PASSWD_MARK in b]
     assert not errors and not leaked, (errors, len(leaked))
     assert tree(outside) == before_outside  # nothing written outside either
-    record("hostile_paths_routes", runs=1, faults=len(statuses), requests=len(statuses),
-           errors=len(errors) + len(leaked), lost=0, linked_rows_indexed=len(evil))
+    record(
+        "hostile_paths_routes",
+        runs=1,
+        faults=len(statuses),
+        requests=len(statuses),
+        errors=len(errors) + len(leaked),
+        lost=0,
+        linked_rows_indexed=len(evil),
+    )
 
 
 def test_hostile_upload_filenames_stay_inside_images(served):
@@ -141,12 +176,15 @@ def test_hostile_upload_filenames_stay_inside_images(served):
         name = payload.replace('"', "")
         for where in ("part", "metadata"):
             image = jpeg_bytes(24, 24, seed=1000 + 2 * i + (where == "metadata"))
-            parts = [part("image", image, name if where == "part" else "frame.jpg",
-                          "image/jpeg")]
+            parts = [part("image", image, name if where == "part" else "frame.jpg", "image/jpeg")]
             if where == "metadata":
                 parts.append(part("metadata", json.dumps({"filename": payload}).encode()))
-            resp = requests.post(f"{proc.url}/device/images/upload", data=body(*parts),
-                                 headers={**headers, "Content-Type": CONTENT_TYPE}, timeout=10)
+            resp = requests.post(
+                f"{proc.url}/device/images/upload",
+                data=body(*parts),
+                headers={**headers, "Content-Type": CONTENT_TYPE},
+                timeout=10,
+            )
             statuses.append(resp.status_code)
             assert resp.status_code in (200, 201, 400, 413, 414, 415, 431), (payload, resp.text)
             if resp.status_code in (200, 201):
@@ -160,5 +198,12 @@ def test_hostile_upload_filenames_stay_inside_images(served):
     after_root = tree(tmp_path) - {p for p in tree(tmp_path) if p.startswith("data")}
     assert after_root == before_root, after_root ^ before_root
     assert not [s for s in statuses if s >= 500]
-    record("hostile_paths_upload_names", runs=1, faults=len(statuses), requests=len(statuses),
-           errors=sum(s >= 500 for s in statuses), lost=0, accepted=len(stored_keys))
+    record(
+        "hostile_paths_upload_names",
+        runs=1,
+        faults=len(statuses),
+        requests=len(statuses),
+        errors=sum(s >= 500 for s in statuses),
+        lost=0,
+        accepted=len(stored_keys),
+    )

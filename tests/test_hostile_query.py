@@ -30,16 +30,74 @@ CHOICES = {
     "order": ("asc", "desc"),
     "sync_state": ("pending", "synced", "quarantined", "local_only"),
 }
-PARAMS = ("project_id", "batch_id", "device_id", "stage", "annotation_status", "split",
-          "class_values", "search", "filename", "sync_state", "include_annotations",
-          "include_image_url", "limit", "offset", "sort", "order")
+PARAMS = (
+    "project_id",
+    "batch_id",
+    "device_id",
+    "stage",
+    "annotation_status",
+    "split",
+    "class_values",
+    "search",
+    "filename",
+    "sync_state",
+    "include_annotations",
+    "include_image_url",
+    "limit",
+    "offset",
+    "sort",
+    "order",
+)
 
 HOSTILE = (
-    "' OR 1=1 --", "\"; DROP TABLE image; --", "1; SELECT * FROM image", "%", "_", "%%", "\\",
-    "\\%", "a%", "%_%", "*", "?", "[a-z]", "NULL", "null", "None", "0x10", "1e3", "-0", "+1",
-    " 1 ", "１", "١", "é", "Ⅷ", "\u202e", "\ufeff", "😀", "a\x00b", "\x00", "..", "../etc",
-    "' UNION SELECT sqlite_version() --", "\t", " ", "", ",", ",,,", "x" * 2000,
-    "9" * 80, str(2**63), str(2**63 - 1), "-1", "0", "1", "2", "100", "101",
+    "' OR 1=1 --",
+    '"; DROP TABLE image; --',
+    "1; SELECT * FROM image",
+    "%",
+    "_",
+    "%%",
+    "\\",
+    "\\%",
+    "a%",
+    "%_%",
+    "*",
+    "?",
+    "[a-z]",
+    "NULL",
+    "null",
+    "None",
+    "0x10",
+    "1e3",
+    "-0",
+    "+1",
+    " 1 ",
+    "１",
+    "١",
+    "é",
+    "Ⅷ",
+    "\u202e",
+    "\ufeff",
+    "😀",
+    "a\x00b",
+    "\x00",
+    "..",
+    "../etc",
+    "' UNION SELECT sqlite_version() --",
+    "\t",
+    " ",
+    "",
+    ",",
+    ",,,",
+    "x" * 2000,
+    "9" * 80,
+    str(2**63),
+    str(2**63 - 1),
+    "-1",
+    "0",
+    "1",
+    "2",
+    "100",
+    "101",
 )
 
 # The counts the normal run uses; the slow variant runs many more examples.
@@ -64,9 +122,10 @@ def value_strategy(name: str, cat) -> st.SearchStrategy[str]:
         "project_id": st.sampled_from(ids + ["null"]),
         "batch_id": st.sampled_from(ids),
         "device_id": st.sampled_from(DEVICES + ("cam04",)),
-        "class_values": st.lists(st.sampled_from(["cat", "dog", "Cat", " cat ", "bird", "",
-                                                  "person", "x%", "_"]), max_size=6)
-        .map(",".join),
+        "class_values": st.lists(
+            st.sampled_from(["cat", "dog", "Cat", " cat ", "bird", "", "person", "x%", "_"]),
+            max_size=6,
+        ).map(",".join),
         "search": st.sampled_from(["a", "a_b", "a%b", "jpg", "JPG", "\\", "dup", "éclair"]),
         "filename": st.sampled_from(["dup.jpg", "a%b.jpg", "a_b.jpg", "ÉCLAIR.jpg"]),
         "include_annotations": st.sampled_from(["true", "FALSE", "1", "0", "yes"]),
@@ -74,8 +133,12 @@ def value_strategy(name: str, cat) -> st.SearchStrategy[str]:
         "limit": st.integers(-2, 150).map(str),
         "offset": st.integers(-1, 40).map(str),
     }.get(name, st.sampled_from(CHOICES.get(name, ("x",))))
-    return st.one_of(plausible, st.sampled_from(HOSTILE),
-                     st.text(max_size=12), st.text(min_size=1000, max_size=1100))
+    return st.one_of(
+        plausible,
+        st.sampled_from(HOSTILE),
+        st.text(max_size=12),
+        st.text(min_size=1000, max_size=1100),
+    )
 
 
 @st.composite
@@ -88,6 +151,7 @@ def queries(draw, cat) -> list[tuple[str, str]]:
 
 
 # -- the independent model of what is valid -------------------------------------------------
+
 
 def as_int(text: str, minimum: int, maximum: int = MAX_ID) -> int | None:
     m = re.fullmatch(r"([+-]?)([0-9]{1,64})", text.strip())
@@ -125,8 +189,12 @@ def judge(cat, pairs: list[tuple[str, str]]) -> tuple[int, set[str], list[int] |
         values = [v for n, v in pairs if n == name]
         if not values:
             continue
-        if len(values) > 1 or len(values[0]) > MAX_CHARS or "\x00" in values[0] \
-                or not valid(name, values[0]):
+        if (
+            len(values) > 1
+            or len(values[0]) > MAX_CHARS
+            or "\x00" in values[0]
+            or not valid(name, values[0])
+        ):
             bad.add(name)
         given[name] = values[0]
     if bad:
@@ -135,12 +203,26 @@ def judge(cat, pairs: list[tuple[str, str]]) -> tuple[int, set[str], list[int] |
         return 404, {"device_id"}, None
     if "sync_state" in given:
         return 200, set(), None  # the seed plan does not fix sync states: status only
-    query = {k: v for k, v in given.items() if k in ("project_id", "batch_id", "device_id",
-             "stage", "annotation_status", "split", "class_values", "search", "filename")}
+    query = {
+        k: v
+        for k, v in given.items()
+        if k
+        in (
+            "project_id",
+            "batch_id",
+            "device_id",
+            "stage",
+            "annotation_status",
+            "split",
+            "class_values",
+            "search",
+            "filename",
+        )
+    }
     ids = expected(cat.records, query, given.get("sort", "created_at"), given.get("order", "desc"))
     limit = min(as_int(given["limit"], 1, 10**70), 100) if "limit" in given else 50
     offset = as_int(given["offset"], 0) if "offset" in given else 0
-    return 200, set(), ids[offset:offset + limit]
+    return 200, set(), ids[offset : offset + limit]
 
 
 def check(cat, pairs: list[tuple[str, str]]) -> None:
@@ -164,9 +246,16 @@ def check(cat, pairs: list[tuple[str, str]]) -> None:
 def run_fuzz(cat, examples: int) -> None:
     TALLY.update(requests=0, errors=0, rejected=0)
 
-    @settings(max_examples=examples, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                     HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+        ],
+    )
     @given(pairs=queries(cat))
     def fuzz(pairs):
         check(cat, pairs)
@@ -182,18 +271,36 @@ def test_known_hostile_values_on_every_parameter(cat):
             check(cat, [(name, value)])
         check(cat, [(name, "1"), (name, "1")])
     assert TALLY["rejected"] > 0 and TALLY["requests"] == len(PARAMS) * (len(HOSTILE) + 1)
-    record("hostile_query_corpus", runs=1, faults=TALLY["requests"],
-           requests=TALLY["requests"], errors=TALLY["errors"], lost=0)
+    record(
+        "hostile_query_corpus",
+        runs=1,
+        faults=TALLY["requests"],
+        requests=TALLY["requests"],
+        errors=TALLY["errors"],
+        lost=0,
+    )
 
 
 def test_fuzzed_queries_match_the_oracle(cat):
     run_fuzz(cat, FAST_EXAMPLES)
-    record("hostile_query_fuzz", runs=FAST_EXAMPLES, faults=TALLY["requests"],
-           requests=TALLY["requests"], errors=TALLY["errors"], lost=0)
+    record(
+        "hostile_query_fuzz",
+        runs=FAST_EXAMPLES,
+        faults=TALLY["requests"],
+        requests=TALLY["requests"],
+        errors=TALLY["errors"],
+        lost=0,
+    )
 
 
 @pytest.mark.slow
 def test_fuzzed_queries_match_the_oracle_long(cat):
     run_fuzz(cat, SLOW_EXAMPLES)
-    record("hostile_query_fuzz_long", runs=SLOW_EXAMPLES, faults=TALLY["requests"],
-           requests=TALLY["requests"], errors=TALLY["errors"], lost=0)
+    record(
+        "hostile_query_fuzz_long",
+        runs=SLOW_EXAMPLES,
+        faults=TALLY["requests"],
+        requests=TALLY["requests"],
+        errors=TALLY["errors"],
+        lost=0,
+    )

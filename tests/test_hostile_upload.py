@@ -41,8 +41,12 @@ def bomb_png(width: int, height: int) -> bytes:
     need width*height*3 bytes; the compressed rows of zeros cost almost nothing."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     rows = zlib.compress(b"\x00" * (1 + 3 * min(width, 4096)) * 64, 9)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", rows) + \
-        png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", rows)
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def nested(depth: int) -> str:
@@ -51,14 +55,19 @@ def nested(depth: int) -> str:
 
 def db_counts(data_dir: Path) -> tuple[int, int]:
     with sqlite3.connect(data_dir / "catalog.db", timeout=10) as conn:
-        return (conn.execute("SELECT COUNT(*) FROM image").fetchone()[0],
-                conn.execute("SELECT COUNT(*) FROM annotation").fetchone()[0])
+        return (
+            conn.execute("SELECT COUNT(*) FROM image").fetchone()[0],
+            conn.execute("SELECT COUNT(*) FROM annotation").fetchone()[0],
+        )
 
 
 def image_files(data_dir: Path) -> list[Path]:
     images = data_dir / "images"
-    return sorted(p for p in images.rglob("*") if p.is_file() and ".thumbnails" not in p.parts
-                  and not p.name.startswith(".ingest"))
+    return sorted(
+        p
+        for p in images.rglob("*")
+        if p.is_file() and ".thumbnails" not in p.parts and not p.name.startswith(".ingest")
+    )
 
 
 class Peak:
@@ -87,8 +96,13 @@ class Peak:
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hostile-upload")
     port = free_port()
-    config = write_config(tmp / "serve.toml", tmp / "data", port, logging={"level": "WARNING"},
-                          retention={"min_free_bytes": 0, "max_disk_percent": 100.0})
+    config = write_config(
+        tmp / "serve.toml",
+        tmp / "data",
+        port,
+        logging={"level": "WARNING"},
+        retention={"min_free_bytes": 0, "max_disk_percent": 100.0},
+    )
     proc = ServeProcess(config, port)
     try:
         proc.wait_ready()
@@ -100,8 +114,12 @@ def server(tmp_path_factory):
 
 def post(server, data: bytes, content_type: str = CONTENT_TYPE) -> requests.Response:
     proc, headers, _ = server
-    return requests.post(f"{proc.url}/device/images/upload", data=data, timeout=30,
-                         headers={**headers, "Content-Type": content_type})
+    return requests.post(
+        f"{proc.url}/device/images/upload",
+        data=data,
+        timeout=30,
+        headers={**headers, "Content-Type": content_type},
+    )
 
 
 def test_malformed_bodies_are_4xx_and_leave_nothing(server):
@@ -116,18 +134,25 @@ def test_malformed_bodies_are_4xx_and_leave_nothing(server):
         "boundary in header only": (GOOD, CONTENT_TYPE),
         "empty boundary": (full, "multipart/form-data; boundary="),
         "overlong boundary": (full, "multipart/form-data; boundary=" + "b" * 5000),
-        "PNG signature then garbage": (upload_body(b"\x89PNG\r\n\x1a\n" + b"\xde\xad" * 500),
-                                       CONTENT_TYPE),
-        "thousands of annotations": (upload_body(GOOD, {"annotations": [annotation] * 5000}),
-                                     CONTENT_TYPE),
+        "PNG signature then garbage": (
+            upload_body(b"\x89PNG\r\n\x1a\n" + b"\xde\xad" * 500),
+            CONTENT_TYPE,
+        ),
+        "thousands of annotations": (
+            upload_body(GOOD, {"annotations": [annotation] * 5000}),
+            CONTENT_TYPE,
+        ),
         "deeply nested metadata": (upload_body(GOOD, nested(100_000)), CONTENT_TYPE),
         "nested just past the cap": (upload_body(GOOD, nested(50)), CONTENT_TYPE),
-        "huge metadata": (upload_body(GOOD, json.dumps({"source": "s" * (5 * MiB)})),
-                          CONTENT_TYPE),
-        "huge metadata of many keys": (upload_body(GOOD, json.dumps(
-            {f"k{i}": i for i in range(400_000)})), CONTENT_TYPE),
-        "many parts": (body(*[part(f"f{i}", b"x") for i in range(5000)],
-                            part("image", GOOD, "a.jpg")), CONTENT_TYPE),
+        "huge metadata": (upload_body(GOOD, json.dumps({"source": "s" * (5 * MiB)})), CONTENT_TYPE),
+        "huge metadata of many keys": (
+            upload_body(GOOD, json.dumps({f"k{i}": i for i in range(400_000)})),
+            CONTENT_TYPE,
+        ),
+        "many parts": (
+            body(*[part(f"f{i}", b"x") for i in range(5000)], part("image", GOOD, "a.jpg")),
+            CONTENT_TYPE,
+        ),
         "bad utf-8 metadata": (upload_body(GOOD, b"\xff\xfe{}"), CONTENT_TYPE),
     }
     before = db_counts(data_dir), image_files(data_dir)
@@ -148,8 +173,16 @@ def test_malformed_bodies_are_4xx_and_leave_nothing(server):
     assert not bad, bad
     assert (db_counts(data_dir), image_files(data_dir)) == before  # nothing partial stored
     assert grown < 48, f"server RSS grew {grown:.1f} MiB on malformed bodies"
-    record("hostile_upload_bodies", runs=1, faults=len(cases), requests=len(cases),
-           errors=len(bad), lost=0, rss_growth_mib=round(grown, 1), statuses=outcomes)
+    record(
+        "hostile_upload_bodies",
+        runs=1,
+        faults=len(cases),
+        requests=len(cases),
+        errors=len(bad),
+        lost=0,
+        rss_growth_mib=round(grown, 1),
+        statuses=outcomes,
+    )
 
 
 def test_png_header_chunk_then_garbage_is_refused(server):
@@ -167,12 +200,18 @@ def stream_chunked(port: int, headers: dict[str, str], total: int) -> tuple[int,
     """Send ``total`` bytes as a chunked multipart upload; (status, bytes the server took
     before answering). Stops sending as soon as the server answers or closes."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    head = ["POST /device/images/upload HTTP/1.1", f"Host: 127.0.0.1:{port}",
-            f"Content-Type: {CONTENT_TYPE}", "Transfer-Encoding: chunked", "Connection: close"]
+    head = [
+        "POST /device/images/upload HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        f"Content-Type: {CONTENT_TYPE}",
+        "Transfer-Encoding: chunked",
+        "Connection: close",
+    ]
     head += [f"{k}: {v}" for k, v in headers.items()]
     sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
-    first = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; "
-             f"filename=\"big.jpg\"\r\n\r\n").encode() + GOOD[:-2]
+    first = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="big.jpg"\r\n\r\n'
+    ).encode() + GOOD[:-2]
     sent = 0
     chunk = b"\x00" * (256 * 1024)
     try:
@@ -205,12 +244,23 @@ def test_sixty_mib_stream_is_413_without_holding_it(server):
     assert status == 413, (status, sent)
     assert grown < 30, f"server RSS grew {grown:.1f} MiB for a 60 MiB body"
     assert (db_counts(data_dir), image_files(data_dir)) == before
-    assert not list((data_dir / "images" / ".incoming").glob("*")) \
-        if (data_dir / "images" / ".incoming").exists() else True
+    assert (
+        not list((data_dir / "images" / ".incoming").glob("*"))
+        if (data_dir / "images" / ".incoming").exists()
+        else True
+    )
     # The server is still fine afterwards.
     assert post(server, upload_body(jpeg_bytes(30, 30, seed=77))).status_code == 201
-    record("hostile_upload_60mib", runs=1, faults=1, requests=2, errors=0, lost=0,
-           rss_growth_mib=round(grown, 1), bytes_sent_before_answer=sent)
+    record(
+        "hostile_upload_60mib",
+        runs=1,
+        faults=1,
+        requests=2,
+        errors=0,
+        lost=0,
+        rss_growth_mib=round(grown, 1),
+        bytes_sent_before_answer=sent,
+    )
 
 
 def test_decompression_bomb_upload_and_thumbnail(server):
@@ -229,18 +279,32 @@ def test_decompression_bomb_upload_and_thumbnail(server):
         # write path into the same catalog file), so the thumbnailer meets it too.
         create_app(make_settings(data_dir.parent))
         try:
-            image_id = seed_image(make_settings(data_dir.parent), filename="bomb.png", data=bomb,
-                                  width=100_000, height=100_000).id
+            image_id = seed_image(
+                make_settings(data_dir.parent),
+                filename="bomb.png",
+                data=bomb,
+                width=100_000,
+                height=100_000,
+            ).id
         finally:
             database.close()
     else:
         image_id = resp.json()["data"]["image_id"]
-    thumb = requests.get(f"{proc.url}/files/{image_id}/thumbnail?size=256", headers=headers,
-                         timeout=30)
+    thumb = requests.get(
+        f"{proc.url}/files/{image_id}/thumbnail?size=256", headers=headers, timeout=30
+    )
     statuses.append(thumb.status_code)
     assert thumb.status_code == 422, thumb.text
     assert thumb.json()["error"]["details"]
     grown = (peak.stop() - base) / 1024
     assert grown < 48, f"server RSS grew {grown:.1f} MiB on a decompression bomb"
-    record("hostile_decompression_bomb", runs=1, faults=2, requests=len(statuses), errors=0,
-           lost=0, rss_growth_mib=round(grown, 1), statuses=statuses)
+    record(
+        "hostile_decompression_bomb",
+        runs=1,
+        faults=2,
+        requests=len(statuses),
+        errors=0,
+        lost=0,
+        rss_growth_mib=round(grown, 1),
+        statuses=statuses,
+    )

@@ -19,7 +19,7 @@ def stream_check(data: bytes) -> str | None:
 def scan_start(data: bytes) -> int:
     """Where the entropy-coded data begins: after the SOS segment (found independently)."""
     sos = data.index(b"\xff\xda")
-    return sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")
+    return sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
 
 
 @pytest.mark.parametrize("piece", [3, 7, 64, imagecheck.PIECE])

@@ -39,7 +39,7 @@ def _base(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     parts = module.split(".")
     if not is_package:
         parts = parts[:-1]  # a module's relative imports start at its package
-    parts = parts[:len(parts) - (node.level - 1)]
+    parts = parts[: len(parts) - (node.level - 1)]
     return ".".join(parts + ([node.module] if node.module else []))
 
 

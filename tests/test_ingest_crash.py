@@ -33,15 +33,28 @@ KEYS = (PLAIN_DEVICE_KEY, DEVICE_KEY)  # a key is one device: cam0's and cam1's
 
 def metadata_for(seed: int) -> dict:
     count = seed % 4
-    return {"device_id": f"cam{seed % 2}", "annotations": [
-        {"class_value": f"c{k}", "type": "bbox", "geometry": [0.5, 0.5, 0.1 + k / 10, 0.1],
-         "confidence": 0.5} for k in range(count)]}
+    return {
+        "device_id": f"cam{seed % 2}",
+        "annotations": [
+            {
+                "class_value": f"c{k}",
+                "type": "bbox",
+                "geometry": [0.5, 0.5, 0.1 + k / 10, 0.1],
+                "confidence": 0.5,
+            }
+            for k in range(count)
+        ],
+    }
 
 
 def start(tmp_path: Path, data_dir: Path, round_no: int) -> ServeProcess:
     port = free_port()
-    config = write_config(tmp_path / f"config{round_no}.toml", data_dir, port,
-                          auth={"device_keys": [f"cam{n}={k}" for n, k in enumerate(KEYS)]})
+    config = write_config(
+        tmp_path / f"config{round_no}.toml",
+        data_dir,
+        port,
+        auth={"device_keys": [f"cam{n}={k}" for n, k in enumerate(KEYS)]},
+    )
     proc = ServeProcess(config, port)
     proc.wait_ready()
     return proc
@@ -52,11 +65,15 @@ def upload_until_dead(url: str, seeds: list[int], acked: dict[int, dict], lock) 
     for seed in seeds:
         data = unique_jpeg(seed, 150_000)
         try:
-            resp = session.post(url + "/device/images/upload",
-                                headers={"X-Device-Key": KEYS[seed % 2]},
-                                files={"image": (f"s{seed}.jpg", data, "image/jpeg"),
-                                       "metadata": (None, json.dumps(metadata_for(seed)))},
-                                timeout=20)
+            resp = session.post(
+                url + "/device/images/upload",
+                headers={"X-Device-Key": KEYS[seed % 2]},
+                files={
+                    "image": (f"s{seed}.jpg", data, "image/jpeg"),
+                    "metadata": (None, json.dumps(metadata_for(seed))),
+                },
+                timeout=20,
+            )
         except requests.RequestException:
             return  # the server is gone: this upload was never acknowledged
         if resp.status_code == 201:
@@ -106,11 +123,14 @@ def test_sigkill_during_uploads_loses_nothing_and_leaves_no_orphan(tmp_path):
     for round_no in range(ROUNDS):
         proc = start(tmp_path, data_dir, round_no)
         try:
-            seeds = [list(range(next_seed + t, next_seed + 400, UPLOADERS))
-                     for t in range(UPLOADERS)]
+            seeds = [
+                list(range(next_seed + t, next_seed + 400, UPLOADERS)) for t in range(UPLOADERS)
+            ]
             next_seed += 400
-            threads = [threading.Thread(target=upload_until_dead,
-                                        args=(proc.url, s, acked, lock)) for s in seeds]
+            threads = [
+                threading.Thread(target=upload_until_dead, args=(proc.url, s, acked, lock))
+                for s in seeds
+            ]
             for thread in threads:
                 thread.start()
             time.sleep(rng.uniform(0.4, 1.2))
@@ -128,10 +148,12 @@ def test_sigkill_during_uploads_loses_nothing_and_leaves_no_orphan(tmp_path):
             # The restarted service takes uploads again, and sees retried bytes as duplicates.
             if acked:
                 seed = next(iter(acked))
-                resp = requests.post(restarted.url + "/device/images/upload",
-                                     headers={"X-Device-Key": KEYS[seed % 2]},
-                                     files={"image": ("again.jpg", unique_jpeg(seed, 150_000))},
-                                     timeout=20)
+                resp = requests.post(
+                    restarted.url + "/device/images/upload",
+                    headers={"X-Device-Key": KEYS[seed % 2]},
+                    files={"image": ("again.jpg", unique_jpeg(seed, 150_000))},
+                    timeout=20,
+                )
                 assert resp.status_code == 200
                 assert resp.json()["data"]["image_id"] == acked[seed]["image_id"]
         finally:
@@ -139,8 +161,10 @@ def test_sigkill_during_uploads_loses_nothing_and_leaves_no_orphan(tmp_path):
             restarted.proc.wait(timeout=10)
             restarted.close()
     assert len(acked) > 0
-    print(f"acknowledged {len(acked)} uploads over {ROUNDS} kills; "
-          f"{left_behind} orphan file(s) were left by the kills and reconciled")
+    print(
+        f"acknowledged {len(acked)} uploads over {ROUNDS} kills; "
+        f"{left_behind} orphan file(s) were left by the kills and reconciled"
+    )
 
 
 def test_reconcile_removes_what_an_interrupted_ingest_leaves(tmp_path):
@@ -200,10 +224,14 @@ def test_declared_length_over_the_limit_is_refused_by_the_real_server(tmp_path):
     proc = start(tmp_path, tmp_path / "data", 0)
     try:
         with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
-            sock.sendall((f"POST /device/images/upload HTTP/1.1\r\nHost: localhost\r\n"
-                          f"X-Device-Key: {PLAIN_DEVICE_KEY}\r\n"
-                          f"Content-Type: multipart/form-data; boundary=b\r\n"
-                          f"Content-Length: {60 * 1024 * 1024}\r\n\r\n").encode())
+            sock.sendall(
+                (
+                    f"POST /device/images/upload HTTP/1.1\r\nHost: localhost\r\n"
+                    f"X-Device-Key: {PLAIN_DEVICE_KEY}\r\n"
+                    f"Content-Type: multipart/form-data; boundary=b\r\n"
+                    f"Content-Length: {60 * 1024 * 1024}\r\n\r\n"
+                ).encode()
+            )
             head = sock.recv(4096).split(b"\r\n", 1)[0]
         assert head.startswith(b"HTTP/1.1 413")
     finally:

@@ -13,9 +13,23 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "edgecatalog"
-DOMAIN_MODULES = ("models", "queries", "catalog", "config", "db", "params", "serialize",
-                  "timeutil", "auth", "errors", "envelope", "safeopen", "hosts", "device_keys",
-                  "revocation")
+DOMAIN_MODULES = (
+    "models",
+    "queries",
+    "catalog",
+    "config",
+    "db",
+    "params",
+    "serialize",
+    "timeutil",
+    "auth",
+    "errors",
+    "envelope",
+    "safeopen",
+    "hosts",
+    "device_keys",
+    "revocation",
+)
 DOMAIN_PACKAGES = ("ingest", "sync")
 # Modules of ours that are the web edge: importing them is importing Flask.
 WEB_MODULES = ("web", "views", "access")
@@ -79,11 +93,20 @@ def test_importing_the_domain_loads_no_flask(tmp_path):
             rel = path.relative_to(PACKAGE.parent).with_suffix("")
             parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
             modules.append(".".join(parts))
-    code = ("import importlib, sys\n"
-            f"for m in {modules!r}: importlib.import_module(m)\n"
-            "print(sorted(m for m in sys.modules if m == 'flask' or m.startswith('flask.')))\n")
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print(sorted(m for m in sys.modules if m == 'flask' or m.startswith('flask.')))\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECATALOG_")}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

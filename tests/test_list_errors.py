@@ -31,23 +31,53 @@ def assert_error(resp, status: int, code: str, details: str | None = None) -> di
 
 
 BAD = [
-    ("project_id", "abc"), ("project_id", "1.5"), ("project_id", ""), ("project_id", "NULL"),
-    ("project_id", "0"), ("project_id", "-3"), ("project_id", "1e3"), ("project_id", "١"),
+    ("project_id", "abc"),
+    ("project_id", "1.5"),
+    ("project_id", ""),
+    ("project_id", "NULL"),
+    ("project_id", "0"),
+    ("project_id", "-3"),
+    ("project_id", "1e3"),
+    ("project_id", "١"),
     ("project_id", "99999999999999999999999"),
-    ("batch_id", "abc"), ("batch_id", ""), ("batch_id", "null"), ("batch_id", "0x10"),
+    ("batch_id", "abc"),
+    ("batch_id", ""),
+    ("batch_id", "null"),
+    ("batch_id", "0x10"),
     ("batch_id", "-1"),
-    ("stage", "done"), ("stage", "Complete"), ("stage", ""),
-    ("annotation_status", "PENDING"), ("annotation_status", "reviewed"),
+    ("stage", "done"),
+    ("stage", "Complete"),
+    ("stage", ""),
+    ("annotation_status", "PENDING"),
+    ("annotation_status", "reviewed"),
     ("annotation_status", ""),
-    ("split", "training"), ("split", "ALL"), ("split", ""),
-    ("include_annotations", "yes"), ("include_annotations", "2"),
-    ("include_annotations", ""), ("include_annotations", "truee"),
-    ("include_image_url", "no"), ("include_image_url", "-1"),
-    ("limit", "0"), ("limit", "-1"), ("limit", "abc"), ("limit", ""), ("limit", "1.5"),
-    ("limit", "10 0"), ("limit", "9" * 65), ("offset", "9" * 30),
-    ("offset", "-1"), ("offset", "abc"), ("offset", ""), ("offset", "0.5"),
-    ("sort", "id"), ("sort", "CREATED_AT"), ("sort", ""),
-    ("order", "ascending"), ("order", "ASC"), ("order", ""),
+    ("split", "training"),
+    ("split", "ALL"),
+    ("split", ""),
+    ("include_annotations", "yes"),
+    ("include_annotations", "2"),
+    ("include_annotations", ""),
+    ("include_annotations", "truee"),
+    ("include_image_url", "no"),
+    ("include_image_url", "-1"),
+    ("limit", "0"),
+    ("limit", "-1"),
+    ("limit", "abc"),
+    ("limit", ""),
+    ("limit", "1.5"),
+    ("limit", "10 0"),
+    ("limit", "9" * 65),
+    ("offset", "9" * 30),
+    ("offset", "-1"),
+    ("offset", "abc"),
+    ("offset", ""),
+    ("offset", "0.5"),
+    ("sort", "id"),
+    ("sort", "CREATED_AT"),
+    ("sort", ""),
+    ("order", "ascending"),
+    ("order", "ASC"),
+    ("order", ""),
     ("search", "a\x00b"),
 ]
 
@@ -61,15 +91,17 @@ def test_bad_parameter_is_400_naming_it(client, auth_headers, param, value):
 
 @pytest.mark.parametrize("value", ("true", "TRUE", "True", "1", "false", "FALSE", "0"))
 def test_boolean_spellings(client, auth_headers, value):
-    resp = client.get("/data/images", query_string={"include_annotations": value},
-                      headers=auth_headers())
+    resp = client.get(
+        "/data/images", query_string={"include_annotations": value}, headers=auth_headers()
+    )
     assert resp.status_code == 200
 
 
 @pytest.mark.parametrize("param", ("limit", "split", "search", "project_id", "sort"))
 def test_repeated_parameter_is_400(client, auth_headers, param):
-    value = {"limit": "5", "split": "train", "search": "a", "project_id": "1",
-             "sort": "filename"}[param]
+    value = {"limit": "5", "split": "train", "search": "a", "project_id": "1", "sort": "filename"}[
+        param
+    ]
     resp = client.get(f"/data/images?{param}={value}&{param}={value}", headers=auth_headers())
     assert_error(resp, 400, "VALIDATION_ERROR", details=param)
 
@@ -83,8 +115,7 @@ def test_overlong_value_is_400(client, auth_headers, settings, param):
 
 def test_too_many_class_values_is_400(client, auth_headers, settings):
     many = ",".join(f"c{i}" for i in range(settings["limits.max_class_values"] + 1))
-    resp = client.get("/data/images", query_string={"class_values": many},
-                      headers=auth_headers())
+    resp = client.get("/data/images", query_string={"class_values": many}, headers=auth_headers())
     assert_error(resp, 400, "VALIDATION_ERROR", details="class_values")
 
 
@@ -125,14 +156,19 @@ def test_validation_needs_auth_first(client):
 
 def test_get_one_errors(client, auth_headers, settings):
     image = seed_image(settings)
-    assert_error(client.get("/data/images/999999", headers=auth_headers()), 404, "NOT_FOUND",
-                 details="id")
-    assert_error(client.get("/data/images/99999999999999999999999", headers=auth_headers()),
-                 404, "NOT_FOUND")
+    assert_error(
+        client.get("/data/images/999999", headers=auth_headers()), 404, "NOT_FOUND", details="id"
+    )
+    assert_error(
+        client.get("/data/images/99999999999999999999999", headers=auth_headers()), 404, "NOT_FOUND"
+    )
     assert_error(client.get("/data/images/abc", headers=auth_headers()), 404, "NOT_FOUND")
-    assert_error(client.get(f"/data/images/{image.id}?include_image_url=maybe",
-                            headers=auth_headers()), 400, "VALIDATION_ERROR",
-                 details="include_image_url")
+    assert_error(
+        client.get(f"/data/images/{image.id}?include_image_url=maybe", headers=auth_headers()),
+        400,
+        "VALIDATION_ERROR",
+        details="include_image_url",
+    )
     ok = client.get(f"/data/images/{image.id}", headers=auth_headers()).get_json()
     assert ok["success"] is True and ok["data"]["id"] == image.id
     assert ok["data"]["annotations"] == [] and "image_url" not in ok["data"]

@@ -12,46 +12,95 @@ from seeded_catalog import DEVICES, FILENAMES, build_catalog, expected
 # Placeholders {Alpha}, {Beta}, {Gamma} (project ids) and {b0}..{b7} (batch ids) are filled in
 # from the seeded catalog.
 ALONE = [
-    {"project_id": "{Alpha}"}, {"project_id": "{Beta}"}, {"project_id": "{Gamma}"},
-    {"project_id": "null"}, {"project_id": "999999"},
-    {"batch_id": "{b0}"}, {"batch_id": "{b1}"}, {"batch_id": "{b6}"}, {"batch_id": "999999"},
+    {"project_id": "{Alpha}"},
+    {"project_id": "{Beta}"},
+    {"project_id": "{Gamma}"},
+    {"project_id": "null"},
+    {"project_id": "999999"},
+    {"batch_id": "{b0}"},
+    {"batch_id": "{b1}"},
+    {"batch_id": "{b6}"},
+    {"batch_id": "999999"},
     *({"device_id": d} for d in DEVICES),
     # stage alone is not applied (as upstream): every image comes back.
-    {"stage": "complete"}, {"stage": "annotating"},
+    {"stage": "complete"},
+    {"stage": "annotating"},
     *({"annotation_status": s} for s in ("pending", "in_progress", "completed")),
     *({"split": s} for s in ("train", "val", "test", "none", "all")),
-    {"class_values": "cat"}, {"class_values": "dog"}, {"class_values": "Cat"},
-    {"class_values": "cat,dog"}, {"class_values": " cat , ,bird "}, {"class_values": "nosuch"},
-    {"class_values": ",,"}, {"class_values": "person,Cat"},
-    {"search": "%"}, {"search": "_"}, {"search": "\\"}, {"search": "a%b"}, {"search": "a_b"},
-    {"search": "a\\b"}, {"search": "%%"}, {"search": "__"}, {"search": "mixed_case"},
-    {"search": "MIXED"}, {"search": "JPG"}, {"search": ""}, {"search": "x"},
-    {"search": "frame 0"}, {"search": "nothing-like-this"},
-    {"filename": "a_b.jpg"}, {"filename": "a%b.jpg"}, {"filename": "a\\b.jpg"},
-    {"filename": "dup.jpg"}, {"filename": "Dup.jpg"}, {"filename": "DUP.JPG"},
-    {"filename": "ÉCLAIR.jpg"}, {"filename": "dup"},
+    {"class_values": "cat"},
+    {"class_values": "dog"},
+    {"class_values": "Cat"},
+    {"class_values": "cat,dog"},
+    {"class_values": " cat , ,bird "},
+    {"class_values": "nosuch"},
+    {"class_values": ",,"},
+    {"class_values": "person,Cat"},
+    {"search": "%"},
+    {"search": "_"},
+    {"search": "\\"},
+    {"search": "a%b"},
+    {"search": "a_b"},
+    {"search": "a\\b"},
+    {"search": "%%"},
+    {"search": "__"},
+    {"search": "mixed_case"},
+    {"search": "MIXED"},
+    {"search": "JPG"},
+    {"search": ""},
+    {"search": "x"},
+    {"search": "frame 0"},
+    {"search": "nothing-like-this"},
+    {"filename": "a_b.jpg"},
+    {"filename": "a%b.jpg"},
+    {"filename": "a\\b.jpg"},
+    {"filename": "dup.jpg"},
+    {"filename": "Dup.jpg"},
+    {"filename": "DUP.JPG"},
+    {"filename": "ÉCLAIR.jpg"},
+    {"filename": "dup"},
 ]
 COMBINED = [
-    *({"project_id": "{Alpha}", "stage": s} for s in ("collecting", "complete", "unassigned",
-                                                       "annotating")),
+    *(
+        {"project_id": "{Alpha}", "stage": s}
+        for s in ("collecting", "complete", "unassigned", "annotating")
+    ),
     *({"project_id": "{Beta}", "stage": s} for s in ("annotating", "unassigned", "complete")),
-    {"project_id": "null", "stage": "complete"}, {"project_id": "null", "stage": "collecting"},
+    {"project_id": "null", "stage": "complete"},
+    {"project_id": "null", "stage": "collecting"},
     {"device_id": "cam02", "annotation_status": "completed"},
     {"split": "train", "class_values": "cat"},
     {"split": "all", "class_values": "dog,bird"},
     {"search": "a", "device_id": "cam01", "split": "val"},
-    {"project_id": "{Alpha}", "stage": "complete", "class_values": "cat,dog",
-     "annotation_status": "pending"},
+    {
+        "project_id": "{Alpha}",
+        "stage": "complete",
+        "class_values": "cat,dog",
+        "annotation_status": "pending",
+    },
     {"batch_id": "{b2}", "search": "JPG"},
     {"filename": "dup.jpg", "device_id": "cam01"},
     {"filename": "dup.jpg", "split": "val"},
     {"project_id": "{Beta}", "batch_id": "{b3}"},
     {"project_id": "{Beta}", "batch_id": "{b1}"},
-    {"project_id": "{Alpha}", "stage": "annotating", "batch_id": "{b5}", "device_id": "cam03",
-     "annotation_status": "in_progress", "split": "all", "class_values": "cat,Cat,person",
-     "search": "", "filename": ""},
-    {"project_id": "{Alpha}", "device_id": "cam02", "annotation_status": "pending",
-     "split": "none", "class_values": "cat", "search": "_"},
+    {
+        "project_id": "{Alpha}",
+        "stage": "annotating",
+        "batch_id": "{b5}",
+        "device_id": "cam03",
+        "annotation_status": "in_progress",
+        "split": "all",
+        "class_values": "cat,Cat,person",
+        "search": "",
+        "filename": "",
+    },
+    {
+        "project_id": "{Alpha}",
+        "device_id": "cam02",
+        "annotation_status": "pending",
+        "split": "none",
+        "class_values": "cat",
+        "search": "_",
+    },
     # Unknown parameters are ignored, as upstream does.
     {"split": "test", "colour": "blue", "page": "7"},
 ]
@@ -73,8 +122,9 @@ def _fill(query: dict[str, str], cat) -> dict[str, str]:
 
 
 def _ids(cat, query: dict[str, str], **extra: str) -> tuple[list[int], dict]:
-    resp = cat.client.get("/data/images", query_string={**query, "limit": "100", **extra},
-                          headers=cat.headers)
+    resp = cat.client.get(
+        "/data/images", query_string={**query, "limit": "100", **extra}, headers=cat.headers
+    )
     assert resp.status_code == 200, resp.get_json()
     body = resp.get_json()
     return [row["id"] for row in body["data"]], body["meta"]
@@ -93,16 +143,28 @@ def test_table_covers_every_filter_and_every_value(cat):
     from edgecatalog.queries import FILTERS
 
     used = {k for q in ALONE + COMBINED for k in q}
-    contract = {"project_id", "batch_id", "device_id", "stage", "annotation_status", "split",
-                "class_values", "search", "filename"}
+    contract = {
+        "project_id",
+        "batch_id",
+        "device_id",
+        "stage",
+        "annotation_status",
+        "split",
+        "class_values",
+        "search",
+        "filename",
+    }
     assert contract <= used
     # Filters added later (e.g. sync_state) must be contract filters or tested elsewhere.
     assert contract <= {f.param for f in FILTERS}
     # The seed is rich enough to make the cases discriminating: no filter value above
     # matches everything or nothing by accident of the seed.
     assert len({r.stage for r in cat.records}) == 4
-    assert {r.project_id for r in cat.records} >= {None, cat.projects["Alpha"],
-                                                  cat.projects["Beta"]}
+    assert {r.project_id for r in cat.records} >= {
+        None,
+        cat.projects["Alpha"],
+        cat.projects["Beta"],
+    }
 
 
 def test_wildcards_are_literal(cat):
@@ -128,12 +190,21 @@ def test_stage_needs_project(cat):
 
 
 def test_rows_have_contract_shape(cat):
-    resp = cat.client.get("/data/images?limit=100&include_annotations=true",
-                          headers=cat.headers)
+    resp = cat.client.get("/data/images?limit=100&include_annotations=true", headers=cat.headers)
     rows = resp.get_json()["data"]
     by_id = {r.id: r for r in cat.records}
-    strings = ("filename", "storage_key", "device_id", "batch_name", "project_name",
-               "annotation_status", "split", "version_name", "created_at", "updated_at")
+    strings = (
+        "filename",
+        "storage_key",
+        "device_id",
+        "batch_name",
+        "project_name",
+        "annotation_status",
+        "split",
+        "version_name",
+        "created_at",
+        "updated_at",
+    )
     for row in rows:
         rec = by_id[row["id"]]
         for key in strings:
@@ -141,8 +212,11 @@ def test_rows_have_contract_shape(cat):
         assert isinstance(row["batch_id"], int) and row["batch_id"] == rec.batch_id
         assert isinstance(row["split_locked"], bool) and row["split_locked"] == rec.split_locked
         assert "image_url" not in row
-        assert row["project_name"] == ("" if rec.project_id is None else
-                                       {v: k for k, v in cat.projects.items()}[rec.project_id])
+        assert row["project_name"] == (
+            ""
+            if rec.project_id is None
+            else {v: k for k, v in cat.projects.items()}[rec.project_id]
+        )
         assert {a["class_value"] for a in row["annotations"]} == rec.classes
         for ann in row["annotations"]:
             assert ann["image_id"] == row["id"]

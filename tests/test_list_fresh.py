@@ -30,12 +30,23 @@ def _snapshot() -> list[dict]:
     rows = database.execute_sql(
         "SELECT i.id, i.filename, i.batch_id, d.device_id, i.annotation_status, i.split, "
         "i.sync_state, i.created_at, b.project_id, b.stage FROM image i "
-        "JOIN device d ON d.id = i.device_id JOIN batch b ON b.id = i.batch_id").fetchall()
+        "JOIN device d ON d.id = i.device_id JOIN batch b ON b.id = i.batch_id"
+    ).fetchall()
     classes: dict[int, set[str]] = {}
     for image_id, cls in database.execute_sql("SELECT image_id, class_value FROM annotation"):
         classes.setdefault(image_id, set()).add(cls)
-    keys = ("id", "filename", "batch_id", "device_id", "annotation_status", "split",
-            "sync_state", "created_at", "project_id", "stage")
+    keys = (
+        "id",
+        "filename",
+        "batch_id",
+        "device_id",
+        "annotation_status",
+        "split",
+        "sync_state",
+        "created_at",
+        "project_id",
+        "stage",
+    )
     return [dict(zip(keys, r), classes=classes.get(r[0], set())) for r in rows]
 
 
@@ -64,25 +75,41 @@ def _matches(rec: dict, q: dict) -> bool:
 def _queries(snap: list[dict]) -> list[dict]:
     batches = sorted({r["batch_id"] for r in snap})
     projects = sorted({r["project_id"] for r in snap if r["project_id"] is not None})
-    qs: list[dict] = [{}, {"project_id": "null"}, {"device_id": "cam01"}, {"device_id": "cam02"},
-                      {"search": "fresh"}, {"search": "_7"}, {"search": "ame"},
-                      {"search": "f"}, {"filename": "fresh_3.jpg"}]
+    qs: list[dict] = [
+        {},
+        {"project_id": "null"},
+        {"device_id": "cam01"},
+        {"device_id": "cam02"},
+        {"search": "fresh"},
+        {"search": "_7"},
+        {"search": "ame"},
+        {"search": "f"},
+        {"filename": "fresh_3.jpg"},
+    ]
     qs += [{"batch_id": str(b)} for b in batches]
     for p in projects:
-        qs += [{"project_id": str(p)}, {"project_id": str(p), "stage": "complete"},
-               {"project_id": str(p), "stage": "unassigned", "split": "val"}]
+        qs += [
+            {"project_id": str(p)},
+            {"project_id": str(p), "stage": "complete"},
+            {"project_id": str(p), "stage": "unassigned", "split": "val"},
+        ]
     qs += [{"annotation_status": s} for s in ("pending", "in_progress", "completed")]
     qs += [{"split": s} for s in ("train", "val", "test", "none")]
     qs += [{"sync_state": s} for s in ("pending", "local_only", "synced")]
     for cls in ("person", "cat", "dog"):
         # limit=2 makes the page take the EXISTS probe, limit=100 the IN list.
         qs += [{"class_values": cls, "limit": "2"}, {"class_values": cls}]
-    qs += [{"class_values": "cat,dog"}, {"class_values": "person", "split": "train"},
-           {"class_values": "cat", "device_id": "cam02", "limit": "2"},
-           {"search": "resh_1", "device_id": "cam01"}, {"class_values": "dog", "split": "none"},
-           {"class_values": "person", "annotation_status": "completed"},
-           {"class_values": "person", "split": "none"}, {"class_values": "cat", "split": "none"},
-           {"class_values": "dog", "device_id": "cam01"}]
+    qs += [
+        {"class_values": "cat,dog"},
+        {"class_values": "person", "split": "train"},
+        {"class_values": "cat", "device_id": "cam02", "limit": "2"},
+        {"search": "resh_1", "device_id": "cam01"},
+        {"class_values": "dog", "split": "none"},
+        {"class_values": "person", "annotation_status": "completed"},
+        {"class_values": "person", "split": "none"},
+        {"class_values": "cat", "split": "none"},
+        {"class_values": "dog", "device_id": "cam01"},
+    ]
     return qs
 
 
@@ -91,8 +118,11 @@ def _check_all(client, headers) -> int:
     checked = 0
     for q in _queries(snap):
         limit = int(q.get("limit", 100))
-        want = sorted((r for r in snap if _matches(r, q)),
-                      key=lambda r: (r["created_at"], r["id"]), reverse=True)
+        want = sorted(
+            (r for r in snap if _matches(r, q)),
+            key=lambda r: (r["created_at"], r["id"]),
+            reverse=True,
+        )
         resp = client.get("/data/images", query_string={**q, "limit": limit}, headers=headers)
         assert resp.status_code == 200, (q, resp.get_json())
         body = resp.get_json()
@@ -107,41 +137,64 @@ def cat(app, settings, client, auth_headers):
     names = ("person", "cat", "dog")
     for i in range(12):
         anns = tuple(NewAnnotation(names[(i + k) % 3], "bbox", BOX) for k in range(i % 3))
-        seed_image(settings, filename=f"fresh_{i}.jpg", device_id=("cam01", "cam02")[i % 2],
-                   annotations=anns, seed=i)
+        seed_image(
+            settings,
+            filename=f"fresh_{i}.jpg",
+            device_id=("cam01", "cam02")[i % 2],
+            annotations=anns,
+            seed=i,
+        )
     return client
 
 
 def _batch_of(device: str) -> int:
-    return database.execute_sql("SELECT b.id FROM batch b JOIN device d ON d.id = b.device_id "
-                                "WHERE d.device_id = ?", (device,)).fetchone()[0]
+    return database.execute_sql(
+        "SELECT b.id FROM batch b JOIN device d ON d.id = b.device_id WHERE d.device_id = ?",
+        (device,),
+    ).fetchone()[0]
 
 
 @pytest.mark.parametrize("fts_probe", (2000, 0), ids=("fts", "like"))
-def test_every_counted_path_is_fresh_after_each_write(cat, settings, auth_headers, fts_probe,
-                                                      monkeypatch):
+def test_every_counted_path_is_fresh_after_each_write(
+    cat, settings, auth_headers, fts_probe, monkeypatch
+):
     # 0: every search is too common for the trigram index, so the LIKE path is checked too.
     monkeypatch.setattr(image_sql, "FTS_PROBE", fts_probe)
     read, write = auth_headers("read"), auth_headers("write")
     assert _check_all(cat, read) >= 30
 
     # insert
-    seed_image(settings, filename="fresh_new_cat.jpg", device_id="cam02", seed=99,
-               annotations=(NewAnnotation("cat", "bbox", BOX),))
+    seed_image(
+        settings,
+        filename="fresh_new_cat.jpg",
+        device_id="cam02",
+        seed=99,
+        annotations=(NewAnnotation("cat", "bbox", BOX),),
+    )
     _check_all(cat, read)
 
     # PATCH of split and status
     some = database.execute_sql("SELECT id FROM image ORDER BY id LIMIT 3").fetchall()
-    for (image_id,), change in zip(some, ({"annotation_status": "completed", "split": "train"},
-                                          {"split": "val"}, {"annotation_status": "in_progress"})):
+    for (image_id,), change in zip(
+        some,
+        (
+            {"annotation_status": "completed", "split": "train"},
+            {"split": "val"},
+            {"annotation_status": "in_progress"},
+        ),
+    ):
         assert cat.patch(f"/data/images/{image_id}", json=change, headers=write).status_code == 200
         _check_all(cat, read)
 
     # batch project and stage
     project = cat.post("/data/projects", json={"name": "Fresh"}, headers=write).get_json()
     batch = _batch_of("cam01")
-    for change in ({"project_id": project["data"]["id"]}, {"stage": "complete"},
-                   {"stage": "unassigned"}, {"project_id": None}):
+    for change in (
+        {"project_id": project["data"]["id"]},
+        {"stage": "complete"},
+        {"stage": "unassigned"},
+        {"project_id": None},
+    ):
         resp = cat.patch(f"/data/batches/{batch}", json=change, headers=write)
         assert resp.status_code == 200, resp.get_json()
         _check_all(cat, read)
@@ -167,8 +220,10 @@ def test_every_counted_path_is_fresh_after_each_write(cat, settings, auth_header
 
     # delete (no API deletes images; the catalog's tables must still stay in step, including
     # the annotations the foreign key cascades away)
-    (victim,) = database.execute_sql("SELECT image_id FROM annotation GROUP BY image_id "
-                                     "ORDER BY count(DISTINCT class_value) DESC LIMIT 1").fetchone()
+    (victim,) = database.execute_sql(
+        "SELECT image_id FROM annotation GROUP BY image_id "
+        "ORDER BY count(DISTINCT class_value) DESC LIMIT 1"
+    ).fetchone()
     with database.atomic():
         database.execute_sql("DELETE FROM image WHERE id = ?", (victim,))
     _check_all(cat, read)
@@ -176,8 +231,13 @@ def test_every_counted_path_is_fresh_after_each_write(cat, settings, auth_header
 
 def test_counts_equal_a_full_recount(cat, settings):
     """The trigger-kept tables equal a recount from the rows after a mix of writes."""
-    seed_image(settings, filename="recount.jpg", device_id="cam03", seed=50,
-               annotations=(NewAnnotation("dog", "bbox", BOX), NewAnnotation("dog", "bbox", BOX)))
+    seed_image(
+        settings,
+        filename="recount.jpg",
+        device_id="cam03",
+        seed=50,
+        annotations=(NewAnnotation("dog", "bbox", BOX), NewAnnotation("dog", "bbox", BOX)),
+    )
     database.execute_sql("UPDATE image SET split = 'test' WHERE id % 2 = 0")
     database.execute_sql("DELETE FROM annotation WHERE id % 3 = 0")
     database.execute_sql("UPDATE annotation SET class_value = 'cat' WHERE id % 4 = 1")
@@ -218,8 +278,9 @@ def test_scan_cache_remembers_until_any_connection_writes(cat, settings):
         assert _scan_cached() != _scan_cached()
 
 
-def test_search_total_is_fresh_across_connections(cat, settings, live_server, auth_headers,
-                                                  monkeypatch):
+def test_search_total_is_fresh_across_connections(
+    cat, settings, live_server, auth_headers, monkeypatch
+):
     """The server's threads keep their own connections (and caches); a write made on another
     connection shows in the very next answer of each of them."""
     monkeypatch.setattr(image_sql, "FTS_PROBE", 0)  # the LIKE path, whose total is remembered
@@ -227,9 +288,15 @@ def test_search_total_is_fresh_across_connections(cat, settings, live_server, au
 
     def totals(term: str) -> set[int]:
         # Several requests so that every server thread has answered (and remembered) it.
-        return {requests.get(f"{live_server.url}/data/images", params={"search": term},
-                             headers=headers, timeout=10).json()["meta"]["total"]
-                for _ in range(8)}
+        return {
+            requests.get(
+                f"{live_server.url}/data/images",
+                params={"search": term},
+                headers=headers,
+                timeout=10,
+            ).json()["meta"]["total"]
+            for _ in range(8)
+        }
 
     for term in ("fresh", "fr"):
         before = sum(term in r["filename"] for r in _snapshot())
@@ -247,7 +314,8 @@ def _copy_image(source_id: int, new_id: int | None, filename: str) -> int:
     select = ", ".join("?" if c in given else c for c in picked)
     args = [given[c] for c in picked if c in given] + [source_id]
     cursor = database.execute_sql(
-        f"INSERT INTO image ({', '.join(picked)}) SELECT {select} FROM image WHERE id = ?", args)
+        f"INSERT INTO image ({', '.join(picked)}) SELECT {select} FROM image WHERE id = ?", args
+    )
     return cursor.lastrowid
 
 

@@ -12,8 +12,11 @@ def test_signed_url_range_and_conditional_over_http(settings, live_server, auth_
     data = jpeg_bytes(120, 90, seed=3)
     img = seed_image(settings, filename="100%_real.jpg", data=data, width=120, height=90)
     seed_image(settings, filename="other.jpg", seed=4)
-    resp = live_server.get("/data/images", headers=auth_headers(),
-                           params={"search": "%_r", "include_image_url": "TRUE"})
+    resp = live_server.get(
+        "/data/images",
+        headers=auth_headers(),
+        params={"search": "%_r", "include_image_url": "TRUE"},
+    )
     body = resp.json()
     assert resp.status_code == 200 and [r["id"] for r in body["data"]] == [img.id]
     url = body["data"][0]["image_url"]
@@ -37,17 +40,23 @@ def test_auth_and_patch_over_http(settings, live_server, auth_headers):
     img = seed_image(settings, filename="p.jpg")
     resp = live_server.get("/data/images")
     assert resp.status_code == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
-    assert resp.json() == {"success": False, "data": None,
-                           "error": {"code": "UNAUTHORIZED", "details": "Authorization",
-                                     "message": resp.json()["error"]["message"]}}
+    assert resp.json() == {
+        "success": False,
+        "data": None,
+        "error": {
+            "code": "UNAUTHORIZED",
+            "details": "Authorization",
+            "message": resp.json()["error"]["message"],
+        },
+    }
     url = f"{live_server.url}/data/images/{img.id}"
     denied = requests.patch(url, json={"split": "val"}, headers=auth_headers("read"), timeout=10)
     assert denied.status_code == 403
-    done = requests.patch(url, json={"split": "val", "split_locked": True},
-                          headers=auth_headers("write"), timeout=10)
+    done = requests.patch(
+        url, json={"split": "val", "split_locked": True}, headers=auth_headers("write"), timeout=10
+    )
     assert done.status_code == 200 and done.json()["data"]["split"] == "val"
-    locked = requests.patch(url, json={"split": "test"}, headers=auth_headers("write"),
-                            timeout=10)
+    locked = requests.patch(url, json={"split": "test"}, headers=auth_headers("write"), timeout=10)
     assert locked.status_code == 409
     listed = live_server.get("/data/images?split=val", headers=auth_headers()).json()
     assert listed["meta"]["total"] == 1 and listed["data"][0]["split_locked"] is True

@@ -68,7 +68,7 @@ def test_text_escapes_every_control_in_message_fields_and_traceback():
     _no_raw(lines)
     line = lines[0]
     # The escapes name the characters: each one visible, in place.
-    expected = ("a\\rb\\nc\\x1b[31md\\x7fe\\x85f\\u2028g\\u2029h\\ti\\x00j\\x9bk\\\\nl")
+    expected = "a\\rb\\nc\\x1b[31md\\x7fe\\x85f\\u2028g\\u2029h\\ti\\x00j\\x9bk\\\\nl"
     assert f"path {expected}" in line and f"field={expected}" in line
     assert f"ValueError: {expected}" in line  # the exception's message, inside the traceback
 
@@ -98,8 +98,9 @@ def test_a_lone_surrogate_is_escaped_not_a_logging_error(capsys):
 def test_secrets_are_still_scrubbed_next_to_control_characters(fmt):
     token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
     key = "adk_0123456789abcdef0123456789abcdef"
-    text = _format(fmt, "Authorization: Bearer %s\r\nkey=%s\x1b ?signature=abc\u2028&x=1",
-                   token, key)
+    text = _format(
+        fmt, "Authorization: Bearer %s\r\nkey=%s\x1b ?signature=abc\u2028&x=1", token, key
+    )
     assert token not in text and key not in text and "abc" not in text
     assert "x=1" in text
     _no_raw(_lines(text))
@@ -107,21 +108,25 @@ def test_secrets_are_still_scrubbed_next_to_control_characters(fmt):
 
 # -- real requests to a real waitress ----------------------------------------------------------
 
-PERCENT_PATH = ("/data/images%0D%0A" + FORGED.replace(" ", "%20")
-                + "%1B[31m%E2%80%A8%E2%80%A9%C2%85%7F%09end")
-DECODED_PATH = ("/data/images\r\n" + FORGED + "\x1b[31m\u2028\u2029\x85\x7f\tend")
+PERCENT_PATH = (
+    "/data/images%0D%0A" + FORGED.replace(" ", "%20") + "%1B[31m%E2%80%A8%E2%80%A9%C2%85%7F%09end"
+)
+DECODED_PATH = "/data/images\r\n" + FORGED + "\x1b[31m\u2028\u2029\x85\x7f\tend"
 # Raw bytes waitress passes on to the app (it refuses a bare CR, and non-ASCII raw bytes, itself
 # with a 400 of its own; those are sent too, and must not reach the log raw either).
 RAW_PATH = b"/data/images\x1b[2J\x0b\x0c\x7fend"
 DECODED_RAW_PATH = "/data/images\x1b[2J\x0b\x0c\x7fend"
-REFUSED_PATHS = (b"/data/images\rX", b"/data/images\xe2\x80\xa8", b"/data/images\xc2\x85",
-                 b"/data/images\nX")
+REFUSED_PATHS = (
+    b"/data/images\rX",
+    b"/data/images\xe2\x80\xa8",
+    b"/data/images\xc2\x85",
+    b"/data/images\nX",
+)
 
 
 def _send(port: int, path: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-        conn.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                     b"Connection: close\r\n\r\n")
+        conn.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         answer = b""
         while chunk := conn.recv(65536):
             answer += chunk
@@ -160,8 +165,10 @@ def test_hostile_request_paths_make_one_visible_line_each(tmp_path, fmt):
         assert msgs[0].startswith(f"GET {DECODED_PATH} 4")
         assert msgs[1].startswith(f"GET {DECODED_RAW_PATH} 4")
     else:
-        assert ("GET /data/images\\r\\n" + FORGED + "\\x1b[31m\\u2028\\u2029\\x85\\x7f\\tend 4"
-                in access[0])
+        assert (
+            "GET /data/images\\r\\n" + FORGED + "\\x1b[31m\\u2028\\u2029\\x85\\x7f\\tend 4"
+            in access[0]
+        )
         assert "GET /data/images\\x1b[2J\\x0b\\x0c\\x7fend 4" in access[1]
 
 
@@ -169,8 +176,9 @@ def test_served_process_writes_escaped_lines_to_stderr(tmp_path):
     """The whole ``edgecatalog serve`` process, its stderr read back as bytes."""
     settings = make_settings(tmp_path)
     port = free_port()
-    config = write_config(tmp_path / "c.toml", settings.data_dir, port,
-                          logging={"format": "text", "level": "INFO"})
+    config = write_config(
+        tmp_path / "c.toml", settings.data_dir, port, logging={"format": "text", "level": "INFO"}
+    )
     proc = ServeProcess(config, port)
     try:
         proc.wait_ready()

@@ -102,8 +102,10 @@ def test_waitress_queue_warnings_are_rate_limited(settings, monkeypatch):
     finally:
         logging.getLogger().removeHandler(handler)
     lines = stream.getvalue().splitlines()
-    assert [line.split("waitress.queue: ")[-1] for line in lines if "waitress.queue" in line] \
-        == ["Task queue depth is 0", "Task queue depth is 7"]
+    assert [line.split("waitress.queue: ")[-1] for line in lines if "waitress.queue" in line] == [
+        "Task queue depth is 0",
+        "Task queue depth is 7",
+    ]
     assert sum("not limited" in line for line in lines) == 2
     assert len([f for f in queue.filters if isinstance(f, logsetup.OncePer)]) == 1
 

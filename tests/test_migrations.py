@@ -43,10 +43,12 @@ def test_migration_files_are_numbered_and_frozen():
         for node in ast.walk(tree):
             # A migration must not follow the live models as they change later.
             if isinstance(node, ast.ImportFrom):
-                assert not (node.module or "").startswith(("edgecatalog.models", "models")), \
+                assert not (node.module or "").startswith(("edgecatalog.models", "models")), (
                     path.name
-                assert not (node.module == "edgecatalog" and
-                            any(a.name == "models" for a in node.names)), path.name
+                )
+                assert not (
+                    node.module == "edgecatalog" and any(a.name == "models" for a in node.names)
+                ), path.name
 
 
 def test_app_start_migrates_a_fresh_data_dir(tmp_path):
@@ -75,9 +77,25 @@ def _build_wheel(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "migrations", src / "migrations", ignore=ignore)
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-         "-q", ".", "-w", str(out)],
-        cwd=src, capture_output=True, text=True, timeout=180, check=False)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            ".",
+            "-w",
+            str(out),
+        ],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = out.glob("edgecatalog-*.whl")
     return wheel
@@ -101,9 +119,22 @@ def test_wheel_ships_migrations_and_every_subpackage(tmp_path):
     env.update(PYTHONPATH=str(site), EDGECATALOG_AUTH_JWT_SECRET="w" * 40)
     where = subprocess.run(
         [sys.executable, "-c", "import edgecatalog.db as d; print(d.migrations_dir())"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert Path(where.stdout.strip()) == site / "edgecatalog" / "migrations"
-    proc = subprocess.run([sys.executable, "-m", "edgecatalog", "migrate"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgecatalog", "migrate"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"applied {len(MIGRATIONS)} migration(s)" in proc.stdout

@@ -181,7 +181,8 @@ def test_committed_document_is_the_generated_one(app):
     committed = apidoc.COMMITTED.read_text(encoding="utf-8")
     generated = apidoc.render(apidoc.generate(app))
     assert json.loads(committed) == json.loads(generated), (
-        f"{apidoc.COMMITTED.name} is stale: regenerate it with `{apidoc.REGENERATE}`")
+        f"{apidoc.COMMITTED.name} is stale: regenerate it with `{apidoc.REGENERATE}`"
+    )
     assert committed == generated, f"formatting differs: regenerate with `{apidoc.REGENERATE}`"
 
 
@@ -191,8 +192,9 @@ def _list_parameters(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_a_filter_added_to_the_code_is_in_the_document(app, monkeypatch):
     before = apidoc.generate(app)
-    colour = queries.Filter("colour", param_types.choice(("red", "blue")), lambda v: None,
-                            "dominant colour")
+    colour = queries.Filter(
+        "colour", param_types.choice(("red", "blue")), lambda v: None, "dominant colour"
+    )
     monkeypatch.setattr(queries, "FILTERS", (*queries.FILTERS, colour))
     after = apidoc.generate(app)
     assert after != before
@@ -217,12 +219,16 @@ def test_every_list_parser_states_its_type():
 
 
 def test_a_field_added_to_the_serializer_is_in_the_schema(app, monkeypatch):
-    extra = serialize.FieldSpec("exposure_ms", "number", lambda row: row["exposure_ms"],
-                                "exposure time", nullable=True)
+    extra = serialize.FieldSpec(
+        "exposure_ms", "number", lambda row: row["exposure_ms"], "exposure time", nullable=True
+    )
     monkeypatch.setattr(serialize, "IMAGE_FIELDS", (*serialize.IMAGE_FIELDS, extra))
     schema = apidoc.generate(app)["components"]["schemas"]["types.ImageDetailResponse"]
     assert schema["properties"]["exposure_ms"] == {
-        "type": "number", "nullable": True, "description": "exposure time"}
+        "type": "number",
+        "nullable": True,
+        "description": "exposure time",
+    }
 
 
 def test_a_patchable_field_is_in_the_update_body(app, monkeypatch):
@@ -234,11 +240,26 @@ def test_a_patchable_field_is_in_the_update_body(app, monkeypatch):
 
 def test_image_schema_lists_the_serializers_fields_in_order():
     doc = apidoc.document()
-    row = {"id": 1, "filename": "a.jpg", "storage_key": "k", "width": 4, "height": 3,
-           "device_id": "d", "batch": 2, "batch_name": None, "project_name": None,
-           "annotation_status": "pending", "split": "none", "split_locked": 0,
-           "version_name": None, "created_at": 1, "updated_at": 1, "sync_state": "pending",
-           "synced_at": None, "annotations": []}
+    row = {
+        "id": 1,
+        "filename": "a.jpg",
+        "storage_key": "k",
+        "width": 4,
+        "height": 3,
+        "device_id": "d",
+        "batch": 2,
+        "batch_name": None,
+        "project_name": None,
+        "annotation_status": "pending",
+        "split": "none",
+        "split_locked": 0,
+        "version_name": None,
+        "created_at": 1,
+        "updated_at": 1,
+        "sync_state": "pending",
+        "synced_at": None,
+        "annotations": [],
+    }
     served = serialize.image_to_dict(row, lambda image_id: f"/files/{image_id}")
     schema = doc["components"]["schemas"]["types.ImageDetailResponse"]
     assert list(served) == list(schema["properties"])
@@ -260,8 +281,7 @@ def test_security_follows_the_access_declarations(app):
     from edgecatalog.access import route_access
 
     doc, declared = apidoc.generate(app), route_access(app)
-    by_operation = {op["operationId"]: op for item in doc["paths"].values()
-                    for op in item.values()}
+    by_operation = {op["operationId"]: op for item in doc["paths"].values() for op in item.values()}
     for endpoint, access in declared.items():
         op = by_operation[apidoc.OPERATIONS[endpoint].operation_id]
         assert (op["security"] == []) == access.public, endpoint
@@ -278,11 +298,26 @@ def test_a_route_without_a_table_entry_fails_the_generator(app, monkeypatch):
 
 def test_single_image_variant_of_the_field_table():
     # Built from the same table: a single image with a URL and no annotations key.
-    row = {"id": 1, "filename": "a.jpg", "storage_key": "k", "width": 4, "height": 3,
-           "device_id": "d", "batch": 2, "batch_name": "b", "project_name": "p",
-           "annotation_status": "pending", "split": "none", "split_locked": 1,
-           "version_name": "v", "created_at": 1, "updated_at": 1, "sync_state": "synced",
-           "synced_at": 1, "evicted_at": 5}
+    row = {
+        "id": 1,
+        "filename": "a.jpg",
+        "storage_key": "k",
+        "width": 4,
+        "height": 3,
+        "device_id": "d",
+        "batch": 2,
+        "batch_name": "b",
+        "project_name": "p",
+        "annotation_status": "pending",
+        "split": "none",
+        "split_locked": 1,
+        "version_name": "v",
+        "created_at": 1,
+        "updated_at": 1,
+        "sync_state": "synced",
+        "synced_at": 1,
+        "evicted_at": 5,
+    }
     served = serialize.image_to_dict(row, lambda image_id: "unused")
     assert served["image_url"] == "" and "annotations" not in served
     assert list(served)[:4] == ["id", "filename", "storage_key", "image_url"]

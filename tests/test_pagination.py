@@ -29,8 +29,11 @@ def walk(cat, query: dict[str, str], limit: int) -> tuple[list[int], set[int]]:
     totals = set()
     offset = 0
     for _ in range(200):  # bounded: the seed has fewer than 200 images
-        resp = cat.client.get("/data/images", headers=cat.headers,
-                              query_string={**query, "limit": limit, "offset": offset})
+        resp = cat.client.get(
+            "/data/images",
+            headers=cat.headers,
+            query_string={**query, "limit": limit, "offset": offset},
+        )
         assert resp.status_code == 200
         body = resp.get_json()
         assert body["meta"]["offset"] == offset and body["meta"]["limit"] == limit
@@ -93,8 +96,9 @@ def test_query_count_does_not_grow_with_page_size(cat, extra):
     small = _statements(cat, "/data/images?include_annotations=true&limit=5" + extra)
     large = _statements(cat, "/data/images?include_annotations=true&limit=100" + extra)
     # The large page really is larger, and really carries annotations.
-    body = cat.client.get("/data/images?include_annotations=true&limit=100" + extra,
-                          headers=cat.headers).get_json()
+    body = cat.client.get(
+        "/data/images?include_annotations=true&limit=100" + extra, headers=cat.headers
+    ).get_json()
     assert body["meta"]["count"] > 5
     assert sum(len(r["annotations"]) for r in body["data"]) > 5
     assert len(large) == len(small)

@@ -45,8 +45,10 @@ def test_unchanged_values_do_not_touch_updated_at(client, auth_headers, img):
 
 
 def test_split_lock(client, auth_headers, img):
-    assert patch(client, auth_headers, img.id, {"split": "train", "split_locked": True}
-                 ).status_code == 200  # set and lock together
+    assert (
+        patch(client, auth_headers, img.id, {"split": "train", "split_locked": True}).status_code
+        == 200
+    )  # set and lock together
     locked_at = stored(img.id).updated_at
     resp = patch(client, auth_headers, img.id, {"split": "val"})
     assert resp.status_code == 409
@@ -58,8 +60,12 @@ def test_split_lock(client, auth_headers, img):
     resp = patch(client, auth_headers, img.id, {"split": "train", "annotation_status": "completed"})
     assert resp.status_code == 200
     # Still locked after saying so again: refused, nothing half-written.
-    resp = patch(client, auth_headers, img.id,
-                 {"split": "test", "split_locked": True, "annotation_status": "pending"})
+    resp = patch(
+        client,
+        auth_headers,
+        img.id,
+        {"split": "test", "split_locked": True, "annotation_status": "pending"},
+    )
     assert resp.status_code == 409 and stored(img.id).annotation_status == "completed"
     # Unlock and change in the same request.
     resp = patch(client, auth_headers, img.id, {"split": "test", "split_locked": False})
@@ -94,30 +100,46 @@ BAD_BODIES = [
 @pytest.mark.parametrize("body,field", BAD_BODIES, ids=lambda v: repr(v)[:40])
 def test_bad_body_is_400_and_writes_nothing(client, auth_headers, img, body, field):
     before = stored(img.id)
-    resp = client.patch(f"/data/images/{img.id}", data=json.dumps(body),
-                        content_type="application/json", headers=auth_headers("write"))
+    resp = client.patch(
+        f"/data/images/{img.id}",
+        data=json.dumps(body),
+        content_type="application/json",
+        headers=auth_headers("write"),
+    )
     assert resp.status_code == 400, resp.get_json()
     err = resp.get_json()["error"]
     assert err["code"] == "VALIDATION_ERROR" and err["details"] == field
     after = stored(img.id)
     assert (after.split, after.split_locked, after.annotation_status, after.updated_at) == (
-        before.split, before.split_locked, before.annotation_status, before.updated_at)
+        before.split,
+        before.split_locked,
+        before.annotation_status,
+        before.updated_at,
+    )
 
 
 @pytest.mark.parametrize("raw", [b"{oops", b"", b"\xff\xfe", b'{"split": "train"', b"[" * 5000])
 def test_not_json_is_400(client, auth_headers, img, raw):
-    resp = client.patch(f"/data/images/{img.id}", data=raw, content_type="application/json",
-                        headers=auth_headers("write"))
+    resp = client.patch(
+        f"/data/images/{img.id}",
+        data=raw,
+        content_type="application/json",
+        headers=auth_headers("write"),
+    )
     assert resp.status_code == 400
-    assert resp.get_json()["error"] == {"code": "VALIDATION_ERROR", "details": "body",
-                                        "message": resp.get_json()["error"]["message"]}
+    assert resp.get_json()["error"] == {
+        "code": "VALIDATION_ERROR",
+        "details": "body",
+        "message": resp.get_json()["error"]["message"],
+    }
 
 
 @pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", None])
 def test_wrong_content_type_is_415(client, auth_headers, img, ctype):
     kw = {"content_type": ctype} if ctype else {}
-    resp = client.patch(f"/data/images/{img.id}", data='{"split": "train"}',
-                        headers=auth_headers("write"), **kw)
+    resp = client.patch(
+        f"/data/images/{img.id}", data='{"split": "train"}', headers=auth_headers("write"), **kw
+    )
     assert resp.status_code == 415
     assert resp.get_json()["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
     assert stored(img.id).split == "none"
@@ -125,8 +147,12 @@ def test_wrong_content_type_is_415(client, auth_headers, img, ctype):
 
 def test_body_too_large_is_413(client, auth_headers, img, settings):
     big = json.dumps({"split": "train", "pad": "x" * settings["server.max_json_body_bytes"]})
-    resp = client.patch(f"/data/images/{img.id}", data=big, content_type="application/json",
-                        headers=auth_headers("write"))
+    resp = client.patch(
+        f"/data/images/{img.id}",
+        data=big,
+        content_type="application/json",
+        headers=auth_headers("write"),
+    )
     assert resp.status_code == 413
     assert resp.get_json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
 

@@ -12,14 +12,27 @@ SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "reliability_ta
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          check=False, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
 
 
 def test_table_rows_come_from_the_json(tmp_path):
-    report = {"b_test": {"runs": 3, "faults": 7, "requests": 11, "errors": 0, "lost": 0,
-                         "p99_read_ms": 12.5},
-              "a_test": {"runs": 1, "faults": 2, "requests": 5, "errors": 1, "lost": 4}}
+    report = {
+        "b_test": {
+            "runs": 3,
+            "faults": 7,
+            "requests": 11,
+            "errors": 0,
+            "lost": 0,
+            "p99_read_ms": 12.5,
+        },
+        "a_test": {"runs": 1, "faults": 2, "requests": 5, "errors": 1, "lost": 4},
+    }
     path = tmp_path / "r.json"
     path.write_text(json.dumps(report))
     done = run(str(path))

@@ -40,8 +40,9 @@ class SimulatedDisk:
 
 @pytest.fixture
 def disk_settings(tmp_path):
-    settings = make_settings(tmp_path, retention__max_disk_percent=50.0,
-                             retention__min_free_bytes=0)
+    settings = make_settings(
+        tmp_path, retention__max_disk_percent=50.0, retention__min_free_bytes=0
+    )
     app = create_app(settings)
     disk = SimulatedDisk(settings.data_dir, total=10 * MB, other=0)
     retention.use_disk_usage(disk)
@@ -71,8 +72,9 @@ def test_eviction_takes_the_oldest_synced_files_and_never_an_unsynced_one(disk_s
     Image.update(sync_state="quarantined").where(Image.id == images[6].id).execute()
     Image.update(sync_state="local_only").where(Image.id == images[7].id).execute()
     unsynced = images[6:]
-    digests = {i.id: hashlib.sha256(Path(_file(settings, i)).read_bytes()).hexdigest()
-               for i in unsynced}
+    digests = {
+        i.id: hashlib.sha256(Path(_file(settings, i)).read_bytes()).hexdigest() for i in unsynced
+    }
     # Cross the 50 % line by ~350 KB: four 100 KB files must go, the oldest synced ones.
     disk.other = disk.total // 2 - disk.used() + disk.other + 350_000
     report = retention.evict_if_needed(settings)
@@ -114,8 +116,7 @@ def test_eviction_removes_the_cached_thumbnails_of_evicted_images(disk_settings)
     auth = {"Authorization": "Bearer " + Authenticator(settings).issue_token("t", "read")}
     for image in images:
         assert client.get(f"/files/{image.id}/thumbnail?size=128", headers=auth).status_code == 200
-    cached = {i.id: list((settings.data_dir / "thumbnails").rglob(f"{i.sha256}-*"))
-              for i in images}
+    cached = {i.id: list((settings.data_dir / "thumbnails").rglob(f"{i.sha256}-*")) for i in images}
     # One decode caches every size (thumbnails.SIZES), so each image has all three here.
     assert all(len(paths) == 3 for paths in cached.values())
     disk.other = disk.total  # far over the limits: every synced file must go
@@ -131,8 +132,7 @@ def test_eviction_removes_the_cached_thumbnails_of_evicted_images(disk_settings)
 
 def test_min_free_bytes_counts_the_incoming_bytes(disk_settings):
     settings, _, disk = disk_settings
-    settings = settings.replace(retention__max_disk_percent=100.0,
-                                retention__min_free_bytes=1 * MB)
+    settings = settings.replace(retention__max_disk_percent=100.0, retention__min_free_bytes=1 * MB)
     _seed(settings, 3, synced=0)
     disk.other = disk.total - disk.used() - 1 * MB - 50_000  # 50 KB above the free floor
     retention.ensure_ingest_space(settings, 40_000)
@@ -141,8 +141,9 @@ def test_min_free_bytes_counts_the_incoming_bytes(disk_settings):
 
 
 def test_shortfall_arithmetic():
-    settings = make_settings(Path("unused"),
-                             retention__max_disk_percent=90.0, retention__min_free_bytes=100)
+    settings = make_settings(
+        Path("unused"), retention__max_disk_percent=90.0, retention__min_free_bytes=100
+    )
     assert retention.shortfall(settings, 1000, 200) == 0
     assert retention.shortfall(settings, 1000, 50) == 50  # 100 free needed, 50 free
     assert retention.shortfall(settings, 1000, 150, incoming=100) == 50  # 90 % line, incoming
@@ -151,9 +152,14 @@ def test_shortfall_arithmetic():
 
 def _multipart(data: bytes, filename: str) -> tuple[bytes, str]:
     boundary = "XbOuNdArYx"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; "
-            f"filename=\"{filename}\"\r\nContent-Type: image/jpeg\r\n\r\n").encode() + data + \
-        f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+            f'filename="{filename}"\r\nContent-Type: image/jpeg\r\n\r\n'
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -167,18 +173,24 @@ def test_upload_answers_507_when_only_unsynced_data_fills_the_disk(disk_settings
         disk.other = disk.total // 2 - disk.used() + disk.other - 50_000  # 50 KB of room
         body, ctype = _multipart(jpeg_bytes(seed=500) + os.urandom(100_000), "big.jpg")
         before = (Image.select().count(), disk.used())
-        resp = requests.post(server.url + "/device/images/upload", data=body,
-                                           headers={**headers, "Content-Type": ctype},
-                                           timeout=10)
+        resp = requests.post(
+            server.url + "/device/images/upload",
+            data=body,
+            headers={**headers, "Content-Type": ctype},
+            timeout=10,
+        )
         assert resp.status_code == 507
         error = resp.json()["error"]
         assert error["code"] == "INSUFFICIENT_STORAGE" and error["details"] == "image"
         assert "waiting to be synced" in error["message"]
         assert (Image.select().count(), disk.used()) == before  # nothing half-written
         disk.other -= 200_000  # space returns (say the operator cleared other data)
-        resp = requests.post(server.url + "/device/images/upload", data=body,
-                                           headers={**headers, "Content-Type": ctype},
-                                           timeout=10)
+        resp = requests.post(
+            server.url + "/device/images/upload",
+            data=body,
+            headers={**headers, "Content-Type": ctype},
+            timeout=10,
+        )
         assert resp.status_code == 201, resp.text
         assert Image.select().count() == before[0] + 1
     finally:
@@ -190,9 +202,14 @@ def test_capture_watcher_pauses_while_full_and_resumes(tmp_path, caplog):
 
     watch = tmp_path / "captures"
     watch.mkdir()
-    settings = make_settings(tmp_path, retention__max_disk_percent=50.0,
-                             retention__min_free_bytes=0, capture__watch_dirs=[str(watch)],
-                             capture__settle_seconds=0.1, capture__scan_interval_seconds=1.0)
+    settings = make_settings(
+        tmp_path,
+        retention__max_disk_percent=50.0,
+        retention__min_free_bytes=0,
+        capture__watch_dirs=[str(watch)],
+        capture__settle_seconds=0.1,
+        capture__scan_interval_seconds=1.0,
+    )
     create_app(settings)
     total = 10 * MB
     state = {"used": total}  # full: nothing synced to evict

@@ -97,8 +97,10 @@ def test_duplicates_and_corrupt_files(scan_settings, tmp_path):
     assert (report.indexed, report.duplicates, report.rejected) == (3, 1, 4)
     assert Image.select().where(Image.sha256 == sha(data)).count() == 1
     reasons = rejected_paths()
-    assert set(reasons) == {os.path.realpath(folder / name)
-                            for name in ("broken.jpg", "text.png", "headonly.png", "cut.jpg")}
+    assert set(reasons) == {
+        os.path.realpath(folder / name)
+        for name in ("broken.jpg", "text.png", "headonly.png", "cut.jpg")
+    }
     assert "not a supported image" in reasons[os.path.realpath(folder / "text.png")]
     assert "end-of-image" in reasons[os.path.realpath(folder / "cut.jpg")]
 
@@ -210,11 +212,22 @@ def test_scan_refuses_missing_folder_and_data_folder(scan_settings, tmp_path):
 
 def _cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECATALOG_")}
-    full_env.update({"EDGECATALOG_STORAGE_DATA_DIR": str(tmp_path / "data"),
-                     "EDGECATALOG_AUTH_JWT_SECRET": "t" * 40,
-                     "EDGECATALOG_CAPTURE_SETTLE_SECONDS": "0"}, **env)
-    return subprocess.run([sys.executable, "-m", "edgecatalog", *args], env=full_env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    full_env.update(
+        {
+            "EDGECATALOG_STORAGE_DATA_DIR": str(tmp_path / "data"),
+            "EDGECATALOG_AUTH_JWT_SECRET": "t" * 40,
+            "EDGECATALOG_CAPTURE_SETTLE_SECONDS": "0",
+        },
+        **env,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "edgecatalog", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_cli_scan_summary_and_rejected_listing(tmp_path):
@@ -259,8 +272,9 @@ def test_scan_while_server_answers(tmp_path, auth_headers):
     def reader(totals: list[int]) -> None:
         with requests.Session() as session:
             while not stop.is_set():
-                resp = session.get(server.url + "/data/images?limit=5", headers=auth_headers(),
-                                   timeout=10)
+                resp = session.get(
+                    server.url + "/data/images?limit=5", headers=auth_headers(), timeout=10
+                )
                 if resp.status_code != 200:
                     failures.append(f"{resp.status_code} {resp.text[:200]}")
                 else:
@@ -299,11 +313,17 @@ def test_move_scan_killed_midway_then_rerun_loses_nothing(tmp_path):
         digests.add(sha(data))
         (folder / f"k{i:05d}.jpg").write_bytes(data)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECATALOG_")}
-    env.update(EDGECATALOG_STORAGE_DATA_DIR=str(tmp_path / "data"),
-               EDGECATALOG_AUTH_JWT_SECRET="t" * 40, EDGECATALOG_CAPTURE_SETTLE_SECONDS="0")
-    proc = subprocess.Popen([sys.executable, "-m", "edgecatalog", "scan", str(folder),
-                             "--mode", "move"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env.update(
+        EDGECATALOG_STORAGE_DATA_DIR=str(tmp_path / "data"),
+        EDGECATALOG_AUTH_JWT_SECRET="t" * 40,
+        EDGECATALOG_CAPTURE_SETTLE_SECONDS="0",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgecatalog", "scan", str(folder), "--mode", "move"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while Image.select().count() == 0 and proc.poll() is None:
@@ -322,8 +342,10 @@ def test_move_scan_killed_midway_then_rerun_loses_nothing(tmp_path):
     assert {s for (s,) in Image.select(Image.sha256).tuples()} == digests
     assert Image.select().count() == n
     assert list(folder.iterdir()) == []  # every original moved, none left half-done
-    stored = {p.relative_to(settings.images_dir).as_posix()
-              for p in (settings.images_dir / "raw-data").iterdir()}
+    stored = {
+        p.relative_to(settings.images_dir).as_posix()
+        for p in (settings.images_dir / "raw-data").iterdir()
+    }
     assert stored == {p for (p,) in Image.select(Image.path).tuples()}  # no orphan, no gap
     for image in Image.select().limit(20):
         assert sha(file_of(image).read_bytes()) == image.sha256
@@ -334,10 +356,18 @@ def test_ingest_benchmark_still_runs():
     """A tiny run of benchmarks/ingest.py, so the harness does not rot between real runs."""
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "ingest.py"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECATALOG_")}
-    done = subprocess.run([sys.executable, str(script), "--n", "12", "--kb", "5",
-                           "--repeats", "1"], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, str(script), "--n", "12", "--kb", "5", "--repeats", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    for label in ("floor (read + sha256, warm cache)", "scan (index mode)",
-                  "HTTP upload (4 threads)"):
+    for label in (
+        "floor (read + sha256, warm cache)",
+        "scan (index mode)",
+        "HTTP upload (4 threads)",
+    ):
         assert re.search(re.escape(label) + r"\s+\d+ images/s", done.stdout), done.stdout

@@ -47,17 +47,35 @@ def _folder(path, n: int, first: int = 0) -> None:
     for i in range(first, first + n):
         (path / f"cap_{i:04d}.jpg").write_bytes(unique_jpeg(i, side=16))
         rng = random.Random(i)
-        boxes = [(rng.randrange(3), 0.2 + rng.random() * 0.5, 0.2 + rng.random() * 0.5, 0.1,
-                  0.1 + rng.random() * 0.2) for _ in range(i % 4)]
+        boxes = [
+            (
+                rng.randrange(3),
+                0.2 + rng.random() * 0.5,
+                0.2 + rng.random() * 0.5,
+                0.1,
+                0.1 + rng.random() * 0.2,
+            )
+            for _ in range(i % 4)
+        ]
         if i % 2 == 0:
-            doc = {"device_id": ("cam-a", "cam-b")[i % 4 // 2], "model_id": "m",
-                   "annotations": [{"class_value": CLASSES[c], "type": "bbox",
-                                    "geometry": [x, y, w, h], "confidence": 0.5}
-                                   for c, x, y, w, h in boxes]}
+            doc = {
+                "device_id": ("cam-a", "cam-b")[i % 4 // 2],
+                "model_id": "m",
+                "annotations": [
+                    {
+                        "class_value": CLASSES[c],
+                        "type": "bbox",
+                        "geometry": [x, y, w, h],
+                        "confidence": 0.5,
+                    }
+                    for c, x, y, w, h in boxes
+                ],
+            }
             (path / f"cap_{i:04d}.json").write_text(json.dumps(doc))
         else:
             (path / f"cap_{i:04d}.txt").write_text(
-                "".join(f"{c} {x} {y} {w} {h}\n" for c, x, y, w, h in boxes))
+                "".join(f"{c} {x} {y} {w} {h}\n" for c, x, y, w, h in boxes)
+            )
 
 
 def _counts_equal_a_recount() -> None:
@@ -67,23 +85,32 @@ def _counts_equal_a_recount() -> None:
     # The FTS index against its content table, and one search answered from it.
     database.execute_sql("INSERT INTO image_fts(image_fts) VALUES ('integrity-check')")
     assert q("SELECT count(*) FROM image_fts WHERE image_fts MATCH 'cap'") == q(
-        "SELECT count(*) FROM image WHERE filename LIKE '%cap%'")
+        "SELECT count(*) FROM image WHERE filename LIKE '%cap%'"
+    )
 
 
 def _catalog_rows() -> dict[str, list]:
     """What a scan wrote, without ids or clocks, keyed by file name."""
     q = lambda sql: sorted(database.execute_sql(sql).fetchall())
     return {
-        "images": q("SELECT i.filename, i.path, i.sha256, i.width, i.height, d.device_id, "
-                    "i.model_id, i.byte_size, b.image_count, b.stage FROM image i "
-                    "JOIN device d ON d.id = i.device_id JOIN batch b ON b.id = i.batch_id"),
-        "annotations": q("SELECT i.filename, a.class_value, a.type, a.geometry, a.x_center, "
-                         "a.y_center, a.width, a.height, a.confidence, a.source, a.z_order "
-                         "FROM annotation a JOIN image i ON i.id = a.image_id"),
-        "outbox": q("SELECT i.filename, o.kind, o.idempotency_key, o.state FROM outbox o "
-                    "JOIN image i ON i.id = o.image_id"),
-        "files": q("SELECT c.path, c.kind, c.stem, i.filename FROM capture_file c "
-                   "JOIN image i ON i.id = c.image_id"),
+        "images": q(
+            "SELECT i.filename, i.path, i.sha256, i.width, i.height, d.device_id, "
+            "i.model_id, i.byte_size, b.image_count, b.stage FROM image i "
+            "JOIN device d ON d.id = i.device_id JOIN batch b ON b.id = i.batch_id"
+        ),
+        "annotations": q(
+            "SELECT i.filename, a.class_value, a.type, a.geometry, a.x_center, "
+            "a.y_center, a.width, a.height, a.confidence, a.source, a.z_order "
+            "FROM annotation a JOIN image i ON i.id = a.image_id"
+        ),
+        "outbox": q(
+            "SELECT i.filename, o.kind, o.idempotency_key, o.state FROM outbox o "
+            "JOIN image i ON i.id = o.image_id"
+        ),
+        "files": q(
+            "SELECT c.path, c.kind, c.stem, i.filename FROM capture_file c "
+            "JOIN image i ON i.id = c.image_id"
+        ),
     }
 
 
@@ -96,10 +123,12 @@ def _scan(settings, folder):
 @pytest.fixture
 def fresh(tmp_path):
     def make(name: str, **overrides):
-        settings = make_settings(tmp_path / name, capture__settle_seconds=0.0,
-                                 batches__max_images=37, **overrides)
+        settings = make_settings(
+            tmp_path / name, capture__settle_seconds=0.0, batches__max_images=37, **overrides
+        )
         create_app(settings)
         return settings
+
     yield make
     if not database.is_closed():
         database.close()
@@ -109,8 +138,13 @@ def test_bulk_scan_counts_equal_a_recount_and_the_per_row_path(tmp_path, fresh, 
     folder = tmp_path / "captures"
     _folder(folder, 90)
     bulk_settings = fresh("bulk")
-    seed_image(bulk_settings, filename="cap_seeded.jpg", device_id="cam-a", seed=3,
-               annotations=(NewAnnotation("dog", "bbox", (0.5, 0.5, 0.2, 0.2)),))
+    seed_image(
+        bulk_settings,
+        filename="cap_seeded.jpg",
+        device_id="cam-a",
+        seed=3,
+        annotations=(NewAnnotation("dog", "bbox", (0.5, 0.5, 0.2, 0.2)),),
+    )
     gated: list[bool] = []
 
     def spy() -> bool:
@@ -123,19 +157,30 @@ def test_bulk_scan_counts_equal_a_recount_and_the_per_row_path(tmp_path, fresh, 
     assert gated and all(gated)  # the grouped path ran
     _counts_equal_a_recount()
     with_bulk = _catalog_rows()
-    seed_image(bulk_settings, filename="cap_after.jpg", device_id="cam-b", seed=4,
-               annotations=(NewAnnotation("car", "bbox", (0.5, 0.5, 0.2, 0.2)),))
+    seed_image(
+        bulk_settings,
+        filename="cap_after.jpg",
+        device_id="cam-b",
+        seed=4,
+        annotations=(NewAnnotation("car", "bbox", (0.5, 0.5, 0.2, 0.2)),),
+    )
     _counts_equal_a_recount()  # one image afterwards: the per-row triggers are on again
     database.close()
 
     monkeypatch.setattr(bulk, "BULK_MIN", 10**9)  # every image through the per-row triggers
     row_settings = fresh("rows")
-    seed_image(row_settings, filename="cap_seeded.jpg", device_id="cam-a", seed=3,
-               annotations=(NewAnnotation("dog", "bbox", (0.5, 0.5, 0.2, 0.2)),))
+    seed_image(
+        row_settings,
+        filename="cap_seeded.jpg",
+        device_id="cam-a",
+        seed=3,
+        annotations=(NewAnnotation("dog", "bbox", (0.5, 0.5, 0.2, 0.2)),),
+    )
     _scan(row_settings, folder)
     _counts_equal_a_recount()
-    assert _catalog_rows() == {k: [r for r in v if "cap_after" not in str(r)]
-                               for k, v in with_bulk.items()}
+    assert _catalog_rows() == {
+        k: [r for r in v if "cap_after" not in str(r)] for k, v in with_bulk.items()
+    }
 
 
 def test_ungated_triggers_make_the_bulk_path_use_them(tmp_path, fresh):
@@ -147,7 +192,8 @@ def test_ungated_triggers_make_the_bulk_path_use_them(tmp_path, fresh):
     database.execute_sql(
         "CREATE TRIGGER image_facet_ai AFTER INSERT ON image BEGIN INSERT INTO "
         "image_facet_count VALUES (new.batch_id, new.device_id, new.annotation_status, "
-        "new.split, new.sync_state, 1) ON CONFLICT DO UPDATE SET n = n + 1; END")
+        "new.split, new.sync_state, 1) ON CONFLICT DO UPDATE SET n = n + 1; END"
+    )
     assert not counts.gate_ready()
     folder = tmp_path / "captures"
     _folder(folder, 40)
@@ -158,10 +204,21 @@ def test_ungated_triggers_make_the_bulk_path_use_them(tmp_path, fresh):
 def test_a_failed_chunk_leaves_no_gate_and_no_rows(fresh):
     fresh("fail")
     database.connect(reuse_if_open=True)
-    news = [NewImage(filename=f"f{i}.jpg", storage_key=f"raw-data/f{i}.jpg", sha256=f"{i:064x}",
-                     byte_size=10, width=4, height=4, root="/nowhere", path=f"raw-data/f{i}.jpg",
-                     device_id="cam", annotations=(NewAnnotation("dog", "bbox", (.5, .5, .1, .1)),))
-            for i in range(30)]
+    news = [
+        NewImage(
+            filename=f"f{i}.jpg",
+            storage_key=f"raw-data/f{i}.jpg",
+            sha256=f"{i:064x}",
+            byte_size=10,
+            width=4,
+            height=4,
+            root="/nowhere",
+            path=f"raw-data/f{i}.jpg",
+            device_id="cam",
+            annotations=(NewAnnotation("dog", "bbox", (0.5, 0.5, 0.1, 0.1)),),
+        )
+        for i in range(30)
+    ]
     news[17] = NewImage(**{**news[17].__dict__, "filename": None})  # NOT NULL: fails mid-chunk
     with pytest.raises(sqlite3.IntegrityError), write_tx():
         bulk.add_images(news)
@@ -175,10 +232,26 @@ def test_a_failed_chunk_leaves_no_gate_and_no_rows(fresh):
 def _random_annotation(rng: random.Random) -> NewAnnotation:
     """A valid bbox, then (mostly) one field made odd: wrong types, NaN, bounds, lengths."""
     odd = [rng.random(), 0, 1, 1.0, 1.5, -0.1, math.nan, math.inf, True, "0.5", None]
-    fields = {"class_value": "cat", "type": "bbox",
-              "geometry": [rng.random() for _ in range(4)], "confidence": None, "z_order": 0}
-    change = rng.choice(["none", "geometry", "length", "container", "class_value", "type",
-                         "confidence", "z_order", "polygon"])
+    fields = {
+        "class_value": "cat",
+        "type": "bbox",
+        "geometry": [rng.random() for _ in range(4)],
+        "confidence": None,
+        "z_order": 0,
+    }
+    change = rng.choice(
+        [
+            "none",
+            "geometry",
+            "length",
+            "container",
+            "class_value",
+            "type",
+            "confidence",
+            "z_order",
+            "polygon",
+        ]
+    )
     if change == "geometry":
         fields["geometry"][rng.randrange(4)] = rng.choice(odd)
     elif change == "length":
@@ -219,8 +292,14 @@ def test_annotation_values_equal_annotation_columns():
     keys = bulk.ANNOTATION_INSERT_FIELDS[1:11]
     for _ in range(3000):
         if rng.random() < 0.8:
-            ann = NewAnnotation(" person ", "bbox", [rng.random() for _ in range(4)],
-                                rng.choice([None, rng.random(), 1]), rng.randrange(5), "model")
+            ann = NewAnnotation(
+                " person ",
+                "bbox",
+                [rng.random() for _ in range(4)],
+                rng.choice([None, rng.random(), 1]),
+                rng.randrange(5),
+                "model",
+            )
         else:
             ann = NewAnnotation("car", "polygon", [rng.random() for _ in range(8)], None, 0)
         width, height = rng.randrange(1, 5000), rng.randrange(1, 5000)
@@ -243,7 +322,7 @@ def test_jpeg_fast_size_agrees_with_imagesize_and_the_structure_check():
     for i in range(400):  # damaged copies: truncated, or a byte changed in the header
         data = bytearray(rng.choice(samples))
         if rng.random() < 0.5:
-            del data[rng.randrange(2, min(len(data), 700)):]
+            del data[rng.randrange(2, min(len(data), 700)) :]
         else:
             data[rng.randrange(2, min(len(data), 400))] = rng.randrange(256)
         samples.append(bytes(data))
@@ -260,8 +339,11 @@ def test_jpeg_fast_size_agrees_with_imagesize_and_the_structure_check():
 
 def _cli_env(tmp_path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECATALOG_")}
-    env.update(EDGECATALOG_STORAGE_DATA_DIR=str(tmp_path / "data"),
-               EDGECATALOG_AUTH_JWT_SECRET="t" * 40, EDGECATALOG_CAPTURE_SETTLE_SECONDS="0")
+    env.update(
+        EDGECATALOG_STORAGE_DATA_DIR=str(tmp_path / "data"),
+        EDGECATALOG_AUTH_JWT_SECRET="t" * 40,
+        EDGECATALOG_CAPTURE_SETTLE_SECONDS="0",
+    )
     return env
 
 
@@ -287,9 +369,14 @@ def test_worker_processes_give_the_same_catalog_as_threads(tmp_path, fresh):
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 40)
     (folder / "cap_0003.txt").write_text("9 0.5 0.5 0.1 0.1\n")  # class index out of range
     env = dict(_cli_env(tmp_path / "procs"), EDGECATALOG_BATCHES_MAX_IMAGES="37")
-    done = subprocess.run([sys.executable, "-c", PROCESS_SCAN, str(folder)], env=env,
-                          capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", PROCESS_SCAN, str(folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [True]
     assert done.stdout.startswith("indexed 300, duplicates 0, rejected 2 in ")
@@ -303,8 +390,10 @@ def test_worker_processes_give_the_same_catalog_as_threads(tmp_path, fresh):
     names = sorted(folder.glob("*"))
     for part in range(0, len(names), 200):  # passes of 200 paths, as the watcher takes them
         with database.connection_context():
-            index_files(FolderIndexer(CaptureOptions.from_settings(settings), folder),
-                        names[part:part + 200])
+            index_files(
+                FolderIndexer(CaptureOptions.from_settings(settings), folder),
+                names[part : part + 200],
+            )
     _scan(settings, folder)
     database.connect(reuse_if_open=True)
     by_threads = _catalog_rows()
@@ -352,8 +441,12 @@ def _kill_once_started(argv: list[str], env: dict[str, str], find, wanted: int) 
 def test_killed_scan_leaves_no_worker_processes(tmp_path):
     folder = tmp_path / "captures"
     _folder(folder, 2000)
-    workers = _kill_once_started([sys.executable, "-m", "edgecatalog", "scan", str(folder)],
-                                 _cli_env(tmp_path), _children_of, 2)
+    workers = _kill_once_started(
+        [sys.executable, "-m", "edgecatalog", "scan", str(folder)],
+        _cli_env(tmp_path),
+        _children_of,
+        2,
+    )
     assert len(workers) == 2
 
 
@@ -373,28 +466,50 @@ def test_a_dead_worker_is_an_error_not_a_hang(tmp_path, noticed):
     out, the error is the same."""
     folder = tmp_path / "captures"
     _folder(folder, 400)
-    wait = ("    import time\n"
+    wait = (
+        (
+            "    import time\n"
             "    deadline = time.monotonic() + 20\n"
             "    while not self._procs._broken and time.monotonic() < deadline:\n"
             "        time.sleep(0.01)\n"
-            "    assert self._procs._broken\n") if noticed else ""
-    script = PROCESS_SCAN.replace("    used.append(self.uses_processes)\n    return enter(self)",
-                                  "    used.append(self.uses_processes)\n"
-                                  "    entered = enter(self)\n"
-                                  "    import os, signal\n"
-                                  "    os.kill(next(iter(self._procs._processes)), signal.SIGKILL)\n"
-                                  + wait +
-                                  "    return entered")
-    done = subprocess.run([sys.executable, "-c", script, str(folder)], env=_cli_env(tmp_path),
-                          capture_output=True, text=True, timeout=60, check=False)
+            "    assert self._procs._broken\n"
+        )
+        if noticed
+        else ""
+    )
+    script = PROCESS_SCAN.replace(
+        "    used.append(self.uses_processes)\n    return enter(self)",
+        "    used.append(self.uses_processes)\n"
+        "    entered = enter(self)\n"
+        "    import os, signal\n"
+        "    os.kill(next(iter(self._procs._processes)), signal.SIGKILL)\n"
+        + wait
+        + "    return entered",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(folder)],
+        env=_cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode != 0
     assert "probe worker process died" in done.stderr
     assert "Traceback" not in done.stderr  # the migrations' log lines, then one error line
-    assert done.stderr.strip().splitlines()[-1].endswith(
-        "a probe worker process died; run the scan again")
-    again = subprocess.run([sys.executable, "-m", "edgecatalog", "scan", str(folder)],
-                           env=_cli_env(tmp_path), capture_output=True, text=True, timeout=60,
-                           check=False)
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith("a probe worker process died; run the scan again")
+    )
+    again = subprocess.run(
+        [sys.executable, "-m", "edgecatalog", "scan", str(folder)],
+        env=_cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith("indexed ")
 
@@ -434,15 +549,25 @@ def test_a_process_with_threads_probes_in_forkserver_workers(tmp_path):
     folder = tmp_path / "captures"
     _folder(folder, 300)
     script = SERVICE_LIKE_SCAN.replace("used = []", "used = []\npool.FORKSERVER_MIN = 256")
-    done = subprocess.run([sys.executable, "-c", script, str(folder)],
-                          env=_cli_env(tmp_path / "served"), capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(folder)],
+        env=_cli_env(tmp_path / "served"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.splitlines()[0]) == [["forkserver", True]]
     assert "indexed 300, duplicates 0, rejected 0" in done.stdout
-    plain = subprocess.run([sys.executable, "-m", "edgecatalog", "scan", str(folder)],
-                           env=_cli_env(tmp_path / "plain"), capture_output=True, text=True,
-                           timeout=120, check=False)
+    plain = subprocess.run(
+        [sys.executable, "-m", "edgecatalog", "scan", str(folder)],
+        env=_cli_env(tmp_path / "plain"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert plain.returncode == 0, plain.stderr[-2000:]
     rows = []
     for name in ("served", "plain"):
@@ -458,8 +583,9 @@ def test_killed_threaded_scan_leaves_no_forkserver_or_worker(tmp_path):
     folder = tmp_path / "captures"
     _folder(folder, 2000)
     # The fork server and two workers (and the resource tracker, when it has started).
-    _kill_once_started([sys.executable, "-c", SERVICE_LIKE_SCAN, str(folder)],
-                       _cli_env(tmp_path), _descendants, 3)
+    _kill_once_started(
+        [sys.executable, "-c", SERVICE_LIKE_SCAN, str(folder)], _cli_env(tmp_path), _descendants, 3
+    )
 
 
 def _commands(pids: set[int]) -> list[str]:

@@ -145,8 +145,14 @@ def test_sigusr1_writes_every_threads_stack_and_the_service_goes_on(tmp_path, se
             time.sleep(0.05)
         log = proc.log_text()
         assert proc.proc.poll() is None
-        assert requests.get(f"{proc.url}/files/{image_id}", timeout=5,
-                            headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert (
+            requests.get(
+                f"{proc.url}/files/{image_id}",
+                timeout=5,
+                headers={"Authorization": f"Bearer {token}"},
+            ).status_code
+            == 200
+        )
         proc.terminate(signal.SIGTERM)
         code, _ = proc.wait(timeout=15)
     finally:

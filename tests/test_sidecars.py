@@ -35,8 +35,12 @@ SETTLE = 0.3
 def watched(tmp_path):
     folder = tmp_path / "captures"
     folder.mkdir()
-    settings = make_settings(tmp_path, capture__watch_dirs=[str(folder)],
-                             capture__settle_seconds=SETTLE, capture__classes=["box", "can"])
+    settings = make_settings(
+        tmp_path,
+        capture__watch_dirs=[str(folder)],
+        capture__settle_seconds=SETTLE,
+        capture__classes=["box", "can"],
+    )
     create_app(settings)
     service = CaptureService(settings)
     service.start()
@@ -46,22 +50,35 @@ def watched(tmp_path):
         database.close()
 
 
-@pytest.mark.parametrize("name, kind", [
-    ("a.jpg", "image"), ("A.JPEG", "image"), ("b.webp", "image"), ("c.json", "sidecar"),
-    ("c.txt", "sidecar"), ("classes.txt", "classes"), ("x.jpg.tmp", None), ("x.part", None),
-    (".x.jpg", None), ("notes.csv", None),
-])
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("a.jpg", "image"),
+        ("A.JPEG", "image"),
+        ("b.webp", "image"),
+        ("c.json", "sidecar"),
+        ("c.txt", "sidecar"),
+        ("classes.txt", "classes"),
+        ("x.jpg.tmp", None),
+        ("x.part", None),
+        (".x.jpg", None),
+        ("notes.csv", None),
+    ],
+)
 def test_classify(name, kind):
     assert classify(name) == kind
 
 
-@pytest.mark.parametrize("text, where", [
-    ("0 0.5 0.5 0.1", "line 1"),  # too few fields
-    ("0 0.5 0.5 0.1 0.1\nx 0.5 0.5 0.1 0.1", "line 2"),  # class index not an integer
-    ("5 0.5 0.5 0.1 0.1", "line 1"),  # index beyond the class list
-    ("0 1.5 0.5 0.1 0.1", "line 1"),  # not normalized
-    ("0 0.5 0.5 0.1 0.1 2", "line 1"),  # confidence outside 0..1
-])
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("0 0.5 0.5 0.1", "line 1"),  # too few fields
+        ("0 0.5 0.5 0.1 0.1\nx 0.5 0.5 0.1 0.1", "line 2"),  # class index not an integer
+        ("5 0.5 0.5 0.1 0.1", "line 1"),  # index beyond the class list
+        ("0 1.5 0.5 0.1 0.1", "line 1"),  # not normalized
+        ("0 0.5 0.5 0.1 0.1 2", "line 1"),  # confidence outside 0..1
+    ],
+)
 def test_yolo_errors_name_the_line(text, where):
     with pytest.raises(ValidationError) as info:
         parse_yolo(text, ["a", "b"], "f.txt")
@@ -71,12 +88,19 @@ def test_yolo_errors_name_the_line(text, where):
 def test_yolo_lines():
     anns = parse_yolo("1 0.5 0.4 0.2 0.1 0.75\n\n0 0.1 0.1 0.1 0.1\n", ["a", "b"], "f.txt")
     assert [(a.class_value, list(a.geometry), a.confidence) for a in anns] == [
-        ("b", [0.5, 0.4, 0.2, 0.1], 0.75), ("a", [0.1, 0.1, 0.1, 0.1], None)]
+        ("b", [0.5, 0.4, 0.2, 0.1], 0.75),
+        ("a", [0.1, 0.1, 0.1, 0.1], None),
+    ]
 
 
 def test_sidecar_before_image(watched):
-    json_sidecar(watched / "f.json", ("dog", [0.5, 0.5, 0.2, 0.2]), model_id="m1",
-                 timestamp="2026-11-01T10:00:00Z", device_id="cam-7")
+    json_sidecar(
+        watched / "f.json",
+        ("dog", [0.5, 0.5, 0.2, 0.2]),
+        model_id="m1",
+        timestamp="2026-11-01T10:00:00Z",
+        device_id="cam-7",
+    )
     time.sleep(SETTLE * 2)
     data = unique_jpeg(1)
     (watched / "f.jpg").write_bytes(data)
@@ -91,9 +115,19 @@ def test_late_sidecar_is_attached_then_replaced(watched):
     (watched / "g.jpg").write_bytes(data)
     image = wait_for(lambda: image_by_sha(sha(data)))
     assert annotations_of(image.id) == []
-    Annotation.create(image=image.id, class_value="person-checked", type="bbox", geometry="[]",
-                      x_center=0.1, y_center=0.1, width=0.1, height=0.1, source="manual",
-                      created_at=now_us(), updated_at=now_us())
+    Annotation.create(
+        image=image.id,
+        class_value="person-checked",
+        type="bbox",
+        geometry="[]",
+        x_center=0.1,
+        y_center=0.1,
+        width=0.1,
+        height=0.1,
+        source="manual",
+        created_at=now_us(),
+        updated_at=now_us(),
+    )
     (watched / "g.txt").write_text("1 0.5 0.5 0.25 0.25 0.9\n")
     wait_for(lambda: len(annotations_of(image.id)) == 2)
     assert ("can", 0.5, 0.5, 0.25, 0.25) in annotations_of(image.id)
@@ -105,10 +139,15 @@ def test_late_sidecar_is_attached_then_replaced(watched):
     time.sleep(0.05)
     (watched / "g.txt").write_text("0 0.3 0.3 0.1 0.1\n0 0.7 0.7 0.1 0.1\n")
     wait_for(lambda: ("box", 0.7, 0.7, 0.1, 0.1) in annotations_of(image.id))
-    assert annotations_of(image.id) == [("box", 0.3, 0.3, 0.1, 0.1), ("box", 0.7, 0.7, 0.1, 0.1),
-                                        ("person-checked", 0.1, 0.1, 0.1, 0.1)]
-    kinds = sorted(o.kind for o in Outbox.select().where(
-        (Outbox.image == image.id) & (Outbox.kind != "upload")))
+    assert annotations_of(image.id) == [
+        ("box", 0.3, 0.3, 0.1, 0.1),
+        ("box", 0.7, 0.7, 0.1, 0.1),
+        ("person-checked", 0.1, 0.1, 0.1, 0.1),
+    ]
+    kinds = sorted(
+        o.kind
+        for o in Outbox.select().where((Outbox.image == image.id) & (Outbox.kind != "upload"))
+    )
     assert kinds == ["create_annotation", "create_annotation", "delete_annotation"]
 
 
@@ -139,8 +178,9 @@ def test_json_wins_over_yolo_and_missing_classes_reject(tmp_path):
     (folder / "both.txt").write_text("0 0.5 0.5 0.1 0.1\n")
     (folder / "yolo.jpg").write_bytes(yolo_only)
     (folder / "yolo.txt").write_text("0 0.5 0.5 0.1 0.1\n")  # no classes.txt, none configured
-    report = run_scan(settings, folder, recursive=False, mode=None, out=io.StringIO(),
-                      err=io.StringIO())
+    report = run_scan(
+        settings, folder, recursive=False, mode=None, out=io.StringIO(), err=io.StringIO()
+    )
     assert (report.indexed, report.rejected) == (2, 1)
     assert [a[0] for a in annotations_of(image_by_sha(sha(both)).id)] == ["from-json"]
     assert annotations_of(image_by_sha(sha(yolo_only)).id) == []

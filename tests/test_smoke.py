@@ -13,5 +13,5 @@ def test_list_over_real_http(settings, live_server, auth_headers):
     assert [row["id"] for row in body["data"]] == sorted(ids, reverse=True)[:2]
     url = body["data"][0]["image_url"]
     assert url.startswith(live_server.url + "/files/")
-    img = live_server.get(url[len(live_server.url):])
+    img = live_server.get(url[len(live_server.url) :])
     assert img.status_code == 200 and img.content[:3] == b"\xff\xd8\xff"

@@ -64,19 +64,28 @@ class Tally:
             if LOCKED in resp.text:
                 self.locked += 1
             if resp.status_code >= 500:
-                self.failures.append(f"{resp.status_code} {resp.request.method} "
-                                     f"{resp.request.url}: {resp.text[:200]}")
+                self.failures.append(
+                    f"{resp.status_code} {resp.request.method} "
+                    f"{resp.request.url}: {resp.text[:200]}"
+                )
             if started is not None:
                 self.read_latencies.append(time.monotonic() - started)
 
 
-def upload_one(session: requests.Session, url: str, headers: dict[str, str], seed: int,
-               label: str) -> requests.Response:
-    data = upload_body(unique_jpeg(seed, 20_000),
-                       {"annotations": [{"class_value": label, "type": "bbox",
-                                         "geometry": [0.5, 0.5, 0.2, 0.2]}]}, f"soak-{seed}.jpg")
-    return session.post(f"{url}/device/images/upload", data=data, timeout=30,
-                        headers={**headers, "Content-Type": CONTENT_TYPE})
+def upload_one(
+    session: requests.Session, url: str, headers: dict[str, str], seed: int, label: str
+) -> requests.Response:
+    data = upload_body(
+        unique_jpeg(seed, 20_000),
+        {"annotations": [{"class_value": label, "type": "bbox", "geometry": [0.5, 0.5, 0.2, 0.2]}]},
+        f"soak-{seed}.jpg",
+    )
+    return session.post(
+        f"{url}/device/images/upload",
+        data=data,
+        timeout=30,
+        headers={**headers, "Content-Type": CONTENT_TYPE},
+    )
 
 
 class Clients:
@@ -85,10 +94,13 @@ class Clients:
     def __init__(self, url: str, headers: dict[str, str], tally: Tally) -> None:
         self.url, self.headers, self.tally = url, headers, tally
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._guard, args=(self.read, s))
-                        for s in range(READERS)]
-        self.threads += [threading.Thread(target=self._guard, args=(self.upload, s + 1))
-                         for s in range(UPLOADERS)]
+        self.threads = [
+            threading.Thread(target=self._guard, args=(self.read, s)) for s in range(READERS)
+        ]
+        self.threads += [
+            threading.Thread(target=self._guard, args=(self.upload, s + 1))
+            for s in range(UPLOADERS)
+        ]
         self.threads.append(threading.Thread(target=self._guard, args=(self.patch, 7)))
 
     def start(self) -> None:
@@ -113,8 +125,9 @@ class Clients:
 
     def read(self, rng: random.Random, session: requests.Session, seed: int, n: int) -> None:
         started = time.monotonic()
-        resp = session.get(f"{self.url}/data/images", params=random_query(rng),
-                           headers=self.headers, timeout=30)
+        resp = session.get(
+            f"{self.url}/data/images", params=random_query(rng), headers=self.headers, timeout=30
+        )
         self.tally.answer(resp, started)
 
     def upload(self, rng: random.Random, session: requests.Session, seed: int, n: int) -> None:
@@ -128,8 +141,12 @@ class Clients:
         with self.tally.lock:
             image_id = rng.choice(sorted(self.tally.uploaded))
         split = rng.choice(["train", "val", "test"])
-        resp = session.patch(f"{self.url}/data/images/{image_id}", json={"split": split},
-                             headers=self.headers, timeout=30)
+        resp = session.patch(
+            f"{self.url}/data/images/{image_id}",
+            json={"split": split},
+            headers=self.headers,
+            timeout=30,
+        )
         self.tally.answer(resp)
         if resp.status_code == 200:
             with self.tally.lock:
@@ -138,10 +155,15 @@ class Clients:
 
 def start_server(tmp_path: Path) -> LoggedServe:
     port = free_port()
-    config = write_config(tmp_path / "serve.toml", tmp_path / "data", port,
-                          server={"threads": 8}, device={"id": "soak-box"},
-                          logging={"level": "WARNING"},
-                          retention={"min_free_bytes": 0, "max_disk_percent": 100.0})
+    config = write_config(
+        tmp_path / "serve.toml",
+        tmp_path / "data",
+        port,
+        server={"threads": 8},
+        device={"id": "soak-box"},
+        logging={"level": "WARNING"},
+        retention={"min_free_bytes": 0, "max_disk_percent": 100.0},
+    )
     proc = LoggedServe(config, port, tmp_path / "serve.log")
     proc.wait_ready()
     return proc
@@ -169,8 +191,10 @@ def drive(proc: LoggedServe, headers: dict[str, str], tally: Tally, seconds: flo
 
 def run_soak(tmp_path: Path, seconds: float, name: str) -> None:
     tally = Tally()
-    headers = {"Authorization": "Bearer " + Authenticator(make_settings(tmp_path))
-               .issue_token("soak", "write")}
+    headers = {
+        "Authorization": "Bearer "
+        + Authenticator(make_settings(tmp_path)).issue_token("soak", "write")
+    }
     proc = start_server(tmp_path)
     try:
         samples = drive(proc, headers, tally, seconds)
@@ -180,12 +204,20 @@ def run_soak(tmp_path: Path, seconds: float, name: str) -> None:
         proc.kill(15)
         log_text = proc.log_text()
         proc.close()
-    lost = len(tally.uploaded - set(splits)) + sum(splits.get(i) != s
-                                                   for i, s in tally.patched.items())
-    growth = (max(samples[len(samples) // 2:]) - samples[0]) / 1024
+    lost = len(tally.uploaded - set(splits)) + sum(
+        splits.get(i) != s for i, s in tally.patched.items()
+    )
+    growth = (max(samples[len(samples) // 2 :]) - samples[0]) / 1024
     first_half = (max(samples[: len(samples) // 2 + 1]) - samples[0]) / 1024
-    report(name, tally, seconds, lost, samples[0], growth,
-           errors=len(tally.failures) + tally.locked + (LOCKED in log_text))
+    report(
+        name,
+        tally,
+        seconds,
+        lost,
+        samples[0],
+        growth,
+        errors=len(tally.failures) + tally.locked + (LOCKED in log_text),
+    )
     assert not tally.failures, tally.failures[:5]
     assert tally.locked == 0 and LOCKED not in log_text, log_text[-2000:]
     assert lost == 0
@@ -196,16 +228,28 @@ def run_soak(tmp_path: Path, seconds: float, name: str) -> None:
     assert growth - first_half < 40, samples
 
 
-def report(name: str, tally: Tally, seconds: float, lost: int, base_rss: int, growth: float,
-           errors: int) -> None:
+def report(
+    name: str, tally: Tally, seconds: float, lost: int, base_rss: int, growth: float, errors: int
+) -> None:
     lat = sorted(tally.read_latencies)
     p99 = lat[max(int(len(lat) * 0.99) - 1, 0)] if lat else float("nan")
-    record(name, runs=1, faults=0, requests=sum(tally.statuses.values()), errors=errors,
-           lost=lost, seconds=seconds, reads=len(lat), uploads=len(tally.uploaded),
-           patches=len(tally.patched), p99_read_ms=round(p99 * 1000, 1),
-           p50_read_ms=round(lat[len(lat) // 2] * 1000, 1) if lat else None,
-           rss_base_mib=round(base_rss / 1024, 1), rss_growth_mib=round(growth, 1),
-           statuses={str(k): v for k, v in tally.statuses.items()})
+    record(
+        name,
+        runs=1,
+        faults=0,
+        requests=sum(tally.statuses.values()),
+        errors=errors,
+        lost=lost,
+        seconds=seconds,
+        reads=len(lat),
+        uploads=len(tally.uploaded),
+        patches=len(tally.patched),
+        p99_read_ms=round(p99 * 1000, 1),
+        p50_read_ms=round(lat[len(lat) // 2] * 1000, 1) if lat else None,
+        rss_base_mib=round(base_rss / 1024, 1),
+        rss_growth_mib=round(growth, 1),
+        statuses={str(k): v for k, v in tally.statuses.items()},
+    )
 
 
 def test_soak_short(tmp_path):
@@ -219,9 +263,13 @@ def test_soak_long(tmp_path):
 
 def test_sheds_load_past_the_connection_limit_and_recovers(tmp_path):
     port = free_port()
-    config = write_config(tmp_path / "serve.toml", tmp_path / "data", port,
-                          server={"connection_limit": 8, "threads": 2, "channel_timeout": 5},
-                          logging={"level": "WARNING"})
+    config = write_config(
+        tmp_path / "serve.toml",
+        tmp_path / "data",
+        port,
+        server={"connection_limit": 8, "threads": 2, "channel_timeout": 5},
+        logging={"level": "WARNING"},
+    )
     proc = LoggedServe(config, port, tmp_path / "serve.log")
     token = Authenticator(make_settings(tmp_path)).issue_token("r", "read")
     headers = {"Authorization": f"Bearer {token}"}
@@ -262,20 +310,31 @@ def test_sheds_load_past_the_connection_limit_and_recovers(tmp_path):
         start = time.monotonic()
         while time.monotonic() < deadline:
             try:
-                if requests.get(f"{proc.url}/data/images", headers=headers,
-                                timeout=2).status_code == 200:
+                if (
+                    requests.get(f"{proc.url}/data/images", headers=headers, timeout=2).status_code
+                    == 200
+                ):
                     recovered_after = time.monotonic() - start
                     break
             except requests.RequestException:
                 pass
             time.sleep(0.1)
         assert recovered_after is not None, "no recovery within 15 s after the flood"
-        ok = sum(requests.get(f"{proc.url}/data/images", headers=headers, timeout=5)
-                 .status_code == 200 for _ in range(20))
+        ok = sum(
+            requests.get(f"{proc.url}/data/images", headers=headers, timeout=5).status_code == 200
+            for _ in range(20)
+        )
         assert ok == 20
-        record("connection_limit_flood", runs=1, faults=len(held) + 40,
-               requests=len(held) + 40 + 20, errors=0, lost=0,
-               shed=outcomes["refused or timed out"] + outcomes["refused while flooding"],
-               recovered_after_s=round(recovered_after, 2), outcomes=dict(outcomes))
+        record(
+            "connection_limit_flood",
+            runs=1,
+            faults=len(held) + 40,
+            requests=len(held) + 40 + 20,
+            errors=0,
+            lost=0,
+            shed=outcomes["refused or timed out"] + outcomes["refused while flooding"],
+            recovered_after_s=round(recovered_after, 2),
+            outcomes=dict(outcomes),
+        )
     finally:
         proc.close()

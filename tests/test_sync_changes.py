@@ -51,14 +51,30 @@ def test_token_from_file_and_annotation_created_upstream(tmp_path, emulator):
     settings = sync_settings(tmp_path, emulator, upstream__api_token_file=str(token_file))
     open_db(settings)
     worker = SyncWorker(settings)
-    image = _synced_image(settings, worker, seed=2, width=100, height=50,
-                          annotations=(box("defect", 0.5, 0.5, 0.2, 0.2),))
+    image = _synced_image(
+        settings,
+        worker,
+        seed=2,
+        width=100,
+        height=50,
+        annotations=(box("defect", 0.5, 0.5, 0.2, 0.2),),
+    )
     now = now_us()
     with write_tx():
-        ann = Annotation.create(image=image.id, class_value="crack", type="bbox",
-                                geometry="[10,10,30,20]", x_center=0.2, y_center=0.3, width=0.2,
-                                height=0.2, confidence=0.7, source="model", created_at=now,
-                                updated_at=now)
+        ann = Annotation.create(
+            image=image.id,
+            class_value="crack",
+            type="bbox",
+            geometry="[10,10,30,20]",
+            x_center=0.2,
+            y_center=0.3,
+            width=0.2,
+            height=0.2,
+            confidence=0.7,
+            source="model",
+            created_at=now,
+            updated_at=now,
+        )
         catalog.queue_change(image, "create_annotation", {"annotation_id": ann.id}, now)
     drain(worker)
     drain(worker)  # a second run must not post it again
@@ -93,9 +109,18 @@ def test_annotation_added_while_the_upload_was_in_flight_is_sent_after(tmp_path,
         outcome = original(req)
         now = now_us()
         with write_tx():  # a local change lands between the answer and the commit
-            Annotation.create(image=image.id, class_value="late", type="bbox",
-                              geometry="[1,1,2,2]", x_center=0.4, y_center=0.4, width=0.1,
-                              height=0.1, created_at=now, updated_at=now)
+            Annotation.create(
+                image=image.id,
+                class_value="late",
+                type="bbox",
+                geometry="[1,1,2,2]",
+                x_center=0.4,
+                y_center=0.4,
+                width=0.1,
+                height=0.1,
+                created_at=now,
+                updated_at=now,
+            )
         return outcome
 
     worker.client.upload = upload_then_annotate
@@ -124,8 +149,9 @@ def test_change_for_an_image_upstream_gave_no_id_is_quarantined(tmp_path, emulat
     worker.close()
 
 
-def test_annotation_edits_made_through_the_catalog_reach_upstream_or_wait_visibly(tmp_path,
-                                                                                  emulator):
+def test_annotation_edits_made_through_the_catalog_reach_upstream_or_wait_visibly(
+    tmp_path, emulator
+):
     from edgecatalog import annotation_edits
 
     settings = sync_settings(tmp_path, emulator, upstream__api_token=emulator.api_token)
@@ -133,16 +159,18 @@ def test_annotation_edits_made_through_the_catalog_reach_upstream_or_wait_visibl
     worker = SyncWorker(settings)
     image = _synced_image(settings, worker, seed=6, width=200, height=100)
     new_id = annotation_edits.create_annotation(
-        annotation_edits.new_manual_annotation(image.id, {"class_value": "manual",
-                                                          "type": "bbox",
-                                                          "geometry": [0.4, 0.5, 0.2, 0.2]}),
-        max_annotations=100)
+        annotation_edits.new_manual_annotation(
+            image.id, {"class_value": "manual", "type": "bbox", "geometry": [0.4, 0.5, 0.2, 0.2]}
+        ),
+        max_annotations=100,
+    )
     annotation_edits.update_annotation(new_id, {"class_value": "renamed"})
     drain(worker)
     posted = emulator.annotations_of(image.remote_id)
     # The create carries the annotation as it is when it leaves (renamed already).
     assert [(a["class_value"], a["geometry"]) for a in posted] == [
-        ("renamed", pytest.approx([0.4, 0.5, 0.2, 0.2]))]
+        ("renamed", pytest.approx([0.4, 0.5, 0.2, 0.2]))
+    ]
     left = {r.kind: r.state for r in Outbox.select()}
     assert left == {"update_annotation": "unsupported"}  # no upstream endpoint is documented
     assert queue_counts().unsupported == 1 and queue_counts().quarantined == 0

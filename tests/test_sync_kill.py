@@ -24,12 +24,14 @@ from edgecatalog.timeutil import now_us
 
 
 def _config(tmp_path, settings) -> str:
-    text = (f'[storage]\ndata_dir = "{settings.data_dir}"\n[auth]\njwt_secret = "{"t" * 40}"\n'
-            f"[upstream]\nbase_url = {json.dumps(settings['upstream.base_url'])}\n"
-            f'device_key = "adk_test"\napi_token = "tok_test"\nbatch_size = 4\n'
-            "interval_seconds = 0.1\nmax_backoff_seconds = 1.0\ntimeout_seconds = 2.0\n"
-            "max_attempts = 1000\n"
-            '[logging]\nlevel = "WARNING"\n')
+    text = (
+        f'[storage]\ndata_dir = "{settings.data_dir}"\n[auth]\njwt_secret = "{"t" * 40}"\n'
+        f"[upstream]\nbase_url = {json.dumps(settings['upstream.base_url'])}\n"
+        f'device_key = "adk_test"\napi_token = "tok_test"\nbatch_size = 4\n'
+        "interval_seconds = 0.1\nmax_backoff_seconds = 1.0\ntimeout_seconds = 2.0\n"
+        "max_attempts = 1000\n"
+        '[logging]\nlevel = "WARNING"\n'
+    )
     path = tmp_path / "sync.toml"
     path.write_text(text)
     return str(path)
@@ -47,9 +49,18 @@ def _local_change(rng: random.Random, expected: dict[int, dict], annotated: dict
         now = now_us()
         label = f"late{image.id}"
         with write_tx():
-            ann = Annotation.create(image=image.id, class_value=label, type="bbox",
-                                    geometry="[1,1,5,5]", x_center=0.3, y_center=0.3, width=0.1,
-                                    height=0.1, created_at=now, updated_at=now)
+            ann = Annotation.create(
+                image=image.id,
+                class_value=label,
+                type="bbox",
+                geometry="[1,1,5,5]",
+                x_center=0.3,
+                y_center=0.3,
+                width=0.1,
+                height=0.1,
+                created_at=now,
+                updated_at=now,
+            )
             catalog.queue_change(image, "create_annotation", {"annotation_id": ann.id}, now)
         annotated[image.id] = label
 
@@ -62,16 +73,25 @@ def kill_runs(tmp_path, runs: int, images: int, seed: int) -> None:
         settings = sync_settings(tmp_path, emu)
         open_db(settings)
         # The index makes every file distinct (JPEG may encode two seeds alike).
-        local = [seed_image(settings, filename=f"k{i}.jpg", data=jpeg_bytes(seed=i) + b"%d" % i,
-                            annotations=(box("a", 0.5, 0.5, 0.1, 0.1), box("b", 0.2, 0.2, 0.1, 0.1)))
-                 for i in range(images)]
+        local = [
+            seed_image(
+                settings,
+                filename=f"k{i}.jpg",
+                data=jpeg_bytes(seed=i) + b"%d" % i,
+                annotations=(box("a", 0.5, 0.5, 0.1, 0.1), box("b", 0.2, 0.2, 0.1, 0.1)),
+            )
+            for i in range(images)
+        ]
         config = _config(tmp_path, settings)
         expected: dict[int, dict] = {}
         annotated: dict[int, str] = {}
         killed_with_work_left = 0
         for _ in range(runs):
-            proc = subprocess.Popen([sys.executable, "-m", "edgecatalog", "sync", "--config",
-                                     config], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edgecatalog", "sync", "--config", config],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             time.sleep(rng.uniform(0.3, 1.2))
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
@@ -83,11 +103,18 @@ def kill_runs(tmp_path, runs: int, images: int, seed: int) -> None:
         synced_by_killed = Image.select().where(Image.sync_state == "synced").count()
         assert synced_by_killed >= images // 2, synced_by_killed  # the killed runs did work
         emu.random_faults(0, (), seed=0)
-        done = subprocess.run([sys.executable, "-m", "edgecatalog", "sync", "--once", "--config",
-                               config], capture_output=True, text=True, check=False, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "edgecatalog", "sync", "--once", "--config", config],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
-        print(f"kills with work left: {killed_with_work_left}/{runs}, synced by the killed runs:"
-              f" {synced_by_killed}/{images}, answers replayed for a known key: {emu.replays}")
+        print(
+            f"kills with work left: {killed_with_work_left}/{runs}, synced by the killed runs:"
+            f" {synced_by_killed}/{images}, answers replayed for a known key: {emu.replays}"
+        )
         assert killed_with_work_left >= runs // 2  # most kills landed while work was in flight
         # Nothing lost: every image upstream, with its ids, inline annotations and changes.
         left = [(r.kind, r.state, r.last_error) for r in Outbox.select()]

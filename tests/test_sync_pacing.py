@@ -62,8 +62,9 @@ def test_429_retry_after_is_honoured(tmp_path):
 
 
 def test_backoff_never_sends_more_than_one_request_per_interval(tmp_path, emulator):
-    settings = sync_settings(tmp_path, emulator, upstream__max_backoff_seconds=2.0,
-                             upstream__max_attempts=100)
+    settings = sync_settings(
+        tmp_path, emulator, upstream__max_backoff_seconds=2.0, upstream__max_attempts=100
+    )
     open_db(settings)
     seed_image(settings, seed=1)
     seed_image(settings, seed=2)
@@ -79,7 +80,8 @@ def test_backoff_never_sends_more_than_one_request_per_interval(tmp_path, emulat
 
 
 def test_a_backoff_recorded_before_the_clock_was_set_back_does_not_stall_the_sync(
-        tmp_path, emulator):
+    tmp_path, emulator
+):
     """A device that booted with its clock an hour fast backs off, then NTP sets the clock
     back: the deadline on the old clock would hold the sync for the hour. A backoff recorded
     at the right time still holds."""
@@ -104,8 +106,9 @@ def test_a_backoff_recorded_before_the_clock_was_set_back_does_not_stall_the_syn
 
 def test_bandwidth_cap_holds_over_every_10s_window(tmp_path, emulator):
     rate = 20_000
-    settings = sync_settings(tmp_path, emulator, upstream__max_bytes_per_second=rate,
-                             upstream__batch_size=100)
+    settings = sync_settings(
+        tmp_path, emulator, upstream__max_bytes_per_second=rate, upstream__batch_size=100
+    )
     open_db(settings)
     for i in range(6):  # ~6 x 45 KB: more than one window's budget of 200 KB
         seed_image(settings, seed=i, data=jpeg_bytes(seed=i) + bytes(45_000))

@@ -19,10 +19,19 @@ from edgecatalog.sync.worker import SyncWorker
 
 
 def _config_file(tmp_path, settings) -> str:
-    lines = [f'[storage]\ndata_dir = "{settings.data_dir}"', f'[auth]\njwt_secret = "{"t" * 40}"',
-             "[upstream]"]
-    for key in ("enabled", "base_url", "device_key", "interval_seconds", "max_backoff_seconds",
-                "timeout_seconds"):
+    lines = [
+        f'[storage]\ndata_dir = "{settings.data_dir}"',
+        f'[auth]\njwt_secret = "{"t" * 40}"',
+        "[upstream]",
+    ]
+    for key in (
+        "enabled",
+        "base_url",
+        "device_key",
+        "interval_seconds",
+        "max_backoff_seconds",
+        "timeout_seconds",
+    ):
         lines.append(f"{key} = {json.dumps(settings['upstream.' + key])}")
     lines.append('[logging]\nlevel = "WARNING"')
     path = tmp_path / "edgecatalog.toml"
@@ -31,8 +40,13 @@ def _config_file(tmp_path, settings) -> str:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgecatalog", *args], capture_output=True,
-                          text=True, check=False, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "edgecatalog", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
 
 
 def _get_status(server, settings, token=True):
@@ -65,8 +79,15 @@ def test_status_over_http_and_on_the_terminal_agree(tmp_path, emulator):
         done = run_cli("status", "--json", "--config", _config_file(tmp_path, settings))
         assert done.returncode == 0
         printed = json.loads(done.stdout)
-        for key in ("state", "pending_count", "pending_bytes", "quarantined_count",
-                    "last_error", "next_attempt_at", "last_success_at"):
+        for key in (
+            "state",
+            "pending_count",
+            "pending_bytes",
+            "quarantined_count",
+            "last_error",
+            "next_attempt_at",
+            "last_success_at",
+        ):
             assert printed[key] == data[key], key
         done = run_cli("status", "--config", _config_file(tmp_path, settings))
         text = done.stdout
@@ -76,8 +97,10 @@ def test_status_over_http_and_on_the_terminal_agree(tmp_path, emulator):
         data = _get_status(server, settings).json()["data"]
         assert data["state"] == "idle" and data["pending_count"] == 0
         assert data["last_success_at"].endswith("Z")
-        listed = server.get("/data/images?sync_state=synced", headers={
-            "Authorization": "Bearer " + Authenticator(settings).issue_token("t", "read")}).json()
+        listed = server.get(
+            "/data/images?sync_state=synced",
+            headers={"Authorization": "Bearer " + Authenticator(settings).issue_token("t", "read")},
+        ).json()
         assert sorted(r["id"] for r in listed["data"]) == sorted(i.id for i in images)
         assert all(r["synced_at"].endswith("Z") for r in listed["data"])
     finally:
@@ -144,13 +167,15 @@ def test_migrated_sync_status_table_matches_the_model(tmp_path, emulator):
     settings = sync_settings(tmp_path, emulator)
     open_db(settings)
     migrated = database.execute_sql(
-        "SELECT sql FROM sqlite_master WHERE name = 'sync_status'").fetchone()[0]
+        "SELECT sql FROM sqlite_master WHERE name = 'sync_status'"
+    ).fetchone()[0]
     fresh = tmp_path / "fresh.db"
     database.close()
     database.init(str(fresh))
     database.create_tables([SyncStatus])
     expected = database.execute_sql(
-        "SELECT sql FROM sqlite_master WHERE name = 'sync_status'").fetchone()[0]
+        "SELECT sql FROM sqlite_master WHERE name = 'sync_status'"
+    ).fetchone()[0]
     database.close()
     assert migrated == expected
     conn = sqlite3.connect(settings.db_path)

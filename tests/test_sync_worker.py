@@ -41,10 +41,14 @@ def test_offline_then_online_every_image_and_annotation_arrives_once(env, emulat
     emulator.go_offline()
     made = {}
     for i in range(6):
-        anns = (box("defect", 0.25 + i / 100, 0.5, 0.2, 0.1), box("scratch", 0.7, 0.3, 0.1, 0.2),
-                polygon("dent", 0.1, 0.1, 0.5, 0.1, 0.3, 0.4))
-        image = seed_image(settings, filename=f"f{i}.jpg", seed=i, annotations=anns,
-                           width=200, height=100)
+        anns = (
+            box("defect", 0.25 + i / 100, 0.5, 0.2, 0.1),
+            box("scratch", 0.7, 0.3, 0.1, 0.2),
+            polygon("dent", 0.1, 0.1, 0.5, 0.1, 0.3, 0.4),
+        )
+        image = seed_image(
+            settings, filename=f"f{i}.jpg", seed=i, annotations=anns, width=200, height=100
+        )
         made[image.sha256] = anns
     report = worker.run_pass()
     assert report.stopped == "offline" and report.synced == 0
@@ -120,8 +124,12 @@ def test_poison_item_is_quarantined_and_the_rest_still_sync(env, emulator):
     poison = seed_image(settings, filename="poison.jpg", seed=1)
     good = [seed_image(settings, filename=f"good{i}.jpg", seed=10 + i) for i in range(3)]
     emulator.poison["poison.jpg"] = "500"
-    taken = run_loop_until(cfg, worker, lambda: all(
-        Image.get_by_id(g.id).sync_state == "synced" for g in good), timeout=20)
+    taken = run_loop_until(
+        cfg,
+        worker,
+        lambda: all(Image.get_by_id(g.id).sync_state == "synced" for g in good),
+        timeout=20,
+    )
     assert taken < 20
     row = Outbox.get(Outbox.image == poison.id)
     assert row.state == "quarantined" and row.attempts == 2 and row.last_status == 500
@@ -139,8 +147,9 @@ def test_poison_item_is_quarantined_and_the_rest_still_sync(env, emulator):
 
 
 @pytest.mark.parametrize("fault,status", [("400", 400), ("413", 413)])
-def test_rejected_item_is_quarantined_at_once_with_the_upstream_message(env, emulator, fault,
-                                                                         status):
+def test_rejected_item_is_quarantined_at_once_with_the_upstream_message(
+    env, emulator, fault, status
+):
     settings, make = env
     _, worker = make()
     bad = seed_image(settings, filename="bad.jpg", seed=1)
@@ -164,18 +173,22 @@ def test_file_missing_locally_is_quarantined_not_retried(env, emulator):
     assert "missing" in Outbox.get(Outbox.image == image.id).last_error
 
 
-def test_a_row_that_cannot_be_prepared_here_does_not_hold_back_the_rest(env, emulator,
-                                                                         caplog):
+def test_a_row_that_cannot_be_prepared_here_does_not_hold_back_the_rest(env, emulator, caplog):
     """A stored polygon this version cannot read back makes its upload fail before anything
     is sent: that row counts attempts and ends quarantined with the error; the rows behind
     it sync in the same passes."""
     settings, make = env
     _, worker = make(upstream__max_attempts=2)
-    broken = seed_image(settings, filename="broken.jpg", seed=5,
-                        annotations=(polygon("scratch", 0.1, 0.1, 0.5, 0.1, 0.3, 0.6),))
+    broken = seed_image(
+        settings,
+        filename="broken.jpg",
+        seed=5,
+        annotations=(polygon("scratch", 0.1, 0.1, 0.5, 0.1, 0.3, 0.6),),
+    )
     good = [seed_image(settings, filename=f"fine{i}.jpg", seed=20 + i) for i in range(3)]
-    database.execute_sql("UPDATE annotation SET geometry = 'not json' WHERE image_id = ?",
-                         (broken.id,))
+    database.execute_sql(
+        "UPDATE annotation SET geometry = 'not json' WHERE image_id = ?", (broken.id,)
+    )
     first = worker.run_pass()
     assert first.synced == 3 and not first.stopped
     assert all(Image.get_by_id(g.id).sync_state == "synced" for g in good)

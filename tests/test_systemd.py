@@ -101,8 +101,11 @@ def test_unit_limits_memory_and_tasks_and_has_an_ip_allow_list_example():
     assert example["IPAddressDeny"] == ["any"]
     allowed = example["IPAddressAllow"]
     assert "localhost" in allowed
-    networks = [ipaddress.ip_network(a, strict=True) for a in allowed
-                if a not in ("localhost", "link-local")]
+    networks = [
+        ipaddress.ip_network(a, strict=True)
+        for a in allowed
+        if a not in ("localhost", "link-local")
+    ]
     assert networks and all(n.is_private and n.num_addresses > 1 for n in networks)
     assert "lan-only.conf" in LAN_EXAMPLE.read_text()  # says how to install it
 
@@ -115,8 +118,9 @@ def test_the_real_service_runs_well_inside_the_limits(tmp_path: Path):
     port = free_port()
     captures = tmp_path / "captures"
     captures.mkdir()
-    config = write_config(tmp_path / "c.toml", tmp_path / "data", port,
-                          capture={"watch_dirs": [str(captures)]})
+    config = write_config(
+        tmp_path / "c.toml", tmp_path / "data", port, capture={"watch_dirs": [str(captures)]}
+    )
     proc = ServeProcess(config, port)
     try:
         proc.wait_ready()
@@ -157,7 +161,8 @@ def test_verify_accepts_the_limits_and_the_ip_allow_list_example(unit_dir: Path)
     # verify does parse these directives: the same ones with bad values are reported, so the
     # clean result above says they are valid, not that they were skipped.
     (dropins / "zz-bad.conf").write_text(
-        "[Service]\nMemoryMax=lots\nTasksMax=many\nIPAddressAllow=not-an-address\n")
+        "[Service]\nMemoryMax=lots\nTasksMax=many\nIPAddressAllow=not-an-address\n"
+    )
     reported = "\n".join(_verify(unit_dir))
     assert "zz-bad.conf:2" in reported and "zz-bad.conf:3" in reported
     assert "zz-bad.conf:4" in reported

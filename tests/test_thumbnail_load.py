@@ -121,8 +121,11 @@ class Served:
     def decodes(self, name: str) -> int:
         """How many times the server decoded this image, from its own debug log."""
         sha = self.images[name][1]
-        return len(re.findall(rf"thumbnails of image {sha[:12]}… made from one decode",
-                              self.proc.log_text()))
+        return len(
+            re.findall(
+                rf"thumbnails of image {sha[:12]}… made from one decode", self.proc.log_text()
+            )
+        )
 
 
 @pytest.fixture
@@ -137,20 +140,21 @@ def served(tmp_path: Path) -> Iterator[Served]:
     }
     images = {}
     for name, (data, width, height) in seeds.items():
-        row = seed_image(settings, filename=f"{name}.png", data=data, width=width,
-                         height=height)
+        row = seed_image(settings, filename=f"{name}.png", data=data, width=width, height=height)
         images[name] = (row.id, row.sha256)
     database.close()
     port = free_port()
     # DEBUG: the one line per decode is how these tests count decodes, as an operator would.
-    config = write_config(tmp_path / "serve.toml", settings.data_dir, port,
-                          logging={"level": "DEBUG"})
+    config = write_config(
+        tmp_path / "serve.toml", settings.data_dir, port, logging={"level": "DEBUG"}
+    )
     proc = ServeProcess(config, port)
     try:
         proc.wait_ready()
         token = Authenticator(settings).issue_token("reader", "read")
-        yield Served(proc, {"Authorization": f"Bearer {token}"},
-                     settings.data_dir / "thumbnails", images)
+        yield Served(
+            proc, {"Authorization": f"Bearer {token}"}, settings.data_dir / "thumbnails", images
+        )
     finally:
         proc.close()
 
@@ -177,16 +181,19 @@ def test_attack_on_one_large_png_decodes_it_once_in_bounded_memory(served):
     # taken next is the service's own and the growth after it is the attack's.
     for size in SIZES:
         assert ask_until_made(served.thumb("warm"), size, served.headers).statuses[-1] == 200
-    assert requests.get(f"{served.proc.url}/data/images", headers=served.headers,
-                        timeout=10).status_code == 200
+    assert (
+        requests.get(
+            f"{served.proc.url}/data/images", headers=served.headers, timeout=10
+        ).status_code
+        == 200
+    )
     before = vm_hwm(pid)
     refused: list[tuple[float, requests.Response]] = []
 
     def ask_huge() -> None:
         time.sleep(0.05)  # while the attack's decode runs
         started = time.monotonic()
-        resp = requests.get(f"{served.thumb('huge')}?size=256", headers=served.headers,
-                            timeout=30)
+        resp = requests.get(f"{served.thumb('huge')}?size=256", headers=served.headers, timeout=30)
         refused.append((time.monotonic() - started, resp))
 
     with list_probe(served.proc.url, served.headers) as probe:
@@ -200,12 +207,14 @@ def test_attack_on_one_large_png_decodes_it_once_in_bounded_memory(served):
     during = [s for s in probe if started <= s[0] < first_made]
     attacked = [s for s in probe if s[0] >= started]
     worst = max(s[1] for s in attacked)
-    (took, resp), = refused
-    print(f"\npeak RSS growth {growth / 2**20:.1f} MiB (bound {PEAK_GROWTH_BOUND / 2**20:.1f}; "
-          f"one decode {ONE_DECODE / 2**20:.1f}); list latency worst {worst * 1000:.0f} ms over "
-          f"{len(attacked)} requests, {len(during)} during the first "
-          f"{first_made - started:.2f} s; 7070x7070 PNG answered {resp.status_code} in "
-          f"{took * 1000:.0f} ms; {sum(len(a.statuses) - 1 for a in answers)} retries")
+    ((took, resp),) = refused
+    print(
+        f"\npeak RSS growth {growth / 2**20:.1f} MiB (bound {PEAK_GROWTH_BOUND / 2**20:.1f}; "
+        f"one decode {ONE_DECODE / 2**20:.1f}); list latency worst {worst * 1000:.0f} ms over "
+        f"{len(attacked)} requests, {len(during)} during the first "
+        f"{first_made - started:.2f} s; 7070x7070 PNG answered {resp.status_code} in "
+        f"{took * 1000:.0f} ms; {sum(len(a.statuses) - 1 for a in answers)} retries"
+    )
 
     assert growth <= PEAK_GROWTH_BOUND
     # The list answered quickly all along, including while the decode ran (before the first
@@ -239,9 +248,11 @@ def test_many_fresh_images_at_once_each_decoded_once_and_lists_stay_fast(served)
     samples = [s for s in probe if s[0] >= started]
     worst = max(s[1] for s in samples)
     median = sorted(s[1] for s in samples)[len(samples) // 2]
-    print(f"\nlist latency with 4 fresh images x 3 sizes x 2: worst {worst * 1000:.0f} ms, "
-          f"median {median * 1000:.0f} ms over {len(samples)} requests; "
-          f"{sum(len(a.statuses) - 1 for a in answers)} retries")
+    print(
+        f"\nlist latency with 4 fresh images x 3 sizes x 2: worst {worst * 1000:.0f} ms, "
+        f"median {median * 1000:.0f} ms over {len(samples)} requests; "
+        f"{sum(len(a.statuses) - 1 for a in answers)} retries"
+    )
     assert all(s[2] == 200 for s in samples) and worst < LIST_LATENCY_BOUND
     assert len(answers) == 24 and all(a.statuses[-1] == 200 for a in answers)
     assert [served.decodes(name) for name in names] == [1, 1, 1, 1]
@@ -257,10 +268,14 @@ def test_a_grid_of_fresh_images_fills_in_through_busy_answers(tmp_path, tokens, 
     settings = make_settings(tmp_path, server__threads=2, ui__thumbnail_max_pixels=2_000_000)
     app = create_app(settings)
     for i in range(12):
-        seed_image(settings, filename=f"fresh{i:02d}.png", data=big_png(1600, 1200, i),
-                   width=1600, height=1200)
-    seed_image(settings, filename="wide.png", data=big_png(1700, 1200, 99), width=1700,
-               height=1200)
+        seed_image(
+            settings,
+            filename=f"fresh{i:02d}.png",
+            data=big_png(1600, 1200, i),
+            width=1600,
+            height=1200,
+        )
+    seed_image(settings, filename="wide.png", data=big_png(1700, 1200, 99), width=1700, height=1200)
     server = ThreadedServer(app, threads=2)
     statuses: list[int] = []
     page.on("response", lambda r: statuses.append(r.status) if "/thumbnail?" in r.url else None)
@@ -272,14 +287,19 @@ def test_a_grid_of_fresh_images_fills_in_through_busy_answers(tmp_path, tokens, 
             "() => [...document.querySelectorAll('#grid li.tile')].every(li => {"
             " const i = li.querySelector('img.thumb');"
             " return li.querySelector('.thumb-missing') || (i && i.complete"
-            " && i.naturalWidth > 0); })", timeout=30_000)
-        print(f"\n12 fresh tiles filled in {time.monotonic() - started:.1f} s; thumbnail "
-              f"answers: {statuses.count(200)} x 200, {statuses.count(503)} x 503")
+            " && i.naturalWidth > 0); })",
+            timeout=30_000,
+        )
+        print(
+            f"\n12 fresh tiles filled in {time.monotonic() - started:.1f} s; thumbnail "
+            f"answers: {statuses.count(200)} x 200, {statuses.count(503)} x 503"
+        )
         shot(page, "grid-busy-thumbnails.png")
         # Every picture came, the one over the cap says so instead of a broken image, and the
         # page met "busy" answers on the way and retried past them.
         loaded = page.locator("#grid li.tile img.thumb").evaluate_all(
-            "els => els.filter(i => i.complete && i.naturalWidth > 0).length")
+            "els => els.filter(i => i.complete && i.naturalWidth > 0).length"
+        )
         assert loaded == 12
         missing = page.locator("#grid li.tile .thumb-missing")
         expect(missing).to_have_count(1)

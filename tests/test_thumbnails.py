@@ -50,9 +50,15 @@ def mean_colour(img: PILImage.Image) -> tuple[float, float, float]:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims width x height pixels but carries almost no data: a bomb's header."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
     idat = zlib.compress(b"\x00" * 1024)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
@@ -62,8 +68,9 @@ def png_header_only(width: int, height: int) -> bytes:
 def big_png(width: int, height: int, seed: int = 0) -> bytes:
     """A compressible (small file, full-size decode) RGB PNG, unique to ``seed``."""
     img = PILImage.linear_gradient("L").resize((width, height)).convert("RGB")
-    ImageDraw.Draw(img).line([(0, seed), (width, height - seed)], fill=(seed % 256, 40, 200),
-                             width=5)
+    ImageDraw.Draw(img).line(
+        [(0, seed), (width, height - seed)], fill=(seed % 256, 40, 200), width=5
+    )
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
@@ -83,10 +90,20 @@ def thumb_url(client, image_id, auth_headers, **params):
 
 @pytest.mark.parametrize("size", [128, 256, 512])
 def test_sizes_keep_aspect_and_never_enlarge(settings, client, auth_headers, size):
-    big = seed_image(settings, filename="big.jpg", data=solid_jpeg(1000, 600, (200, 30, 30)),
-                     width=1000, height=600)
-    small = seed_image(settings, filename="small.jpg", data=solid_jpeg(100, 80, (10, 200, 10)),
-                       width=100, height=80)
+    big = seed_image(
+        settings,
+        filename="big.jpg",
+        data=solid_jpeg(1000, 600, (200, 30, 30)),
+        width=1000,
+        height=600,
+    )
+    small = seed_image(
+        settings,
+        filename="small.jpg",
+        data=solid_jpeg(100, 80, (10, 200, 10)),
+        width=100,
+        height=80,
+    )
     resp = thumb_url(client, big.id, auth_headers, size=size)
     assert resp.status_code == 200 and resp.mimetype == "image/jpeg"
     img = decode(resp.data)
@@ -115,8 +132,9 @@ def test_png_with_alpha_becomes_jpeg_on_white(settings, client, auth_headers):
     assert img.size == (128, 128) and min(mean_colour(img)) > 240
 
 
-@pytest.mark.parametrize("query", ["size=100", "size=abc", "", "size=256&size=512",
-                                   "size=-128", "size=1024"])
+@pytest.mark.parametrize(
+    "query", ["size=100", "size=abc", "", "size=256&size=512", "size=-128", "size=1024"]
+)
 def test_bad_size_is_400_naming_size(settings, client, auth_headers, query):
     image = seed_image(settings)
     resp = client.get(f"/files/{image.id}/thumbnail?{query}", headers=auth_headers())
@@ -132,7 +150,7 @@ def test_needs_auth_and_accepts_the_image_urls_signature(settings, live_server, 
     assert live_server.get(f"/files/{one.id}/thumbnail?size=128").status_code == 401
     listed = live_server.get("/data/images?include_image_url=true", headers=auth_headers()).json()
     urls = {row["id"]: row["image_url"] for row in listed["data"]}
-    path, query = urls[one.id][len(live_server.url):].split("?")
+    path, query = urls[one.id][len(live_server.url) :].split("?")
     assert path == f"/files/{one.id}"
     signed = live_server.get(f"{path}/thumbnail?{query}&size=128")
     assert signed.status_code == 200 and signed.content[:3] == b"\xff\xd8\xff"
@@ -159,8 +177,10 @@ def test_cached_on_disk_and_served_from_the_cache(settings, client, auth_headers
     target.write_bytes(marker)
     second = thumb_url(client, image.id, auth_headers, size=256)
     assert second.data == marker
-    again = client.get(f"/files/{image.id}/thumbnail?size=256",
-                       headers={**auth_headers(), "If-None-Match": second.headers["ETag"]})
+    again = client.get(
+        f"/files/{image.id}/thumbnail?size=256",
+        headers={**auth_headers(), "If-None-Match": second.headers["ETag"]},
+    )
     assert again.status_code == 304
 
 
@@ -199,7 +219,8 @@ def test_decompression_bomb_is_refused_without_decoding(settings, client, auth_h
     assert resp.get_json()["error"]["code"] == "IMAGE_TOO_LARGE"
     assert resp.get_json()["error"]["details"] == "id"
     assert not (settings.data_dir / "thumbnails").exists() or not list(
-        (settings.data_dir / "thumbnails").rglob("*.jpg"))
+        (settings.data_dir / "thumbnails").rglob("*.jpg")
+    )
 
 
 def test_pixel_limit_comes_from_the_settings(tmp_path, auth_headers):
@@ -207,10 +228,16 @@ def test_pixel_limit_comes_from_the_settings(tmp_path, auth_headers):
     app = create_app(settings)
     try:
         client = app.test_client()
-        ok = seed_image(settings, filename="ok.jpg", width=100, height=100,
-                        data=solid_jpeg(100, 100, (1, 2, 3)))
-        big = seed_image(settings, filename="big.jpg", width=101, height=100,
-                         data=solid_jpeg(101, 100, (1, 2, 3)))
+        ok = seed_image(
+            settings, filename="ok.jpg", width=100, height=100, data=solid_jpeg(100, 100, (1, 2, 3))
+        )
+        big = seed_image(
+            settings,
+            filename="big.jpg",
+            width=101,
+            height=100,
+            data=solid_jpeg(101, 100, (1, 2, 3)),
+        )
         assert thumb_url(client, ok.id, auth_headers, size=128).status_code == 200
         resp = thumb_url(client, big.id, auth_headers, size=128)
         assert resp.status_code == 422 and "101 x 100" in resp.get_json()["error"]["message"]
@@ -238,8 +265,9 @@ def test_unreadable_file_is_422_not_500(settings, client, auth_headers):
 
 def test_undecodable_large_image_is_422_each_time_from_the_pool(settings, client, auth_headers):
     # A header of 1200 x 1200 pixels (large: the pool decodes it) over data that is no image.
-    image = seed_image(settings, filename="cut.png", data=png_header_only(1200, 1200),
-                       width=1200, height=1200)
+    image = seed_image(
+        settings, filename="cut.png", data=png_header_only(1200, 1200), width=1200, height=1200
+    )
     for _ in range(2):  # a failed decode is not remembered as the answer for later requests
         resp = thumb_url(client, image.id, auth_headers, size=256)
         assert resp.status_code == 422 and resp.get_json()["error"]["code"] == "IMAGE_UNREADABLE"
@@ -264,8 +292,13 @@ def test_remove_cached_deletes_every_size_of_one_image(settings, client, auth_he
 
 
 def test_one_request_makes_and_caches_every_size_from_one_decode(settings, client, auth_headers):
-    image = seed_image(settings, filename="wide.jpg", data=solid_jpeg(1000, 600, (200, 30, 30)),
-                       width=1000, height=600)
+    image = seed_image(
+        settings,
+        filename="wide.jpg",
+        data=solid_jpeg(1000, 600, (200, 30, 30)),
+        width=1000,
+        height=600,
+    )
     cache = settings.data_dir / "thumbnails"
     before = thumbnails.stats()["decodes"]
     assert thumb_url(client, image.id, auth_headers, size=128).status_code == 200
@@ -282,8 +315,9 @@ def test_one_request_makes_and_caches_every_size_from_one_decode(settings, clien
 
 
 def test_sizes_asked_at_once_wait_for_the_one_decode(settings, live_server, auth_headers):
-    image = seed_image(settings, filename="big.png", data=big_png(3000, 3000, 1), width=3000,
-                       height=3000)
+    image = seed_image(
+        settings, filename="big.png", data=big_png(3000, 3000, 1), width=3000, height=3000
+    )
     cache = settings.data_dir / "thumbnails"
     before = thumbnails.stats()["decodes"]
     start = threading.Barrier(2)
@@ -302,31 +336,55 @@ def test_sizes_asked_at_once_wait_for_the_one_decode(settings, live_server, auth
         assert decode(resp.content).size == (size, size)
     # The third size was made by that same decode.
     assert cache_path(cache, image.sha256, 256).exists()
-    assert live_server.get(f"/files/{image.id}/thumbnail?size=256",
-                           headers=auth_headers()).status_code == 200
+    assert (
+        live_server.get(f"/files/{image.id}/thumbnail?size=256", headers=auth_headers()).status_code
+        == 200
+    )
     assert thumbnails.stats()["decodes"] - before == 1
 
 
 @pytest.mark.parametrize("threads", [2, 4])
-def test_beyond_the_waiting_bound_is_503_and_other_requests_never_wait(tmp_path, auth_headers,
-                                                                       threads):
+def test_beyond_the_waiting_bound_is_503_and_other_requests_never_wait(
+    tmp_path, auth_headers, threads
+):
     settings = make_settings(tmp_path, server__threads=threads)
     app = create_app(settings)
     bound = threads // 2  # at least half the server's threads stay free
-    slow = [seed_image(settings, filename=f"slow{i}.png", data=big_png(4800, 4800, 10 + i),
-                       width=4800, height=4800) for i in range(bound)]
+    slow = [
+        seed_image(
+            settings,
+            filename=f"slow{i}.png",
+            data=big_png(4800, 4800, 10 + i),
+            width=4800,
+            height=4800,
+        )
+        for i in range(bound)
+    ]
     # Large enough (1.44 MP) to go through the pool.
-    fresh = seed_image(settings, filename="fresh.png", data=big_png(1200, 1200, 20), width=1200,
-                       height=1200)
+    fresh = seed_image(
+        settings, filename="fresh.png", data=big_png(1200, 1200, 20), width=1200, height=1200
+    )
     # A camera frame: decoded in the request's own thread in milliseconds, never refused.
-    frame = seed_image(settings, filename="frame.jpg", data=solid_jpeg(1280, 960, (200, 0, 0)),
-                       width=1280, height=960)
-    ready = seed_image(settings, filename="ready.jpg", data=solid_jpeg(640, 480, (0, 200, 0)),
-                       width=640, height=480)
-    bomb = seed_image(settings, filename="bomb.png", data=png_header_only(7070, 7070),
-                      width=7070, height=7070)
+    frame = seed_image(
+        settings,
+        filename="frame.jpg",
+        data=solid_jpeg(1280, 960, (200, 0, 0)),
+        width=1280,
+        height=960,
+    )
+    ready = seed_image(
+        settings,
+        filename="ready.jpg",
+        data=solid_jpeg(640, 480, (0, 200, 0)),
+        width=640,
+        height=480,
+    )
+    bomb = seed_image(
+        settings, filename="bomb.png", data=png_header_only(7070, 7070), width=7070, height=7070
+    )
     server = ThreadedServer(app, threads=threads)
     try:
+
         def get(image_id: int, size: int = 256) -> requests.Response:
             return server.get(f"/files/{image_id}/thumbnail?size={size}", headers=auth_headers())
 

@@ -31,6 +31,8 @@ def test_format_matches_datetime(us: int) -> None:
 def test_same_minute_different_seconds_and_none() -> None:
     base = 1_764_325_200_000_000  # 2025-11-28T10:20:00Z
     assert [format_ts(base + s * 1_000_000) for s in (0, 59)] == [
-        "2025-11-28T10:20:00Z", "2025-11-28T10:20:59Z"]
+        "2025-11-28T10:20:00Z",
+        "2025-11-28T10:20:59Z",
+    ]
     assert format_ts(base + 60_000_001) == "2025-11-28T10:21:00.000001Z"
     assert format_ts(None) == ""

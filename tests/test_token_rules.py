@@ -31,12 +31,20 @@ DAY = 24 * 3600
 MAX_TTL = 30 * DAY  # [auth] max_token_ttl's default
 
 
-def cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None
-        ) -> subprocess.CompletedProcess:
+def cli(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("EDGECATALOG_")}
     clean.update(env or {})
-    return subprocess.run([sys.executable, "-m", "edgecatalog", *args], cwd=tmp_path, env=clean,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "edgecatalog", *args],
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *names: str) -> str:
@@ -59,12 +67,14 @@ def code_of(resp) -> str | None:
 
 # -- the HMAC secret -------------------------------------------------------------------------
 
+
 def test_jwt_secret_needs_32_bytes(tmp_path):
     for secret, ok in (("a", False), ("s" * 31, False), ("é" * 16, True), ("s" * 32, True)):
         settings = make_settings(tmp_path, auth__jwt_secret=secret)
         if ok:  # 'é' is 2 bytes in UTF-8: 16 of them are 32 bytes
-            assert Authenticator(settings).verify_token(jwt.encode(
-                {"sub": "a", "exp": int(time.time()) + 60}, secret, algorithm="HS256"))
+            assert Authenticator(settings).verify_token(
+                jwt.encode({"sub": "a", "exp": int(time.time()) + 60}, secret, algorithm="HS256")
+            )
         else:
             with pytest.raises(ConfigError, match=r"auth\.jwt_secret.*at least 32 bytes"):
                 Authenticator(settings)
@@ -87,8 +97,7 @@ def test_short_secret_file_and_generated_file_are_refused(tmp_path):
 
 
 def test_cli_refuses_a_short_secret_in_one_line(tmp_path):
-    env = {"EDGECATALOG_AUTH_JWT_SECRET": "a",
-           "EDGECATALOG_STORAGE_DATA_DIR": str(tmp_path / "d")}
+    env = {"EDGECATALOG_AUTH_JWT_SECRET": "a", "EDGECATALOG_STORAGE_DATA_DIR": str(tmp_path / "d")}
     one_line_error(cli(tmp_path, "check-config", env=env), "auth.jwt_secret", "32 bytes")
     one_line_error(cli(tmp_path, "token", "--sub", "x", env=env), "auth.jwt_secret")
     assert not (tmp_path / "d").exists()
@@ -96,9 +105,12 @@ def test_cli_refuses_a_short_secret_in_one_line(tmp_path):
 
 # -- lifetimes, iat and jti ------------------------------------------------------------------
 
+
 def test_cli_ttl_beyond_max_is_a_usage_error(tmp_path):
-    env = {"EDGECATALOG_AUTH_JWT_SECRET": SECRET,
-           "EDGECATALOG_STORAGE_DATA_DIR": str(tmp_path / "d")}
+    env = {
+        "EDGECATALOG_AUTH_JWT_SECRET": SECRET,
+        "EDGECATALOG_STORAGE_DATA_DIR": str(tmp_path / "d"),
+    }
     proc = cli(tmp_path, "token", "--sub", "x", "--ttl", "3153600000", env=env)
     one_line_error(proc, "--ttl", "max_token_ttl")
     assert proc.stdout == ""
@@ -149,6 +161,7 @@ def test_presented_token_longer_than_max_ttl_is_refused(client):
 
 
 # -- revocation --------------------------------------------------------------------------
+
 
 def wait_for(check, limit: float) -> float:
     """Seconds until ``check()`` is true; fails after ``limit`` seconds."""
@@ -224,27 +237,36 @@ def test_revocation_in_a_running_service(tmp_path):
         session = requests.Session()
 
         def status(sub: str) -> int:
-            return session.get(server.url + "/data/images", timeout=10,
-                               headers={"Authorization": f"Bearer {token_of[sub]}"}).status_code
+            return session.get(
+                server.url + "/data/images",
+                timeout=10,
+                headers={"Authorization": f"Bearer {token_of[sub]}"},
+            ).status_code
 
-        up = session.post(server.url + "/device/images/upload", timeout=10,
-                          headers={"Authorization": f"Bearer {token_of['alice']}"},
-                          files={"image": ("a.jpg", jpeg_bytes(seed=9), "image/jpeg")})
+        up = session.post(
+            server.url + "/device/images/upload",
+            timeout=10,
+            headers={"Authorization": f"Bearer {token_of['alice']}"},
+            files={"image": ("a.jpg", jpeg_bytes(seed=9), "image/jpeg")},
+        )
         assert up.status_code == 201, up.text
-        listed = session.get(server.url + "/data/images?include_image_url=true", timeout=10,
-                             headers={"Authorization": f"Bearer {token_of['bob']}"}).json()
+        listed = session.get(
+            server.url + "/data/images?include_image_url=true",
+            timeout=10,
+            headers={"Authorization": f"Bearer {token_of['bob']}"},
+        ).json()
         image_url = listed["data"][0]["image_url"]
         assert session.get(image_url, timeout=10).status_code == 200
         assert status("alice") == status("bob") == 200
 
-        revoke = cli(tmp_path, "token", "revoke", "--config", str(config),
-                     "--jti", jti_of(token_of["alice"]))
+        revoke = cli(
+            tmp_path, "token", "revoke", "--config", str(config), "--jti", jti_of(token_of["alice"])
+        )
         assert revoke.returncode == 0, revoke.stderr
         wait_for(lambda: status("alice") == 401, 3.0)
         assert status("bob") == 200
 
-        assert cli(tmp_path, "token", "revoke", "--config", str(config),
-                   "--all").returncode == 0
+        assert cli(tmp_path, "token", "revoke", "--config", str(config), "--all").returncode == 0
         wait_for(lambda: status("bob") == 401, 3.0)
         served = session.get(image_url, timeout=10)
         assert served.status_code == 200 and served.content == jpeg_bytes(seed=9)
@@ -252,8 +274,14 @@ def test_revocation_in_a_running_service(tmp_path):
         assert listed.returncode == 0 and "jti" in listed.stdout and "all" in listed.stdout
         next_second()
         fresh = cli(tmp_path, "token", "--config", str(config), "--sub", "bob").stdout.strip()
-        assert session.get(server.url + "/data/images", timeout=10, headers={
-            "Authorization": f"Bearer {fresh}"}).status_code == 200
+        assert (
+            session.get(
+                server.url + "/data/images",
+                timeout=10,
+                headers={"Authorization": f"Bearer {fresh}"},
+            ).status_code
+            == 200
+        )
     finally:
         server.terminate()
         server.wait()
@@ -261,14 +289,17 @@ def test_revocation_in_a_running_service(tmp_path):
 
 
 def test_token_revoke_usage_errors(tmp_path):
-    env = {"EDGECATALOG_AUTH_JWT_SECRET": SECRET,
-           "EDGECATALOG_STORAGE_DATA_DIR": str(tmp_path / "d")}
+    env = {
+        "EDGECATALOG_AUTH_JWT_SECRET": SECRET,
+        "EDGECATALOG_STORAGE_DATA_DIR": str(tmp_path / "d"),
+    }
     one_line_error(cli(tmp_path, "token", "revoke", env=env), "--jti", "--subject", "--all")
     one_line_error(cli(tmp_path, "token", "revoke", "--jti", "a", "--all", env=env), "--all")
     one_line_error(cli(tmp_path, "token", "revoke", "--subject", " ", env=env), "--subject")
 
 
 # -- signed URL expiry: ASCII digits only ------------------------------------------------
+
 
 @pytest.mark.parametrize("expires", ["%C2%B2", "%D9%A1%D9%A2%D9%A3", "%EF%BC%91", "1%C2%B2"])
 def test_non_ascii_digit_expiry_is_a_403_not_a_500(client, settings, caplog, expires):
@@ -281,4 +312,3 @@ def test_non_ascii_digit_expiry_is_a_403_not_a_500(client, settings, caplog, exp
             assert body["success"] is False and body["data"] is None
             assert body["error"]["details"] == "expires"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
-

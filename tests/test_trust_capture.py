@@ -35,8 +35,10 @@ def list_everything(settings) -> bytes:
     """The list answer with annotations, as a client gets it."""
     app = create_app(settings)
     token = Authenticator(settings).issue_token("reviewer", "read")
-    resp = app.test_client().get("/data/images?include_annotations=true&limit=100",
-                                 headers={"Authorization": f"Bearer {token}"})
+    resp = app.test_client().get(
+        "/data/images?include_annotations=true&limit=100",
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert resp.status_code == 200, resp.data
     return resp.data
 
@@ -102,8 +104,9 @@ def test_a_scan_rejects_links_with_their_reason(tmp_path):
     real = unique_jpeg(3, side=48)
     (folder / "sub" / "b.jpg").write_bytes(real)
     (folder / "sub" / "b.json").symlink_to(secret)
-    report = run_scan(settings, folder, recursive=True, mode="move", out=io.StringIO(),
-                      err=io.StringIO())
+    report = run_scan(
+        settings, folder, recursive=True, mode="move", out=io.StringIO(), err=io.StringIO()
+    )
     assert (report.indexed, report.rejected) == (1, 2)
     reasons = rejected_paths()
     assert "symbolic link" in reasons[str(folder / "a.jpg")]
@@ -114,6 +117,7 @@ def test_a_scan_rejects_links_with_their_reason(tmp_path):
 
 
 # -- the rename race: a capture swapped after it was read, before move mode stores it ---------
+
 
 @pytest.fixture
 def move_indexer(tmp_path):
@@ -209,6 +213,7 @@ def test_a_copy_across_filesystems_is_hashed_again(tmp_path):
 
 # -- after indexing: an indexed file (index mode) later swapped for a link ----------------------
 
+
 def test_an_indexed_file_swapped_for_a_link_is_neither_served_nor_sent(tmp_path):
     from sync_helpers import drain, sync_settings
     from upstream_emulator import UpstreamEmulator
@@ -225,13 +230,14 @@ def test_an_indexed_file_swapped_for_a_link_is_neither_served_nor_sent(tmp_path)
         kept, swapped = unique_jpeg(41, side=64), unique_jpeg(42, side=64)
         (folder / "kept.jpg").write_bytes(kept)
         (folder / "swapped.jpg").write_bytes(swapped)
-        report = run_scan(settings, folder, recursive=False, mode="index", out=io.StringIO(),
-                          err=io.StringIO())
+        report = run_scan(
+            settings, folder, recursive=False, mode="index", out=io.StringIO(), err=io.StringIO()
+        )
         assert report.indexed == 2
         # The secret is as long as the capture, so a size check alone would not catch it.
         secret = tmp_path / "outside" / "secret.bin"
         secret.parent.mkdir()
-        secret.write_bytes((SECRET_BYTES * 1000)[:len(swapped)])
+        secret.write_bytes((SECRET_BYTES * 1000)[: len(swapped)])
         (folder / "swapped.jpg").unlink()
         (folder / "swapped.jpg").symlink_to(secret)
 

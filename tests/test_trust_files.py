@@ -15,19 +15,25 @@ from upload_helpers import CONTENT_TYPE, upload_body
 
 from edgecatalog.ingest.store import sniff_format
 
-SCRIPT = (b"<html><body><script>window.__pwned = 'ran'; document.title = 'PWNED ' + "
-          b"JSON.stringify(sessionStorage)</script></body></html>")
+SCRIPT = (
+    b"<html><body><script>window.__pwned = 'ran'; document.title = 'PWNED ' + "
+    b"JSON.stringify(sessionStorage)</script></body></html>"
+)
 
 
 def upload(client, headers, data: bytes, filename: str) -> dict:
-    resp = client.post("/device/images/upload", data=upload_body(data, {"filename": filename}),
-                       headers={**headers, "Content-Type": CONTENT_TYPE})
+    resp = client.post(
+        "/device/images/upload",
+        data=upload_body(data, {"filename": filename}),
+        headers={**headers, "Content-Type": CONTENT_TYPE},
+    )
     assert resp.status_code == 201, resp.data
     return json.loads(resp.data)["data"]
 
 
-@pytest.mark.parametrize("name", ["report.html", "drawing.svg", "page.xhtml", "code.js",
-                                  "noextension"])
+@pytest.mark.parametrize(
+    "name", ["report.html", "drawing.svg", "page.xhtml", "code.js", "noextension"]
+)
 def test_a_file_is_served_as_its_bytes_say_with_a_sandbox(client, auth_headers, name):
     data = jpeg_bytes(seed=3) + SCRIPT
     image_id = upload(client, auth_headers("write"), data, name)["image_id"]
@@ -58,16 +64,19 @@ def test_other_formats_keep_their_own_type(client, auth_headers):
 
 
 @pytest.mark.parametrize("mark", requires_browser)
-def test_opening_a_planted_html_jpeg_from_the_page_runs_no_script(mark, live_server, client,
-                                                                  auth_headers, tokens):
+def test_opening_a_planted_html_jpeg_from_the_page_runs_no_script(
+    mark, live_server, client, auth_headers, tokens
+):
     from playwright.sync_api import sync_playwright
 
     data = jpeg_bytes(seed=5) + SCRIPT
     upload(client, auth_headers("write"), data, "report.html")
-    listed = json.loads(client.get("/data/images?include_image_url=true", headers=auth_headers()).data)
+    listed = json.loads(
+        client.get("/data/images?include_image_url=true", headers=auth_headers()).data
+    )
     image_url = listed["data"][0]["image_url"]
     # The URL the page shows points at this server: open it where the live server answers.
-    path = image_url[image_url.index("/files/"):]
+    path = image_url[image_url.index("/files/") :]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -95,8 +104,11 @@ def test_files_need_the_read_scope(client, settings, auth_headers):
     data = jpeg_bytes(seed=9)
     image_id = upload(client, auth_headers("write"), data, "frame.jpg")["image_id"]
     now = int(time.time())
-    odd = jwt.encode({"sub": "x", "scope": "admin", "iat": now, "exp": now + 60},
-                     settings["auth.jwt_secret"], algorithm="HS256")
+    odd = jwt.encode(
+        {"sub": "x", "scope": "admin", "iat": now, "exp": now + 60},
+        settings["auth.jwt_secret"],
+        algorithm="HS256",
+    )
     headers = {"Authorization": f"Bearer {odd}"}
     for path in (f"/files/{image_id}", f"/files/{image_id}/thumbnail?size=128", "/data/images"):
         resp = client.get(path, headers=headers)

@@ -17,8 +17,11 @@ STATIC = Path(__file__).resolve().parent.parent / "edgecatalog" / "static"
 
 
 def csp_directives(header: str) -> dict[str, str]:
-    return {part.split()[0]: " ".join(part.split()[1:])
-            for part in (p.strip() for p in header.split(";")) if part}
+    return {
+        part.split()[0]: " ".join(part.split()[1:])
+        for part in (p.strip() for p in header.split(";"))
+        if part
+    }
 
 
 def test_page_is_served_with_a_strict_csp(live_server):
@@ -48,8 +51,15 @@ def test_page_has_no_inline_script_or_style_and_nothing_external():
             assert 'setAttribute("style"' not in text, path.name
 
 
-@pytest.mark.parametrize("name,kind", [("app.js", "javascript"), ("app.css", "text/css"),
-                                       ("grid.js", "javascript"), ("favicon.svg", "image/svg")])
+@pytest.mark.parametrize(
+    "name,kind",
+    [
+        ("app.js", "javascript"),
+        ("app.css", "text/css"),
+        ("grid.js", "javascript"),
+        ("favicon.svg", "image/svg"),
+    ],
+)
 def test_static_files_have_etags_and_revalidate(live_server, name, kind):
     resp = live_server.get(f"/static/{name}")
     assert resp.status_code == 200 and kind in resp.headers["Content-Type"]
@@ -61,8 +71,15 @@ def test_static_files_have_etags_and_revalidate(live_server, name, kind):
     assert "Content-Security-Policy" in again.headers
 
 
-@pytest.mark.parametrize("path", ["/static/nope.js", "/static/../__init__.py",
-                                  "/static/%2e%2e/__init__.py", "/static/..%2fcli.py"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/nope.js",
+        "/static/../__init__.py",
+        "/static/%2e%2e/__init__.py",
+        "/static/..%2fcli.py",
+    ],
+)
 def test_unknown_or_escaping_static_paths_are_404(live_server, path):
     resp = live_server.get(path)
     assert resp.status_code == 404
@@ -87,25 +104,38 @@ def run_cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.C
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECATALOG_")}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "edgecatalog", *args], capture_output=True,
-                          text=True, timeout=60, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "edgecatalog", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
 
 
 def write_config(tmp_path: Path, server: str) -> Path:
     config = tmp_path / "config.toml"
-    config.write_text(f'[server]\n{server}\n[storage]\ndata_dir = "{tmp_path / "d"}"\n'
-                      f'[auth]\njwt_secret = "{"s" * 40}"\n', encoding="utf-8")
+    config.write_text(
+        f'[server]\n{server}\n[storage]\ndata_dir = "{tmp_path / "d"}"\n'
+        f'[auth]\njwt_secret = "{"s" * 40}"\n',
+        encoding="utf-8",
+    )
     return config
 
 
-@pytest.mark.parametrize("server,base", [
-    ('public_url = "https://cam-3.line.local:8443/"', "https://cam-3.line.local:8443"),
-    ('host = "127.0.0.1"\nport = 9123', "http://127.0.0.1:9123"),
-])
+@pytest.mark.parametrize(
+    "server,base",
+    [
+        ('public_url = "https://cam-3.line.local:8443/"', "https://cam-3.line.local:8443"),
+        ('host = "127.0.0.1"\nport = 9123', "http://127.0.0.1:9123"),
+    ],
+)
 def test_token_ui_prints_a_sign_in_link(tmp_path, server, base):
     config = write_config(tmp_path, server)
-    result = run_cli("token", "--ui", "--sub", "inspector", "--scope", "write",
-                     "--config", str(config))
+    result = run_cli(
+        "token", "--ui", "--sub", "inspector", "--scope", "write", "--config", str(config)
+    )
     assert result.returncode == 0, result.stderr
     link = result.stdout.strip()
     assert link.startswith(base + "/#token=")
@@ -116,6 +146,6 @@ def test_token_ui_prints_a_sign_in_link(tmp_path, server, base):
 
 
 def test_token_without_ui_is_still_a_bare_token(tmp_path):
-    config = write_config(tmp_path, 'port = 9124')
+    config = write_config(tmp_path, "port = 9124")
     result = run_cli("token", "--sub", "x", "--config", str(config))
     assert result.returncode == 0 and result.stdout.count(".") == 2 and "#" not in result.stdout

@@ -47,8 +47,10 @@ def test_sign_in_with_a_token_link_shows_the_grid(settings, live_server, tokens,
     assert tile_ids(page) == expected == sorted(ids, reverse=True)  # newest first
     first = page.locator("#grid li.tile img").first
     expect(first).to_have_attribute("src", re.compile(r"^/files/\d+/thumbnail\?.*size=256"))
-    page.wait_for_function("() => { const i = document.querySelector('#grid img');"
-                           " return i && i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#grid img');"
+        " return i && i.complete && i.naturalWidth > 0; }"
+    )
     expect(page.locator("#result-count")).to_have_text(f"{len(ids)} of {len(ids)} images")
     expect(page.locator("#scope-badge")).to_have_text("read only")
     shot(page, "grid.png")
@@ -70,8 +72,10 @@ def test_class_filter_matches_the_api(settings, live_server, tokens, page):
     page.fill('#filters [name="class_values"]', "crack, dent")
     page.click('#filters button[type="submit"]')
     page.wait_for_url(re.compile(r"class_values=crack%2C\+?dent|class_values=crack%2Cdent"))
-    expected = [r["id"] for r in api(live_server, tokens["read"],
-                                     "/data/images?class_values=crack,dent")["data"]]
+    expected = [
+        r["id"]
+        for r in api(live_server, tokens["read"], "/data/images?class_values=crack,dent")["data"]
+    ]
     assert 0 < len(expected) < 12
     wait_for_tiles(page, len(expected))
     assert tile_ids(page) == expected
@@ -101,8 +105,7 @@ def test_bookmarked_filter_url_reloads_the_same_view(settings, live_server, toke
     wait_for_tiles(page, len(expected))
 
 
-def test_status_bar_says_unavailable_when_endpoints_answer_404(settings, live_server, tokens,
-                                                               page):
+def test_status_bar_says_unavailable_when_endpoints_answer_404(settings, live_server, tokens, page):
     seed(settings, 2, fancy=False)
     # The real server's own 404 for a route it does not have stands in for a missing endpoint.
     for path in ("/sync/status", "/readyz"):
@@ -145,13 +148,21 @@ def test_300_image_grid_loads_thumbnails_never_full_images(settings, live_server
     assert len(lists) == math.ceil(300 / 48)
 
 
-@pytest.mark.parametrize("name,options", [
-    ("phone", {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True,
-               "device_scale_factor": 2}),
-    ("panel", {"viewport": {"width": 1280, "height": 800}, "has_touch": True}),
-])
-
-
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        (
+            "phone",
+            {
+                "viewport": {"width": 390, "height": 844},
+                "is_mobile": True,
+                "has_touch": True,
+                "device_scale_factor": 2,
+            },
+        ),
+        ("panel", {"viewport": {"width": 1280, "height": 800}, "has_touch": True}),
+    ],
+)
 def test_fits_a_phone_and_a_touch_panel(browser, settings, live_server, tokens, name, options):
     ids = seed(settings, 8)
     problems: list[str] = []
@@ -159,8 +170,10 @@ def test_fits_a_phone_and_a_touch_panel(browser, settings, live_server, tokens, 
     try:
         sign_in(page, live_server, tokens["write"])
         wait_for_tiles(page, 8)
-        page.wait_for_function("() => [...document.querySelectorAll('#grid img')].slice(0, 4)"
-                               ".every(i => i.complete && i.naturalWidth > 0)")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#grid img')].slice(0, 4)"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        )
         overflow = "document.scrollingElement.scrollWidth - window.innerWidth"
         assert page.evaluate(overflow) <= 0
         if name == "phone":
@@ -168,8 +181,13 @@ def test_fits_a_phone_and_a_touch_panel(browser, settings, live_server, tokens, 
             page.tap("#filters-toggle")
             expect(page.locator('#filters [name="class_values"]')).to_be_visible()
             expect(page.locator('#filters [name="sort"]')).to_be_visible()
-            assert page.evaluate("(() => { const f = document.getElementById('filters');"
-                                 " return f.scrollWidth - f.clientWidth; })()") <= 0
+            assert (
+                page.evaluate(
+                    "(() => { const f = document.getElementById('filters');"
+                    " return f.scrollWidth - f.clientWidth; })()"
+                )
+                <= 0
+            )
             box = page.locator('#filters [name="sort"]').bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= options["viewport"]["width"]
             shot(page, f"{name}-filters.png")
@@ -187,17 +205,25 @@ def test_fits_a_phone_and_a_touch_panel(browser, settings, live_server, tokens, 
 
 
 def test_project_and_batch_choices_come_from_the_api(app, settings, live_server, tokens, page):
-    for rule, method in (("/data/projects", "POST"), ("/data/batches", "GET"),
-                         ("/data/batches/<int:batch_id>", "PATCH")):
+    for rule, method in (
+        ("/data/projects", "POST"),
+        ("/data/batches", "GET"),
+        ("/data/batches/<int:batch_id>", "PATCH"),
+    ):
         needs_route(app, rule, method)
     seed(settings, 6, fancy=False)
     write = {"Authorization": f"Bearer {tokens['write']}"}
-    project = requests.post(f"{live_server.url}/data/projects", json={"name": "Line A"},
-                            headers=write, timeout=10).json()["data"]
+    project = requests.post(
+        f"{live_server.url}/data/projects", json={"name": "Line A"}, headers=write, timeout=10
+    ).json()["data"]
     batches = api(live_server, tokens["read"], "/data/batches")["data"]
     cam01 = next(b for b in batches if b["device_id"] == "cam01")
-    resp = requests.patch(f"{live_server.url}/data/batches/{cam01['id']}",
-                          json={"project_id": project["id"]}, headers=write, timeout=10)
+    resp = requests.patch(
+        f"{live_server.url}/data/batches/{cam01['id']}",
+        json={"project_id": project["id"]},
+        headers=write,
+        timeout=10,
+    )
     assert resp.status_code == 200, resp.text
     sign_in(page, live_server, tokens["read"])
     wait_for_tiles(page, 6)
@@ -207,19 +233,24 @@ def test_project_and_batch_choices_come_from_the_api(app, settings, live_server,
     expect(batch_options).to_have_count(1 + len(batches))
     project_select.select_option(str(project["id"]))  # applies at once beside the grid
     page.wait_for_url(re.compile(rf"project_id={project['id']}"))
-    expected = [r["id"] for r in api(live_server, tokens["read"],
-                                     f"/data/images?project_id={project['id']}")["data"]]
+    expected = [
+        r["id"]
+        for r in api(live_server, tokens["read"], f"/data/images?project_id={project['id']}")[
+            "data"
+        ]
+    ]
     assert len(expected) == 3
     wait_for_tiles(page, 3)
     assert tile_ids(page) == expected
 
 
-def test_filters_fall_back_to_typed_ids_without_list_endpoints(settings, live_server, tokens,
-                                                                page):
+def test_filters_fall_back_to_typed_ids_without_list_endpoints(settings, live_server, tokens, page):
     seed(settings, 4, fancy=False)
     for path in ("/data/projects", "/data/batches"):
-        page.route(re.compile(rf".*{path}(\?.*)?$"),
-                   lambda route: route.continue_(url=live_server.url + "/no-such"))
+        page.route(
+            re.compile(rf".*{path}(\?.*)?$"),
+            lambda route: route.continue_(url=live_server.url + "/no-such"),
+        )
     sign_in(page, live_server, tokens["read"])
     wait_for_tiles(page, 4)
     typed = page.locator('#filters input[name="project_id"]')
@@ -228,8 +259,9 @@ def test_filters_fall_back_to_typed_ids_without_list_endpoints(settings, live_se
     typed.fill("null")
     page.click('#filters button[type="submit"]')
     page.wait_for_url(re.compile(r"project_id=null"))
-    expected = [r["id"] for r in api(live_server, tokens["read"],
-                                     "/data/images?project_id=null")["data"]]
+    expected = [
+        r["id"] for r in api(live_server, tokens["read"], "/data/images?project_id=null")["data"]
+    ]
     wait_for_tiles(page, len(expected))
     assert tile_ids(page) == expected
 

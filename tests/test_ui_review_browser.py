@@ -44,10 +44,15 @@ def test_detail_draws_one_shape_per_annotation(settings, live_server, tokens, pa
     scratch = next(a for a in record["annotations"] if a["class_value"] == "scratch")
     rect = page.locator(f'#d-overlay rect.ann[data-id="{scratch["id"]}"]')
     x1, y1, x2, y2 = scratch["geometry"]
-    assert [float(rect.get_attribute(k)) for k in ("x", "y", "width", "height")] == \
-        [x1, y1, x2 - x1, y2 - y1]
-    expect(page.locator("#d-overlay .ann-label")).to_contain_text(["scratch 0.91", "dent 0.30",
-                                                                   "crack 0.62"])
+    assert [float(rect.get_attribute(k)) for k in ("x", "y", "width", "height")] == [
+        x1,
+        y1,
+        x2 - x1,
+        y2 - y1,
+    ]
+    expect(page.locator("#d-overlay .ann-label")).to_contain_text(
+        ["scratch 0.91", "dent 0.30", "crack 0.62"]
+    )
     colours = {page.locator("#d-overlay .ann").nth(n).get_attribute("stroke") for n in range(3)}
     assert len(colours) == 3  # one colour per class
     # The threshold hides model boxes below it: confidences 0.91, 0.30, 0.62 -> 2 at 0.5.
@@ -68,6 +73,7 @@ def test_split_change_and_lock_are_persisted(settings, live_server, tokens, page
     page.click(f'#grid li.tile[data-id="{ids[1]}"] button')
     expect(page.locator("#d-split")).to_have_value("none")
     page.select_option("#d-split", "train")
+
     def read() -> dict:
         return api(live_server, tokens["read"], f"/data/images/{ids[1]}")["data"]
 
@@ -133,6 +139,7 @@ def test_draw_a_box_then_delete_it(app, settings, live_server, tokens, page):
     page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.4, steps=5)
     page.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.5, steps=5)
     page.mouse.up()
+
     def read() -> dict:
         return api(live_server, tokens["read"], f"/data/images/{ids[2]}")["data"]
 

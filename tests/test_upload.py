@@ -45,13 +45,26 @@ def post(client, data: bytes, headers: dict | None = None, content_type: str = C
 
 def test_upload_stores_file_row_and_annotations(client, settings, auth_headers):
     data = image_bytes("JPEG", 200, 100, seed=1)
-    meta = {"model_id": "mdl_123", "model_version": "1.0.0", "source": "camera-1",
-            "timestamp": "2026-11-28T10:00:00Z",
-            "annotations": [
-                {"class_value": "defect", "type": "bbox", "geometry": [0.5, 0.5, 0.2, 0.1],
-                 "confidence": 0.9},
-                {"class_value": "scratch", "type": "polygon",
-                 "geometry": [0.1, 0.1, 0.3, 0.1, 0.2, 0.4], "z_order": 5}]}
+    meta = {
+        "model_id": "mdl_123",
+        "model_version": "1.0.0",
+        "source": "camera-1",
+        "timestamp": "2026-11-28T10:00:00Z",
+        "annotations": [
+            {
+                "class_value": "defect",
+                "type": "bbox",
+                "geometry": [0.5, 0.5, 0.2, 0.1],
+                "confidence": 0.9,
+            },
+            {
+                "class_value": "scratch",
+                "type": "polygon",
+                "geometry": [0.1, 0.1, 0.3, 0.1, 0.2, 0.4],
+                "z_order": 5,
+            },
+        ],
+    }
     resp = post(client, upload_body(data, meta, "frame.jpg"))
     assert resp.status_code == 201, resp.json
     got = resp.json["data"]
@@ -104,8 +117,17 @@ def test_device_id_precedence(tmp_path, auth_headers):
 
 def test_duplicate_returns_existing_ids_and_keeps_one_file(client, settings):
     data = image_bytes(seed=6)
-    first = post(client, upload_body(data, {"annotations": [
-        {"class_value": "a", "type": "bbox", "geometry": [0.5, 0.5, 0.1, 0.1]}]}))
+    first = post(
+        client,
+        upload_body(
+            data,
+            {
+                "annotations": [
+                    {"class_value": "a", "type": "bbox", "geometry": [0.5, 0.5, 0.1, 0.1]}
+                ]
+            },
+        ),
+    )
     again = post(client, upload_body(data, {"filename": "other.jpg"}))
     assert first.status_code == 201 and again.status_code == 200
     assert again.json["data"] == {**first.json["data"], "duplicate": True}
@@ -145,77 +167,279 @@ _IDAT = PNG.index(b"IDAT") + 6  # a byte inside the first IDAT chunk's data
 WEBP = image_bytes("WEBP", 40, 30, seed=12)
 BMP = image_bytes("BMP", 40, 30, seed=12)
 BAD_INPUT = [
-    ("png cut short", upload_body(PNG[: len(PNG) - 20], None, "p.png"), None, 400,
-     "VALIDATION_ERROR", "image"),
-    ("png with a flipped data byte", upload_body(
-        PNG[:_IDAT] + bytes([PNG[_IDAT] ^ 0xFF]) + PNG[_IDAT + 1:], None, "p.png"), None, 400,
-     "VALIDATION_ERROR", "image"),
-    ("png header then garbage", upload_body(PNG[:33] + b"\0" * 100, None, "p.png"), None, 400,
-     "VALIDATION_ERROR", "image"),
-    ("jpeg header cut short", upload_body(GOOD[:200], None), None, 400, "VALIDATION_ERROR",
-     "image"),
+    (
+        "png cut short",
+        upload_body(PNG[: len(PNG) - 20], None, "p.png"),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "image",
+    ),
+    (
+        "png with a flipped data byte",
+        upload_body(PNG[:_IDAT] + bytes([PNG[_IDAT] ^ 0xFF]) + PNG[_IDAT + 1 :], None, "p.png"),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "image",
+    ),
+    (
+        "png header then garbage",
+        upload_body(PNG[:33] + b"\0" * 100, None, "p.png"),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "image",
+    ),
+    (
+        "jpeg header cut short",
+        upload_body(GOOD[:200], None),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "image",
+    ),
     # The whole header, then the scan cut off before its end-of-image marker.
-    ("jpeg image data cut short", upload_body(GOOD[:-16], None), None, 400,
-     "VALIDATION_ERROR", "image"),
-    ("webp cut short", upload_body(WEBP[:-10], None, "w.webp"), None, 400, "VALIDATION_ERROR",
-     "image"),
-    ("bmp cut short", upload_body(BMP[:60], None, "b.bmp"), None, 400, "VALIDATION_ERROR",
-     "image"),
+    (
+        "jpeg image data cut short",
+        upload_body(GOOD[:-16], None),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "image",
+    ),
+    (
+        "webp cut short",
+        upload_body(WEBP[:-10], None, "w.webp"),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "image",
+    ),
+    ("bmp cut short", upload_body(BMP[:60], None, "b.bmp"), None, 400, "VALIDATION_ERROR", "image"),
     # (id, body, content type, status, code, details)
     ("no image part", body(part("metadata", b"{}")), None, 400, "VALIDATION_ERROR", "image"),
     ("empty image part", upload_body(b""), None, 400, "VALIDATION_ERROR", "image"),
-    ("text named .jpg", upload_body(b"hello, not an image at all"), None, 415,
-     "UNSUPPORTED_MEDIA_TYPE", "image"),
-    ("jpeg magic then garbage", upload_body(b"\xff\xd8\xff\xe0" + b"\x00" * 40), None, 400,
-     "VALIDATION_ERROR", "image"),
-    ("metadata not JSON", upload_body(GOOD, "{not json"), None, 400, "VALIDATION_ERROR",
-     "metadata"),
-    ("metadata not an object", upload_body(GOOD, "[1, 2]"), None, 400, "VALIDATION_ERROR",
-     "metadata"),
-    ("unknown annotation type", upload_body(GOOD, {"annotations": [
-        {"class_value": "a", "type": "circle", "geometry": [0.5, 0.5, 0.1]}]}), None, 400,
-     "VALIDATION_ERROR", "metadata.annotations[0].type"),
-    ("bbox of 3 numbers", upload_body(GOOD, {"annotations": [
-        {"class_value": "a", "type": "bbox", "geometry": [0.5, 0.5, 0.1]}]}), None, 400,
-     "VALIDATION_ERROR", "metadata.annotations[0].geometry"),
-    ("polygon odd length", upload_body(GOOD, {"annotations": [
-        {"class_value": "a", "type": "polygon", "geometry": [0.1, 0.1, 0.2, 0.2, 0.3]}]}),
-     None, 400, "VALIDATION_ERROR", "metadata.annotations[0].geometry"),
-    ("geometry above 1", upload_body(GOOD, {"annotations": [
-        {"class_value": "a", "type": "bbox", "geometry": [0.5, 0.5, 1.2, 0.1]}]}), None, 400,
-     "VALIDATION_ERROR", "metadata.annotations[0].geometry"),
-    ("geometry below 0", upload_body(GOOD, {"annotations": [
-        {"class_value": "a", "type": "bbox", "geometry": [-0.1, 0.5, 0.2, 0.1]}]}), None, 400,
-     "VALIDATION_ERROR", "metadata.annotations[0].geometry"),
-    ("confidence above 1", upload_body(GOOD, {"annotations": [
-        {"class_value": "a", "type": "bbox", "geometry": [0.5, 0.5, 0.2, 0.1],
-         "confidence": 1.5}]}), None, 400, "VALIDATION_ERROR",
-     "metadata.annotations[0].confidence"),
-    ("confidence not a number", upload_body(GOOD, {"annotations": [
-        {"class_value": "a", "type": "bbox", "geometry": [0.5, 0.5, 0.2, 0.1],
-         "confidence": "high"}]}), None, 400, "VALIDATION_ERROR",
-     "metadata.annotations[0].confidence"),
-    ("second annotation bad", upload_body(GOOD, {"annotations": [
-        {"class_value": "a", "type": "bbox", "geometry": [0.5, 0.5, 0.2, 0.1]},
-        {"class_value": "", "type": "bbox", "geometry": [0.5, 0.5, 0.2, 0.1]}]}), None, 400,
-     "VALIDATION_ERROR", "metadata.annotations[1].class_value"),
-    ("metadata filename with slash", upload_body(GOOD, {"filename": "a/b.jpg"}), None, 400,
-     "VALIDATION_ERROR", "metadata.filename"),
-    ("metadata filename with backslash", upload_body(GOOD, {"filename": "a\\b.jpg"}), None, 400,
-     "VALIDATION_ERROR", "metadata.filename"),
-    ("metadata filename with NUL", upload_body(GOOD, {"filename": "a\u0000.jpg"}), None, 400,
-     "VALIDATION_ERROR", "metadata.filename"),
-    ("part filename with dot-dot", upload_body(GOOD, None, "../../etc/x.jpg"), None, 400,
-     "VALIDATION_ERROR", "image.filename"),
-    ("bad timestamp", upload_body(GOOD, {"timestamp": "yesterday"}), None, 400,
-     "VALIDATION_ERROR", "metadata.timestamp"),
-    ("two image parts", body(part("image", GOOD, "a.jpg"), part("image", GOOD, "b.jpg")), None,
-     400, "VALIDATION_ERROR", "image"),
-    ("no closing boundary", body(part("image", GOOD, "a.jpg"), close=False), None, 400,
-     "VALIDATION_ERROR", "body"),
+    (
+        "text named .jpg",
+        upload_body(b"hello, not an image at all"),
+        None,
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+        "image",
+    ),
+    (
+        "jpeg magic then garbage",
+        upload_body(b"\xff\xd8\xff\xe0" + b"\x00" * 40),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "image",
+    ),
+    (
+        "metadata not JSON",
+        upload_body(GOOD, "{not json"),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "metadata",
+    ),
+    (
+        "metadata not an object",
+        upload_body(GOOD, "[1, 2]"),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "metadata",
+    ),
+    (
+        "unknown annotation type",
+        upload_body(
+            GOOD,
+            {"annotations": [{"class_value": "a", "type": "circle", "geometry": [0.5, 0.5, 0.1]}]},
+        ),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "metadata.annotations[0].type",
+    ),
+    (
+        "bbox of 3 numbers",
+        upload_body(
+            GOOD,
+            {"annotations": [{"class_value": "a", "type": "bbox", "geometry": [0.5, 0.5, 0.1]}]},
+        ),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "metadata.annotations[0].geometry",
+    ),
+    (
+        "polygon odd length",
+        upload_body(
+            GOOD,
+            {
+                "annotations": [
+                    {"class_value": "a", "type": "polygon", "geometry": [0.1, 0.1, 0.2, 0.2, 0.3]}
+                ]
+            },
+        ),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "metadata.annotations[0].geometry",
+    ),
+    (
+        "geometry above 1",
+        upload_body(
+            GOOD,
+            {
+                "annotations": [
+                    {"class_value": "a", "type": "bbox", "geometry": [0.5, 0.5, 1.2, 0.1]}
+                ]
+            },
+        ),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "metadata.annotations[0].geometry",
+    ),
+    (
+        "geometry below 0",
+        upload_body(
+            GOOD,
+            {
+                "annotations": [
+                    {"class_value": "a", "type": "bbox", "geometry": [-0.1, 0.5, 0.2, 0.1]}
+                ]
+            },
+        ),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "metadata.annotations[0].geometry",
+    ),
+    (
+        "confidence above 1",
+        upload_body(
+            GOOD,
+            {
+                "annotations": [
+                    {
+                        "class_value": "a",
+                        "type": "bbox",
+                        "geometry": [0.5, 0.5, 0.2, 0.1],
+                        "confidence": 1.5,
+                    }
+                ]
+            },
+        ),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "metadata.annotations[0].confidence",
+    ),
+    (
+        "confidence not a number",
+        upload_body(
+            GOOD,
+            {
+                "annotations": [
+                    {
+                        "class_value": "a",
+                        "type": "bbox",
+                        "geometry": [0.5, 0.5, 0.2, 0.1],
+                        "confidence": "high",
+                    }
+                ]
+            },
+        ),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "metadata.annotations[0].confidence",
+    ),
+    (
+        "second annotation bad",
+        upload_body(
+            GOOD,
+            {
+                "annotations": [
+                    {"class_value": "a", "type": "bbox", "geometry": [0.5, 0.5, 0.2, 0.1]},
+                    {"class_value": "", "type": "bbox", "geometry": [0.5, 0.5, 0.2, 0.1]},
+                ]
+            },
+        ),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "metadata.annotations[1].class_value",
+    ),
+    (
+        "metadata filename with slash",
+        upload_body(GOOD, {"filename": "a/b.jpg"}),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "metadata.filename",
+    ),
+    (
+        "metadata filename with backslash",
+        upload_body(GOOD, {"filename": "a\\b.jpg"}),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "metadata.filename",
+    ),
+    (
+        "metadata filename with NUL",
+        upload_body(GOOD, {"filename": "a\u0000.jpg"}),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "metadata.filename",
+    ),
+    (
+        "part filename with dot-dot",
+        upload_body(GOOD, None, "../../etc/x.jpg"),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "image.filename",
+    ),
+    (
+        "bad timestamp",
+        upload_body(GOOD, {"timestamp": "yesterday"}),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "metadata.timestamp",
+    ),
+    (
+        "two image parts",
+        body(part("image", GOOD, "a.jpg"), part("image", GOOD, "b.jpg")),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "image",
+    ),
+    (
+        "no closing boundary",
+        body(part("image", GOOD, "a.jpg"), close=False),
+        None,
+        400,
+        "VALIDATION_ERROR",
+        "body",
+    ),
     ("not multipart", GOOD, "image/jpeg", 415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type"),
-    ("multipart without boundary", upload_body(GOOD), "multipart/form-data", 400,
-     "VALIDATION_ERROR", "Content-Type"),
+    (
+        "multipart without boundary",
+        upload_body(GOOD),
+        "multipart/form-data",
+        400,
+        "VALIDATION_ERROR",
+        "Content-Type",
+    ),
 ]
 
 
@@ -242,12 +466,21 @@ class Unreadable:
 
 
 def test_declared_length_over_limit_is_refused_unread(client, settings):
-    resp = client.post(UPLOAD, headers={"Content-Type": CONTENT_TYPE, "X-Device-Key": DEVICE_KEY},
-                       environ_overrides={"wsgi.input": Unreadable(), "CONTENT_TYPE": CONTENT_TYPE,
-                                          "CONTENT_LENGTH": str(60 * 1024 * 1024)})
+    resp = client.post(
+        UPLOAD,
+        headers={"Content-Type": CONTENT_TYPE, "X-Device-Key": DEVICE_KEY},
+        environ_overrides={
+            "wsgi.input": Unreadable(),
+            "CONTENT_TYPE": CONTENT_TYPE,
+            "CONTENT_LENGTH": str(60 * 1024 * 1024),
+        },
+    )
     assert resp.status_code == 413
-    assert resp.json["error"] == {"code": "PAYLOAD_TOO_LARGE", "details": "body",
-                                  "message": resp.json["error"]["message"]}
+    assert resp.json["error"] == {
+        "code": "PAYLOAD_TOO_LARGE",
+        "details": "body",
+        "message": resp.json["error"]["message"],
+    }
     assert "52428800" in resp.json["error"]["message"]
     assert stored_files(settings.images_dir) == []
 
@@ -272,12 +505,21 @@ def test_chunked_body_over_limit_is_cut_off_without_holding_it(client, settings)
     stream = Endless(60 * 1024 * 1024, head)
     tracemalloc.start()
     try:
-        resp = client.post(UPLOAD, headers={
-            "Content-Type": CONTENT_TYPE, "Transfer-Encoding": "chunked",
-            "X-Device-Key": DEVICE_KEY}, environ_overrides={
-                "wsgi.input": stream, "wsgi.input_terminated": True, "CONTENT_LENGTH": "",
+        resp = client.post(
+            UPLOAD,
+            headers={
+                "Content-Type": CONTENT_TYPE,
+                "Transfer-Encoding": "chunked",
+                "X-Device-Key": DEVICE_KEY,
+            },
+            environ_overrides={
+                "wsgi.input": stream,
+                "wsgi.input_terminated": True,
+                "CONTENT_LENGTH": "",
                 # Set here too: the test client replaces a multipart type it did not encode.
-                "CONTENT_TYPE": CONTENT_TYPE})
+                "CONTENT_TYPE": CONTENT_TYPE,
+            },
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -296,28 +538,38 @@ def test_metadata_part_over_its_cap(client, settings):
 
 
 def test_field_order_does_not_matter_and_extra_fields_are_ignored(client):
-    data = body(part("metadata", json.dumps({"filename": "late.jpg"}).encode()),
-                part("comment", b"ignored"), part("image", image_bytes(seed=13), "x.jpg"))
+    data = body(
+        part("metadata", json.dumps({"filename": "late.jpg"}).encode()),
+        part("comment", b"ignored"),
+        part("image", image_bytes(seed=13), "x.jpg"),
+    )
     resp = post(client, data)
     assert resp.status_code == 201 and resp.json["data"]["storage_key"].endswith("_late.jpg")
 
 
 def test_batch_completes_at_max_images(tmp_path):
-    client = create_app(make_settings(tmp_path, batches__max_images=3,
-                                      **device_key_settings())).test_client()
-    ids = [post(client, upload_body(image_bytes(seed=20 + i))).json["data"]["batch_id"]
-           for i in range(7)]
+    client = create_app(
+        make_settings(tmp_path, batches__max_images=3, **device_key_settings())
+    ).test_client()
+    ids = [
+        post(client, upload_body(image_bytes(seed=20 + i))).json["data"]["batch_id"]
+        for i in range(7)
+    ]
     assert ids[0] == ids[1] == ids[2] != ids[3]
     assert ids[3] == ids[4] == ids[5] != ids[6]
     with database.connection_context():
         stages = {b.id: (b.stage, b.image_count) for b in Batch.select()}
-    assert stages == {ids[0]: ("complete", 3), ids[3]: ("complete", 3),
-                      ids[6]: ("collecting", 1)}
+    assert stages == {ids[0]: ("complete", 3), ids[3]: ("complete", 3), ids[6]: ("collecting", 1)}
 
 
 def test_batch_completes_after_its_window(tmp_path):
-    client = create_app(make_settings(tmp_path, batches__window_minutes=0.01,  # 0.6 s
-                                      **device_key_settings())).test_client()
+    client = create_app(
+        make_settings(
+            tmp_path,
+            batches__window_minutes=0.01,  # 0.6 s
+            **device_key_settings(),
+        )
+    ).test_client()
     first = post(client, upload_body(image_bytes(seed=30))).json["data"]["batch_id"]
     same = post(client, upload_body(image_bytes(seed=31))).json["data"]["batch_id"]
     time.sleep(0.65)

@@ -25,8 +25,9 @@ def _upload(emu, data, key="", device_key="adk_test", meta=None):
     files = {"image": ("a.jpg", data, "image/jpeg")}
     if meta is not None:
         files["metadata"] = (None, json.dumps(meta), "application/json")
-    return requests.post(emu.base_url + "/device/images/upload", headers=headers, files=files,
-                         timeout=5)
+    return requests.post(
+        emu.base_url + "/device/images/upload", headers=headers, files=files, timeout=5
+    )
 
 
 def test_upload_contract(emu):
@@ -35,29 +36,32 @@ def test_upload_contract(emu):
     first = _upload(emu, data, key="k1")
     assert first.status_code == 201
     body = first.json()
-    assert body["success"] is True and set(body["data"]) == {"image_id", "batch_id",
-                                                               "storage_key"}
+    assert body["success"] is True and set(body["data"]) == {"image_id", "batch_id", "storage_key"}
     assert _upload(emu, data, key="k1").json() == body  # same key => same answer
     dup = _upload(emu, data, key="k2")
     assert dup.status_code == 409 and "DUPLICATE" in dup.json()["error"]["code"]
     assert _upload(emu, b"GIF89a not allowed").status_code == 400
-    bad_geometry = {"annotations": [{"class_value": "x", "type": "bbox",
-                                     "geometry": [12, 30, 40, 40]}]}
+    bad_geometry = {
+        "annotations": [{"class_value": "x", "type": "bbox", "geometry": [12, 30, 40, 40]}]
+    }
     assert _upload(emu, jpeg_bytes(seed=2), meta=bad_geometry).status_code == 400
     assert len(emu.images) == 1 and emu.replays == 1
 
 
 def test_oversized_upload_is_refused_from_its_header(emu):
     with socket.create_connection(("127.0.0.1", emu.port), timeout=5) as conn:
-        conn.sendall(b"POST /api/device/images/upload HTTP/1.1\r\nHost: x\r\n"
-                     b"X-Device-Key: adk_test\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                     b"Content-Length: 60000000\r\n\r\n")
+        conn.sendall(
+            b"POST /api/device/images/upload HTTP/1.1\r\nHost: x\r\n"
+            b"X-Device-Key: adk_test\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 60000000\r\n\r\n"
+        )
         assert conn.recv(100).startswith(b"HTTP/1.1 413")
 
 
 def test_device_self_patch_and_annotations(emu):
-    self_info = requests.get(emu.base_url + "/device/self",
-                             headers={"X-Device-Key": "adk_test"}, timeout=5)
+    self_info = requests.get(
+        emu.base_url + "/device/self", headers={"X-Device-Key": "adk_test"}, timeout=5
+    )
     assert self_info.json()["data"]["status"] == "approved"
     image_id = _upload(emu, jpeg_bytes(seed=3)).json()["data"]["image_id"]
     url = f"{emu.base_url}/data/images/{image_id}"
@@ -65,10 +69,19 @@ def test_device_self_patch_and_annotations(emu):
     bearer = {"Authorization": "Bearer tok_test"}
     patched = requests.patch(url, json={"split": "val"}, headers=bearer, timeout=5)
     assert patched.json()["data"]["split"] == "val"
-    ann = {"image_id": image_id, "class_value": "c", "type": "bbox", "geometry": [.5, .5, .1, .1]}
+    ann = {
+        "image_id": image_id,
+        "class_value": "c",
+        "type": "bbox",
+        "geometry": [0.5, 0.5, 0.1, 0.1],
+    }
     for _ in range(2):
-        requests.post(emu.base_url + "/data/annotations", json=ann,
-                      headers={**bearer, "Idempotency-Key": "a1"}, timeout=5)
+        requests.post(
+            emu.base_url + "/data/annotations",
+            json=ann,
+            headers={**bearer, "Idempotency-Key": "a1"},
+            timeout=5,
+        )
     assert len(emu.annotations_of(image_id)) == 1
 
 

@@ -54,8 +54,9 @@ def unique_jpeg(seed: int, size: int = 100_000) -> bytes:
     return _noisy_base(size) + seed.to_bytes(8, "big")
 
 
-def part(name: str, data: bytes, filename: str | None = None,
-         content_type: str | None = None) -> bytes:
+def part(
+    name: str, data: bytes, filename: str | None = None, content_type: str | None = None
+) -> bytes:
     disposition = f'form-data; name="{name}"'
     if filename is not None:
         disposition += f'; filename="{filename}"'

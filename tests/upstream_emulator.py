@@ -60,10 +60,18 @@ class Logged:
 
 
 class UpstreamEmulator:
-    def __init__(self, *, device_key: str = "adk_test", api_token: str = "tok_test",
-                 id_style: str = "int", honour_idempotency: bool = True,
-                 retry_after: int = 1, slow_seconds: float = 2.0, latency: float = 0.0,
-                 record_bodies: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        device_key: str = "adk_test",
+        api_token: str = "tok_test",
+        id_style: str = "int",
+        honour_idempotency: bool = True,
+        retry_after: int = 1,
+        slow_seconds: float = 2.0,
+        latency: float = 0.0,
+        record_bodies: bool = False,
+    ) -> None:
         self.device_key, self.api_token = device_key, api_token
         self.id_style, self.honour_idempotency = id_style, honour_idempotency
         self.retry_after, self.slow_seconds, self.latency = retry_after, slow_seconds, latency
@@ -101,8 +109,9 @@ class UpstreamEmulator:
         server = _QuietServer(("127.0.0.1", self.port), handler)
         server.daemon_threads = True
         self._server, self.port = server, server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     def go_offline(self) -> None:
@@ -157,11 +166,19 @@ class UpstreamEmulator:
         with self.lock:
             self.uploads_received += 1
             if digest in self.images:
-                return 409, _error("DUPLICATE_IMAGE", "an image with this hash already exists",
-                                   "sha256")
+                return 409, _error(
+                    "DUPLICATE_IMAGE", "an image with this hash already exists", "sha256"
+                )
             image_id, batch_id = self.new_id("img"), 7 if self.id_style == "int" else "batch_7"
-            stored = Stored(image_id, batch_id, f"raw-data/{image_id}_{filename}", digest,
-                            filename, len(image), meta)
+            stored = Stored(
+                image_id,
+                batch_id,
+                f"raw-data/{image_id}_{filename}",
+                digest,
+                filename,
+                len(image),
+                meta,
+            )
             self.images[digest] = stored
             self.by_id[str(image_id)] = stored
         data = {"image_id": image_id, "batch_id": batch_id, "storage_key": stored.storage_key}
@@ -214,8 +231,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     # -- plumbing --------------------------------------------------------------------------
-    def _answer(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None,
-                raw: bytes | None = None) -> None:
+    def _answer(
+        self,
+        status: int,
+        body: dict[str, Any],
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> None:
         payload = raw if raw is not None else json.dumps(body).encode()
         self._status = status
         try:
@@ -265,8 +287,16 @@ class _Handler(BaseHTTPRequestHandler):
         except (ConnectionAbortedError, ConnectionResetError, BrokenPipeError):
             self.close_connection = True  # nothing was processed; nobody to answer
         finally:
-            entry = Logged(start, time.monotonic(), self.command, self.path, self._status,
-                           self._size, self.headers.get("Idempotency-Key", ""), self._fault)
+            entry = Logged(
+                start,
+                time.monotonic(),
+                self.command,
+                self.path,
+                self._status,
+                self._size,
+                self.headers.get("Idempotency-Key", ""),
+                self._fault,
+            )
             with self.emulator.lock:
                 self.emulator.log.append(entry)
 
@@ -278,8 +308,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(status, body)
             return True
         if fault == "429":
-            self._answer(429, _error("RATE_LIMITED", "emulated rate limit"),
-                         {"Retry-After": str(self.emulator.retry_after)})
+            self._answer(
+                429,
+                _error("RATE_LIMITED", "emulated rate limit"),
+                {"Retry-After": str(self.emulator.retry_after)},
+            )
             return True
         return False
 
@@ -325,9 +358,19 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != "/api/device/self":
             return self._answer(404, _error("NOT_FOUND", "no such route"))
         if self._device_ok():
-            self._answer(200, {"success": True, "data": {
-                "device_id": "emulated", "endpoint_id": "emulated", "status": "approved",
-                "organization_id": "00000000-0000-0000-0000-000000000000", "name": "emulated"}})
+            self._answer(
+                200,
+                {
+                    "success": True,
+                    "data": {
+                        "device_id": "emulated",
+                        "endpoint_id": "emulated",
+                        "status": "approved",
+                        "organization_id": "00000000-0000-0000-0000-000000000000",
+                        "name": "emulated",
+                    },
+                },
+            )
 
     def _post(self) -> None:
         if self.path == "/api/data/annotations":
@@ -357,8 +400,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(status, answer)
 
     def _upload(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        environ = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-                   "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+        }
         _, form, files = parse_form_data(environ)
         if "image" not in files:
             return 400, _error("VALIDATION_ERROR", "the image part is required", "image")
@@ -409,7 +456,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(raw or b"{}")
         unknown = set(body) - {"annotation_status", "split", "split_locked"}
         if unknown:
-            return self._answer(400, _error("VALIDATION_ERROR", "unknown fields", ",".join(unknown)))
+            return self._answer(
+                400, _error("VALIDATION_ERROR", "unknown fields", ",".join(unknown))
+            )
         with self.emulator.lock:
             stored = self.emulator.by_id.get(match.group(1))
             if stored is None:
@@ -424,8 +473,10 @@ def _check_metadata(meta: Any) -> None:
         raise TypeError("metadata must be a JSON object")
     for ann in meta.get("annotations", []):
         geometry = ann.get("geometry")
-        if not isinstance(ann.get("class_value"), str) or ann.get("type") not in ("bbox",
-                                                                                   "polygon"):
+        if not isinstance(ann.get("class_value"), str) or ann.get("type") not in (
+            "bbox",
+            "polygon",
+        ):
             raise ValueError("annotations need class_value and type")
         if not isinstance(geometry, list) or not all(0 <= float(v) <= 1 for v in geometry):
             raise ValueError("annotation geometry must be normalized to 0..1")

@@ -39,8 +39,11 @@ def apply_sidecar(image_id: int, meta: Metadata) -> bool:
         image = Image.get_or_none(Image.id == image_id)
         if image is None:
             return False
-        old = list(Annotation.select().where((Annotation.image == image_id)
-                                             & (Annotation.source != "manual")).dicts())
+        old = list(
+            Annotation.select()
+            .where((Annotation.image == image_id) & (Annotation.source != "manual"))
+            .dicts()
+        )
         new = [annotation_columns(a, image.width, image.height) for a in meta.annotations]
         changes: dict[str, Any] = {}
         if meta.model_id and meta.model_id != image.model_id:
@@ -50,16 +53,26 @@ def apply_sidecar(image_id: int, meta: Metadata) -> bool:
         if _signature(old) == _signature(new) and not changes:
             return False
         Annotation.delete().where(Annotation.id.in_([row["id"] for row in old])).execute()
-        created = [Annotation.create(image=image_id, created_at=now, updated_at=now, **cols)
-                   for cols in new]
+        created = [
+            Annotation.create(image=image_id, created_at=now, updated_at=now, **cols)
+            for cols in new
+        ]
         Image.update(updated_at=now, **changes).where(Image.id == image_id).execute()
         for row in old:
-            queue_change(image, "delete_annotation",
-                         {"annotation_id": row["id"], "class_value": row["class_value"]}, now)
+            queue_change(
+                image,
+                "delete_annotation",
+                {"annotation_id": row["id"], "class_value": row["class_value"]},
+                now,
+            )
         for ann in created:
             queue_change(image, "create_annotation", {"annotation_id": ann.id}, now)
         if changes:
             queue_change(image, "patch_image", changes, now)
-    log.info("sidecar applied to image %s: %d annotation(s) replaced by %d",
-             image_id, len(old), len(created))
+    log.info(
+        "sidecar applied to image %s: %d annotation(s) replaced by %d",
+        image_id,
+        len(old),
+        len(created),
+    )
     return True

@@ -76,18 +76,42 @@ def row_shape(model: type[Model], names: tuple[str, ...]) -> RowShape:
         raise TypeError(f"{model.__name__}: give a value for every field with a callable default")
     columns = ", ".join(f'"{f.column_name}"' for f in [by_name[n] for n in names] + rest)
     marks = ", ".join("?" for _ in fields)
-    return RowShape(f'INSERT INTO "{model._meta.table_name}" ({columns}) VALUES ({marks})',
-                    tuple(f.default for f in rest))
+    return RowShape(
+        f'INSERT INTO "{model._meta.table_name}" ({columns}) VALUES ({marks})',
+        tuple(f.default for f in rest),
+    )
 
 
-IMAGE_FIELDS = ("filename", "storage_key", "width", "height", "device", "batch", "created_at",
-                "updated_at", "captured_at", "sha256", "byte_size", "root", "path", "model_id",
-                "model_version", "source")
+IMAGE_FIELDS = (
+    "filename",
+    "storage_key",
+    "width",
+    "height",
+    "device",
+    "batch",
+    "created_at",
+    "updated_at",
+    "captured_at",
+    "sha256",
+    "byte_size",
+    "root",
+    "path",
+    "model_id",
+    "model_version",
+    "source",
+)
 # The Annotation columns as the writer inserts them: the image, its stored columns
 # (``catalog.ANNOTATION_COLUMNS``, as ``annotation_values`` gives them), the timestamps.
 ANNOTATION_INSERT_FIELDS = ("image", *ANNOTATION_COLUMNS, "created_at", "updated_at")
-OUTBOX_FIELDS = ("image", "kind", "payload", "byte_size", "idempotency_key", "created_at",
-                 "updated_at")
+OUTBOX_FIELDS = (
+    "image",
+    "kind",
+    "payload",
+    "byte_size",
+    "idempotency_key",
+    "created_at",
+    "updated_at",
+)
 
 
 def check_stored(rows: Sequence[tuple], limits: AnnotationLimits = DEFAULT_LIMITS) -> None:
@@ -102,9 +126,11 @@ def check_stored(rows: Sequence[tuple], limits: AnnotationLimits = DEFAULT_LIMIT
         geometry = row[2]
         # A stored polygon is a flat JSON list of integers: its commas count its values.
         if row[1] != "bbox" and geometry.count(",") + 1 > 2 * limits.max_polygon_points:
-            raise ValidationError(f"annotations[{i}].geometry",
-                                  f"a polygon may have at most {limits.max_polygon_points} points "
-                                  "([ingest] max_polygon_points)")
+            raise ValidationError(
+                f"annotations[{i}].geometry",
+                f"a polygon may have at most {limits.max_polygon_points} points "
+                "([ingest] max_polygon_points)",
+            )
         used += stored_bytes(row[0], geometry, row[8])
     if used > limits.max_annotation_bytes:
         raise ValidationError("annotations", too_many_bytes(limits, f"these take {used}"))
@@ -114,10 +140,13 @@ def existing_images(shas: Sequence[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     unique = sorted(set(shas))
     for i in range(0, len(unique), 500):
-        chunk = unique[i:i + 500]
+        chunk = unique[i : i + 500]
         marks = ", ".join("?" * len(chunk))
-        found.update(database.execute_sql(
-            f"SELECT sha256, id FROM image WHERE sha256 IN ({marks})", chunk).fetchall())
+        found.update(
+            database.execute_sql(
+                f"SELECT sha256, id FROM image WHERE sha256 IN ({marks})", chunk
+            ).fetchall()
+        )
     return found
 
 
@@ -143,8 +172,12 @@ def _assign_batches(news: Sequence[NewImage], now: int, policy: BatchPolicy) -> 
     return out
 
 
-def add_images(news: Sequence[NewImage], policy: BatchPolicy | None = None, *,
-               limits: AnnotationLimits = DEFAULT_LIMITS) -> list[tuple[int, bool]]:
+def add_images(
+    news: Sequence[NewImage],
+    policy: BatchPolicy | None = None,
+    *,
+    limits: AnnotationLimits = DEFAULT_LIMITS,
+) -> list[tuple[int, bool]]:
     """Insert images with their annotations (every rule of ``catalog.check_annotation`` and
     the caps of ``limits``) and outbox rows; one (image id, created) each, in order.
 
@@ -156,32 +189,50 @@ def add_images(news: Sequence[NewImage], policy: BatchPolicy | None = None, *,
         for i, ann in enumerate(new.annotations):
             check_annotation(ann, f"annotations[{i}]", limits)
     # Converted (pure work) before the write transaction, so the write lock is held shorter.
-    return _write(news, [[annotation_values(ann, new.width, new.height)
-                          for ann in new.annotations] for new in news], policy, limits)
+    return _write(
+        news,
+        [
+            [annotation_values(ann, new.width, new.height) for ann in new.annotations]
+            for new in news
+        ],
+        policy,
+        limits,
+    )
 
 
-def add_probed_images(news: Sequence[NewImage], rows: Sequence[Sequence[tuple]],
-                      policy: BatchPolicy | None = None, *,
-                      limits: AnnotationLimits = DEFAULT_LIMITS) -> list[tuple[int, bool]]:
+def add_probed_images(
+    news: Sequence[NewImage],
+    rows: Sequence[Sequence[tuple]],
+    policy: BatchPolicy | None = None,
+    *,
+    limits: AnnotationLimits = DEFAULT_LIMITS,
+) -> list[tuple[int, bool]]:
     """``add_images`` for captures a probe worker read: ``rows[k]`` are the annotations of
     ``news[k]``, already validated and converted (``catalog.annotation_values``) off the write
     path; the images themselves carry none. The caps of ``limits`` still hold
     (``check_stored``)."""
     if len(rows) != len(news) or any(new.annotations for new in news):
-        raise ValueError("add_probed_images takes one list of converted rows per image, and "
-                         "images without NewAnnotation values")
+        raise ValueError(
+            "add_probed_images takes one list of converted rows per image, and "
+            "images without NewAnnotation values"
+        )
     return _write(news, [list(r) for r in rows], policy, limits)
 
 
-def add_image(new: NewImage, policy: BatchPolicy | None = None, *,
-              limits: AnnotationLimits = DEFAULT_LIMITS) -> tuple[Image, bool]:
+def add_image(
+    new: NewImage, policy: BatchPolicy | None = None, *, limits: AnnotationLimits = DEFAULT_LIMITS
+) -> tuple[Image, bool]:
     """``add_images`` of one image, returning (image, created) with the image as a row."""
     [(image_id, created)] = add_images([new], policy, limits=limits)
     return Image.get_by_id(image_id), created
 
 
-def _write(news: Sequence[NewImage], stored: list[list[tuple]], policy: BatchPolicy | None,
-           limits: AnnotationLimits) -> list[tuple[int, bool]]:
+def _write(
+    news: Sequence[NewImage],
+    stored: list[list[tuple]],
+    policy: BatchPolicy | None,
+    limits: AnnotationLimits,
+) -> list[tuple[int, bool]]:
     """Check ``stored`` (the annotation rows of each image) against the caps, then insert the
     images that are new, in the caller's transaction or one of its own."""
     for rows in stored:  # before anything is written: a refusal stores nothing
@@ -198,22 +249,49 @@ def _write(news: Sequence[NewImage], stored: list[list[tuple]], policy: BatchPol
                 ids[new.sha256] = 0  # the same bytes twice in this chunk: the first one wins
                 fresh.append(new)
         if fresh:
-            _insert(fresh, _assign_batches(fresh, now, policy or BatchPolicy()), ids, now,
-                    [by_new[id(n)] for n in fresh])
+            _insert(
+                fresh,
+                _assign_batches(fresh, now, policy or BatchPolicy()),
+                ids,
+                now,
+                [by_new[id(n)] for n in fresh],
+            )
     created = {id(n) for n in fresh}
     return [(ids[n.sha256], id(n) in created) for n in news]
 
 
-def _insert(fresh: list[NewImage], batches: list[int], ids: dict[str, int], now: int,
-            annotations: list[list[tuple]]) -> None:
+def _insert(
+    fresh: list[NewImage],
+    batches: list[int],
+    ids: dict[str, int],
+    now: int,
+    annotations: list[list[tuple]],
+) -> None:
     devices = {d: ensure_device(d, now).id for d in {n.device_id for n in fresh}}
     roots = {r: file_root(r).id for r in {n.root for n in fresh}}
     image = row_shape(Image, IMAGE_FIELDS)
-    rows = [(new.filename, new.storage_key, new.width, new.height, devices[new.device_id],
-             batch_id, now, now, new.captured_at if new.captured_at is not None else now,
-             new.sha256, new.byte_size, roots[new.root], new.path, new.model_id,
-             new.model_version, new.source) + image.tail
-            for new, batch_id in zip(fresh, batches)]
+    rows = [
+        (
+            new.filename,
+            new.storage_key,
+            new.width,
+            new.height,
+            devices[new.device_id],
+            batch_id,
+            now,
+            now,
+            new.captured_at if new.captured_at is not None else now,
+            new.sha256,
+            new.byte_size,
+            roots[new.root],
+            new.path,
+            new.model_id,
+            new.model_version,
+            new.source,
+        )
+        + image.tail
+        for new, batch_id in zip(fresh, batches)
+    ]
     cursor = database.cursor()
     (last,) = cursor.execute('SELECT max("id") FROM "image"').fetchone()
     first = (last or 0) + 1
@@ -227,15 +305,22 @@ def _insert(fresh: list[NewImage], batches: list[int], ids: dict[str, int], now:
             (check,) = cursor.execute('SELECT max("id") FROM "image"').fetchone()
             if check != span.last:
                 raise RuntimeError(f"image ids {first}..{span.last} expected, max is {check}")
-            _insert_children(cursor, fresh, list(range(first, first + len(rows))), ids, now,
-                             annotations)
+            _insert_children(
+                cursor, fresh, list(range(first, first + len(rows))), ids, now, annotations
+            )
     else:
         image_ids = [cursor.execute(image.sql, row).lastrowid for row in rows]
         _insert_children(cursor, fresh, image_ids, ids, now, annotations)
 
 
-def _insert_children(cursor, fresh: list[NewImage], image_ids: list[int],
-                     ids: dict[str, int], now: int, stored: list[list[tuple]]) -> None:
+def _insert_children(
+    cursor,
+    fresh: list[NewImage],
+    image_ids: list[int],
+    ids: dict[str, int],
+    now: int,
+    stored: list[list[tuple]],
+) -> None:
     """The annotations (``annotation_values`` tuples, one list per image) and outbox rows of
     the new images, two ``executemany`` in all."""
     annotations, outbox = [], []
@@ -245,8 +330,18 @@ def _insert_children(cursor, fresh: list[NewImage], image_ids: list[int],
         ids[new.sha256] = image_id
         for values in rows:
             annotations.append((image_id, *values) + ann_tail)
-        outbox.append((image_id, "upload", "{}", new.byte_size,
-                       idempotency_key(new.device_id, new.sha256), now, now) + out_tail)
+        outbox.append(
+            (
+                image_id,
+                "upload",
+                "{}",
+                new.byte_size,
+                idempotency_key(new.device_id, new.sha256),
+                now,
+                now,
+            )
+            + out_tail
+        )
     if annotations:
         cursor.executemany(row_shape(Annotation, ANNOTATION_INSERT_FIELDS).sql, annotations)
     cursor.executemany(row_shape(Outbox, OUTBOX_FIELDS).sql, outbox)

@@ -45,13 +45,16 @@ def check_watch_dirs(settings: Settings) -> list[Path]:
     for raw in settings["capture.watch_dirs"]:
         path = os.path.realpath(os.path.expanduser(raw))
         if not os.path.isdir(path):
-            raise ConfigError(f"capture.watch_dirs (from {settings.source}): {raw} is not an "
-                              "existing folder")
+            raise ConfigError(
+                f"capture.watch_dirs (from {settings.source}): {raw} is not an existing folder"
+            )
         for other in [images, *map(str, dirs)]:
             if os.path.commonpath([path, other]) in (path, other):
-                raise ConfigError(f"capture.watch_dirs (from {settings.source}): {raw} overlaps "
-                                  f"{other}; watch dirs must not contain each other or the "
-                                  "data folder's images/")
+                raise ConfigError(
+                    f"capture.watch_dirs (from {settings.source}): {raw} overlaps "
+                    f"{other}; watch dirs must not contain each other or the "
+                    "data folder's images/"
+                )
         dirs.append(Path(path))
     return dirs
 
@@ -154,8 +157,9 @@ class CaptureService:
             except queue.Empty:
                 return
             folder = self._root_of(path)
-            if folder is None or any(part.startswith(".") for part in
-                                     Path(path).relative_to(folder).parts):
+            if folder is None or any(
+                part.startswith(".") for part in Path(path).relative_to(folder).parts
+            ):
                 continue  # dotfiles and dot folders (rsync's temporaries, say) are not ours
             if os.path.isdir(path):
                 for file in walk(Path(path), recursive=True):

@@ -34,8 +34,9 @@ def scan_root(settings: Settings, folder: Path) -> Path:
         raise ScanRefused(f"{folder} is not an existing folder")
     data = os.path.realpath(settings.data_dir)
     if os.path.commonpath([real, data]) == data:
-        raise ScanRefused(f"{folder} is inside the data folder {data}, which holds the "
-                          "catalog's own files")
+        raise ScanRefused(
+            f"{folder} is inside the data folder {data}, which holds the catalog's own files"
+        )
     for watch in settings["capture.watch_dirs"]:
         watch_real = os.path.realpath(os.path.expanduser(watch))
         if os.path.commonpath([real, watch_real]) == watch_real:
@@ -43,8 +44,15 @@ def scan_root(settings: Settings, folder: Path) -> Path:
     return Path(real)
 
 
-def run_scan(settings: Settings, folder: Path, *, recursive: bool, mode: str | None,
-             out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> ScanReport:
+def run_scan(
+    settings: Settings,
+    folder: Path,
+    *,
+    recursive: bool,
+    mode: str | None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> ScanReport:
     from .. import db
 
     root = scan_root(settings, folder)
@@ -63,14 +71,22 @@ def run_scan(settings: Settings, folder: Path, *, recursive: bool, mode: str | N
             lock.release()
     print(report.summary(), file=out)
     if report.changing:
-        print(f"{len(report.changing)} file(s) changed in the last "
-              f"{options.settle_seconds:g} s and were left for later; run scan again",
-              file=err)
+        print(
+            f"{len(report.changing)} file(s) changed in the last "
+            f"{options.settle_seconds:g} s and were left for later; run scan again",
+            file=err,
+        )
     return report
 
 
-def _scan(settings: Settings, folder: Path, root: Path, options: CaptureOptions,
-          recursive: bool, err: TextIO) -> ScanReport:
+def _scan(
+    settings: Settings,
+    folder: Path,
+    root: Path,
+    options: CaptureOptions,
+    recursive: bool,
+    err: TextIO,
+) -> ScanReport:
     from ..models import database
     from .indexer import FolderIndexer
 
@@ -91,17 +107,23 @@ def _scan(settings: Settings, folder: Path, root: Path, options: CaptureOptions,
                 bar.refresh()
 
         try:
-            report = scan_folder(indexer, recursive, folder=Path(os.path.realpath(folder)),
-                                 exclude=[settings.data_dir], on_total=on_total,
-                                 progress=bar.update if bar is not None else None)
+            report = scan_folder(
+                indexer,
+                recursive,
+                folder=Path(os.path.realpath(folder)),
+                exclude=[settings.data_dir],
+                on_total=on_total,
+                progress=bar.update if bar is not None else None,
+            )
         finally:
             if bar is not None:
                 bar.close()
     return report
 
 
-def print_rejected(settings: Settings, *, limit: int | None, as_json: bool,
-                   out: TextIO = sys.stdout) -> int:
+def print_rejected(
+    settings: Settings, *, limit: int | None, as_json: bool, out: TextIO = sys.stdout
+) -> int:
     from .. import db
     from ..models import database
     from ..timeutil import format_ts
@@ -111,9 +133,20 @@ def print_rejected(settings: Settings, *, limit: int | None, as_json: bool,
     with database.connection_context():
         rows = list_rejected(limit)
     if as_json:
-        json.dump([{"path": r.path, "reason": r.reason, "byte_size": r.byte_size,
-                    "mtime": format_ts(r.mtime_ns // 1000), "rejected_at": format_ts(r.created_at)}
-                   for r in rows], out, indent=2)
+        json.dump(
+            [
+                {
+                    "path": r.path,
+                    "reason": r.reason,
+                    "byte_size": r.byte_size,
+                    "mtime": format_ts(r.mtime_ns // 1000),
+                    "rejected_at": format_ts(r.created_at),
+                }
+                for r in rows
+            ],
+            out,
+            indent=2,
+        )
         out.write("\n")
         return 0
     for r in rows:

@@ -46,8 +46,13 @@ class GroupCommit:
         self._pending: list[_Job] = []
         self._leading = False
 
-    def run(self, work: Callable[[], Any], *, sync_folders: Iterable[Path] = (),
-            sync_files: Iterable[Path] = ()) -> Any:
+    def run(
+        self,
+        work: Callable[[], Any],
+        *,
+        sync_folders: Iterable[Path] = (),
+        sync_files: Iterable[Path] = (),
+    ) -> Any:
         """``work()``'s result once committed, or its exception (its writes rolled back).
 
         ``sync_files`` and ``sync_folders`` are flushed to disk before the commit: pass the
@@ -79,7 +84,9 @@ class GroupCommit:
         try:
             _flush(batch)
             _commit(batch)
-        except BaseException as exc:  # the transaction as a whole failed: so did every job
+        # The transaction as a whole failed, whatever the reason: so did every job, and each
+        # waiting thread must be told rather than wait forever.
+        except BaseException as exc:  # noqa: BLE001
             for job in batch:
                 job.error = job.error or exc
         finally:
@@ -99,7 +106,7 @@ def _commit(batch: list[_Job]) -> None:
             try:
                 with write_tx():  # nested: a savepoint, rolled back alone on error
                     job.result = job.work()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - handed to the job's own thread to raise
                 job.error = exc
 
 

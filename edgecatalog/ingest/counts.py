@@ -24,21 +24,31 @@ GATED_TRIGGERS = ("image_facet_ai", "image_total_ai", "image_fts_ai", "annotatio
 # What each gated trigger does per row, done for the id range [?1, ?2] of the chunk's new
 # images (with their annotations: all new, so a class counts once per image that has it).
 GROUPED = (
-    ("INSERT INTO image_facet_count SELECT batch_id, device_id, annotation_status, split, "
-     "sync_state, count(*) FROM image WHERE id BETWEEN ?1 AND ?2 GROUP BY 1, 2, 3, 4, 5 "
-     "ON CONFLICT DO UPDATE SET n = n + excluded.n"),
-    ("INSERT INTO image_total_count SELECT device_id, annotation_status, split, sync_state, "
-     "count(*) FROM image WHERE id BETWEEN ?1 AND ?2 GROUP BY 1, 2, 3, 4 "
-     "ON CONFLICT DO UPDATE SET n = n + excluded.n"),
-    ("INSERT INTO image_fts(rowid, filename) SELECT id, filename FROM image "
-     "WHERE id BETWEEN ?1 AND ?2"),
-    ("INSERT INTO image_class_count SELECT class_value, count(DISTINCT image_id) "
-     "FROM annotation WHERE image_id BETWEEN ?1 AND ?2 GROUP BY class_value "
-     "ON CONFLICT DO UPDATE SET n = n + excluded.n"),
-    ("INSERT INTO image_class_facet SELECT a.class_value, i.batch_id, i.device_id, "
-     "i.annotation_status, i.split, i.sync_state, count(DISTINCT i.id) "
-     "FROM annotation a JOIN image i ON i.id = a.image_id WHERE a.image_id BETWEEN ?1 AND ?2 "
-     "GROUP BY 1, 2, 3, 4, 5, 6 ON CONFLICT DO UPDATE SET n = n + excluded.n"),
+    (
+        "INSERT INTO image_facet_count SELECT batch_id, device_id, annotation_status, split, "
+        "sync_state, count(*) FROM image WHERE id BETWEEN ?1 AND ?2 GROUP BY 1, 2, 3, 4, 5 "
+        "ON CONFLICT DO UPDATE SET n = n + excluded.n"
+    ),
+    (
+        "INSERT INTO image_total_count SELECT device_id, annotation_status, split, sync_state, "
+        "count(*) FROM image WHERE id BETWEEN ?1 AND ?2 GROUP BY 1, 2, 3, 4 "
+        "ON CONFLICT DO UPDATE SET n = n + excluded.n"
+    ),
+    (
+        "INSERT INTO image_fts(rowid, filename) SELECT id, filename FROM image "
+        "WHERE id BETWEEN ?1 AND ?2"
+    ),
+    (
+        "INSERT INTO image_class_count SELECT class_value, count(DISTINCT image_id) "
+        "FROM annotation WHERE image_id BETWEEN ?1 AND ?2 GROUP BY class_value "
+        "ON CONFLICT DO UPDATE SET n = n + excluded.n"
+    ),
+    (
+        "INSERT INTO image_class_facet SELECT a.class_value, i.batch_id, i.device_id, "
+        "i.annotation_status, i.split, i.sync_state, count(DISTINCT i.id) "
+        "FROM annotation a JOIN image i ON i.id = a.image_id WHERE a.image_id BETWEEN ?1 AND ?2 "
+        "GROUP BY 1, 2, 3, 4, 5, 6 ON CONFLICT DO UPDATE SET n = n + excluded.n"
+    ),
 )
 
 
@@ -47,7 +57,8 @@ def gate_ready() -> bool:
     marks = ", ".join("?" * len(GATED_TRIGGERS))
     rows = database.execute_sql(
         f"SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name IN ({marks})",
-        GATED_TRIGGERS).fetchall()
+        GATED_TRIGGERS,
+    ).fetchall()
     return len(rows) == len(GATED_TRIGGERS) and all("ingest_bulk" in sql for (sql,) in rows)
 
 

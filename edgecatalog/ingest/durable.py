@@ -80,8 +80,9 @@ def _link_fd(fd: int, target: Path) -> bool:
     linkat = _libc_linkat()
     if linkat is None or not os.path.isdir("/proc/self/fd"):
         return False
-    result = linkat(AT_FDCWD, f"/proc/self/fd/{fd}".encode(), AT_FDCWD,
-                    os.fsencode(target), AT_SYMLINK_FOLLOW)
+    result = linkat(
+        AT_FDCWD, f"/proc/self/fd/{fd}".encode(), AT_FDCWD, os.fsencode(target), AT_SYMLINK_FOLLOW
+    )
     return result == 0
 
 
@@ -94,8 +95,9 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def finish_move(root: str, rel: str, target: Path, sha256: str,
-                ident: tuple[int, int, int, int] | None = None) -> None:
+def finish_move(
+    root: str, rel: str, target: Path, sha256: str, ident: tuple[int, int, int, int] | None = None
+) -> None:
     """Remove the original once its copy is safe; re-create the copy if something removed it
     (the store's start-up reconciliation runs in another process and may have seen it as an
     orphan before the row was committed). The original is opened beneath its root without

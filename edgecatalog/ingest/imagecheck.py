@@ -134,7 +134,7 @@ def jpeg_fast_size(data: bytes) -> tuple[int, int] | None:
             if dims is not None or length < 8:
                 return None
             dims = ((data[pos + 3] << 8) | data[pos + 4], (data[pos + 1] << 8) | data[pos + 2])
-        elif code == 0xE1 and length >= 8 and data[pos:pos + 6] == b"Exif\x00\x00":
+        elif code == 0xE1 and length >= 8 and data[pos : pos + 6] == b"Exif\x00\x00":
             return None  # may rotate the size: imagesize reads the orientation
         pos += length - 2
     return None

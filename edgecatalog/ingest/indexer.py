@@ -55,7 +55,8 @@ UPSERT_SQL = (
     'ON CONFLICT ("root_id", "path") DO UPDATE SET "kind" = excluded."kind", '
     '"stem" = excluded."stem", "image_id" = excluded."image_id", '
     '"byte_size" = excluded."byte_size", "mtime_ns" = excluded."mtime_ns", '
-    '"updated_at" = excluded."updated_at"')
+    '"updated_at" = excluded."updated_at"'
+)
 
 
 class Known(NamedTuple):
@@ -83,19 +84,26 @@ class FolderIndexer:
         rels = list(rels)
         found: dict[str, Known] = {}
         for i in range(0, len(rels), 500):
-            chunk = rels[i:i + 500]
+            chunk = rels[i : i + 500]
             rows = database.execute_sql(
                 'SELECT "path", "kind", "byte_size", "mtime_ns", "image_id" FROM "capture_file" '
                 f'WHERE "root_id" = ? AND "path" IN ({", ".join("?" * len(chunk))})',
-                [self.root_row.id, *chunk])
+                [self.root_row.id, *chunk],
+            )
             found.update({row[0]: Known(*row[1:]) for row in rows})
         return found
 
     def image_for_stem(self, stem: str) -> int | None:
-        row = (CaptureFile.select(CaptureFile.image)
-               .where((CaptureFile.root == self.root_row.id) & (CaptureFile.stem == stem)
-                      & CaptureFile.kind.in_([IN_PLACE, MOVED]))
-               .order_by(CaptureFile.updated_at.desc()).first())
+        row = (
+            CaptureFile.select(CaptureFile.image)
+            .where(
+                (CaptureFile.root == self.root_row.id)
+                & (CaptureFile.stem == stem)
+                & CaptureFile.kind.in_([IN_PLACE, MOVED])
+            )
+            .order_by(CaptureFile.updated_at.desc())
+            .first()
+        )
         return row.image_id if row is not None else None
 
     def remember(self, file: FileStat, kind: str, image_id: int | None) -> None:
@@ -106,9 +114,13 @@ class FolderIndexer:
         if not rows:
             return
         now = now_us()
-        database.cursor().executemany(UPSERT_SQL, [
-            (self.root_row.id, f.rel, kind, stem_of(f.rel), image_id, f.size, f.mtime_ns, now)
-            for f, kind, image_id in rows])
+        database.cursor().executemany(
+            UPSERT_SQL,
+            [
+                (self.root_row.id, f.rel, kind, stem_of(f.rel), image_id, f.size, f.mtime_ns, now)
+                for f, kind, image_id in rows
+            ],
+        )
 
     # -- images ----------------------------------------------------------------------------
     def commit(self, probes: list[Probe], rejected: set[str]) -> list[str]:
@@ -124,8 +136,7 @@ class FolderIndexer:
             except Exception:
                 log.warning("bulk indexing failed; indexing one by one", exc_info=True)
                 with write_tx():
-                    outcomes = [self._commit_one(p, targets.get(id(p)), rejected)
-                                for p in probes]
+                    outcomes = [self._commit_one(p, targets.get(id(p)), rejected) for p in probes]
         except BaseException:
             for target in targets.values():
                 target.unlink(missing_ok=True)
@@ -134,16 +145,21 @@ class FolderIndexer:
             self._finish_moves(probes, outcomes, targets)
         return outcomes
 
-    def _commit_bulk(self, probes: list[Probe], targets: dict[int, Path],
-                     rejected: set[str]) -> list[str]:
+    def _commit_bulk(
+        self, probes: list[Probe], targets: dict[int, Path], rejected: set[str]
+    ) -> list[str]:
         outcomes = [CHANGING if p.changing else REJECTED for p in probes]
         ready = [i for i, p in enumerate(probes) if not p.changing and not p.error]
         news = [self._new_image(probes[i], targets.get(id(probes[i]))) for i in ready]
         rows: list[tuple[FileStat, str, int | None]] = []
-        rejections = [Rejection(p.file.where, p.error, p.file.size, p.file.mtime_ns)
-                      for p in probes if p.error and not p.changing]
-        results = add_probed_images(news, [probes[i].rows for i in ready], self.options.policy,
-                                    limits=self.options.limits)
+        rejections = [
+            Rejection(p.file.where, p.error, p.file.size, p.file.mtime_ns)
+            for p in probes
+            if p.error and not p.changing
+        ]
+        results = add_probed_images(
+            news, [probes[i].rows for i in ready], self.options.policy, limits=self.options.limits
+        )
         for i, (image_id, created) in zip(ready, results):
             probe = probes[i]
             outcomes[i] = INDEXED if created else DUPLICATE
@@ -152,8 +168,11 @@ class FolderIndexer:
             sidecar = probe.sidecar
             if created and sidecar is not None:
                 if probe.sidecar_error:
-                    rejections.append(Rejection(sidecar.where, probe.sidecar_error,
-                                                sidecar.size, sidecar.mtime_ns))
+                    rejections.append(
+                        Rejection(
+                            sidecar.where, probe.sidecar_error, sidecar.size, sidecar.mtime_ns
+                        )
+                    )
                 else:
                     rows.append((sidecar, SIDECAR, image_id))
         self.remember_many(rows)
@@ -175,9 +194,12 @@ class FolderIndexer:
             return REJECTED
         try:
             with write_tx():  # a savepoint: a failed image leaves the rest of the chunk
-                [(image_id, created)] = add_probed_images([self._new_image(probe, target)],
-                                                          [probe.rows], self.options.policy,
-                                                          limits=self.options.limits)
+                [(image_id, created)] = add_probed_images(
+                    [self._new_image(probe, target)],
+                    [probe.rows],
+                    self.options.policy,
+                    limits=self.options.limits,
+                )
         except Exception as exc:  # one bad file must not stop the rest of the chunk
             log.exception("cannot index %s", file.path)
             reason = getattr(exc, "message", None) or f"{exc.__class__.__name__}: {exc}"
@@ -196,8 +218,9 @@ class FolderIndexer:
         sidecar = probe.sidecar
         assert sidecar is not None
         if probe.sidecar_error:
-            record_rejected(Rejection(sidecar.where, probe.sidecar_error, sidecar.size,
-                                      sidecar.mtime_ns))
+            record_rejected(
+                Rejection(sidecar.where, probe.sidecar_error, sidecar.size, sidecar.mtime_ns)
+            )
             rejected.add(sidecar.where)
             return
         self.remember(sidecar, SIDECAR, image_id)
@@ -208,20 +231,29 @@ class FolderIndexer:
     def _new_image(self, probe: Probe, target: Path | None) -> NewImage:
         meta = probe.metadata
         file = probe.file
-        filename = (meta.filename if meta and meta.filename else os.path.basename(file.where))
+        filename = meta.filename if meta and meta.filename else os.path.basename(file.where)
         if target is not None:
-            root, rel = str(self.options.images_dir), target.relative_to(
-                self.options.images_dir).as_posix()
+            root, rel = (
+                str(self.options.images_dir),
+                target.relative_to(self.options.images_dir).as_posix(),
+            )
         else:
             root, rel = str(self.root), file.rel
         return NewImage(
-            filename=filename, storage_key=rel, sha256=probe.sha256, byte_size=file.size,
-            width=probe.width, height=probe.height, root=root, path=rel,
+            filename=filename,
+            storage_key=rel,
+            sha256=probe.sha256,
+            byte_size=file.size,
+            width=probe.width,
+            height=probe.height,
+            root=root,
+            path=rel,
             device_id=(meta.device_id if meta and meta.device_id else self.options.device_id),
             # Without a timestamp in the sidecar, the file's mtime is the best capture time.
             captured_at=meta.captured_at if meta and meta.captured_at else file.mtime_ns // 1000,
-            model_id=meta.model_id if meta else "", model_version=meta.model_version if meta
-            else "", source=meta.source if meta else "",
+            model_id=meta.model_id if meta else "",
+            model_version=meta.model_version if meta else "",
+            source=meta.source if meta else "",
             annotations=(),  # a probe's sidecar annotations come converted, in probe.rows
         )
 
@@ -232,8 +264,12 @@ class FolderIndexer:
         shas = sorted({p.sha256 for p in fresh})
         existing: set[str] = set()
         for i in range(0, len(shas), 500):
-            existing |= {s for (s,) in Image.select(Image.sha256)
-                         .where(Image.sha256.in_(shas[i:i + 500])).tuples()}
+            existing |= {
+                s
+                for (s,) in Image.select(Image.sha256)
+                .where(Image.sha256.in_(shas[i : i + 500]))
+                .tuples()
+            }
         folder = self.options.images_dir / "raw-data"
         folder.mkdir(parents=True, exist_ok=True)
         targets: dict[int, Path] = {}
@@ -284,8 +320,9 @@ class FolderIndexer:
             os.close(fd)
         return True
 
-    def _finish_moves(self, probes: list[Probe], outcomes: list[str],
-                      targets: dict[int, Path]) -> None:
+    def _finish_moves(
+        self, probes: list[Probe], outcomes: list[str], targets: dict[int, Path]
+    ) -> None:
         folders = set()
         for probe, outcome in zip(probes, outcomes):
             target = targets.get(id(probe))
@@ -301,9 +338,13 @@ class FolderIndexer:
 
     def resume_move(self, file: FileStat, row: Known) -> bool:
         """An original still present after its move was committed: finish the move."""
-        image = (Image.select(Image, FileRoot.path.alias("root_path"))
-                 .join(FileRoot, on=(Image.root == FileRoot.id))
-                 .where(Image.id == row.image_id).objects().first())
+        image = (
+            Image.select(Image, FileRoot.path.alias("root_path"))
+            .join(FileRoot, on=(Image.root == FileRoot.id))
+            .where(Image.id == row.image_id)
+            .objects()
+            .first()
+        )
         if image is None or image.byte_size != file.size:
             return False
         finish_move(str(self.root), file.rel, Path(image.root_path) / image.path, image.sha256)

@@ -82,9 +82,13 @@ def _depth(value: Any, level: int = 0) -> int:
     return deepest
 
 
-def parse_metadata_text(text: str | bytes, *, max_annotations: int = 1000,
-                        param: str = "metadata",
-                        limits: AnnotationLimits = DEFAULT_LIMITS) -> Metadata:
+def parse_metadata_text(
+    text: str | bytes,
+    *,
+    max_annotations: int = 1000,
+    param: str = "metadata",
+    limits: AnnotationLimits = DEFAULT_LIMITS,
+) -> Metadata:
     if len(text) > MAX_METADATA_BYTES:
         raise ValidationError(param, f"{param} is larger than {MAX_METADATA_BYTES} bytes")
     if isinstance(text, bytes):
@@ -101,13 +105,19 @@ def parse_metadata_text(text: str | bytes, *, max_annotations: int = 1000,
     # Nesting deeper than MAX_DEPTH needs more than MAX_DEPTH brackets: a short sidecar is
     # cleared by two C-speed counts instead of a walk of every value.
     deep = text.count("[") + text.count("{") > MAX_DEPTH
-    return parse_metadata(doc, max_annotations=max_annotations, param=param, check_depth=deep,
-                          limits=limits)
+    return parse_metadata(
+        doc, max_annotations=max_annotations, param=param, check_depth=deep, limits=limits
+    )
 
 
-def parse_metadata(doc: Any, *, max_annotations: int = 1000, param: str = "metadata",
-                   check_depth: bool = True,
-                   limits: AnnotationLimits = DEFAULT_LIMITS) -> Metadata:
+def parse_metadata(
+    doc: Any,
+    *,
+    max_annotations: int = 1000,
+    param: str = "metadata",
+    check_depth: bool = True,
+    limits: AnnotationLimits = DEFAULT_LIMITS,
+) -> Metadata:
     if not isinstance(doc, dict):
         raise ValidationError(param, f"{param} must be a JSON object")
     if check_depth and _depth(doc) > MAX_DEPTH:
@@ -116,10 +126,14 @@ def parse_metadata(doc: Any, *, max_annotations: int = 1000, param: str = "metad
     for name in STRING_FIELDS:
         if name in doc and doc[name] is not None:
             if not isinstance(doc[name], str) or len(doc[name]) > 256:
-                raise ValidationError(f"{param}.{name}", f"{name} must be a string of at most 256 characters")
+                raise ValidationError(
+                    f"{param}.{name}", f"{name} must be a string of at most 256 characters"
+                )
             if unsafe_text(doc[name]):
-                raise ValidationError(f"{param}.{name}", f"{name} must not contain control "
-                                                         "characters or unpaired surrogates")
+                raise ValidationError(
+                    f"{param}.{name}",
+                    f"{name} must not contain control characters or unpaired surrogates",
+                )
             values[name] = doc[name]
     if values.get("filename"):
         check_filename(values["filename"], f"{param}.filename")
@@ -128,17 +142,20 @@ def parse_metadata(doc: Any, *, max_annotations: int = 1000, param: str = "metad
         try:
             values["captured_at"] = parse_ts(stamp) if isinstance(stamp, str) else _bad_ts()
         except (ValueError, OverflowError):
-            raise ValidationError(f"{param}.timestamp",
-                                  "timestamp must be an ISO-8601 date-time such as "
-                                  "2026-11-28T10:00:00Z") from None
+            raise ValidationError(
+                f"{param}.timestamp",
+                "timestamp must be an ISO-8601 date-time such as 2026-11-28T10:00:00Z",
+            ) from None
     raw = doc.get("annotations")
     if raw is None:
         raw = []
     if not isinstance(raw, list):
         raise ValidationError(f"{param}.annotations", "annotations must be a list")
     if len(raw) > max_annotations:
-        raise ValidationError(f"{param}.annotations",
-                              f"at most {max_annotations} annotations per image, got {len(raw)}")
+        raise ValidationError(
+            f"{param}.annotations",
+            f"at most {max_annotations} annotations per image, got {len(raw)}",
+        )
     annotations = []
     for i, item in enumerate(raw):
         where = f"{param}.annotations[{i}]"
@@ -162,16 +179,22 @@ def parse_metadata(doc: Any, *, max_annotations: int = 1000, param: str = "metad
     return Metadata(annotations=tuple(annotations), **values)
 
 
-def check_annotation_bytes(annotations: Sequence[NewAnnotation], limits: AnnotationLimits,
-                           param: str) -> None:
+def check_annotation_bytes(
+    annotations: Sequence[NewAnnotation], limits: AnnotationLimits, param: str
+) -> None:
     """Refuse valid ``annotations`` of one image that may take more than ``[ingest]
     max_annotation_bytes`` as stored, before the image's size is known (``catalog.
     stored_size_bound``). For every parser of sidecars and metadata (YOLO's too)."""
     stored = sum(stored_size_bound(ann) for ann in annotations)
     if stored > limits.max_annotation_bytes:
-        raise ValidationError(param, too_many_bytes(
-            limits, f"these take up to {stored} (a geometry value counted at its widest: "
-                    f"{COORDINATE_DIGITS} digits and a comma)"))
+        raise ValidationError(
+            param,
+            too_many_bytes(
+                limits,
+                f"these take up to {stored} (a geometry value counted at its widest: "
+                f"{COORDINATE_DIGITS} digits and a comma)",
+            ),
+        )
 
 
 def _annotation_source(item: dict, where: str) -> str:
@@ -179,8 +202,10 @@ def _annotation_source(item: dict, where: str) -> str:
     if source is None or source == "":
         return DEFAULT_ANNOTATION_SOURCE
     if not isinstance(source, str) or len(source) > MAX_SOURCE_CHARS or unsafe_text(source):
-        raise ValidationError(f"{where}.source", f"source must be a string of at most "
-                                                 f"{MAX_SOURCE_CHARS} printable characters")
+        raise ValidationError(
+            f"{where}.source",
+            f"source must be a string of at most {MAX_SOURCE_CHARS} printable characters",
+        )
     return source
 
 

@@ -56,7 +56,8 @@ def multipart_boundary(content_type: str) -> bytes:
     mimetype, options = parse_options_header(content_type or "")
     if mimetype != "multipart/form-data":
         raise UnsupportedMediaType(
-            "the upload must be multipart/form-data with an 'image' part", "Content-Type")
+            "the upload must be multipart/form-data with an 'image' part", "Content-Type"
+        )
     boundary = options.get("boundary", "")
     if not boundary or len(boundary) > 200 or not boundary.isascii():
         raise ValidationError("Content-Type", "multipart/form-data needs a boundary parameter")
@@ -99,13 +100,20 @@ class _Reader:
         elif self.sink is not None:
             limit = self.field_limits[self.sink_name]
             if len(self.sink) + len(chunk) > limit:
-                raise PayloadTooLarge(f"the '{self.sink_name}' part is larger than {limit} "
-                                      "bytes", self.sink_name)
+                raise PayloadTooLarge(
+                    f"the '{self.sink_name}' part is larger than {limit} bytes", self.sink_name
+                )
             self.sink.extend(chunk)
 
 
-def read_upload(stream: BinaryIO, content_type: str, *, images_dir: Path, max_body_bytes: int,
-                field_limits: dict[str, int]) -> UploadParts:
+def read_upload(
+    stream: BinaryIO,
+    content_type: str,
+    *,
+    images_dir: Path,
+    max_body_bytes: int,
+    field_limits: dict[str, int],
+) -> UploadParts:
     """Read the whole body; on any error remove what was written and re-raise."""
     decoder = MultipartDecoder(multipart_boundary(content_type))
     reader = _Reader(images_dir, max_body_bytes, field_limits)
@@ -143,8 +151,9 @@ def _drain(decoder: MultipartDecoder, reader: _Reader) -> bool:
         try:
             event = decoder.next_event()
         except (ValueError, UnicodeDecodeError, RequestEntityTooLarge):
-            raise ValidationError("body", "the multipart body is malformed or truncated "
-                                          "(no closing boundary)") from None
+            raise ValidationError(
+                "body", "the multipart body is malformed or truncated (no closing boundary)"
+            ) from None
         if event is NEED_DATA:
             return False
         if isinstance(event, (File, Field)):

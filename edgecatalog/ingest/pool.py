@@ -58,7 +58,6 @@ def start_method() -> str | None:
     return "forkserver" if "forkserver" in methods else None
 
 
-
 def _init_worker(options: CaptureOptions, owner: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:  # die with the parent (the scan, or the fork server, which dies with the service)
@@ -93,15 +92,19 @@ def _exit_with(owner: int) -> None:
         time.sleep(1.0)
 
 
-def _probe_wire(files: list[tuple[str, str, int, int]],
-                hints: list[tuple[str, str, int, int] | None], look: bool) -> list[tuple]:
+def _probe_wire(
+    files: list[tuple[str, str, int, int]],
+    hints: list[tuple[str, str, int, int] | None],
+    look: bool,
+) -> list[tuple]:
     """In a worker process: probe each file, answer plain tuples."""
     options, classes = _worker["options"], _worker["classes"]
     out = []
     for (path, rel, size, mtime), hint in zip(files, hints):
         side = None if hint is None else FileStat(*hint)
-        out.append(probe_image(FileStat(path, rel, size, mtime), options, classes, side,
-                               look).to_wire())
+        out.append(
+            probe_image(FileStat(path, rel, size, mtime), options, classes, side, look).to_wire()
+        )
     return out
 
 
@@ -123,7 +126,7 @@ class ProbePool:
         self._procs: ProcessPoolExecutor | None = None
         self._threads: ThreadPoolExecutor | None = None
 
-    def __enter__(self) -> ProbePool:
+    def __enter__(self) -> ProbePool:  # noqa: PYI034 - the class is final; Python 3.10 has no Self
         if self.uses_processes:
             try:
                 self._start_processes()
@@ -147,9 +150,12 @@ class ProbePool:
             # An executor, not a multiprocessing.Pool: a worker killed while it waits for
             # work holds the Pool's queue lock and its terminate() then hangs; the executor
             # marks itself broken and fails what is pending instead.
-            self._procs = ProcessPoolExecutor(self.workers, mp_context=context,
-                                              initializer=_init_worker,
-                                              initargs=(self.options, os.getpid()))
+            self._procs = ProcessPoolExecutor(
+                self.workers,
+                mp_context=context,
+                initializer=_init_worker,
+                initargs=(self.options, os.getpid()),
+            )
             # Start the workers now (with fork: while this is the only thread; the
             # executor's own threads start right after).
             self._procs.submit(int).result()
@@ -166,18 +172,18 @@ class ProbePool:
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
 
-    def submit(self, files: list[FileStat], hints: dict[str, FileStat],
-               look: bool) -> Pending:
+    def submit(self, files: list[FileStat], hints: dict[str, FileStat], look: bool) -> Pending:
         """Start probing ``files``; ``result()`` of the answer waits for their probes."""
         mine = [hints.get(stem_of(f.rel)) for f in files]
         if self._threads is not None:
             future: Future = self._threads.submit(
-                lambda: [probe_image(f, self.options, self.classes, h, look)
-                         for f, h in zip(files, mine)])
+                lambda: [
+                    probe_image(f, self.options, self.classes, h, look) for f, h in zip(files, mine)
+                ]
+            )
             return Pending(future.done, future.result)
         wire_files = [(f.where, f.rel, f.size, f.mtime_ns) for f in files]
-        wire_hints = [None if h is None else (h.where, h.rel, h.size, h.mtime_ns)
-                      for h in mine]
+        wire_hints = [None if h is None else (h.where, h.rel, h.size, h.mtime_ns) for h in mine]
         try:
             # Broken already if a worker died since the last group was handed out.
             pending = self._procs.submit(_probe_wire, wire_files, wire_hints, look)

@@ -43,8 +43,9 @@ class CaptureOptions:
     limits: AnnotationLimits = DEFAULT_LIMITS
 
     @classmethod
-    def from_settings(cls, settings: Settings, mode: str | None = None,
-                      settle_seconds: float | None = None) -> CaptureOptions:
+    def from_settings(
+        cls, settings: Settings, mode: str | None = None, settle_seconds: float | None = None
+    ) -> CaptureOptions:
         return cls(
             mode=mode or settings["capture.mode"],
             images_dir=settings.images_dir,
@@ -52,8 +53,9 @@ class CaptureOptions:
             policy=BatchPolicy.from_settings(settings),
             max_annotations=settings["ingest.max_annotations"],
             max_bytes=settings["ingest.max_upload_bytes"],
-            settle_seconds=(settings["capture.settle_seconds"] if settle_seconds is None
-                            else settle_seconds),
+            settle_seconds=(
+                settings["capture.settle_seconds"] if settle_seconds is None else settle_seconds
+            ),
             classes=tuple(settings["capture.classes"]),
             limits=AnnotationLimits.from_settings(settings),
         )
@@ -88,7 +90,7 @@ class FileStat:
         if not text.startswith(prefix):
             raise ValueError(f"{path} is not under {root}")
         st = os.lstat(text)  # a link is listed as itself, and rejected when it is read
-        return cls(path, text[len(prefix):].replace(os.sep, "/"), st.st_size, st.st_mtime_ns)
+        return cls(path, text[len(prefix) :].replace(os.sep, "/"), st.st_size, st.st_mtime_ns)
 
     def settled(self, settle_seconds: float, now: float | None = None) -> bool:
         """Not written within ``settle_seconds``. An mtime ahead of the clock by more than
@@ -120,11 +122,27 @@ class Probe:
         """Plain tuples of str/int/float (no Path, no dataclass): cheap to pickle from a
         probe process. The file itself is not sent back: the receiver has it."""
         side, meta = self.sidecar, self.metadata
-        return (self.sha256, self.width, self.height, self.error, self.changing,
-                None if side is None else (side.where, side.rel, side.size, side.mtime_ns),
-                None if meta is None else (meta.model_id, meta.model_version, meta.source,
-                                           meta.device_id, meta.filename, meta.captured_at),
-                self.sidecar_error, self.rows, self.ident)
+        return (
+            self.sha256,
+            self.width,
+            self.height,
+            self.error,
+            self.changing,
+            None if side is None else (side.where, side.rel, side.size, side.mtime_ns),
+            None
+            if meta is None
+            else (
+                meta.model_id,
+                meta.model_version,
+                meta.source,
+                meta.device_id,
+                meta.filename,
+                meta.captured_at,
+            ),
+            self.sidecar_error,
+            self.rows,
+            self.ident,
+        )
 
     @classmethod
     def from_wire(cls, file: FileStat, wire: tuple, hint: FileStat | None) -> Probe:
@@ -132,16 +150,32 @@ class Probe:
         sidecar = None
         if side is not None:
             sidecar = hint if hint is not None and hint.rel == side[1] else FileStat(*side)
-        return cls(file, sha, width, height, error, changing, sidecar,
-                   None if meta is None else Metadata(*meta), sidecar_error, rows, ident)
+        return cls(
+            file,
+            sha,
+            width,
+            height,
+            error,
+            changing,
+            sidecar,
+            None if meta is None else Metadata(*meta),
+            sidecar_error,
+            rows,
+            ident,
+        )
 
 
 def reason_of(exc: ValidationError) -> str:
     return f"{exc.param}: {exc.message}" if exc.param else exc.message
 
 
-def probe_image(file: FileStat, options: CaptureOptions, classes: ClassNames,
-                sidecar: FileStat | None = None, look: bool = True) -> Probe:
+def probe_image(
+    file: FileStat,
+    options: CaptureOptions,
+    classes: ClassNames,
+    sidecar: FileStat | None = None,
+    look: bool = True,
+) -> Probe:
     """Read one image; its sidecar is ``sidecar`` (from a folder listing) or, with ``look``,
     whatever ``find_sidecar`` finds next to it."""
     probe = Probe(file)
@@ -159,8 +193,11 @@ def probe_image(file: FileStat, options: CaptureOptions, classes: ClassNames,
     if len(data) != file.size:
         # Written to since it was listed (or larger than the limit, which the size says).
         probe.changing = len(data) <= options.max_bytes
-        probe.error = "" if probe.changing else f"larger than {options.max_bytes} bytes " \
-                                                "(ingest.max_upload_bytes)"
+        probe.error = (
+            ""
+            if probe.changing
+            else f"larger than {options.max_bytes} bytes (ingest.max_upload_bytes)"
+        )
         return probe
     probe.error = _check_image(probe, data)
     if not probe.error:
@@ -171,15 +208,21 @@ def probe_image(file: FileStat, options: CaptureOptions, classes: ClassNames,
             # An unsettled sidecar is still being written: it is attached later, when late.
             probe.sidecar = sidecar
             try:
-                meta = read_sidecar(probe.root, sidecar.rel, classes,
-                                    options.max_annotations, size=sidecar.size,
-                                    limits=options.limits)
+                meta = read_sidecar(
+                    probe.root,
+                    sidecar.rel,
+                    classes,
+                    options.max_annotations,
+                    size=sidecar.size,
+                    limits=options.limits,
+                )
             except ValidationError as exc:
                 probe.sidecar_error = reason_of(exc)
             else:
                 # Converted here, in a probe worker, rather than by the one writing thread.
-                probe.rows = tuple(annotation_values(a, probe.width, probe.height)
-                                   for a in meta.annotations)
+                probe.rows = tuple(
+                    annotation_values(a, probe.width, probe.height) for a in meta.annotations
+                )
                 probe.metadata = meta
     return probe
 
@@ -231,5 +274,6 @@ def _find_sidecar(file: FileStat) -> FileStat | None:
     except FileNotFoundError:
         return None
     rel_dir = os.path.dirname(file.rel)
-    return FileStat(path, f"{rel_dir}/{path.name}" if rel_dir else path.name, st.st_size,
-                    st.st_mtime_ns)
+    return FileStat(
+        path, f"{rel_dir}/{path.name}" if rel_dir else path.name, st.st_size, st.st_mtime_ns
+    )

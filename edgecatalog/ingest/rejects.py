@@ -31,12 +31,25 @@ def record_rejected(rej: Rejection) -> None:
     """Upsert the record (the caller may already be in a transaction: this nests)."""
     log.warning("rejected %s: %s", rej.path, rej.reason)
     with write_tx():
-        (RejectedFile.insert(path=rej.path, reason=rej.reason[:2000], byte_size=rej.byte_size,
-                             mtime_ns=rej.mtime_ns, created_at=now_us())
-         .on_conflict(conflict_target=[RejectedFile.path],
-                      preserve=[RejectedFile.reason, RejectedFile.byte_size,
-                                RejectedFile.mtime_ns, RejectedFile.created_at])
-         .execute())
+        (
+            RejectedFile.insert(
+                path=rej.path,
+                reason=rej.reason[:2000],
+                byte_size=rej.byte_size,
+                mtime_ns=rej.mtime_ns,
+                created_at=now_us(),
+            )
+            .on_conflict(
+                conflict_target=[RejectedFile.path],
+                preserve=[
+                    RejectedFile.reason,
+                    RejectedFile.byte_size,
+                    RejectedFile.mtime_ns,
+                    RejectedFile.created_at,
+                ],
+            )
+            .execute()
+        )
 
 
 def clear_rejected(paths: list[str]) -> None:
@@ -50,11 +63,13 @@ def rejected_among(paths: list[str]) -> dict[str, tuple[int, int]]:
     if not database.execute_sql("SELECT 1 FROM rejected_file LIMIT 1").fetchone():
         return found  # the usual case: nothing rejected at all, so nothing to look up
     for i in range(0, len(paths), 500):
-        chunk = paths[i:i + 500]
+        chunk = paths[i : i + 500]
         # Plain SQL: a reconciliation pass asks this for every file it lists.
         rows = database.execute_sql(
             "SELECT path, byte_size, mtime_ns FROM rejected_file WHERE path IN "
-            f"({', '.join('?' * len(chunk))})", chunk)
+            f"({', '.join('?' * len(chunk))})",
+            chunk,
+        )
         found.update({path: (size, mtime) for path, size, mtime in rows})
     return found
 
@@ -71,13 +86,17 @@ def prune_missing(batch: int = 500) -> int:
     gone: list[str] = []
     last = ""
     while True:  # keyset pages: bounded memory however many records there are
-        paths = [p for (p,) in database.execute_sql(
-            "SELECT path FROM rejected_file WHERE path > ? ORDER BY path LIMIT ?", (last, batch))]
+        paths = [
+            p
+            for (p,) in database.execute_sql(
+                "SELECT path FROM rejected_file WHERE path > ? ORDER BY path LIMIT ?", (last, batch)
+            )
+        ]
         if not paths:
             break
         gone += [p for p in paths if not os.path.lexists(p)]
         last = paths[-1]
     for i in range(0, len(gone), batch):
         with write_tx():
-            clear_rejected(gone[i:i + batch])
+            clear_rejected(gone[i : i + batch])
     return len(gone)

@@ -53,8 +53,10 @@ class ScanReport:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        return (f"indexed {self.indexed}, duplicates {self.duplicates}, "
-                f"rejected {self.rejected} in {self.seconds:.2f} s")
+        return (
+            f"indexed {self.indexed}, duplicates {self.duplicates}, "
+            f"rejected {self.rejected} in {self.seconds:.2f} s"
+        )
 
     def count(self, outcome: str, probe: Probe) -> None:
         if outcome == INDEXED:
@@ -73,8 +75,9 @@ def walk(root: Path, recursive: bool, exclude: Iterable[Path] = ()) -> Iterator[
         yield Path(entry.path)
 
 
-def list_tree(root: Path, folder: Path, recursive: bool,
-              exclude: Iterable[Path] = ()) -> tuple[list[FileStat], list[FileStat]]:
+def list_tree(
+    root: Path, folder: Path, recursive: bool, exclude: Iterable[Path] = ()
+) -> tuple[list[FileStat], list[FileStat]]:
     """``walk`` with each file's size and mtime from its directory entry (one stat each, no
     Path arithmetic): the images and the sidecars under ``folder``, relative to ``root``."""
     prefix = str(root).rstrip(os.sep) + os.sep
@@ -91,12 +94,14 @@ def list_tree(root: Path, folder: Path, recursive: bool,
             continue  # removed while we listed
         rel = path[cut:] if os.sep == "/" else path[cut:].replace(os.sep, "/")
         (images if kind == "image" else sidecars).append(
-            FileStat(path, rel, st.st_size, st.st_mtime_ns))
+            FileStat(path, rel, st.st_size, st.st_mtime_ns)
+        )
     return images, sidecars
 
 
-def _entries(folder: Path, recursive: bool,
-             exclude: Iterable[Path]) -> Iterator[tuple[os.DirEntry, str]]:
+def _entries(
+    folder: Path, recursive: bool, exclude: Iterable[Path]
+) -> Iterator[tuple[os.DirEntry, str]]:
     """The directory entries ``walk`` yields paths of, in the same order, with their kind."""
     excluded = {os.path.realpath(p) for p in exclude}
     stack = [str(folder)]
@@ -112,23 +117,32 @@ def _entries(folder: Path, recursive: bool,
             continue
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
-                if recursive and not entry.name.startswith(".") \
-                        and os.path.realpath(entry.path) not in excluded:
+                if (
+                    recursive
+                    and not entry.name.startswith(".")
+                    and os.path.realpath(entry.path) not in excluded
+                ):
                     stack.append(entry.path)
                 continue
             kind = classify(entry.name)
             # A link with an image's or sidecar's name is listed too, so that reading it
             # rejects it with its reason rather than passing over it without a word.
-            if kind in ("image", "sidecar") and (entry.is_file(follow_symlinks=False)
-                                                 or entry.is_symlink()):
+            if kind in ("image", "sidecar") and (
+                entry.is_file(follow_symlinks=False) or entry.is_symlink()
+            ):
                 yield entry, kind
 
 
-def index_files(indexer: FolderIndexer, paths: Iterable[Path], *, workers: int = 2,
-                cancel: Callable[[], bool] | None = None,
-                progress: Callable[[int], None] | None = None,
-                on_total: Callable[[int], None] | None = None,
-                listing_complete: bool = False) -> ScanReport:
+def index_files(
+    indexer: FolderIndexer,
+    paths: Iterable[Path],
+    *,
+    workers: int = 2,
+    cancel: Callable[[], bool] | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+    listing_complete: bool = False,
+) -> ScanReport:
     """Index these files (all under ``indexer.root``) and attach their late sidecars.
 
     ``listing_complete``: ``paths`` lists whole folders, so an image's sidecar, if any, is
@@ -136,16 +150,29 @@ def index_files(indexer: FolderIndexer, paths: Iterable[Path], *, workers: int =
     says so, what is not committed is left for the next pass.
     """
     images, sidecars = _stat_all(indexer, paths)
-    return index_listing(indexer, images, sidecars, workers=workers, cancel=cancel,
-                         progress=progress, on_total=on_total,
-                         listing_complete=listing_complete)
+    return index_listing(
+        indexer,
+        images,
+        sidecars,
+        workers=workers,
+        cancel=cancel,
+        progress=progress,
+        on_total=on_total,
+        listing_complete=listing_complete,
+    )
 
 
-def index_listing(indexer: FolderIndexer, images: list[FileStat], sidecars: list[FileStat], *,
-                  workers: int = 2, cancel: Callable[[], bool] | None = None,
-                  progress: Callable[[int], None] | None = None,
-                  on_total: Callable[[int], None] | None = None,
-                  listing_complete: bool = False) -> ScanReport:
+def index_listing(
+    indexer: FolderIndexer,
+    images: list[FileStat],
+    sidecars: list[FileStat],
+    *,
+    workers: int = 2,
+    cancel: Callable[[], bool] | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+    listing_complete: bool = False,
+) -> ScanReport:
     """``index_files`` for files already listed with their size and mtime."""
     started = time.monotonic()
     report = ScanReport()
@@ -156,21 +183,32 @@ def index_listing(indexer: FolderIndexer, images: list[FileStat], sidecars: list
     if on_total is not None:
         on_total(len(todo))
     hints = _sidecars_by_stem(sidecars)
-    consumed = _index_images(indexer, todo, set(rejected_now), report, workers, progress,
-                             hints, look=not listing_complete, cancel=cancel or (lambda: False))
+    consumed = _index_images(
+        indexer,
+        todo,
+        set(rejected_now),
+        report,
+        workers,
+        progress,
+        hints,
+        look=not listing_complete,
+        cancel=cancel or (lambda: False),
+    )
     if cancel is not None and cancel():
         report.seconds = time.monotonic() - started
         return report
     for sidecar in sidecars:
-        if sidecar.rel not in consumed and _wants(indexer, sidecar, known, rejected_now,
-                                                  report, now):
+        if sidecar.rel not in consumed and _wants(
+            indexer, sidecar, known, rejected_now, report, now
+        ):
             _attach(indexer, sidecar, sidecar.where in rejected_now, report)
     report.seconds = time.monotonic() - started
     return report
 
 
-def _stat_all(indexer: FolderIndexer, paths: Iterable[Path]) -> tuple[list[FileStat],
-                                                                       list[FileStat]]:
+def _stat_all(
+    indexer: FolderIndexer, paths: Iterable[Path]
+) -> tuple[list[FileStat], list[FileStat]]:
     images, sidecars = [], []
     for path in paths:
         kind = classify(path.name)
@@ -194,8 +232,14 @@ def _sidecars_by_stem(sidecars: list[FileStat]) -> dict[str, FileStat]:
     return found
 
 
-def _wants(indexer: FolderIndexer, file: FileStat, known: dict, rejected: dict,
-           report: ScanReport, now: float) -> bool:
+def _wants(
+    indexer: FolderIndexer,
+    file: FileStat,
+    known: dict,
+    rejected: dict,
+    report: ScanReport,
+    now: float,
+) -> bool:
     """Whether a listed file needs work now."""
     row = known.get(file.rel)
     if row is not None and (row.byte_size, row.mtime_ns) == (file.size, file.mtime_ns):
@@ -210,17 +254,25 @@ def _wants(indexer: FolderIndexer, file: FileStat, known: dict, rejected: dict,
     return True
 
 
-def _index_images(indexer: FolderIndexer, todo: list[FileStat], rejected: set[str],
-                  report: ScanReport, workers: int,
-                  progress: Callable[[int], None] | None, hints: dict[str, FileStat],
-                  look: bool, cancel: Callable[[], bool]) -> set[str]:
+def _index_images(
+    indexer: FolderIndexer,
+    todo: list[FileStat],
+    rejected: set[str],
+    report: ScanReport,
+    workers: int,
+    progress: Callable[[int], None] | None,
+    hints: dict[str, FileStat],
+    look: bool,
+    cancel: Callable[[], bool],
+) -> set[str]:
     """Probe in a pool (``ProbePool``: processes or threads), commit in chunks on this thread;
     returns the sidecars consumed with their images."""
     consumed: set[str] = set()
     # Files go to the pool in groups: one task per file costs as much as probing it.
-    groups = iter([todo[i:i + GROUP] for i in range(0, len(todo), GROUP)])
+    groups = iter([todo[i : i + GROUP] for i in range(0, len(todo), GROUP)])
     waiting: deque[Pending] = deque()
     with ProbePool(indexer.options, workers, len(todo)) as pool:
+
         def fill() -> None:
             while len(waiting) * GROUP < IN_FLIGHT:
                 group = next(groups, None)
@@ -238,8 +290,12 @@ def _index_images(indexer: FolderIndexer, todo: list[FileStat], rejected: set[st
             # (the next group is not ready): the writer works while the workers do, and the
             # last commit, which nothing overlaps, stays small.
             behind = bool(waiting) and len(chunk) >= MIN_CHUNK and not waiting[0].ready()
-            if waiting and not behind and len(chunk) < CHUNK \
-                    and time.monotonic() - chunk_started < CHUNK_SECONDS:
+            if (
+                waiting
+                and not behind
+                and len(chunk) < CHUNK
+                and time.monotonic() - chunk_started < CHUNK_SECONDS
+            ):
                 continue
             _commit_chunk(indexer, chunk, rejected, report, consumed)
             if progress is not None:
@@ -248,8 +304,13 @@ def _index_images(indexer: FolderIndexer, todo: list[FileStat], rejected: set[st
     return consumed
 
 
-def _commit_chunk(indexer: FolderIndexer, chunk: list[Probe], rejected: set[str],
-                  report: ScanReport, consumed: set[str]) -> None:
+def _commit_chunk(
+    indexer: FolderIndexer,
+    chunk: list[Probe],
+    rejected: set[str],
+    report: ScanReport,
+    consumed: set[str],
+) -> None:
     for probe, outcome in zip(chunk, indexer.commit(chunk, rejected)):
         report.count(outcome, probe)
         if outcome == INDEXED and probe.sidecar_error:
@@ -258,19 +319,24 @@ def _commit_chunk(indexer: FolderIndexer, chunk: list[Probe], rejected: set[str]
             consumed.add(probe.sidecar.rel)
 
 
-def _attach(indexer: FolderIndexer, sidecar: FileStat, was_rejected: bool,
-            report: ScanReport) -> None:
+def _attach(
+    indexer: FolderIndexer, sidecar: FileStat, was_rejected: bool, report: ScanReport
+) -> None:
     if not preferred_sidecar(sidecar.path):
         return  # a .txt next to a .json for the same image: the .json is the sidecar
     image_id = indexer.image_for_stem(stem_of(sidecar.rel))
     if image_id is None:
         return  # its image is not indexed yet (or is a duplicate): read together later
     try:
-        meta = read_sidecar(str(indexer.root), sidecar.rel, ClassNames(indexer.options.classes),
-                            indexer.options.max_annotations, limits=indexer.options.limits)
+        meta = read_sidecar(
+            str(indexer.root),
+            sidecar.rel,
+            ClassNames(indexer.options.classes),
+            indexer.options.max_annotations,
+            limits=indexer.options.limits,
+        )
     except ValidationError as exc:
-        record_rejected(Rejection(sidecar.where, reason_of(exc), sidecar.size,
-                                  sidecar.mtime_ns))
+        record_rejected(Rejection(sidecar.where, reason_of(exc), sidecar.size, sidecar.mtime_ns))
         report.rejected += 1
         return
     with write_tx():
@@ -281,10 +347,20 @@ def _attach(indexer: FolderIndexer, sidecar: FileStat, was_rejected: bool,
             clear_rejected([sidecar.where])
 
 
-def scan_folder(indexer: FolderIndexer, recursive: bool, *, folder: Path | None = None,
-                exclude: Iterable[Path] = (), **kw) -> ScanReport:
+def scan_folder(
+    indexer: FolderIndexer,
+    recursive: bool,
+    *,
+    folder: Path | None = None,
+    exclude: Iterable[Path] = (),
+    **kw,
+) -> ScanReport:
     """Index everything under ``folder`` (default: the indexer's root); the images folder and
     ``exclude`` are never walked."""
-    images, sidecars = list_tree(indexer.root, folder or indexer.root, recursive,
-                                 exclude=[indexer.options.images_dir, *exclude])
+    images, sidecars = list_tree(
+        indexer.root,
+        folder or indexer.root,
+        recursive,
+        exclude=[indexer.options.images_dir, *exclude],
+    )
     return index_listing(indexer, images, sidecars, listing_complete=True, **kw)

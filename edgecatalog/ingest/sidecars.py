@@ -70,8 +70,7 @@ def find_sidecar(image: Path) -> Path | None:
 
 def preferred_sidecar(sidecar: Path) -> bool:
     """False for a ``.txt`` sidecar shadowed by a ``.json`` one for the same image."""
-    return not (sidecar.suffix.lower() == ".txt"
-                and os.path.lexists(sidecar.with_suffix(".json")))
+    return not (sidecar.suffix.lower() == ".txt" and os.path.lexists(sidecar.with_suffix(".json")))
 
 
 class ClassNames:
@@ -121,8 +120,9 @@ class ClassNames:
             try:
                 text = fh.read(MAX_METADATA_BYTES + 1).decode("utf-8")
             except (OSError, UnicodeDecodeError) as exc:
-                raise ValidationError(CLASSES_FILE,
-                                      f"{CLASSES_FILE} cannot be read: {exc}") from None
+                raise ValidationError(
+                    CLASSES_FILE, f"{CLASSES_FILE} cannot be read: {exc}"
+                ) from None
         if len(text) > MAX_METADATA_BYTES:
             raise ValidationError(CLASSES_FILE, f"larger than {MAX_METADATA_BYTES} bytes")
         names = tuple(line.strip() for line in text.splitlines() if line.strip())
@@ -131,7 +131,9 @@ class ClassNames:
         return names
 
 
-def parse_yolo(text: str, classes: Sequence[str], name: str = "sidecar") -> tuple[NewAnnotation, ...]:
+def parse_yolo(
+    text: str, classes: Sequence[str], name: str = "sidecar"
+) -> tuple[NewAnnotation, ...]:
     """YOLO lines -> bbox annotations; ``name`` is used in error details."""
     annotations = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -140,30 +142,47 @@ def parse_yolo(text: str, classes: Sequence[str], name: str = "sidecar") -> tupl
             continue
         where = f"{name} line {number}"
         if len(fields) not in (5, 6):
-            raise ValidationError(where, "expected 'class_index x_center y_center width height "
-                                         f"[confidence]', got {len(fields)} fields")
+            raise ValidationError(
+                where,
+                "expected 'class_index x_center y_center width height "
+                f"[confidence]', got {len(fields)} fields",
+            )
         try:
             index = int(fields[0])
             numbers = [float(v) for v in fields[1:]]
         except ValueError:
-            raise ValidationError(where, "class index must be an integer and the rest numbers") \
-                from None
+            raise ValidationError(
+                where, "class index must be an integer and the rest numbers"
+            ) from None
         if not classes:
-            raise ValidationError(where, f"no {CLASSES_FILE} in the folder and [capture] classes "
-                                         "is empty, so class indexes cannot be named")
+            raise ValidationError(
+                where,
+                f"no {CLASSES_FILE} in the folder and [capture] classes "
+                "is empty, so class indexes cannot be named",
+            )
         if not 0 <= index < len(classes):
             raise ValidationError(where, f"class index {index} is outside 0..{len(classes) - 1}")
-        ann = NewAnnotation(class_value=classes[index], type="bbox", geometry=numbers[:4],
-                            confidence=numbers[4] if len(numbers) == 5 else None,
-                            z_order=len(annotations))
+        ann = NewAnnotation(
+            class_value=classes[index],
+            type="bbox",
+            geometry=numbers[:4],
+            confidence=numbers[4] if len(numbers) == 5 else None,
+            z_order=len(annotations),
+        )
         if not plainly_valid(ann):
             validate_annotation(ann, where)
         annotations.append(ann)
     return tuple(annotations)
 
 
-def read_sidecar(root: str, rel: str, classes: ClassNames, max_annotations: int,
-                 size: int | None = None, limits: AnnotationLimits = DEFAULT_LIMITS) -> Metadata:
+def read_sidecar(
+    root: str,
+    rel: str,
+    classes: ClassNames,
+    max_annotations: int,
+    size: int | None = None,
+    limits: AnnotationLimits = DEFAULT_LIMITS,
+) -> Metadata:
     """Read and validate the sidecar at ``rel`` beneath ``root``; ``ValidationError`` says
     what is wrong with it (a link or a non-regular file among them).
 
@@ -177,14 +196,15 @@ def read_sidecar(root: str, rel: str, classes: ClassNames, max_annotations: int,
             if size is not None and len(data) == limit <= MAX_METADATA_BYTES:
                 data += fh.read(MAX_METADATA_BYTES + 1 - limit)  # it grew: read on to the limit
     except safeopen.UnsafeFile as exc:
-        raise ValidationError(name, f"{exc.reason}: a sidecar is read only from a regular file"
-                              ) from None
+        raise ValidationError(
+            name, f"{exc.reason}: a sidecar is read only from a regular file"
+        ) from None
     except (OSError, ValueError) as exc:
-        raise ValidationError(name, f"cannot be read: {getattr(exc, 'strerror', None) or exc}"
-                              ) from None
+        raise ValidationError(
+            name, f"cannot be read: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     if name.lower().endswith(".json"):
-        return parse_metadata_text(data, max_annotations=max_annotations, param=name,
-                                   limits=limits)
+        return parse_metadata_text(data, max_annotations=max_annotations, param=name, limits=limits)
     if len(data) > MAX_METADATA_BYTES:
         raise ValidationError(name, f"larger than {MAX_METADATA_BYTES} bytes")
     try:
@@ -193,7 +213,8 @@ def read_sidecar(root: str, rel: str, classes: ClassNames, max_annotations: int,
         raise ValidationError(name, "is not UTF-8 text") from None
     annotations = parse_yolo(text, classes.for_folder(root, os.path.dirname(rel)), name)
     if len(annotations) > max_annotations:
-        raise ValidationError(name, f"at most {max_annotations} annotations per image, "
-                                    f"got {len(annotations)}")
+        raise ValidationError(
+            name, f"at most {max_annotations} annotations per image, got {len(annotations)}"
+        )
     check_annotation_bytes(annotations, limits, name)
     return Metadata(annotations=annotations)

@@ -110,14 +110,15 @@ class IncomingFile:
         incoming = images_dir / INCOMING
         incoming.mkdir(parents=True, exist_ok=True)
         self.tmp = incoming / f"{uuid.uuid4().hex}.part"
-        self._out: BinaryIO | None = open(self.tmp, "wb")
+        # Held open across write() calls, closed by persist() or discard().
+        self._out: BinaryIO | None = open(self.tmp, "wb")  # noqa: SIM115
         self._digest = hashlib.sha256()
         self._head = b""
         self.byte_size = 0
         self.format = ""
         self.width = self.height = 0
 
-    def __enter__(self) -> IncomingFile:
+    def __enter__(self) -> IncomingFile:  # noqa: PYI034 - Python 3.10 has no typing.Self
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -127,8 +128,7 @@ class IncomingFile:
     def write(self, chunk: bytes) -> None:
         self.byte_size += len(chunk)
         if self.byte_size > self.max_bytes:
-            raise PayloadTooLarge(f"{self.param} is larger than {self.max_bytes} bytes",
-                                  self.param)
+            raise PayloadTooLarge(f"{self.param} is larger than {self.max_bytes} bytes", self.param)
         if len(self._head) < 32:
             self._head += chunk[: 32 - len(self._head)]
         self._digest.update(chunk)
@@ -150,7 +150,9 @@ class IncomingFile:
         if fmt is None:
             raise UnsupportedMediaType(
                 f"{self.param} is not a supported image (JPEG, PNG, WebP or BMP, judged by "
-                "its bytes)", self.param)
+                "its bytes)",
+                self.param,
+            )
         self.width, self.height = image_size(self.tmp, fmt)
         with open(self.tmp, "rb") as written:
             problem = structure_problem(written, fmt, self.byte_size)
@@ -159,8 +161,9 @@ class IncomingFile:
         self.format = fmt
         return fmt, self.width, self.height
 
-    def persist(self, filename: str, *, sync_dir: bool = True,
-                sync_file: bool = True) -> StoredFile:
+    def persist(
+        self, filename: str, *, sync_dir: bool = True, sync_file: bool = True
+    ) -> StoredFile:
         """fsync, rename to ``raw-data/<uuid>_<filename>`` and fsync the folder (unless the
         caller flushes the file and folder itself before committing the row, as group commit
         does)."""
@@ -178,8 +181,9 @@ class IncomingFile:
         os.replace(self.tmp, final)
         if sync_dir:
             fsync_dir(final.parent)
-        return StoredFile(key, final, self.sha256, self.byte_size, self.width, self.height,
-                          self.format)
+        return StoredFile(
+            key, final, self.sha256, self.byte_size, self.width, self.height, self.format
+        )
 
     def discard(self) -> None:
         if self._out is not None:
@@ -192,8 +196,9 @@ def discard(stored: StoredFile) -> None:
     stored.path.unlink(missing_ok=True)
 
 
-def reconcile(images_dir: Path, known_paths: Iterable[str], *,
-              min_age_seconds: float = 0.0) -> list[Path]:
+def reconcile(
+    images_dir: Path, known_paths: Iterable[str], *, min_age_seconds: float = 0.0
+) -> list[Path]:
     """Remove stored files no row points at, and stale temporaries. Returns what was removed.
 
     Only files under raw-data/ and .incoming/ are considered: those are the ones this module
@@ -214,8 +219,9 @@ class KnownPaths:
 
     @staticmethod
     def digest(path: str) -> int:
-        return int.from_bytes(hashlib.blake2b(path.encode(), digest_size=8).digest(), "big",
-                              signed=True)
+        return int.from_bytes(
+            hashlib.blake2b(path.encode(), digest_size=8).digest(), "big", signed=True
+        )
 
     def __contains__(self, path: object) -> bool:
         if not isinstance(path, str):
@@ -225,8 +231,9 @@ class KnownPaths:
         return i < len(self._sorted) and self._sorted[i] == value
 
 
-def reconcile_orphans(images_dir: Path, known: Container[str], *,
-                      min_age_seconds: float = 0.0) -> list[Path]:
+def reconcile_orphans(
+    images_dir: Path, known: Container[str], *, min_age_seconds: float = 0.0
+) -> list[Path]:
     """``reconcile`` with any container of known relative paths (e.g. ``KnownPaths``)."""
     cutoff = time.time() - min_age_seconds
     removed = []
@@ -286,5 +293,6 @@ class IngestLock:
     def __del__(self) -> None:  # an app dropped by a test releases its hold
         try:
             self.release()
-        except Exception:  # noqa: BLE001 - interpreter shutdown: the kernel drops it anyway
+        # Interpreter shutdown: the kernel drops the lock anyway, and there may be no logging.
+        except Exception:  # noqa: BLE001, S110
             pass

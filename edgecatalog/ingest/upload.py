@@ -77,9 +77,11 @@ class DeviceShare:
     REFRESH_SECONDS = 60.0
     RECHECK_SECONDS = 5.0
     QUICK_READ_SECONDS = 0.1  # a recheck this fast is made on the request itself
-    SQL = ("SELECT d.device_id, t.n FROM (SELECT device_id, sum(byte_size) AS n FROM image "
-           "NOT INDEXED WHERE evicted_at IS NULL GROUP BY device_id) t "
-           "JOIN device d ON d.id = t.device_id")
+    SQL = (
+        "SELECT d.device_id, t.n FROM (SELECT device_id, sum(byte_size) AS n FROM image "
+        "NOT INDEXED WHERE evicted_at IS NULL GROUP BY device_id) t "
+        "JOIN device d ON d.id = t.device_id"
+    )
 
     def __init__(self, settings: Any) -> None:
         self.settings = settings
@@ -102,8 +104,7 @@ class DeviceShare:
         elif self._age() >= max(self.REFRESH_SECONDS, 50 * self._read_seconds):
             self._read_in_background()
         over = self._over(device_id, incoming)
-        if over is not None and self._age() > max(self.RECHECK_SECONDS,
-                                                  20 * self._read_seconds):
+        if over is not None and self._age() > max(self.RECHECK_SECONDS, 20 * self._read_seconds):
             if self._read_seconds <= self.QUICK_READ_SECONDS:
                 self.read()
                 over = self._over(device_id, incoming)
@@ -116,7 +117,9 @@ class DeviceShare:
             f"device {device_id!r} stores {used} bytes of images; with {incoming} more it "
             f"would pass its share of {room} bytes ([ingest] device_disk_share "
             f"{self.share:g} of {whole} bytes: every stored image plus free space) while other "
-            "devices have images too", "device_id")
+            "devices have images too",
+            "device_id",
+        )
 
     def _age(self) -> float:
         return time.monotonic() - (self._read_at or 0.0)
@@ -192,8 +195,7 @@ class UploadConfig:
     limits: AnnotationLimits = DEFAULT_LIMITS
 
     @classmethod
-    def from_settings(cls, settings: Any, device_share: DeviceShare | None = None
-                      ) -> UploadConfig:
+    def from_settings(cls, settings: Any, device_share: DeviceShare | None = None) -> UploadConfig:
         return cls(
             images_dir=settings.images_dir,
             max_upload_bytes=int(settings["ingest.max_upload_bytes"]),
@@ -214,8 +216,12 @@ class UploadResult:
     duplicate: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"image_id": self.image_id, "batch_id": self.batch_id,
-                "storage_key": self.storage_key, "duplicate": self.duplicate}
+        return {
+            "image_id": self.image_id,
+            "batch_id": self.batch_id,
+            "storage_key": self.storage_key,
+            "duplicate": self.duplicate,
+        }
 
 
 def default_device_id(settings: Mapping[str, Any]) -> str:
@@ -223,8 +229,13 @@ def default_device_id(settings: Mapping[str, Any]) -> str:
     return settings["device.id"] or socket.gethostname() or "edge"
 
 
-def ingest_upload(config: UploadConfig, body: BinaryIO, content_type: str,
-                  content_length: int | None, device_id: str | None = None) -> UploadResult:
+def ingest_upload(
+    config: UploadConfig,
+    body: BinaryIO,
+    content_type: str,
+    content_length: int | None,
+    device_id: str | None = None,
+) -> UploadResult:
     """Store one uploaded image with its metadata; the same bytes again return the existing
     image with ``duplicate=True``. Raises a ``CatalogError`` (and stores nothing) on bad input.
 
@@ -235,7 +246,8 @@ def ingest_upload(config: UploadConfig, body: BinaryIO, content_type: str,
         # Refused from the header alone: not one byte of the body is read.
         raise PayloadTooLarge(
             f"the upload body is {content_length} bytes; the limit is {config.max_upload_bytes}",
-            "body")
+            "body",
+        )
     share = config.device_share if device_id is not None else None
     # Checks that need the disk (free space, the device's share) belong here: nothing has been
     # written yet. The share first: a device over it must not make anything be evicted.
@@ -244,14 +256,21 @@ def ingest_upload(config: UploadConfig, body: BinaryIO, content_type: str,
     if config.space_check is not None:
         config.space_check(content_length or 0)  # evicts synced files first, else 507
     parts = multipart.read_upload(
-        body, content_type, images_dir=config.images_dir,
-        max_body_bytes=config.max_upload_bytes, field_limits={"metadata": MAX_METADATA_BYTES})
+        body,
+        content_type,
+        images_dir=config.images_dir,
+        max_body_bytes=config.max_upload_bytes,
+        field_limits={"metadata": MAX_METADATA_BYTES},
+    )
     if parts.image is None:
         parts.discard()
         raise ValidationError("image", "the upload has no 'image' part")
     with parts.image as incoming:  # leaving by an exception removes the received file
-        meta = parse_metadata_text(parts.fields.get("metadata", b""),
-                                   max_annotations=config.max_annotations, limits=config.limits)
+        meta = parse_metadata_text(
+            parts.fields.get("metadata", b""),
+            max_annotations=config.max_annotations,
+            limits=config.limits,
+        )
         if device_id is not None:
             check_device_upload(meta, device_id)
         if parts.image_filename:
@@ -279,46 +298,71 @@ def check_device_upload(meta: Metadata, device_id: str) -> None:
     review (a camera's annotations are inferences; "manual" is what a person's edit sets, and
     is what sidecar re-reads leave alone). Checked after parsing, before anything is stored."""
     if meta.device_id and meta.device_id != device_id:
-        log.warning("upload refused: a device key bound to device %r named device_id %r in "
-                    "its metadata", device_id, meta.device_id)
+        log.warning(
+            "upload refused: a device key bound to device %r named device_id %r in its metadata",
+            device_id,
+            meta.device_id,
+        )
         raise DeviceMismatch(
             f"this device key belongs to device {device_id!r}; metadata.device_id "
-            f"{meta.device_id!r} must be that id or left out", "metadata.device_id")
+            f"{meta.device_id!r} must be that id or left out",
+            "metadata.device_id",
+        )
     for i, ann in enumerate(meta.annotations):
         # Any spelling: " Manual" would read as human review to a person looking at it.
         if ann.source.strip().casefold() == MANUAL_SOURCE:
             raise ReviewForbidden(
                 f"annotation source {ann.source!r} marks human review, which a device key "
-                "cannot claim; leave source out (it becomes \"model\") or name the model",
-                f"metadata.annotations[{i}].source")
+                'cannot claim; leave source out (it becomes "model") or name the model',
+                f"metadata.annotations[{i}].source",
+            )
 
 
-def _index(config: UploadConfig, stored: store.StoredFile, filename: str,
-           meta: Metadata, device_id: str) -> UploadResult:
+def _index(
+    config: UploadConfig, stored: store.StoredFile, filename: str, meta: Metadata, device_id: str
+) -> UploadResult:
     try:
-        image_id, created = UPLOADS.run(lambda: add_images([NewImage(
-            filename=filename, storage_key=stored.storage_key,
-            sha256=stored.sha256, byte_size=stored.byte_size, width=stored.width,
-            height=stored.height, root=str(config.images_dir), path=stored.storage_key,
-            device_id=device_id, captured_at=meta.captured_at,
-            model_id=meta.model_id, model_version=meta.model_version, source=meta.source,
-            annotations=meta.annotations,
-        )], config.batch_policy, limits=config.limits)[0],
+        image_id, created = UPLOADS.run(
+            lambda: add_images(
+                [
+                    NewImage(
+                        filename=filename,
+                        storage_key=stored.storage_key,
+                        sha256=stored.sha256,
+                        byte_size=stored.byte_size,
+                        width=stored.width,
+                        height=stored.height,
+                        root=str(config.images_dir),
+                        path=stored.storage_key,
+                        device_id=device_id,
+                        captured_at=meta.captured_at,
+                        model_id=meta.model_id,
+                        model_version=meta.model_version,
+                        source=meta.source,
+                        annotations=meta.annotations,
+                    )
+                ],
+                config.batch_policy,
+                limits=config.limits,
+            )[0],
             sync_folders=[stored.path.parent],
-            sync_files=[stored.path])
+            sync_files=[stored.path],
+        )
     except BaseException:
         store.discard(stored)
         raise
     if not created:  # the same bytes were committed by a concurrent upload meanwhile
         store.discard(stored)
     batch_id, storage_key = database.execute_sql(
-        "SELECT batch_id, storage_key FROM image WHERE id = ?", (image_id,)).fetchone()
+        "SELECT batch_id, storage_key FROM image WHERE id = ?", (image_id,)
+    ).fetchone()
     return UploadResult(image_id, batch_id, storage_key, not created)
 
 
 def find_by_sha256(sha256: str) -> UploadResult | None:
     row = database.execute_sql(
-        "SELECT id, batch_id, storage_key FROM image WHERE sha256 = ?", (sha256,)).fetchone()
+        "SELECT id, batch_id, storage_key FROM image WHERE sha256 = ?", (sha256,)
+    ).fetchone()
     if row is None:
         return None
     return UploadResult(row[0], row[1], row[2], True)
@@ -340,14 +384,23 @@ def stored_among_files(images_dir: Path) -> set[str]:
     # An upload's key is raw-data/<uuid>_<filename>: the filename index finds those rows.
     names = sorted({p.split("_", 1)[1] for p in paths if "_" in p})
     in_roots = Image.root.in_(roots)
-    known = {path for (path,) in Image.select(Image.path).where(
-        in_roots & Image.filename.in_(_json_values(names))).tuples() if path in paths}
+    known = {
+        path
+        for (path,) in Image.select(Image.path)
+        .where(in_roots & Image.filename.in_(_json_values(names)))
+        .tuples()
+        if path in paths
+    }
     misses = sorted(paths - known)
     if misses:
         # Anything else (a moved capture under another name, a true orphan) by its path: one
         # scan, paid only when such files exist; a miss here is what makes a file an orphan.
-        known.update(path for (path,) in Image.select(Image.path).where(
-            in_roots & Image.path.in_(_json_values(misses))).tuples())
+        known.update(
+            path
+            for (path,) in Image.select(Image.path)
+            .where(in_roots & Image.path.in_(_json_values(misses)))
+            .tuples()
+        )
     return known
 
 
@@ -368,11 +421,18 @@ def reconcile_at_startup(images_dir: Path) -> tuple[store.IngestLock, list[Path]
     removed = store.reconcile_orphans(images_dir, known, min_age_seconds=grace)
     lock.shared()
     if removed:
-        log.warning("removed %d file(s) under %s that no catalog row points at (left by an "
-                    "interrupted ingest)", len(removed), images_dir)
+        log.warning(
+            "removed %d file(s) under %s that no catalog row points at (left by an "
+            "interrupted ingest)",
+            len(removed),
+            images_dir,
+        )
     if not exclusive:
-        log.info("another process is ingesting into %s; kept orphans younger than %.0f s",
-                 images_dir, grace)
+        log.info(
+            "another process is ingesting into %s; kept orphans younger than %.0f s",
+            images_dir,
+            grace,
+        )
     return lock, removed
 
 

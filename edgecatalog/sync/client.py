@@ -72,8 +72,11 @@ def classify(status: int, body: Any, headers: Any, *, upload: bool = False) -> O
         message = f"{code}: {message}"
     data = body.get("data") if isinstance(body, dict) else None
     data = data if isinstance(data, dict) else {}
-    ids = {k: _opaque(data.get(k)) for k in ("image_id", "batch_id", "storage_key", "id")
-           if data.get(k) is not None}
+    ids = {
+        k: _opaque(data.get(k))
+        for k in ("image_id", "batch_id", "storage_key", "id")
+        if data.get(k) is not None
+    }
     if 200 <= status < 300:
         if upload and not ids.get("image_id"):
             return Outcome("transient", status, "2xx answer without data.image_id")
@@ -97,21 +100,34 @@ def _never_connected(exc: BaseException) -> bool:
         if item is None or id(item) in seen:
             continue
         seen.add(id(item))
-        if isinstance(item, (urllib3.exceptions.NewConnectionError,
-                             urllib3.exceptions.NameResolutionError, ConnectionRefusedError,
-                             requests.exceptions.ConnectTimeout)):
+        if isinstance(
+            item,
+            (
+                urllib3.exceptions.NewConnectionError,
+                urllib3.exceptions.NameResolutionError,
+                ConnectionRefusedError,
+                requests.exceptions.ConnectTimeout,
+            ),
+        ):
             return True
         if isinstance(item, BaseException):
-            stack.extend([item.__cause__, item.__context__, getattr(item, "reason", None),
-                          *[a for a in item.args if isinstance(a, BaseException)]])
+            stack.extend(
+                [
+                    item.__cause__,
+                    item.__context__,
+                    getattr(item, "reason", None),
+                    *[a for a in item.args if isinstance(a, BaseException)],
+                ]
+            )
     return False
 
 
 class MultipartBody:
     """A multipart/form-data body read in chunks from memory parts and one file."""
 
-    def __init__(self, head: bytes, file: tuple[str, str], size: int, tail: bytes,
-                 limiter: BandwidthLimiter) -> None:
+    def __init__(
+        self, head: bytes, file: tuple[str, str], size: int, tail: bytes, limiter: BandwidthLimiter
+    ) -> None:
         """``file``: (root, path beneath it), opened without following links."""
         self._parts: list[bytes | tuple[tuple[str, str], int]] = [head, (file, size), tail]
         self._length = len(head) + size + len(tail)
@@ -164,8 +180,9 @@ class UploadRequest:
 
 
 class UpstreamClient:
-    def __init__(self, settings: Settings, credentials: Credentials,
-                 limiter: BandwidthLimiter | None = None) -> None:
+    def __init__(
+        self, settings: Settings, credentials: Credentials, limiter: BandwidthLimiter | None = None
+    ) -> None:
         self.base = settings["upstream.base_url"].rstrip("/")
         self.timeout = settings["upstream.timeout_seconds"]
         self.credentials = credentials
@@ -178,8 +195,9 @@ class UpstreamClient:
 
     def _send(self, method: str, path: str, *, upload: bool = False, **kw: Any) -> Outcome:
         try:
-            resp = self.session.request(method, self.base + path, timeout=self.timeout,
-                                        allow_redirects=False, **kw)
+            resp = self.session.request(
+                method, self.base + path, timeout=self.timeout, allow_redirects=False, **kw
+            )
         except requests.RequestException as exc:
             kind = "offline" if _never_connected(exc) else "transient"
             reason = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
@@ -193,23 +211,34 @@ class UpstreamClient:
     def upload(self, req: UploadRequest) -> Outcome:
         boundary = uuid.uuid4().hex
         meta = json.dumps(req.metadata, separators=(",", ":"))
-        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n"
-                f"Content-Type: application/json\r\n\r\n{meta}\r\n"
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; "
-                f"filename=\"{_quote(req.filename)}\"\r\nContent-Type: {req.content_type}"
-                "\r\n\r\n").encode()
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="metadata"\r\n'
+            f"Content-Type: application/json\r\n\r\n{meta}\r\n"
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+            f'filename="{_quote(req.filename)}"\r\nContent-Type: {req.content_type}'
+            "\r\n\r\n"
+        ).encode()
         tail = f"\r\n--{boundary}--\r\n".encode()
         body = MultipartBody(head, (req.root, req.path), req.size, tail, self.limiter)
-        headers = {"X-Device-Key": self.credentials.device_key,
-                   "Idempotency-Key": req.idempotency_key,
-                   "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        headers = {
+            "X-Device-Key": self.credentials.device_key,
+            "Idempotency-Key": req.idempotency_key,
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        }
         try:
-            outcome = self._send("POST", "/device/images/upload", upload=True, data=body,
-                                 headers=headers)
+            outcome = self._send(
+                "POST", "/device/images/upload", upload=True, data=body, headers=headers
+            )
         finally:
             body.close()
-        return Outcome(outcome.kind, outcome.status, outcome.message, outcome.data,
-                       outcome.retry_after, len(body))
+        return Outcome(
+            outcome.kind,
+            outcome.status,
+            outcome.message,
+            outcome.data,
+            outcome.retry_after,
+            len(body),
+        )
 
     def _bearer(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.credentials.api_token}", "Idempotency-Key": key}
@@ -217,15 +246,22 @@ class UpstreamClient:
     def patch_image(self, remote_id: str, fields: dict[str, Any], key: str) -> Outcome:
         raw = json.dumps(fields).encode()
         self.limiter.acquire(len(raw))
-        return self._send("PATCH", f"/data/images/{requests.utils.quote(remote_id, safe='')}",
-                          data=raw, headers={**self._bearer(key),
-                                             "Content-Type": "application/json"})
+        return self._send(
+            "PATCH",
+            f"/data/images/{requests.utils.quote(remote_id, safe='')}",
+            data=raw,
+            headers={**self._bearer(key), "Content-Type": "application/json"},
+        )
 
     def create_annotation(self, body: dict[str, Any], key: str) -> Outcome:
         raw = json.dumps(body).encode()
         self.limiter.acquire(len(raw))
-        return self._send("POST", "/data/annotations", data=raw,
-                          headers={**self._bearer(key), "Content-Type": "application/json"})
+        return self._send(
+            "POST",
+            "/data/annotations",
+            data=raw,
+            headers={**self._bearer(key), "Content-Type": "application/json"},
+        )
 
 
 def _quote(name: str) -> str:

@@ -56,8 +56,9 @@ def _drain(settings: Settings, worker: SyncWorker, out: TextIO) -> int:
     stopped = ""
     for _ in range(MAX_ONCE_PASSES):
         try:
-            report = worker.run_pass(manual=True, lock_wait=settings["upstream.timeout_seconds"]
-                                     * 2 + 10)
+            report = worker.run_pass(
+                manual=True, lock_wait=settings["upstream.timeout_seconds"] * 2 + 10
+            )
         except SyncBusy as exc:
             raise SyncCommandError(str(exc)) from None
         _after_pass(settings, report)

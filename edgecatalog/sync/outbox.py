@@ -48,7 +48,8 @@ def promote_waiting(has_token: bool) -> None:
             Outbox.update(state="pending").where(Outbox.state == "waiting_token").execute()
         else:
             Outbox.update(state="waiting_token").where(
-                (Outbox.state == "pending") & (Outbox.kind != UPLOAD)).execute()
+                (Outbox.state == "pending") & (Outbox.kind != UPLOAD)
+            ).execute()
 
 
 def due_rows(order: str, limit: int) -> list[Outbox]:
@@ -83,12 +84,23 @@ def mark_sent(items: Sequence[tuple[Outbox, Outcome, Sequence[int]]]) -> None:
         if not uploads:
             return
         ids = [row.image_id for row, _, _ in uploads]
-        images = {img.id: img for img in Image.select(
-            Image.id, Image.width, Image.height, Image.annotation_status, Image.split,
-            Image.split_locked).where(Image.id.in_(ids))}
+        images = {
+            img.id: img
+            for img in Image.select(
+                Image.id,
+                Image.width,
+                Image.height,
+                Image.annotation_status,
+                Image.split,
+                Image.split_locked,
+            ).where(Image.id.in_(ids))
+        }
         current: dict[int, set[int]] = {}
-        for image_id, ann_id in (Annotation.select(Annotation.image, Annotation.id)
-                                 .where(Annotation.image.in_(ids)).tuples()):
+        for image_id, ann_id in (
+            Annotation.select(Annotation.image, Annotation.id)
+            .where(Annotation.image.in_(ids))
+            .tuples()
+        ):
             current.setdefault(image_id, set()).add(ann_id)
         for row, outcome, sent in uploads:
             image = images.get(row.image_id)
@@ -96,34 +108,47 @@ def mark_sent(items: Sequence[tuple[Outbox, Outcome, Sequence[int]]]) -> None:
                 _apply_upload(row, image, outcome, current.get(image.id, set()) - set(sent), now)
 
 
-def _apply_upload(row: Outbox, image: Image, outcome: Outcome, late: set[int],
-                  now: int) -> None:
+def _apply_upload(row: Outbox, image: Image, outcome: Outcome, late: set[int], now: int) -> None:
     """The image is upstream: store its ids, and queue what the upload could not carry
     (fields set locally, annotations added while it was in flight)."""
     changes = {"sync_state": "synced", "synced_at": now}
-    for local, remote in (("remote_id", "image_id"), ("remote_batch_id", "batch_id"),
-                          ("remote_storage_key", "storage_key")):
+    for local, remote in (
+        ("remote_id", "image_id"),
+        ("remote_batch_id", "batch_id"),
+        ("remote_storage_key", "storage_key"),
+    ):
         if outcome.data.get(remote):
             changes[local] = outcome.data[remote]
     Image.update(**changes).where(Image.id == image.id).execute()
     # Keys derive from the upload's key, so replaying this transaction adds nothing twice.
     fields = fields_after_upload(image)
     if fields:
-        Outbox.insert(image=image.id, kind="patch_image", payload=json.dumps(fields),
-                      idempotency_key=_key("after-upload", row.idempotency_key),
-                      created_at=now, updated_at=now).on_conflict_ignore().execute()
+        Outbox.insert(
+            image=image.id,
+            kind="patch_image",
+            payload=json.dumps(fields),
+            idempotency_key=_key("after-upload", row.idempotency_key),
+            created_at=now,
+            updated_at=now,
+        ).on_conflict_ignore().execute()
     for ann in Annotation.select().where(Annotation.id.in_(sorted(late))) if late else ():
         body = dict(annotation_to_upload(ann, image.width, image.height), annotation_id=ann.id)
-        Outbox.insert(image=image.id, kind="create_annotation", payload=json.dumps(body),
-                      idempotency_key=_key("late-annotation", row.idempotency_key, str(ann.id)),
-                      created_at=now, updated_at=now).on_conflict_ignore().execute()
+        Outbox.insert(
+            image=image.id,
+            kind="create_annotation",
+            payload=json.dumps(body),
+            idempotency_key=_key("late-annotation", row.idempotency_key, str(ann.id)),
+            created_at=now,
+            updated_at=now,
+        ).on_conflict_ignore().execute()
 
 
 def quarantine(row: Outbox, status: int | None, message: str) -> None:
     now = now_us()
     with write_tx():
-        Outbox.update(state="quarantined", last_status=status, last_error=message[:2000],
-                      updated_at=now).where(Outbox.id == row.id).execute()
+        Outbox.update(
+            state="quarantined", last_status=status, last_error=message[:2000], updated_at=now
+        ).where(Outbox.id == row.id).execute()
         if row.kind == UPLOAD:
             Image.update(sync_state="quarantined").where(Image.id == row.image_id).execute()
 
@@ -131,7 +156,8 @@ def quarantine(row: Outbox, status: int | None, message: str) -> None:
 def set_state(row: Outbox, state: str, message: str) -> None:
     with write_tx():
         Outbox.update(state=state, last_error=message[:2000], updated_at=now_us()).where(
-            Outbox.id == row.id).execute()
+            Outbox.id == row.id
+        ).execute()
 
 
 def record_failure(row: Outbox, status: int | None, message: str, max_attempts: int) -> bool:
@@ -141,20 +167,26 @@ def record_failure(row: Outbox, status: int | None, message: str, max_attempts: 
         quarantine(row, status, f"gave up after {attempts} attempts: {message}")
         return True
     with write_tx():
-        Outbox.update(attempts=attempts, last_status=status, last_error=message[:2000],
-                      updated_at=now_us()).where(Outbox.id == row.id).execute()
+        Outbox.update(
+            attempts=attempts, last_status=status, last_error=message[:2000], updated_at=now_us()
+        ).where(Outbox.id == row.id).execute()
     return False
 
 
 def retry_quarantined() -> int:
     """Put every quarantined row back in the queue with fresh attempts; returns how many."""
     with write_tx():
-        count = Outbox.update(state="pending", attempts=0, updated_at=now_us()).where(
-            Outbox.state == "quarantined").execute()
+        count = (
+            Outbox.update(state="pending", attempts=0, updated_at=now_us())
+            .where(Outbox.state == "quarantined")
+            .execute()
+        )
         uploads = Outbox.select(Outbox.image).where(
-            (Outbox.kind == UPLOAD) & (Outbox.state == "pending"))
+            (Outbox.kind == UPLOAD) & (Outbox.state == "pending")
+        )
         Image.update(sync_state="pending").where(
-            (Image.sync_state == "quarantined") & Image.id.in_(uploads)).execute()
+            (Image.sync_state == "quarantined") & Image.id.in_(uploads)
+        ).execute()
     return count
 
 
@@ -169,11 +201,20 @@ class QueueCounts:
 
 
 def queue_counts() -> QueueCounts:
-    rows = (Outbox.select(Outbox.state, fn.COUNT(Outbox.id), fn.SUM(Outbox.byte_size),
-                          fn.MIN(Outbox.created_at)).group_by(Outbox.state).tuples())
+    rows = (
+        Outbox.select(
+            Outbox.state, fn.COUNT(Outbox.id), fn.SUM(Outbox.byte_size), fn.MIN(Outbox.created_at)
+        )
+        .group_by(Outbox.state)
+        .tuples()
+    )
     by_state = {state: (count, size or 0, oldest) for state, count, size, oldest in rows}
     pending = by_state.get("pending", (0, 0, None))
-    return QueueCounts(pending[0], pending[1], pending[2],
-                       by_state.get("waiting_token", (0, 0, None))[0],
-                       by_state.get("quarantined", (0, 0, None))[0],
-                       by_state.get("unsupported", (0, 0, None))[0])
+    return QueueCounts(
+        pending[0],
+        pending[1],
+        pending[2],
+        by_state.get("waiting_token", (0, 0, None))[0],
+        by_state.get("quarantined", (0, 0, None))[0],
+        by_state.get("unsupported", (0, 0, None))[0],
+    )

@@ -27,14 +27,19 @@ def _clamp(value: float) -> float:
 
 def annotation_to_upload(ann: Annotation, width: int, height: int) -> dict[str, Any]:
     if ann.type == "bbox":
-        geometry = [_clamp(ann.x_center), _clamp(ann.y_center), _clamp(ann.width),
-                    _clamp(ann.height)]
+        geometry = [
+            _clamp(ann.x_center),
+            _clamp(ann.y_center),
+            _clamp(ann.width),
+            _clamp(ann.height),
+        ]
     else:
         pixels = json.loads(ann.geometry)
-        geometry = [_clamp(v / (width if i % 2 == 0 else height)) if (width and height) else 0.0
-                    for i, v in enumerate(pixels)]
-    out: dict[str, Any] = {"class_value": ann.class_value, "type": ann.type,
-                           "geometry": geometry}
+        geometry = [
+            _clamp(v / (width if i % 2 == 0 else height)) if (width and height) else 0.0
+            for i, v in enumerate(pixels)
+        ]
+    out: dict[str, Any] = {"class_value": ann.class_value, "type": ann.type, "geometry": geometry}
     if ann.confidence is not None:
         out["confidence"] = ann.confidence
     if ann.source:
@@ -59,19 +64,25 @@ def open_image(image: Image, root_path: str) -> BinaryIO:
 def load_images(ids: list[int]) -> dict[int, Image]:
     """The images of a batch of rows, with ``device_name`` (the device's device_id; the
     attribute ``device_id`` is the foreign key) and ``root_path``, in one query."""
-    query = (Image.select(Image, Device.device_id.alias("device_name"),
-                          FileRoot.path.alias("root_path"))
-             .join(Device, on=(Image.device == Device.id))
-             .switch(Image).join(FileRoot, on=(Image.root == FileRoot.id))
-             .where(Image.id.in_(ids)).objects())
+    query = (
+        Image.select(Image, Device.device_id.alias("device_name"), FileRoot.path.alias("root_path"))
+        .join(Device, on=(Image.device == Device.id))
+        .switch(Image)
+        .join(FileRoot, on=(Image.root == FileRoot.id))
+        .where(Image.id.in_(ids))
+        .objects()
+    )
     return {image.id: image for image in query}
 
 
 def load_annotations(ids: list[int]) -> dict[int, list[Annotation]]:
     """The annotations of a batch of images, in one query, in the order they are sent."""
     grouped: dict[int, list[Annotation]] = {i: [] for i in ids}
-    query = (Annotation.select().where(Annotation.image.in_(ids))
-             .order_by(Annotation.image, Annotation.z_order, Annotation.id))
+    query = (
+        Annotation.select()
+        .where(Annotation.image.in_(ids))
+        .order_by(Annotation.image, Annotation.z_order, Annotation.id)
+    )
     for ann in query:
         grouped[ann.image_id].append(ann)
     return grouped
@@ -83,10 +94,14 @@ def upload_request(row: Outbox, image: Image, annotations: list[Annotation]) -> 
         head = fh.read(16)
         size = os.fstat(fh.fileno()).st_size
     if size != image.byte_size:
-        raise LocalFileProblem(f"the file of image {image.id} changed after it was indexed "
-                               f"({size} bytes, indexed with {image.byte_size})")
-    content_type = next((t for magic, t in CONTENT_TYPES.items() if head.startswith(magic)),
-                        "application/octet-stream")
+        raise LocalFileProblem(
+            f"the file of image {image.id} changed after it was indexed "
+            f"({size} bytes, indexed with {image.byte_size})"
+        )
+    content_type = next(
+        (t for magic, t in CONTENT_TYPES.items() if head.startswith(magic)),
+        "application/octet-stream",
+    )
     metadata = {
         "model_id": image.model_id,
         "model_version": image.model_version,
@@ -97,8 +112,15 @@ def upload_request(row: Outbox, image: Image, annotations: list[Annotation]) -> 
         "sha256": image.sha256,
         "annotations": [annotation_to_upload(a, image.width, image.height) for a in annotations],
     }
-    return UploadRequest(image.root_path, image.path, size, image.filename, content_type,
-                         metadata, row.idempotency_key)
+    return UploadRequest(
+        image.root_path,
+        image.path,
+        size,
+        image.filename,
+        content_type,
+        metadata,
+        row.idempotency_key,
+    )
 
 
 DEFAULT_FIELDS = {"annotation_status": "pending", "split": "none", "split_locked": False}
@@ -107,8 +129,11 @@ DEFAULT_FIELDS = {"annotation_status": "pending", "split": "none", "split_locked
 def fields_after_upload(image: Image) -> dict[str, Any]:
     """Fields that differ from what a fresh upstream image has; PATCHed right after upload
     because the upload contract has no place for them."""
-    current = {"annotation_status": image.annotation_status, "split": image.split,
-               "split_locked": bool(image.split_locked)}
+    current = {
+        "annotation_status": image.annotation_status,
+        "split": image.split,
+        "split_locked": bool(image.split_locked),
+    }
     return {k: v for k, v in current.items() if v != DEFAULT_FIELDS[k]}
 
 

@@ -65,9 +65,12 @@ class SyncService:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=run_forever, name="edgecatalog-sync",
-                                        args=(self.settings, self.worker, self._stop),
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=run_forever,
+            name="edgecatalog-sync",
+            args=(self.settings, self.worker, self._stop),
+            daemon=True,
+        )
         self._thread.start()
 
     def stop(self, timeout: float) -> None:
@@ -98,8 +101,9 @@ class LocalOnlyMarker:
             self._stop.wait(self.interval)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="edgecatalog-local-only",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="edgecatalog-local-only", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float) -> None:

@@ -71,8 +71,11 @@ def status_report(settings: Settings, fingerprint: str | None = None) -> dict[st
     row, counts, now = load_status(), queue_counts(), now_us()
     last_error = None
     if row.last_error_at is not None:
-        last_error = {"at": format_ts(row.last_error_at), "status": row.last_error_status,
-                      "message": row.last_error_message}
+        last_error = {
+            "at": format_ts(row.last_error_at),
+            "status": row.last_error_status,
+            "message": row.last_error_message,
+        }
     return {
         "state": effective_state(settings, row, fingerprint),
         "enabled": bool(settings["upstream.enabled"]),
@@ -94,9 +97,14 @@ def format_report(report: dict[str, Any]) -> str:
     lines = []
     for key, value in report.items():
         if key == "last_error":
-            value = "-" if value is None else (
-                f"{value['at']} HTTP {value['status'] if value['status'] is not None else '-'}"
-                f" {value['message']}")
+            value = (
+                "-"
+                if value is None
+                else (
+                    f"{value['at']} HTTP {value['status'] if value['status'] is not None else '-'}"
+                    f" {value['message']}"
+                )
+            )
         elif value in ("", None):
             value = "-"
         lines.append(f"{key.replace('_', ' '):<27} {value}")

@@ -22,8 +22,12 @@ class BandwidthLimiter:
     of the rate, so a window could carry up to twice the cap. Callers ask before each chunk.
     """
 
-    def __init__(self, bytes_per_second: int, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        bytes_per_second: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.rate = bytes_per_second
         self.budget = int(bytes_per_second * WINDOW_SECONDS)
         self._log: deque[tuple[float, int]] = deque()
@@ -59,8 +63,13 @@ class BandwidthLimiter:
                 self._sleep(max(until - now, 0.001))
 
 
-def backoff_delay(failures: int, cap: float, retry_after: float | None = None,
-                  rng: random.Random | None = None, base: float = 1.0) -> float:
+def backoff_delay(
+    failures: int,
+    cap: float,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+    base: float = 1.0,
+) -> float:
     """Seconds to wait after ``failures`` consecutive transient failures (1, 2, ...).
 
     Full jitter between ``base`` and ``min(cap, base * 2**(failures-1))``; the lower bound of

@@ -143,14 +143,19 @@ class SyncWorker:
             return report
         outbox.release_local_only()
         outbox.promote_waiting(bool(self.credentials.api_token))
-        rows = outbox.due_rows(self.settings["upstream.order"], self.settings["upstream.batch_size"])
+        rows = outbox.due_rows(
+            self.settings["upstream.order"], self.settings["upstream.batch_size"]
+        )
         if rows:
             save_status(state="syncing")
         accepted = _Accepted()
         if not self._send_rows(rows, accepted, report):
             return report
-        done = {"state": "idle", "consecutive_failures": 0,
-                "next_attempt_at": now_us() + int(self.settings["upstream.interval_seconds"] * 1e6)}
+        done = {
+            "state": "idle",
+            "consecutive_failures": 0,
+            "next_attempt_at": now_us() + int(self.settings["upstream.interval_seconds"] * 1e6),
+        }
         if report.synced:
             done["last_success_at"] = now_us()
         with write_tx():  # the status never shows rows gone but the pass still running
@@ -158,7 +163,8 @@ class SyncWorker:
             save_status(**done)
         # A full batch, or an upload that queued its follow-up changes: more is due now.
         report.more = len(rows) == self.settings["upstream.batch_size"] or (
-            report.synced > 0 and outbox.has_pending())
+            report.synced > 0 and outbox.has_pending()
+        )
         return report
 
     def _send_rows(self, rows: list[Outbox], accepted: _Accepted, report: PassReport) -> bool:
@@ -169,15 +175,18 @@ class SyncWorker:
             if self.stopping.is_set():
                 break
             try:
-                outcome, sent_annotations = self._send(row, images.get(row.image_id),
-                                                       annotations.get(row.image_id, []))
+                outcome, sent_annotations = self._send(
+                    row, images.get(row.image_id), annotations.get(row.image_id, [])
+                )
             except Exception as exc:  # one row's local fault must not stop all
                 # Not upstream's answer: the row could not even be prepared here (a file that
                 # cannot be read, a stored value this version cannot read back). Left to fail
                 # the pass, it would fail every pass and hold back every row behind it.
                 log.exception("cannot send %s of image %s", row.kind, row.image_id)
-                outcome, sent_annotations = Outcome(
-                    "local", None, f"{exc.__class__.__name__}: {exc}"), []
+                outcome, sent_annotations = (
+                    Outcome("local", None, f"{exc.__class__.__name__}: {exc}"),
+                    [],
+                )
             report.sent += 1
             if outcome.kind in ("ok", "duplicate"):
                 accepted.add(row, outcome, sent_annotations)
@@ -191,8 +200,9 @@ class SyncWorker:
                 return False
         return True
 
-    def _send(self, row: Outbox, image: Image | None,
-              annotations: list[Annotation]) -> tuple[Outcome, list[int]]:
+    def _send(
+        self, row: Outbox, image: Image | None, annotations: list[Annotation]
+    ) -> tuple[Outcome, list[int]]:
         if image is None:
             return Outcome("ok", None, "image deleted locally"), []
         try:
@@ -202,8 +212,9 @@ class SyncWorker:
         except LocalFileProblem as exc:
             return Outcome("reject", None, str(exc)), []
         if row.kind not in ("patch_image", "create_annotation"):
-            return Outcome("unsupported", None,
-                           f"upstream documents no endpoint for {row.kind}"), []
+            return Outcome(
+                "unsupported", None, f"upstream documents no endpoint for {row.kind}"
+            ), []
         if not image.remote_id:
             return Outcome("reject", None, "upstream did not give this image an id"), []
         if row.kind == "patch_image":
@@ -219,8 +230,11 @@ class SyncWorker:
     def _failed(self, row: Outbox, outcome: Outcome, report: PassReport) -> bool:
         """Apply a failed answer; True when the pass may go on with the next row."""
         now = now_us()
-        error = {"last_error_at": now, "last_error_status": outcome.status,
-                 "last_error_message": outcome.message[:2000]}
+        error = {
+            "last_error_at": now,
+            "last_error_status": outcome.status,
+            "last_error_message": outcome.message[:2000],
+        }
         if outcome.kind == "unsupported":
             # Kept, visibly, for when upstream documents an endpoint; never blocks the queue.
             outbox.set_state(row, "unsupported", outcome.message)
@@ -228,8 +242,9 @@ class SyncWorker:
         if outcome.kind == "local":
             # Counted against the row, so a lasting fault ends in quarantine with its message;
             # it says nothing about the link, so the rows behind it go on.
-            if outbox.record_failure(row, None, outcome.message,
-                                     self.settings["upstream.max_attempts"]):
+            if outbox.record_failure(
+                row, None, outcome.message, self.settings["upstream.max_attempts"]
+            ):
                 report.quarantined += 1
             save_status(**error)
             return True
@@ -240,24 +255,37 @@ class SyncWorker:
             save_status(**error)
             return True
         if outcome.kind == "auth":
-            log.error("upstream refused the credentials (HTTP %s); sync stops until the "
-                      "configuration changes or 'edgecatalog sync --once' is run", outcome.status)
-            save_status(state="auth_failed", auth_fingerprint=self.fingerprint,
-                        next_attempt_at=None, **error)
+            log.error(
+                "upstream refused the credentials (HTTP %s); sync stops until the "
+                "configuration changes or 'edgecatalog sync --once' is run",
+                outcome.status,
+            )
+            save_status(
+                state="auth_failed",
+                auth_fingerprint=self.fingerprint,
+                next_attempt_at=None,
+                **error,
+            )
             report.stopped = "auth_failed"
             return False
         # Transient. A refused connection says nothing about the row (the link is down) and
         # neither does 429 (the server is busy): only the others count towards quarantine.
         counts = outcome.kind == "transient" and outcome.status != 429
-        if counts and outbox.record_failure(row, outcome.status, outcome.message,
-                                            self.settings["upstream.max_attempts"]):
+        if counts and outbox.record_failure(
+            row, outcome.status, outcome.message, self.settings["upstream.max_attempts"]
+        ):
             report.quarantined += 1
         failures = load_status().consecutive_failures + 1
-        delay = backoff_delay(failures, self.settings["upstream.max_backoff_seconds"],
-                              outcome.retry_after, self.rng)
+        delay = backoff_delay(
+            failures, self.settings["upstream.max_backoff_seconds"], outcome.retry_after, self.rng
+        )
         state = "offline" if outcome.kind == "offline" else "backoff"
         log.info("sync %s after %s; next attempt in %.1f s", state, outcome.message, delay)
-        save_status(state=state, consecutive_failures=failures,
-                    next_attempt_at=now + int(delay * 1e6), **error)
+        save_status(
+            state=state,
+            consecutive_failures=failures,
+            next_attempt_at=now + int(delay * 1e6),
+            **error,
+        )
         report.stopped = state
         return False

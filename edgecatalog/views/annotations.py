@@ -25,7 +25,8 @@ def create_annotation():
     limits = AnnotationLimits.from_settings(cfg)
     new = bodies.parse_new_annotation(json_body(), limits)
     annotation_id = annotation_edits.create_annotation(
-        new, max_annotations=cfg["ingest.max_annotations"], limits=limits)
+        new, max_annotations=cfg["ingest.max_annotations"], limits=limits
+    )
     row = annotation_edits.get_annotation_row(annotation_id)
     return jsonify(envelope.ok(annotation_to_dict(row))), 201
 
@@ -35,9 +36,12 @@ def create_annotation():
 def patch_annotation(annotation_id: int):
     changes = bodies.parse_annotation_patch(json_body())
     annotation_id = min(annotation_id, params.MAX_ID)
-    annotation_edits.update_annotation(annotation_id, changes,
-                                       AnnotationLimits.from_settings(settings()))
-    return jsonify(envelope.ok(annotation_to_dict(annotation_edits.get_annotation_row(annotation_id))))
+    annotation_edits.update_annotation(
+        annotation_id, changes, AnnotationLimits.from_settings(settings())
+    )
+    return jsonify(
+        envelope.ok(annotation_to_dict(annotation_edits.get_annotation_row(annotation_id)))
+    )
 
 
 @bp.delete("/data/annotations/<int:annotation_id>")

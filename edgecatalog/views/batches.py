@@ -16,19 +16,18 @@ bp = Blueprint("batches", __name__)
 @bp.get("/data/batches")
 @requires("read")
 def list_batches():
-    query = batches.parse_batch_query(request.args,
-                                      max_chars=settings()["limits.max_param_chars"])
+    query = batches.parse_batch_query(request.args, max_chars=settings()["limits.max_param_chars"])
     page = batches.select_batches(query)
     data = [batch_to_dict(row) for row in page.rows]
-    return jsonify(envelope.ok(data, envelope.page_meta(len(data), page.limit, page.offset,
-                                                        page.total)))
+    return jsonify(
+        envelope.ok(data, envelope.page_meta(len(data), page.limit, page.offset, page.total))
+    )
 
 
 @bp.get("/data/batches/<int:batch_id>")
 @requires("read")
 def get_batch(batch_id: int):
-    return jsonify(envelope.ok(batch_to_dict(batches.get_batch_row(min(batch_id,
-                                                                       params.MAX_ID)))))
+    return jsonify(envelope.ok(batch_to_dict(batches.get_batch_row(min(batch_id, params.MAX_ID)))))
 
 
 @bp.patch("/data/batches/<int:batch_id>")

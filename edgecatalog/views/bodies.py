@@ -24,8 +24,7 @@ from ..projects import MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, NewProject
 
 BATCH_PATCH_FIELDS = ("project_id", "stage")
 PROJECT_CREATE_FIELDS = ("name", "description")
-ANNOTATION_CREATE_FIELDS = ("image_id", "class_value", "type", "geometry", "z_order",
-                            "confidence")
+ANNOTATION_CREATE_FIELDS = ("image_id", "class_value", "type", "geometry", "z_order", "confidence")
 # confidence: a PATCH may clear a model's score (null) or set one; a new manual annotation
 # has none, so POST takes it only as null (a client may echo an annotation object back).
 ANNOTATION_PATCH_FIELDS = ("class_value", "type", "geometry", "z_order", "confidence")
@@ -41,8 +40,9 @@ def reject_unknown(body: Mapping[str, Any], allowed: Iterable[str]) -> None:
     allowed = tuple(allowed)
     for key in body:
         if key not in allowed:
-            raise ValidationError(key, f"unknown field {key!r}; accepted fields: "
-                                       f"{', '.join(allowed)}")
+            raise ValidationError(
+                key, f"unknown field {key!r}; accepted fields: {', '.join(allowed)}"
+            )
 
 
 def patch_body(body: Any, allowed: Iterable[str]) -> Mapping[str, Any]:
@@ -78,8 +78,7 @@ def parse_image_patch(body: Any) -> ImageChanges:
     patch_body(body, PATCHABLE)
     changes = ImageChanges()
     if "annotation_status" in body:
-        changes["annotation_status"] = body_choice(body, "annotation_status",
-                                                   ANNOTATION_STATUSES)
+        changes["annotation_status"] = body_choice(body, "annotation_status", ANNOTATION_STATUSES)
     if "split" in body:
         changes["split"] = body_choice(body, "split", SPLITS)
     if "split_locked" in body:
@@ -115,8 +114,9 @@ def _text(body: Mapping[str, Any], name: str, max_chars: int, *, required: bool)
     # Line breaks and tabs were always accepted; other controls, line separators and lone
     # surrogates (which SQLite cannot store: a 500) are not.
     if unsafe_text(value, allow="\n\t"):
-        raise ValidationError(name, f"{name} must not contain control characters or unpaired "
-                                    "surrogates")
+        raise ValidationError(
+            name, f"{name} must not contain control characters or unpaired surrogates"
+        )
     return value
 
 
@@ -126,13 +126,13 @@ def parse_new_project(body: Any) -> NewProject:
     reject_unknown(body, PROJECT_CREATE_FIELDS)
     if "name" not in body:
         raise ValidationError("name", "name is required")
-    return NewProject(name=_text(body, "name", MAX_NAME_CHARS, required=True),
-                      description=_text(body, "description", MAX_DESCRIPTION_CHARS,
-                                        required=False))
+    return NewProject(
+        name=_text(body, "name", MAX_NAME_CHARS, required=True),
+        description=_text(body, "description", MAX_DESCRIPTION_CHARS, required=False),
+    )
 
 
-def parse_new_annotation(body: Any,
-                         limits: AnnotationLimits = DEFAULT_LIMITS) -> ManualAnnotation:
+def parse_new_annotation(body: Any, limits: AnnotationLimits = DEFAULT_LIMITS) -> ManualAnnotation:
     """POST /data/annotations: the body's shape here, the annotation's rules in
     ``annotation_edits.new_manual_annotation``."""
     require_object(body)
@@ -141,8 +141,9 @@ def parse_new_annotation(body: Any,
         if name not in body:
             raise ValidationError(name, f"{name} is required")
     if body.get("confidence") is not None:
-        raise ValidationError("confidence", "a manual annotation has no confidence; omit it or "
-                                            "send null")
+        raise ValidationError(
+            "confidence", "a manual annotation has no confidence; omit it or send null"
+        )
     if not _is_id(body["image_id"]):
         raise ValidationError("image_id", "image_id must be an integer id")
     fields = cast(AnnotationChanges, {k: v for k, v in body.items() if k != "image_id"})

@@ -73,8 +73,9 @@ def open_image_file(image_id: int) -> OpenedFile:
         raise NotFound(f"image {image_id} has no file here", "id") from None
     handle = os.fdopen(fd, "rb")
     head = os.pread(fd, 32, 0)
-    return OpenedFile(image_id, filename, sha256, byte_size, handle, os.fstat(fd),
-                      sniff_format(head))
+    return OpenedFile(
+        image_id, filename, sha256, byte_size, handle, os.fstat(fd), sniff_format(head)
+    )
 
 
 def disposition(opened: OpenedFile) -> str:
@@ -102,8 +103,9 @@ def get_file(image_id: int):
     image_id = min(image_id, params.MAX_ID)
     opened = open_image_file(image_id)
     mimetype = MEDIA_TYPES.get(opened.format or "", "application/octet-stream")
-    response = Response(wrap_file(request.environ, opened.handle), mimetype=mimetype,
-                        direct_passthrough=True)
+    response = Response(
+        wrap_file(request.environ, opened.handle), mimetype=mimetype, direct_passthrough=True
+    )
     response.content_length = opened.stat.st_size
     response.last_modified = opened.stat.st_mtime
     response.set_etag(opened.sha256)
@@ -111,5 +113,6 @@ def get_file(image_id: int):
     response.cache_control.max_age = 3600
     response.headers["Content-Disposition"] = disposition(opened)
     protect(response)
-    return response.make_conditional(request.environ, accept_ranges=True,
-                                      complete_length=opened.stat.st_size)
+    return response.make_conditional(
+        request.environ, accept_ranges=True, complete_length=opened.stat.st_size
+    )

@@ -29,8 +29,11 @@ def signed_url_maker() -> Callable[[int], str]:
 @requires("read")
 def list_images():
     cfg = settings()
-    query = queries.parse_image_query(request.args, max_class_values=cfg["limits.max_class_values"],
-                                      max_chars=cfg["limits.max_param_chars"])
+    query = queries.parse_image_query(
+        request.args,
+        max_class_values=cfg["limits.max_class_values"],
+        max_chars=cfg["limits.max_param_chars"],
+    )
     page = queries.select_images(query)
     url = signed_url_maker() if query.include_image_url else None
     meta = envelope.page_meta(len(page.rows), page.limit, page.offset, page.total)
@@ -45,10 +48,14 @@ def list_images():
 @bp.get("/data/images/<int:image_id>")
 @requires("read")
 def get_image(image_id: int):
-    given = params.single_values(request.args, ["include_image_url"],
-                                 max_chars=settings()["limits.max_param_chars"])
-    with_url = params.parse_bool("include_image_url", given["include_image_url"]) \
-        if "include_image_url" in given else False
+    given = params.single_values(
+        request.args, ["include_image_url"], max_chars=settings()["limits.max_param_chars"]
+    )
+    with_url = (
+        params.parse_bool("include_image_url", given["include_image_url"])
+        if "include_image_url" in given
+        else False
+    )
     row = queries.get_image_row(min(image_id, params.MAX_ID))
     return jsonify(envelope.ok(image_to_dict(row, signed_url_maker() if with_url else None)))
 

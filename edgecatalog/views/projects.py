@@ -17,11 +17,13 @@ bp = Blueprint("projects", __name__)
 @requires("read")
 def list_projects():
     limit, offset = projects.parse_project_query(
-        request.args, max_chars=settings()["limits.max_param_chars"])
+        request.args, max_chars=settings()["limits.max_param_chars"]
+    )
     page = projects.select_projects(limit, offset)
     data = [project_to_dict(row) for row in page.rows]
-    return jsonify(envelope.ok(data, envelope.page_meta(len(data), page.limit, page.offset,
-                                                        page.total)))
+    return jsonify(
+        envelope.ok(data, envelope.page_meta(len(data), page.limit, page.offset, page.total))
+    )
 
 
 @bp.post("/data/projects")

@@ -46,9 +46,15 @@ def get_thumbnail(image_id: int):
     try:
         with opened.handle:
             thumb = thumbnails.get_thumbnail(
-                opened.handle, opened.stat, opened.sha256, opened.byte_size, size,
-                cfg.data_dir / thumbnails.CACHE_DIRNAME, cfg["ui.thumbnail_max_pixels"],
-                max_waiting=waiting_bound(cfg["server.threads"]))
+                opened.handle,
+                opened.stat,
+                opened.sha256,
+                opened.byte_size,
+                size,
+                cfg.data_dir / thumbnails.CACHE_DIRNAME,
+                cfg["ui.thumbnail_max_pixels"],
+                max_waiting=waiting_bound(cfg["server.threads"]),
+            )
     except OSError:
         raise NotFound(f"image {image_id} has no file here", "id") from None
     response = protect(Response(thumb.data, mimetype="image/jpeg"))

@@ -46,9 +46,13 @@ def upload_image():
     # declared length first (with the configured limit in its message) and counts the rest.
     body = get_input_stream(request.environ, max_content_length=None)
     principal = g.principal
-    result = ingest_upload(upload_config(), body, request.headers.get("Content-Type", ""),
-                           request.content_length,
-                           device_id=principal.device_id if principal.kind == "device" else None)
+    result = ingest_upload(
+        upload_config(),
+        body,
+        request.headers.get("Content-Type", ""),
+        request.content_length,
+        device_id=principal.device_id if principal.kind == "device" else None,
+    )
     response = jsonify(envelope.ok(result.to_dict()))
     response.status_code = 200 if result.duplicate else 201
     return response
