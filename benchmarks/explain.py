@@ -1,16 +1,16 @@
 """Show, for every query of the matrix, the SQL statements the service runs, their
 ``EXPLAIN QUERY PLAN`` and their time inside SQLite alone (best of N), on a generated catalog.
 
-It calls the service's own ``queries.select_images`` with peewee's statement log captured, then
-replays each statement through the ``sqlite3`` module. ``--index 'CREATE INDEX ...'`` (repeatable)
-and ``--analyze`` work on a throw-away copy of the database, to try a tuning before making it
-a migration: ``python benchmarks/explain.py --data /tmp/ec-1m --copy --index "..."``.
+It captures the statements with ``edgecatalog.explain`` (the service's own list path, as
+``edgecatalog explain URL`` does), then replays each statement through the ``sqlite3`` module.
+``--index 'CREATE INDEX ...'`` (repeatable) and ``--analyze`` work on a throw-away copy of the
+database, to try a tuning before making it a migration:
+``python benchmarks/explain.py --data /tmp/ec-1m --copy --index "..."``.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 import shutil
 import sqlite3
@@ -25,42 +25,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import matrix
 
-from edgecatalog import db, queries
-
-
-class Captured(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.statements: list[tuple[str, tuple]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if isinstance(record.msg, tuple) and len(record.msg) == 2:
-            self.statements.append((record.msg[0], tuple(record.msg[1])))
+from edgecatalog import db, explain, queries
 
 
 def service_statements(case: matrix.Case) -> list[tuple[str, tuple]]:
-    handler = Captured()
-    logger = logging.getLogger("peewee")
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        queries.select_images(queries.parse_image_query(MultiDict(case.params)))
-    finally:
-        logger.removeHandler(handler)
-    return handler.statements
+    query = queries.parse_image_query(MultiDict(case.params))
+    return [(s.sql, s.params) for s in explain.list_statements(query)]
 
 
 def timed(conn: sqlite3.Connection, sql: str, args: tuple, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        conn.execute(sql, args).fetchall()
-        best = min(best, time.perf_counter() - started)
-    return best * 1000
+    return explain.timed(conn, sql, args, repeat)
 
 
 def plan_lines(conn: sqlite3.Connection, sql: str, args: tuple) -> list[str]:
-    return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args)]
+    return [row["detail"] for row in explain.plan_rows(conn, sql, args)]
 
 
 def prepare(args: argparse.Namespace) -> Path:

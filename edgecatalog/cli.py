@@ -342,6 +342,30 @@ def cmd_rejected(args: argparse.Namespace) -> int:
     return print_rejected(settings, limit=args.limit, as_json=args.json)
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .errors import CatalogError
+    from .explain import ExplainError, explain_url, render_text
+
+    settings = _settings(args)
+    try:
+        explanation = explain_url(
+            args.url,
+            Path(settings.db_path),
+            max_class_values=settings["limits.max_class_values"],
+            max_chars=settings["limits.max_param_chars"],
+            max_query_bytes=settings["server.max_query_string_bytes"],
+        )
+    except ExplainError as exc:
+        raise UsageError(str(exc)) from None
+    except CatalogError as exc:  # what the API would answer (400, 404, 414): the same words
+        raise UsageError(f"{exc.code} {exc.details}: {exc.message}") from None
+    print(json.dumps(explanation.as_json(), indent=2) if args.json else render_text(explanation))
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "serve": (cmd_serve, "apply pending migrations and serve the API"),
     "migrate": (cmd_migrate, "apply pending database migrations"),
@@ -352,6 +376,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "status": (cmd_status, "print the sync status (as GET /sync/status)"),
     "scan": (cmd_scan, "index the images (and sidecars) of an existing folder"),
     "rejected": (cmd_rejected, "list captures that could not be indexed, and why"),
+    "explain": (
+        cmd_explain,
+        "show the SQL, values and query plans a GET /data/images URL runs (read-only)",
+    ),
     "doctor": (cmd_doctor, "check configuration, database, permissions, disk, clock, upstream"),
 }
 
@@ -401,6 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name == "rejected":
             cmd.add_argument("--limit", type=int, default=None, help="newest N only")
+            cmd.add_argument("--json", action="store_true", help="print JSON instead")
+        if name == "explain":
+            cmd.add_argument(
+                "url",
+                metavar="URL",
+                help="a list request as a client writes it: '/data/images?class_values=crack'",
+            )
             cmd.add_argument("--json", action="store_true", help="print JSON instead")
         if name == "token":
             cmd.add_argument(

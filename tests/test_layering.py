@@ -13,26 +13,21 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "edgecatalog"
-DOMAIN_MODULES = (
-    "models",
-    "queries",
-    "catalog",
-    "config",
-    "db",
-    "params",
-    "serialize",
-    "timeutil",
-    "auth",
-    "errors",
-    "envelope",
-    "safeopen",
-    "hosts",
-    "device_keys",
-    "revocation",
+# The web edge: importing one of these is importing Flask. Everything else is the domain,
+# found on disk, so a new module is held to the rule without a line here.
+WEB_MODULES = ("web", "views", "access")
+# The API document describes the web edge (routes, access, body fields), so it may read it.
+DOCUMENT_MODULES = ("apidoc", "openapi_write")
+# create_app (Flask on demand), the command line and the server that starts the app.
+ENTRY_MODULES = ("__init__", "__main__", "cli", "server")
+DOMAIN_MODULES = tuple(
+    sorted(
+        p.stem
+        for p in PACKAGE.glob("*.py")
+        if p.stem not in WEB_MODULES + ENTRY_MODULES + DOCUMENT_MODULES
+    )
 )
 DOMAIN_PACKAGES = ("ingest", "sync")
-# Modules of ours that are the web edge: importing them is importing Flask.
-WEB_MODULES = ("web", "views", "access")
 
 
 def domain_files() -> list[Path]:
