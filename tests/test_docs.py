@@ -180,3 +180,34 @@ def test_github_anchor_rules():
         == "edgecatalog-scan-dir---recursive---mode-indexmove"
     )
     assert github_anchor("snake_case and dash-ed") == "snake_case-and-dash-ed"
+
+
+def _list_parameter_rows() -> dict[str, str]:
+    """docs/api.md's table of GET /data/images parameters: each parameter named in its first
+    column (``a`` / ``b`` and ``a``, ``b`` name two) -> its 'accepted values' cell."""
+    rows: dict[str, str] = {}
+    lines = (REPO / "docs" / "api.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("| parameter | accepted values | meaning |")
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        first, accepted = (cell.strip() for cell in line.strip("|").split("|")[:2])
+        for name in re.findall(r"`([a-z_]+)`", first):
+            rows[name] = accepted
+    return rows
+
+
+def test_the_list_parameter_table_is_the_declared_parameters():
+    """A filter or option added to the code (queries.FILTERS / OPTIONS) and not to the table,
+    or a value a choice accepts missing from its row, fails here."""
+    from edgecatalog import queries
+
+    rows = _list_parameter_rows()
+    declared = [f.param for f in queries.FILTERS] + [o.param for o in queries.OPTIONS]
+    assert sorted(rows) == sorted(declared)
+    for declared_param in (*queries.FILTERS, *queries.OPTIONS):
+        schema = getattr(declared_param.parse, "schema", None) or {}
+        items = schema.get("items", {}) if schema.get("type") == "array" else schema
+        for value in items.get("enum", []):
+            if value is not None:
+                assert f"`{value}`" in rows[declared_param.param], (declared_param.param, value)
