@@ -290,8 +290,10 @@ def ui_link(settings: Settings, token: str) -> str:
     if not base:
         import socket
 
+        from .hosts import WILDCARD_BINDS
+
         host = settings["server.host"]
-        if host in ("0.0.0.0", "::", ""):
+        if host in WILDCARD_BINDS:
             host = socket.gethostname()  # the wildcard address is not one a browser can open
         if ":" in host:
             host = f"[{host}]"

@@ -3,7 +3,8 @@
 ``parse_image_query`` turns request arguments into an ``ImageQuery``; ``select_images`` runs
 it and returns a ``Page`` of plain dicts (no model instances) plus the exact total. A page
 costs a fixed number of SQL statements whatever its size: the count, the rows, and (when
-annotations are asked for) one statement for all of the page's annotations. No Flask here.
+annotations are asked for, through ``Page.items``) one statement for all of the page's
+annotations, read from its cursor as the page is written out. No Flask here.
 """
 
 from __future__ import annotations

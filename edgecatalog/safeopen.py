@@ -124,28 +124,6 @@ def open_file(
     return os.fdopen(open_fd(root, path), "rb", buffering=buffering)
 
 
-def read_file(root: str | os.PathLike[str], path: str | os.PathLike[str], limit: int) -> bytes:
-    """At most ``limit`` bytes of the file at ``path`` beneath ``root``."""
-    with open_file(root, path, buffering=0) as fh:
-        chunks, left = [], limit
-        while left > 0:
-            chunk = fh.read(left)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-    return b"".join(chunks)
-
-
-def is_regular(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` beneath ``root`` is a regular file reached through no link."""
-    try:
-        os.close(open_fd(root, path))
-    except (OSError, ValueError):
-        return False
-    return True
-
-
 def root_of(where: str, rel: str) -> str:
     """The root a listed file was found under, from its absolute path and relative path."""
     tail = os.sep + rel.replace("/", os.sep)

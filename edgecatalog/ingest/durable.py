@@ -10,6 +10,7 @@ import ctypes
 import errno
 import hashlib
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,17 +53,8 @@ def store_from_fd(fd: int, target: Path, sha256: str, sync: bool = True) -> None
 
 
 def _copy_fd(fd: int, tmp: Path) -> str:
-    digest = hashlib.sha256()
-    offset = 0
     with open(tmp, "wb") as out:
-        while True:
-            chunk = os.pread(fd, COPY_CHUNK, offset)
-            if not chunk:
-                break
-            digest.update(chunk)
-            out.write(chunk)
-            offset += len(chunk)
-    return digest.hexdigest()
+        return _digest_fd(fd, out.write)
 
 
 @lru_cache(maxsize=1)
@@ -122,11 +114,15 @@ def finish_move(
         os.close(fd)
 
 
-def _digest_fd(fd: int) -> str:
+def _digest_fd(fd: int, sink: Callable[[bytes], object] | None = None) -> str:
+    """The SHA-256 of the whole open file (read by offset, so the descriptor's position does
+    not matter); each chunk also goes to ``sink`` when given (a copy)."""
     digest = hashlib.sha256()
     offset = 0
     while chunk := os.pread(fd, COPY_CHUNK, offset):
         digest.update(chunk)
+        if sink is not None:
+            sink(chunk)
         offset += len(chunk)
     return digest.hexdigest()
 

@@ -7,8 +7,9 @@ the format its first bytes show (the same detection as ingest), never as its nam
 a policy that lets a browser do nothing with it but show an image. Conditional (ETag,
 If-Modified-Since) and Range requests are answered by Werkzeug.
 
-Who may read it (``FILE_ACCESS``): a bearer token, or a signed URL for exactly this image
-(``expires`` or ``signature`` present takes the signed path); the thumbnail route shares it.
+Who may read it (``FILE_ACCESS``): a bearer token with the read scope, or a signed URL for
+exactly this image (``expires`` or ``signature`` present takes the signed path); the thumbnail
+route shares it.
 """
 
 from __future__ import annotations
