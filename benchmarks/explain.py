@@ -25,12 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import matrix
 
-from edgecatalog import db, explain, queries
+from edgecatalog import db, explain, listing
 
 
 def service_statements(case: matrix.Case) -> list[tuple[str, tuple]]:
-    query = queries.parse_image_query(MultiDict(case.params))
-    return [(s.sql, s.params) for s in explain.list_statements(query)]
+    query = listing.parse_image_query(MultiDict(case.params))
+    statements, _plan = explain.list_statements(query)
+    return [(s.sql, s.params) for s in statements]
 
 
 def timed(conn: sqlite3.Connection, sql: str, args: tuple, repeat: int) -> float:

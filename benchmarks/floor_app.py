@@ -7,7 +7,7 @@ no validation beyond what the matrix needs: it measures what SQLite plus waitres
 service's overhead can be read as a ratio to it.
 
 With ``--same-sql`` the list is answered by the service's own query layer
-(``queries.select_images``: the same statements, through peewee's thin ``execute_sql``) instead
+(``listing.select_images``: the same statements, through peewee's thin ``execute_sql``) instead
 of the floor's naive SQL, so the ratio then isolates what Flask, auth, the envelope and the
 serializer cost on top of identical SQL work; without it, the floor's plain ``COUNT(*)`` and
 joined ``ORDER BY ... LIMIT`` show what the tuned SQL saves.
@@ -189,14 +189,14 @@ def respond(start_response, status: str, body: dict) -> list[bytes]:
 
 
 def list_images_same_sql(q: dict[str, str]) -> dict:
-    """The service's own statements (``queries.select_images``), the floor's plain JSON."""
+    """The service's own statements (``listing.select_images``), the floor's plain JSON."""
     from werkzeug.datastructures import MultiDict
 
-    from edgecatalog import queries
+    from edgecatalog import listing
     from edgecatalog.models import database
 
     database.connect(reuse_if_open=True)  # one long-lived connection per waitress thread
-    page = queries.select_images(queries.parse_image_query(MultiDict(q)))
+    page = listing.select_images(listing.parse_image_query(MultiDict(q)))
     data = []
     for row in page.items():
         item = {key: row.get(key) for key in IMAGE_KEYS if key in row}

@@ -3,11 +3,12 @@ path would produce (same tables, same column formats), a million images in minut
 
 The schema comes from the project's migrations (``edgecatalog.db.migrate``); rows are then
 bulk-inserted with ``executemany`` in one transaction with journalling off, the secondary
-indexes and the triggers of migrations 0004 and 0005 dropped during the load (the class-count
-trigger probes an index the load has dropped), the indexes re-created from their own stored
-SQL, the trigger-kept counts and FTS index rebuilt by the migrations' own ``backfill`` and
-their triggers re-created afterwards, and WAL restored at the end, so the file the service
-opens is the same as one it grew itself.
+indexes and the triggers of the declared count tables and of the search index dropped during
+the load (the class-count trigger probes an index the load has dropped), the indexes
+re-created from their own stored SQL, the counts and the search index rebuilt and their
+triggers re-created by the engine from the same declaration the migrations install
+(``edgecatalog.listing.counts``), and WAL restored at the end, so the file the service opens
+is the same as one it grew itself.
 
 Filenames look like ``cam07/2026-11-03/cam07_20261103_141502_000123.jpg``. The catalog keeps
 bare names (the upload path has no folders), so the folder part goes where a capture-folder
@@ -22,7 +23,6 @@ is a complete data folder (``catalog.db``, ``captures/``, ``images/``) for ``sto
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import random
 import sqlite3
@@ -36,26 +36,19 @@ import catalog_spec as spec
 
 from edgecatalog import db
 from edgecatalog.catalog import NewAnnotation, annotation_columns, idempotency_key
+from edgecatalog.engines import current as engine
+from edgecatalog.listing.counts import COUNT_TABLES
 
 BULK_TABLES = ("image", "annotation", "outbox", "capture_file")
 CHUNK = 20_000
 
 
-# 0006 last: it re-creates four of the insert triggers above with its bulk-ingest gate.
-TRIGGER_MIGRATIONS = ("0004_list_counts.py", "0005_image_totals.py", "0006_bulk_ingest_gate.py")
-
-
-def list_structures() -> list:
-    """The migrations whose tables triggers keep (counts, FTS): their triggers and backfill,
-    loaded by path."""
-    modules = []
-    for name in TRIGGER_MIGRATIONS:
-        path = db.migrations_dir() / name
-        module_spec = importlib.util.spec_from_file_location(f"structures_{path.stem}", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-        modules.append(module)
-    return modules
+def list_triggers() -> dict[str, str]:
+    """Every trigger that keeps a count table or the search index: name -> CREATE statement."""
+    triggers = dict(engine().search_index_triggers())
+    for table in COUNT_TABLES:
+        triggers.update(engine().count_triggers(table))
+    return triggers
 
 
 def migrate_schema(db_path: Path) -> None:
@@ -91,8 +84,8 @@ def open_bulk(db_path: Path) -> tuple[sqlite3.Connection, list[str]]:
     ]
     for name in names:
         conn.execute(f'DROP INDEX "{name}"')
-    for structures in list_structures():
-        structures.drop_triggers(conn.execute)
+    for name in list_triggers():
+        conn.execute(engine().drop_trigger(name))
     return conn, indexes
 
 
@@ -100,9 +93,13 @@ def finish_bulk(conn: sqlite3.Connection, indexes: list[str]) -> None:
     for sql in indexes:
         conn.execute(sql)
     conn.execute("BEGIN")
-    for structures in list_structures():
-        structures.backfill(conn.execute)
-        structures.create_triggers(conn.execute)
+    for table in COUNT_TABLES:
+        for sql in engine().backfill(table):
+            conn.execute(sql)
+    for sql in engine().search_index_backfill():
+        conn.execute(sql)
+    for sql in list_triggers().values():
+        conn.execute(sql)
     conn.execute("COMMIT")
     conn.execute("PRAGMA journal_mode=WAL")  # back to what the service runs with
     conn.close()

@@ -4,7 +4,7 @@ device capturing images does. Not part of the test suite.
 
     .venv/bin/python benchmarks/search_live.py --data /tmp/ec-1m --writes-per-second 1
 
-A search alone keeps its total across inserts (``scan_cache.search_total``: the matches among
+A search alone keeps its total across inserts (``listing.scan_cache.search_total``: the matches among
 the new rows only); a search combined with another filter is remembered only until the next
 write, so under writes it pays the filename-index scan again. The writer inserts copies of an
 existing row (new id, filename and hash; every other one matches the common term) through its

@@ -39,10 +39,26 @@ from .catalog import (
 from .db import write_tx
 from .errors import Conflict, NotFound, ValidationError
 from .models import Annotation, Image, database
-from .queries import ANNOTATION_FIELDS
 from .timeutil import now_us
 
 MANUAL = "manual"
+# The columns of one annotation as the API answers it (``serialize.ANNOTATION_FIELDS``).
+ROW_COLUMNS = (
+    Annotation.id,
+    Annotation.image,
+    Annotation.class_value,
+    Annotation.type,
+    Annotation.geometry,
+    Annotation.x_center,
+    Annotation.y_center,
+    Annotation.width,
+    Annotation.height,
+    Annotation.confidence,
+    Annotation.source,
+    Annotation.z_order,
+    Annotation.created_at,
+    Annotation.updated_at,
+)
 
 
 class AnnotationChanges(TypedDict, total=False):
@@ -253,9 +269,7 @@ def delete_annotation(annotation_id: int) -> None:
 
 
 def get_annotation_row(annotation_id: int) -> dict[str, Any]:
-    row = (
-        Annotation.select(*ANNOTATION_FIELDS).where(Annotation.id == annotation_id).dicts().first()
-    )
+    row = Annotation.select(*ROW_COLUMNS).where(Annotation.id == annotation_id).dicts().first()
     if row is None:
         raise NotFound(f"annotation {annotation_id} does not exist", "id")
     return row

@@ -12,7 +12,7 @@ or a body::
 
 * the app's routes (paths, methods, path parameters from the URL converters) and each route's
   ``access.route_access`` declaration (security, and the query parameters of a signed URL);
-* the query parameters the view parses: ``queries.FILTERS`` and ``queries.OPTIONS`` for
+* the query parameters the view parses: ``listing.FILTERS`` and ``listing.OPTIONS`` for
   GET /data/images, ``batches.BATCH_FILTERS`` for GET /data/batches; each parser states its
   type (``param_types``);
 * the response objects' fields from ``serialize`` (``IMAGE_FIELDS`` and the others);

@@ -9,17 +9,15 @@ the ``updated_at`` of the batch's images (their ``project_name`` or batch stage 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from peewee import JOIN
 
-from . import param_types, params
+from . import param_types
 from .db import write_tx
 from .errors import Conflict, NotFound, ValidationError
+from .listing import Filter, FilteredPage, Page, known_device_pk
 from .models import STAGES, Batch, Device, Image, Project
-from .queries import Filter, Page, known_device_pk
 from .timeutil import now_us
 
 NEXT_STAGE = {"collecting": "complete", "complete": "unassigned", "unassigned": "annotating"}
@@ -40,7 +38,7 @@ def _device_condition(device_pk: int):
 BATCH_FILTERS: tuple[Filter, ...] = (
     Filter(
         "project_id",
-        params.parse_nullable_id,
+        param_types.NULLABLE_ID,
         lambda v: Batch.project.is_null() if v is None else Batch.project == v,
         "integer project id, or null for batches without a project",
     ),
@@ -52,21 +50,6 @@ BATCH_FILTERS: tuple[Filter, ...] = (
     ),
     Filter("device_id", lambda n, t: t, _device_condition, "exact device id"),
 )
-
-
-@dataclass(frozen=True)
-class BatchQuery:
-    filters: Mapping[str, Any] = field(default_factory=dict)
-    limit: int = 50
-    offset: int = 0
-
-
-def parse_batch_query(args: Any, *, max_chars: int = 1024) -> BatchQuery:
-    names = [f.param for f in BATCH_FILTERS] + list(params.PAGE_PARAMS)
-    given = params.single_values(args, names, max_chars=max_chars)
-    filters = {f.param: f.parse(f.param, given[f.param]) for f in BATCH_FILTERS if f.param in given}
-    limit, offset = params.parse_page(given)
-    return BatchQuery(filters, limit, offset)
 
 
 ROW_FIELDS = (
@@ -93,7 +76,7 @@ def batch_rows():
     )
 
 
-def select_batches(query: BatchQuery) -> Page:
+def select_batches(query: FilteredPage) -> Page:
     """Newest first; ids are unique, so the order is total and pages never overlap."""
     filters = dict(query.filters)
     if "device_id" in filters:  # as GET /data/images

@@ -15,22 +15,12 @@ from pathlib import Path
 from peewee import SqliteDatabase
 from playhouse.migrations import Runner
 
-from . import scan_cache
 from .config import Settings
+from .engines import current as current_engine
+from .listing import scan_cache
 from .models import MODELS, database
 
-PRAGMAS = {
-    "journal_mode": "wal",  # readers never block the writer, and vice versa
-    # FULL: a device can lose power; a 2xx upload must survive it, not just a process crash.
-    "synchronous": "full",
-    "foreign_keys": 1,
-    "busy_timeout": 15_000,
-    # 2 MB per connection (one per waitress thread): the 80 MB RSS budget is per service. The
-    # list reads a few pages per request since migration 0004 (counts from small tables, pages
-    # by index walks); 16, 4 and 2 MB measured the same latency at 1M images.
-    "cache_size": -2_000,
-    "temp_store": "memory",
-}
+PRAGMAS = current_engine().pragmas
 
 
 def migrations_dir() -> Path:

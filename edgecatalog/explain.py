@@ -1,7 +1,7 @@
 """``edgecatalog explain URL``: what one ``GET /data/images`` request runs, and why.
 
-Owns running a list request's real code path (``queries.parse_image_query`` and
-``queries.select_images``, its annotations consumed as the view consumes them) against a catalog
+Owns running a list request's real code path (``listing.parse_image_query`` and
+``listing.select_images``, its annotations consumed as the view consumes them) against a catalog
 opened read-only, with peewee's statement log captured; then, per statement, its purpose, its
 bound values, SQLite's ``EXPLAIN QUERY PLAN`` rows and the time of one run of it alone; and the
 plan choices the code made (which count table answered the total, whether classes were probed,
@@ -25,7 +25,8 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from werkzeug.datastructures import MultiDict
 
-from . import image_sql, queries, scan_cache
+from . import listing
+from .engines import current as engine
 from .errors import UriTooLong
 from .models import database
 
@@ -35,21 +36,22 @@ LIST_PATH = "/data/images"
 # the stack): labels follow the code, so a new statement of an old function keeps its label.
 PURPOSES: dict[str, str] = {
     "known_device_pk": "device lookup",
-    "fts_ids": "search candidates",
+    "_candidates": "search candidates",
     "search_total": "total",
     "_total": "total",
     "page_rows": "page",
     "annotations_in_order": "annotations",
 }
-_OUR_MODULES = frozenset({queries.__name__, image_sql.__name__, scan_cache.__name__})
+_OUR_MODULES = frozenset({listing.plan.__name__, listing.sql.__name__, listing.scan_cache.__name__})
 
 # The service's pragmas minus the ones that write (journal_mode, synchronous): a read-only
 # connection must not try to change the journal. query_only is a second lock on the door.
 READ_ONLY_PRAGMAS: dict[str, Any] = {
-    "foreign_keys": 1,
-    "busy_timeout": 15_000,
-    "cache_size": -2_000,
-    "temp_store": "memory",
+    **{
+        name: value
+        for name, value in engine().pragmas.items()
+        if name not in ("journal_mode", "synchronous")
+    },
     "query_only": 1,
 }
 
@@ -122,7 +124,7 @@ def open_read_only(path: Path) -> bool:
     immutable = not _wal(path).exists()
     uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if immutable else "")
     database.init(uri, uri=True, pragmas=READ_ONLY_PRAGMAS, check_same_thread=False, timeout=15)
-    scan_cache.forget()  # carried search totals belong to the database that was open
+    listing.scan_cache.forget()  # carried search totals belong to the database that was open
     return immutable
 
 
@@ -178,20 +180,21 @@ def captured_statements() -> Iterator[list[Statement]]:
         logger.setLevel(level)
 
 
-def run_list(query: queries.ImageQuery) -> queries.Page:
+def run_list(query: listing.ImageQuery) -> listing.Page:
     """What the view does with the database for ``query``: the page, and its annotations read
     to the end as the response streams them."""
-    page = queries.select_images(query)
+    page = listing.select_images(query)
     for _row in page.items():
         pass
     return page
 
 
-def list_statements(query: queries.ImageQuery) -> list[Statement]:
-    """The statements a list request for ``query`` runs, in order (inside a connection)."""
+def list_statements(query: listing.ImageQuery) -> tuple[list[Statement], dict[str, str]]:
+    """The statements a list request for ``query`` runs, in order (inside a connection), and
+    the choices the planner made."""
     with captured_statements() as statements:
-        run_list(query)
-    return statements
+        page = run_list(query)
+    return statements, page.plan
 
 
 def plan_rows(conn: sqlite3.Connection, sql: str, params: tuple) -> list[dict[str, Any]]:
@@ -218,22 +221,22 @@ def _timed_run(
     return best * 1000, first
 
 
-def query_dict(query: queries.ImageQuery) -> dict[str, Any]:
+def query_dict(query: listing.ImageQuery) -> dict[str, Any]:
     out = dataclasses.asdict(query)
     out["filters"] = {k: list(v) if isinstance(v, tuple) else v for k, v in query.filters.items()}
     return out
 
 
-def explain_query(query: queries.ImageQuery, url: str = "") -> Explanation:
+def explain_query(query: listing.ImageQuery, url: str = "") -> Explanation:
     """Run ``query``'s list path on the open database and describe it."""
     with database.connection_context():
-        statements = list_statements(query)
+        statements, plan = list_statements(query)
         # Straight on the connection: the replays are not statements of the request.
         conn = database.connection()
         for statement in statements:
             statement.plan = plan_rows(conn, statement.sql, statement.params)
             statement.ms, statement.first_row = _timed_run(conn, statement.sql, statement.params)
-    return Explanation(url, query_dict(query), statements, choices(query, statements))
+    return Explanation(url, query_dict(query), statements, choices(query, statements, plan))
 
 
 def explain_url(
@@ -249,7 +252,7 @@ def explain_url(
     args, raw = list_args(url)
     if max_query_bytes is not None and len(raw.encode()) > max_query_bytes:
         raise UriTooLong(f"query string is longer than {max_query_bytes} bytes", "query")
-    query = queries.parse_image_query(args, max_class_values=max_class_values, max_chars=max_chars)
+    query = listing.parse_image_query(args, max_class_values=max_class_values, max_chars=max_chars)
     for _attempt in range(2):
         immutable = open_read_only(db_path)
         before = _state(db_path)
@@ -265,136 +268,26 @@ def explain_url(
     return explanation
 
 
-# Count tables, by what they mean for the total (image_sql's docstring has the strategy).
-_TOTAL_SOURCES = (
-    ("image_class_facet", "image_class_facet (one class with facet filters)"),
-    ("image_class_count", "image_class_count (images per class)"),
-    ("image_facet_count", "image_facet_count (a batch or project among the filters)"),
-    ("image_total_count", "image_total_count (facet columns only)"),
-)
-
-
-def choices(query: queries.ImageQuery, statements: list[Statement]) -> dict[str, str]:
-    """The plan choices the code made, read from the statements it ran and their results."""
-    filters = query.filters
-    by_purpose: dict[str, list[Statement]] = {}
-    for statement in statements:
-        by_purpose.setdefault(statement.purpose, []).append(statement)
+def choices(
+    query: listing.ImageQuery, statements: list[Statement], plan: dict[str, str]
+) -> dict[str, str]:
+    """The plan's choices as the planner stated them, with the device lookup's answer."""
     out: dict[str, str] = {}
-    device = by_purpose.get("device lookup")
-    if device:
-        found = device[0].first_row
-        if found:  # an unknown device ended the request with a 404 before this
-            out["device"] = f"device_id {filters['device_id']!r} is row {found[0]}"
-    if "search" in filters:
-        out["search"] = _search_choice(filters["search"], by_purpose)
-    total = by_purpose.get("total")
-    if total:
-        out["total"] = _total_choice(total[0])
-    elif "search candidates" in by_purpose and "search" in out:
-        out["total"] = "the count of the rechecked trigram candidates (no count statement)"
-    if filters.get("class_values") and total:
-        out["classes"] = _class_choice(query, total[0], by_purpose.get("page", []))
-    if "page" in by_purpose:
-        out["page"] = (
-            f"the page's ids from image alone by {query.sort} {query.order} (limit "
-            f"{query.limit}, offset {query.offset}), then the joins for those ids only"
-        )
-        if "search candidates" in by_purpose and "json_each" in by_purpose["page"][0].sql:
-            out["page"] += "; the ids are the rechecked trigram candidates"
-    else:
-        out["page"] = f"no page statement: the total is not above offset {query.offset}"
+    for statement in statements:
+        if statement.purpose == "device lookup" and statement.first_row:
+            out["device"] = (
+                f"device_id {query.filters['device_id']!r} is row {statement.first_row[0]}"
+            )
+    for key in ("search", "total", "classes", "page"):
+        if key in plan:
+            out[key] = plan[key]
     if query.include_annotations:
         out["annotations"] = (
             "one statement for the whole page's annotations"
-            if "annotations" in by_purpose
+            if any(s.purpose == "annotations" for s in statements)
             else "no annotations statement: the page is empty"
         )
     return out
-
-
-def _search_choice(term: str, by_purpose: dict[str, list[Statement]]) -> str:
-    candidates = by_purpose.get("search candidates")
-    if not candidates:
-        return (
-            "trigram index not used: the term has no run of 3 literal characters; the exact "
-            "LIKE over the filename index decides (its count is remembered until a write)"
-        )
-    found = candidates[0].first_row[0] if candidates[0].first_row else 0
-    if found > image_sql.FTS_PROBE:
-        return (
-            f"trigram index gave more than {image_sql.FTS_PROBE} candidates: the exact LIKE "
-            "over the filename index instead (its count is remembered until a write)"
-        )
-    return (
-        f"trigram index gave {found} candidate(s) (at most {image_sql.FTS_PROBE}), rechecked "
-        "by the exact LIKE; total and page ids in one statement"
-    )
-
-
-def _total_choice(total: Statement) -> str:
-    sql = total.sql
-    if "image_name_epoch" in sql:
-        how = "carried forward across inserts" if "WHERE id > ?" in sql else "a full count"
-        return (
-            f"a search alone: the exact LIKE count over the filename index ({how}), "
-            "then carried forward across inserts"
-        )
-    if sql.startswith("SELECT CASE WHEN"):
-        # The statement decides inside itself (CASE evaluates one branch): other < class_images.
-        row = total.first_row
-        taken = ""
-        if row is not None and len(row) >= 4:
-            other, class_images = row[2], row[3]
-            taken = (
-                f"; here {other} < {class_images}: probed"
-                if other < class_images
-                else f"; here {other} >= {class_images}: the IN list"
-            )
-        return (
-            "several classes with facet filters: COUNT(*) probing the classes per row of the "
-            "other filters when they match fewer images than the classes have, else over the "
-            f"classes' IN list{taken}"
-        )
-    first = _first_column(sql)  # the total; the other columns feed the class choice
-    if "SELECT DISTINCT image_id FROM annotation" in first:
-        return "several classes alone: distinct images over the annotation class index"
-    named = [what for table, what in _TOTAL_SOURCES if table in first]
-    if named:
-        return "count tables kept by triggers: " + ", ".join(named)
-    return "COUNT(*) over image with every condition (a filter no count table has)"
-
-
-def _first_column(sql: str) -> str:
-    """The first result column of ``SELECT (...), ...``: the count statement's total."""
-    if not sql.startswith("SELECT ("):
-        return sql
-    depth = 0
-    for i, char in enumerate(sql[len("SELECT ") :], len("SELECT ")):
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if depth == 0:
-            return sql[len("SELECT ") : i + 1]
-    return sql
-
-
-def _class_choice(query: queries.ImageQuery, total: Statement, pages: list[Statement]) -> str:
-    probed = bool(pages) and "EXISTS (SELECT 1 FROM annotation a" in pages[0].sql
-    row = total.first_row
-    if row is None or len(row) < 4:
-        return "probed per row" if probed else "the classes' IN list"
-    count, _size, other, class_images = row[:4]
-    wanted = query.offset + query.limit
-    reason = (
-        f"(offset+limit)*other = {wanted}*{other} = {wanted * other} vs "
-        f"total*class_images = {count}*{class_images} = {count * class_images}"
-    )
-    if probed:
-        return (
-            f"the page probes the classes per row while walking the sort index: {reason}, smaller"
-        )
-    if not pages:
-        return f"no page statement; {reason}"
-    return f"the page takes the classes' IN list (rare enough): {reason}, not smaller"
 
 
 def render_text(explanation: Explanation) -> str:

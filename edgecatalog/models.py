@@ -1,5 +1,5 @@
 """Peewee models of the catalog (the schema the migrations build; a test checks they agree).
-No Flask.
+The list's count tables are not models: ``listing.counts`` declares them. No Flask.
 
 Timestamps are integer microseconds (see ``timeutil``). Indexes follow the list filters:
 each filter column leads a composite index ending in the default sort column, so a filtered,
@@ -12,7 +12,6 @@ from peewee import (
     BigIntegerField,
     BooleanField,
     CharField,
-    CompositeKey,
     FloatField,
     ForeignKeyField,
     IntegerField,
@@ -211,74 +210,12 @@ class CaptureFile(BaseModel):
         )
 
 
-class ImageFacetCount(BaseModel):
-    """Images per (batch, device, status, split, sync state), kept by triggers on ``image``
-    (migration 0004) in the writing transaction: the exact list total without a scan."""
-
-    batch_id = IntegerField()
-    device_id = IntegerField()
-    annotation_status = TextField()
-    split = TextField()
-    sync_state = TextField()
-    n = IntegerField()
-
-    class Meta:
-        primary_key = CompositeKey(
-            "batch_id", "device_id", "annotation_status", "split", "sync_state"
-        )
-        without_rowid = True
-
-
-class ImageTotalCount(BaseModel):
-    """Images per (device, status, split, sync state), kept by triggers on ``image`` (migration
-    0005): the total of the filters that name no batch or project, summed over a few rows."""
-
-    device_id = IntegerField()
-    annotation_status = TextField()
-    split = TextField()
-    sync_state = TextField()
-    n = IntegerField()
-
-    class Meta:
-        primary_key = CompositeKey("device_id", "annotation_status", "split", "sync_state")
-        without_rowid = True
-
-
 class ImageNameEpoch(BaseModel):
     """One row counting the writes that can take a filename away (delete, rename), kept by
     triggers on ``image`` (migration 0007): search totals are carried forward while it holds."""
 
     id = IntegerField(primary_key=True)  # always 1 (a CHECK in the migration)
     n = IntegerField()
-
-
-class ImageClassCount(BaseModel):
-    """Distinct images carrying a class, kept by triggers on ``annotation`` (migration 0004)."""
-
-    class_value = TextField(primary_key=True)
-    n = IntegerField()
-
-    class Meta:
-        without_rowid = True
-
-
-class ImageClassFacet(BaseModel):
-    """Distinct images per class and facet key (as ``ImageFacetCount``), kept by triggers on
-    ``annotation`` and ``image`` (migration 0004): the total of one class with facet filters."""
-
-    class_value = TextField()
-    batch_id = IntegerField()
-    device_id = IntegerField()
-    annotation_status = TextField()
-    split = TextField()
-    sync_state = TextField()
-    n = IntegerField()
-
-    class Meta:
-        primary_key = CompositeKey(
-            "class_value", "batch_id", "device_id", "annotation_status", "split", "sync_state"
-        )
-        without_rowid = True
 
 
 class DeviceKey(BaseModel):
@@ -326,11 +263,7 @@ MODELS = (
     RejectedFile,
     SyncStatus,
     CaptureFile,
-    ImageFacetCount,
-    ImageTotalCount,
     ImageNameEpoch,
-    ImageClassCount,
-    ImageClassFacet,
     DeviceKey,
     TokenRevocation,
     AuthEpoch,

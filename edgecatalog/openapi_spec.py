@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import batches, param_types, params, queries, thumbnails
+from . import batches, listing, param_types, params, thumbnails
 
 
 class QueryParam(Protocol):
-    """A declared query parameter: a ``queries.Filter`` or a ``param_types.Param``."""
+    """A declared query parameter: a ``listing.Filter`` or a ``param_types.Param``."""
 
     @property
     def param(self) -> str: ...
@@ -69,7 +69,7 @@ class Operation:
     responses: Mapping[str, Mapping[str, Any]]  # success ones, and any of a shape of its own
     description: str = ""
     # The declarations the view parses its query with, read when the document is generated
-    # (so a filter added to queries.FILTERS is in the next document, and a test can add one).
+    # (so a filter added to listing.FILTERS is in the next document, and a test can add one).
     query: Callable[[], tuple[QueryParam, ...]] = tuple
     path: Mapping[str, str] = field(default_factory=dict)  # path variable -> description
     body: Mapping[str, Any] | None = None  # the request body object
@@ -81,7 +81,7 @@ def json_body(schema: str) -> dict[str, Any]:
 
 
 def _option(name: str) -> QueryParam:
-    return next(option for option in queries.OPTIONS if option.param == name)
+    return next(option for option in listing.OPTIONS if option.param == name)
 
 
 THUMBNAIL_SIZE = param_types.Param(
@@ -199,7 +199,7 @@ OPERATIONS: dict[str, Operation] = {
         "Returns images with optional filters for project, batch, device, annotation status, "
         "dataset split, class values, and text search. Supports eager annotation loading and "
         "inline streaming URLs. 404 when device_id names a device the catalog does not know.",
-        query=lambda: (*queries.FILTERS, *queries.OPTIONS),
+        query=lambda: (*listing.FILTERS, *listing.OPTIONS),
         errors=(404,),
     ),
     "images.get_image": Operation(

@@ -1,10 +1,10 @@
 """Query-string parameters that say what they accept: a ``params`` parser paired with the JSON
-Schema of the text it takes, so the list filters (``queries.FILTERS``) and options are declared
+Schema of the text it takes, so the list filters (``listing.FILTERS``) and options are declared
 once and both parsed and documented from that declaration (``apidoc``). No Flask here.
 
 A ``TypedParser`` is called like the plain parsers, ``parse(name, text)``; ``Param`` is one
 named parameter that is not a filter (an option such as ``limit``) with its help text.
-``schema_of`` answers for any parser: a typed one, or a bare ``params`` function.
+``schema_of`` answers for any parser (none for a plain function).
 """
 
 from __future__ import annotations
@@ -52,22 +52,10 @@ NULLABLE_ID = TypedParser(
 )
 
 
-# The plain ``params`` parsers, for declarations that use one bare (batches.BATCH_FILTERS): the
-# function itself says what it takes.
-_PLAIN: dict[Callable[..., Any], TypedParser] = {
-    params.parse_id: ID,
-    params.parse_nullable_id: NULLABLE_ID,
-    params.parse_bool: BOOL,
-}
-
-
 def schema_of(parse: Callable[[str, str], Any]) -> Mapping[str, Any] | None:
-    """The schema a parser declares, or that of a plain ``params`` parser; None for any other
-    function (a lambda states nothing)."""
-    if isinstance(parse, TypedParser):
-        return parse.schema
-    typed = _PLAIN.get(parse)
-    return typed.schema if typed is not None else None
+    """The schema a typed parser declares; None for any other function (a lambda states
+    nothing)."""
+    return parse.schema if isinstance(parse, TypedParser) else None
 
 
 def choice(values: tuple[str, ...]) -> TypedParser:

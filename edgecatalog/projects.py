@@ -11,11 +11,10 @@ from typing import Any
 
 from peewee import IntegrityError
 
-from . import params
 from .db import write_tx
 from .errors import Conflict, NotFound
+from .listing import Page
 from .models import Project
-from .queries import Page
 from .timeutil import now_us
 
 MAX_NAME_CHARS = 200
@@ -42,11 +41,6 @@ def create_project(new: NewProject) -> dict[str, Any]:
     except IntegrityError:  # pragma: no cover - the check above runs under the write lock
         raise Conflict(f"a project named {new.name!r} already exists", "name") from None
     return get_project_row(project.id)
-
-
-def parse_project_query(args: Any, *, max_chars: int = 1024) -> tuple[int, int]:
-    given = params.single_values(args, params.PAGE_PARAMS, max_chars=max_chars)
-    return params.parse_page(given)
 
 
 def select_projects(limit: int, offset: int) -> Page:

@@ -683,7 +683,7 @@ def test_worst_list_page_with_annotations_is_within_the_computed_bound(tmp_path)
     from serve_process import ServeProcess, free_port, write_config
 
     from edgecatalog.auth import Authenticator
-    from edgecatalog.queries import MAX_LIMIT
+    from edgecatalog.listing.query import MAX_LIMIT
 
     count, budget, page = 1000, DEFAULT_BYTES, MAX_LIMIT  # [ingest] max_annotations default
     settings = make_settings(tmp_path)
@@ -753,6 +753,6 @@ def test_worst_list_page_with_annotations_is_within_the_computed_bound(tmp_path)
     )
     assert resp.status_code == 200 and len(resp.json()["data"]) == page
     assert 0.9 * bound <= size <= bound  # the bound holds, and this catalog comes close to it
-    # Written out image by image (views/images.py, queries.Page.items): the server never
+    # Written out image by image (views/images.py, listing.Page.items): the server never
     # holds the page. Before it did, this page took the peak from ~60 to ~460 MiB.
     assert rss_after - rss_before < 100 * 1024, (rss_before, rss_after)

@@ -198,9 +198,9 @@ def _list_parameter_rows() -> dict[str, str]:
 
 
 def test_the_list_parameter_table_is_the_declared_parameters():
-    """A filter or option added to the code (queries.FILTERS / OPTIONS) and not to the table,
+    """A filter or option added to the code (listing.FILTERS / OPTIONS) and not to the table,
     or a value a choice accepts missing from its row, fails here."""
-    from edgecatalog import queries
+    from edgecatalog import listing as queries
 
     rows = _list_parameter_rows()
     declared = [f.param for f in queries.FILTERS] + [o.param for o in queries.OPTIONS]

@@ -27,7 +27,13 @@ DOMAIN_MODULES = tuple(
         if p.stem not in WEB_MODULES + ENTRY_MODULES + DOCUMENT_MODULES
     )
 )
-DOMAIN_PACKAGES = ("ingest", "sync")
+DOMAIN_PACKAGES = tuple(
+    sorted(
+        p.name
+        for p in PACKAGE.iterdir()
+        if (p / "__init__.py").is_file() and p.name not in WEB_MODULES
+    )
+)
 
 
 def domain_files() -> list[Path]:

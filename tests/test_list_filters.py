@@ -140,7 +140,7 @@ def test_filter_matches_oracle(cat, query):
 
 
 def test_table_covers_every_filter_and_every_value(cat):
-    from edgecatalog.queries import FILTERS
+    from edgecatalog.listing import FILTERS
 
     used = {k for q in ALONE + COMBINED for k in q}
     contract = {

@@ -16,8 +16,8 @@ import requests
 from conftest import seed_image
 from count_checks import assert_counts_match_rows
 
-from edgecatalog import image_sql, scan_cache
 from edgecatalog.catalog import NewAnnotation
+from edgecatalog.listing import plan, scan_cache, sql
 from edgecatalog.models import database
 from edgecatalog.sync import outbox
 
@@ -159,7 +159,7 @@ def test_every_counted_path_is_fresh_after_each_write(
     cat, settings, auth_headers, fts_probe, monkeypatch
 ):
     # 0: every search is too common for the trigram index, so the LIKE path is checked too.
-    monkeypatch.setattr(image_sql, "FTS_PROBE", fts_probe)
+    monkeypatch.setattr(plan, "FTS_PROBE", fts_probe)
     read, write = auth_headers("read"), auth_headers("write")
     assert _check_all(cat, read) >= 30
 
@@ -283,7 +283,7 @@ def test_search_total_is_fresh_across_connections(
 ):
     """The server's threads keep their own connections (and caches); a write made on another
     connection shows in the very next answer of each of them."""
-    monkeypatch.setattr(image_sql, "FTS_PROBE", 0)  # the LIKE path, whose total is remembered
+    monkeypatch.setattr(plan, "FTS_PROBE", 0)  # the LIKE path, whose total is remembered
     headers = auth_headers("read")
 
     def totals(term: str) -> set[int]:
@@ -324,7 +324,7 @@ def _oracle_total(term: str) -> int:
 
 
 def _search_total(term: str) -> int:
-    return scan_cache.search_total(image_sql.like_pattern(term))
+    return scan_cache.search_total(sql.like_pattern(term))
 
 
 def test_carried_search_total_stays_exact(cat, settings):

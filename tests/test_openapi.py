@@ -16,7 +16,8 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from edgecatalog import apidoc, catalog, param_types, queries, serialize
+from edgecatalog import apidoc, catalog, param_types, serialize
+from edgecatalog import listing as queries
 
 SEED = Path(__file__).parent / "contract" / "list-images.openapi.md"
 METHODS = {"get", "post", "put", "patch", "delete"}

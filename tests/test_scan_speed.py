@@ -184,13 +184,13 @@ def test_bulk_scan_counts_equal_a_recount_and_the_per_row_path(tmp_path, fresh, 
 
 
 def test_ungated_triggers_make_the_bulk_path_use_them(tmp_path, fresh):
-    """A tool that re-created 0004's ungated triggers (a benchmark loader, say): the bulk
-    path sees it and lets the triggers count, instead of counting twice."""
+    """A tool that re-created a count table's trigger without the gate (a benchmark loader,
+    say): the bulk path sees it and lets the triggers count, instead of counting twice."""
     settings = fresh("ungated")
     database.connect(reuse_if_open=True)
-    database.execute_sql("DROP TRIGGER image_facet_ai")
+    database.execute_sql("DROP TRIGGER image_facet_count_ai")
     database.execute_sql(
-        "CREATE TRIGGER image_facet_ai AFTER INSERT ON image BEGIN INSERT INTO "
+        "CREATE TRIGGER image_facet_count_ai AFTER INSERT ON image BEGIN INSERT INTO "
         "image_facet_count VALUES (new.batch_id, new.device_id, new.annotation_status, "
         "new.split, new.sync_state, 1) ON CONFLICT DO UPDATE SET n = n + 1; END"
     )

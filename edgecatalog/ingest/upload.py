@@ -19,7 +19,6 @@ devices have images. A bearer token (a person, the gateway's sync) may name any 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import socket
@@ -33,6 +32,7 @@ from typing import Any, BinaryIO
 from peewee import SQL
 
 from ..catalog import DEFAULT_LIMITS, AnnotationLimits, BatchPolicy, NewImage
+from ..engines import current as engine
 from ..errors import (
     DeviceMismatch,
     DeviceShareExceeded,
@@ -405,8 +405,9 @@ def stored_among_files(images_dir: Path) -> set[str]:
 
 
 def _json_values(values: list[str]):
-    """``IN (SELECT value FROM json_each(?))``: any number of values in one bound parameter."""
-    return SQL("(SELECT value FROM json_each(?))", (json.dumps(values),))
+    """``IN (SELECT ...)``: any number of values in one bound parameter."""
+    table, args = engine().values_table(values, "j")
+    return SQL(f"(SELECT j.value FROM {table})", args)
 
 
 def reconcile_at_startup(images_dir: Path) -> tuple[store.IngestLock, list[Path]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from .. import batches, envelope, params
+from .. import batches, envelope, listing, params
 from ..access import requires
 from ..serialize import batch_to_dict
 from ..web import json_body, settings
@@ -16,7 +16,9 @@ bp = Blueprint("batches", __name__)
 @bp.get("/data/batches")
 @requires("read")
 def list_batches():
-    query = batches.parse_batch_query(request.args, max_chars=settings()["limits.max_param_chars"])
+    query = listing.parse_filtered_page(
+        request.args, batches.BATCH_FILTERS, max_chars=settings()["limits.max_param_chars"]
+    )
     page = batches.select_batches(query)
     data = [batch_to_dict(row) for row in page.rows]
     return jsonify(

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from flask import Blueprint, Response, jsonify, request
 
-from .. import catalog, envelope, params, queries
+from .. import catalog, envelope, listing, params
 from ..access import authenticator, requires
 from ..serialize import image_to_dict
 from ..web import json_body, public_base, settings
@@ -29,12 +29,12 @@ def signed_url_maker() -> Callable[[int], str]:
 @requires("read")
 def list_images():
     cfg = settings()
-    query = queries.parse_image_query(
+    query = listing.parse_image_query(
         request.args,
         max_class_values=cfg["limits.max_class_values"],
         max_chars=cfg["limits.max_param_chars"],
     )
-    page = queries.select_images(query)
+    page = listing.select_images(query)
     url = signed_url_maker() if query.include_image_url else None
     meta = envelope.page_meta(len(page.rows), page.limit, page.offset, page.total)
     if query.include_annotations:
@@ -56,7 +56,7 @@ def get_image(image_id: int):
         if "include_image_url" in given
         else False
     )
-    row = queries.get_image_row(min(image_id, params.MAX_ID))
+    row = listing.get_image_row(min(image_id, params.MAX_ID))
     return jsonify(envelope.ok(image_to_dict(row, signed_url_maker() if with_url else None)))
 
 
@@ -66,4 +66,4 @@ def patch_image(image_id: int):
     changes = bodies.parse_image_patch(json_body())
     image_id = min(image_id, params.MAX_ID)
     catalog.update_image(image_id, changes)
-    return jsonify(envelope.ok(image_to_dict(queries.get_image_row(image_id))))
+    return jsonify(envelope.ok(image_to_dict(listing.get_image_row(image_id))))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from .. import envelope, projects
+from .. import envelope, listing, projects
 from ..access import requires
 from ..serialize import project_to_dict
 from ..web import json_body, settings
@@ -16,10 +16,10 @@ bp = Blueprint("projects", __name__)
 @bp.get("/data/projects")
 @requires("read")
 def list_projects():
-    limit, offset = projects.parse_project_query(
+    query = listing.parse_filtered_page(
         request.args, max_chars=settings()["limits.max_param_chars"]
     )
-    page = projects.select_projects(limit, offset)
+    page = projects.select_projects(query.limit, query.offset)
     data = [project_to_dict(row) for row in page.rows]
     return jsonify(
         envelope.ok(data, envelope.page_meta(len(data), page.limit, page.offset, page.total))

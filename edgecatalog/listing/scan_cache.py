@@ -7,9 +7,10 @@ count cannot be: it reads the whole filename index (~100 ms at a million images)
 paging through one search, or a screen refreshing it, asks the same statement again and again
 while nothing was written, so the answer is kept, keyed by the statement and its arguments.
 
-Never stale: an entry is valid only while the connection's ``PRAGMA data_version`` (changes when
-any other connection, in this process or another, commits) and its own ``total_changes``
-(changes with its own writes, committed or not) are what they were when it was computed.
+Never stale: an entry is valid only while the engine's fingerprint of the connection (SQLite:
+``PRAGMA data_version``, which changes when any other connection commits, and the connection's
+own ``total_changes``, which changes with its writes, committed or not) is what it was when
+the entry was computed.
 Nothing is remembered inside a transaction. Per connection, so no lock: each waitress thread
 has its own long-lived connection. Bounded to ``MAX_ENTRIES`` statements per connection.
 
@@ -26,7 +27,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .models import database
+from ..engines import current as engine
+from ..models import database
 
 MAX_ENTRIES = 32
 _local = threading.local()
@@ -46,8 +48,8 @@ _carried: dict[tuple[str, str], tuple[int, int, int, int]] = {}
 _carried_lock = threading.Lock()
 
 
-def _fingerprint(conn: Any) -> tuple[int, int]:
-    return conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes
+def _fingerprint(conn: Any) -> tuple:
+    return engine().fingerprint(conn)
 
 
 def fetchone(sql: str, args: tuple) -> tuple:

@@ -1,0 +1,246 @@
+"""SQLite: the embedded engine, and the reference implementation of ``engines.Engine``.
+
+Count tables are ``WITHOUT ROWID`` tables kept by row triggers in the writing statement's
+transaction. Their INSERT triggers wait on the bulk-load gate (``ingest_bulk``: a row is
+there only inside a bulk chunk's own uncommitted transaction, see ``ingest.counts``), so a
+chunk of a thousand images applies the same changes in one grouped statement per table.
+The substring index is an FTS5 trigram table over ``image.filename`` (external content,
+``detail=none``: rowids only, ~49 bytes per image). No Flask, no models.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from ..listing.counts import CountTable
+
+GATE_TABLE = "ingest_bulk"
+GATE = f"NOT EXISTS (SELECT 1 FROM {GATE_TABLE})"
+
+
+def _cols(names: tuple[str, ...], prefix: str = "") -> str:
+    return ", ".join(prefix + n for n in names)
+
+
+def _changed(names: tuple[str, ...]) -> str:
+    return " OR ".join(f"old.{n} IS NOT new.{n}" for n in names)
+
+
+def _key_match(names: tuple[str, ...], row: str) -> str:
+    return " AND ".join(f"{n} = {row}.{n}" for n in names)
+
+
+class SqliteEngine:
+    name = "sqlite"
+    gate_table = GATE_TABLE
+    pragmas: ClassVar[dict[str, Any]] = {
+        "journal_mode": "wal",  # readers never block the writer, and vice versa
+        # FULL: a device can lose power; a 2xx upload must survive it, not just a crash.
+        "synchronous": "full",
+        "foreign_keys": 1,
+        "busy_timeout": 15_000,
+        # 2 MB per connection (one per waitress thread): the 80 MB RSS budget is per service.
+        # The list reads a few pages per request (counts from small tables, pages by index
+        # walks); 16, 4 and 2 MB measured the same latency at 1M images.
+        "cache_size": -2_000,
+        "temp_store": "memory",
+    }
+
+    # -- count tables -------------------------------------------------------------------------
+
+    def count_table_ddl(self, table: CountTable) -> list[str]:
+        columns = ([("class_value", "TEXT")] if table.per_class else []) + [
+            (k.name, k.type) for k in table.keys
+        ]
+        defs = ", ".join(f"{name} {type_} NOT NULL" for name, type_ in columns)
+        return [
+            f"DROP TABLE IF EXISTS {table.name}",
+            (
+                f"CREATE TABLE {table.name} ({defs}, n INTEGER NOT NULL, "
+                f"PRIMARY KEY ({_cols(table.columns)})) WITHOUT ROWID"
+            ),
+        ]
+
+    def _add(self, table: CountTable, select: str, n: str) -> str:
+        return (
+            f"INSERT INTO {table.name} {select} "
+            f"ON CONFLICT ({_cols(table.columns)}) DO UPDATE SET n = n + {n}"
+        )
+
+    def count_triggers(self, table: CountTable) -> dict[str, str]:
+        t, keys = table.name, table.key_names
+        if not table.per_class:
+            add = self._add(table, f"VALUES ({_cols(keys, 'new.')}, 1)", "1") + ";"
+            sub = f"UPDATE {t} SET n = n - 1 WHERE {_key_match(keys, 'old')};"
+            return {
+                f"{t}_ai": f"CREATE TRIGGER {t}_ai AFTER INSERT ON image WHEN {GATE} "
+                f"BEGIN {add} END",
+                f"{t}_ad": f"CREATE TRIGGER {t}_ad AFTER DELETE ON image BEGIN {sub} END",
+                f"{t}_au": f"CREATE TRIGGER {t}_au AFTER UPDATE OF {_cols(keys)} ON image "
+                f"WHEN {_changed(keys)} BEGIN {sub} {add} END",
+            }
+        # Per class: an image counts once per class it carries. The annotation side adds or
+        # removes one class of one image (+1 with the image's first annotation of it, -1 with
+        # its last; the (class_value, image_id) index makes both probes cheap); the image side
+        # moves all of an image's classes when its key changes. A deleted image: its BEFORE
+        # DELETE trigger removes its classes while its annotations still exist; the cascaded
+        # annotation deletes then find no image and do nothing.
+        image_keys = f", {_cols(keys)}" if keys else ""
+        first = (
+            "NOT EXISTS (SELECT 1 FROM annotation a WHERE a.class_value = new.class_value "
+            "AND a.image_id = new.image_id AND a.id != new.id)"
+        )
+        gone = (
+            "NOT EXISTS (SELECT 1 FROM annotation a WHERE a.class_value = old.class_value "
+            "AND a.image_id = old.image_id)"
+        )
+        ann_add = (
+            self._add(
+                table,
+                f"SELECT new.class_value{image_keys}, 1 FROM image WHERE id = new.image_id",
+                "1",
+            )
+            + ";"
+        )
+        if keys:
+            of_image = (
+                f"({_cols(keys)}) = (SELECT {_cols(keys)} FROM image WHERE id = old.image_id)"
+            )
+        else:
+            of_image = "EXISTS (SELECT 1 FROM image WHERE id = old.image_id)"
+        ann_sub = f"UPDATE {t} SET n = n - 1 WHERE class_value = old.class_value AND {of_image};"
+        classes_of_old = (
+            "class_value IN (SELECT class_value FROM annotation WHERE image_id = old.id)"
+        )
+        img_sub = (
+            f"UPDATE {t} SET n = n - 1 WHERE "
+            + " AND ".join([_key_match(keys, "old")] * bool(keys) + [classes_of_old])
+            + ";"
+        )
+        moved = "(old.class_value IS NOT new.class_value OR old.image_id IS NOT new.image_id)"
+        triggers = {
+            f"{t}_ann_ai": f"CREATE TRIGGER {t}_ann_ai AFTER INSERT ON annotation "
+            f"WHEN {GATE} AND {first} BEGIN {ann_add} END",
+            f"{t}_ann_ad": f"CREATE TRIGGER {t}_ann_ad AFTER DELETE ON annotation "
+            f"WHEN {gone} BEGIN {ann_sub} END",
+            # Two for an update: the old class may lose its image and the new one gain it.
+            f"{t}_ann_au_old": f"CREATE TRIGGER {t}_ann_au_old AFTER UPDATE OF class_value, "
+            f"image_id ON annotation WHEN {moved} AND {gone} BEGIN {ann_sub} END",
+            f"{t}_ann_au_new": f"CREATE TRIGGER {t}_ann_au_new AFTER UPDATE OF class_value, "
+            f"image_id ON annotation WHEN {moved} AND {first} BEGIN {ann_add} END",
+            f"{t}_img_bd": f"CREATE TRIGGER {t}_img_bd BEFORE DELETE ON image BEGIN {img_sub} END",
+        }
+        if keys:
+            img_add = (
+                self._add(
+                    table,
+                    f"SELECT DISTINCT class_value, {_cols(keys, 'new.')}, 1 FROM annotation "
+                    "WHERE image_id = new.id",
+                    "1",
+                )
+                + ";"
+            )
+            triggers[f"{t}_img_au"] = (
+                f"CREATE TRIGGER {t}_img_au AFTER UPDATE OF {_cols(keys)} ON image "
+                f"WHEN {_changed(keys)} BEGIN {img_sub} {img_add} END"
+            )
+        return triggers
+
+    def drop_trigger(self, name: str) -> str:
+        return f"DROP TRIGGER IF EXISTS {name}"
+
+    def _grouped_select(self, table: CountTable, where: str) -> str:
+        """The table's rows counted from ``image`` (and ``annotation``) rows; ``where`` is
+        a condition on the image id, written ``{id}``."""
+        keys = table.key_names
+        if not table.per_class:
+            return f"SELECT {_cols(keys)}, count(*) FROM image WHERE {where.format(id='id')} GROUP BY {_cols(keys)}"
+        image_keys = f", {_cols(keys, 'i.')}" if keys else ""
+        return (
+            f"SELECT a.class_value{image_keys}, count(DISTINCT i.id) FROM annotation a "
+            f"JOIN image i ON i.id = a.image_id WHERE {where.format(id='a.image_id')} "
+            f"GROUP BY a.class_value{image_keys}"
+        )
+
+    def backfill(self, table: CountTable) -> list[str]:
+        return [
+            f"DELETE FROM {table.name}",
+            f"INSERT INTO {table.name} {self._grouped_select(table, 'true')}",
+        ]
+
+    def grouped_counts(self, table: CountTable) -> str:
+        # The WHERE also keeps SQLite from reading the upsert's ON CONFLICT as a join's ON.
+        return self._add(table, self._grouped_select(table, "{id} BETWEEN ?1 AND ?2"), "excluded.n")
+
+    # -- substring search ---------------------------------------------------------------------
+
+    def search_index_ddl(self) -> list[str]:
+        return [
+            (
+                "CREATE VIRTUAL TABLE IF NOT EXISTS image_fts USING fts5(filename, content='image', "
+                "content_rowid='id', tokenize='trigram', detail='none')"
+            ),
+        ]
+
+    def search_index_triggers(self) -> dict[str, str]:
+        add = "INSERT INTO image_fts(rowid, filename) VALUES (new.id, new.filename);"
+        sub = (
+            "INSERT INTO image_fts(image_fts, rowid, filename) "
+            "VALUES ('delete', old.id, old.filename);"
+        )
+        return {
+            "image_fts_ai": f"CREATE TRIGGER image_fts_ai AFTER INSERT ON image WHEN {GATE} "
+            f"BEGIN {add} END",
+            "image_fts_ad": f"CREATE TRIGGER image_fts_ad AFTER DELETE ON image BEGIN {sub} END",
+            "image_fts_au": "CREATE TRIGGER image_fts_au AFTER UPDATE OF filename ON image "
+            f"WHEN old.filename IS NOT new.filename BEGIN {sub} {add} END",
+        }
+
+    def search_index_backfill(self) -> list[str]:
+        return ["INSERT INTO image_fts(image_fts) VALUES ('rebuild')"]
+
+    def search_index_grouped(self) -> str:
+        return (
+            "INSERT INTO image_fts(rowid, filename) SELECT id, filename FROM image "
+            "WHERE id BETWEEN ?1 AND ?2"
+        )
+
+    def search_candidates(self, term: str, limit: int) -> tuple[str, tuple]:
+        # The trigram index answers the unescaped LIKE with a superset of the exact, escaped
+        # match (its wildcards match more, it folds more case); the caller rechecks.
+        return f"SELECT rowid FROM image_fts WHERE filename LIKE ? LIMIT {int(limit)}", (
+            f"%{term}%",
+        )
+
+    # -- the rest -----------------------------------------------------------------------------
+
+    def gate_ready(self, database: Any) -> bool:
+        from ..listing import counts
+
+        names = [
+            name
+            for table in counts.COUNT_TABLES
+            for name, sql in self.count_triggers(table).items()
+            if GATE in sql
+        ] + ["image_fts_ai"]
+        marks = ", ".join("?" * len(names))
+        rows = database.execute_sql(
+            f"SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name IN ({marks})", names
+        ).fetchall()
+        return len(rows) == len(names) and all(GATE_TABLE in sql for (sql,) in rows)
+
+    def values_table(self, values: list, alias: str) -> tuple[str, tuple]:
+        # key: the position in the list, value: the value.
+        return f"json_each(?) AS {alias}", (json.dumps(values),)
+
+    def json_ids(self, column: str) -> str:
+        return f"json_group_array({column})"
+
+    def fingerprint(self, connection: Any) -> tuple:
+        # data_version changes when another connection commits; total_changes with this
+        # connection's own writes, committed or not.
+        return connection.execute("PRAGMA data_version").fetchone()[0], connection.total_changes
+
+
+ENGINE = SqliteEngine()

@@ -1,0 +1,51 @@
+"""The image list's one owner: parse, plan, render, and the count tables behind its totals.
+
+- ``query``: parse. The filters and options declared as data; a query string into a typed
+  ``ImageQuery`` (and the other lists' filters and page, ``parse_filtered_page``).
+- ``counts``: the count tables declared once (table, key columns, what they count); the
+  migrations, the bulk-load statements and the planner's choice are derived from them.
+- ``plan``: plan and run. Which count table answers the total, how classes and searches are
+  narrowed, and the ``Page`` with the choices in words (``edgecatalog explain``).
+- ``sql``: render. Conditions and statements as ``Sql`` fragments that carry their values.
+- ``scan_cache``: the results of the two statements that scan, kept until a write.
+
+What differs per engine (trigger text, the substring index, the gate, ids as one value) is
+asked of ``edgecatalog.engines``. No Flask.
+"""
+
+from __future__ import annotations
+
+from .plan import IMAGES, ImageList, Page, get_image_row, known_device_pk, select_images
+from .query import (
+    DEFAULT_LIMIT,
+    FILTERS,
+    MAX_LIMIT,
+    OPTION_PARAMS,
+    OPTIONS,
+    SORTS,
+    Filter,
+    FilteredPage,
+    ImageQuery,
+    parse_filtered_page,
+    parse_image_query,
+)
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "FILTERS",
+    "IMAGES",
+    "MAX_LIMIT",
+    "OPTIONS",
+    "OPTION_PARAMS",
+    "SORTS",
+    "Filter",
+    "FilteredPage",
+    "ImageList",
+    "ImageQuery",
+    "Page",
+    "get_image_row",
+    "known_device_pk",
+    "parse_filtered_page",
+    "parse_image_query",
+    "select_images",
+]

@@ -1,0 +1,81 @@
+"""The list's count tables, declared once: what each counts and by which image columns.
+
+A count table holds, for every combination of its key columns, how many images have it
+(``per_class``: how many images carry at least one annotation of a class, per class and
+key). Triggers keep each one in the writing transaction, so a total read from it is exact at
+every commit. Everything about them is derived from ``COUNT_TABLES``:
+
+- the tables, their triggers, their backfill and the grouped statement of a bulk chunk: the
+  engine renders them (``engines.sqlite``), and a migration written by ``new_migration``
+  installs them (``engines.install_counts``; a test holds the newest one to this declaration);
+- the planner's choice of count source (``source_for``): the first declared table of the
+  right kind whose key columns cover every filter's columns, so tables are declared smallest
+  first.
+
+Adding a facet column: a ``Key`` on the tables that should count it, a ``Filter`` naming it
+(``listing.query``), and ``python -m edgecatalog.listing.new_migration NAME`` for its migration.
+No Flask, no models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Key:
+    """An ``image`` column a count table is keyed by, with its SQL type."""
+
+    name: str
+    type: str  # "INTEGER" or "TEXT"
+
+
+@dataclass(frozen=True)
+class CountTable:
+    name: str
+    keys: tuple[Key, ...]
+    per_class: bool = False  # keyed by an annotation class_value before the image columns
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        return tuple(k.name for k in self.keys)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every key column of the table, in order (``class_value`` first when per class)."""
+        return (("class_value",) if self.per_class else ()) + self.key_names
+
+    def covers(self, columns: Iterable[str]) -> bool:
+        return set(columns) <= set(self.key_names)
+
+
+BATCH = Key("batch_id", "INTEGER")
+DEVICE = Key("device_id", "INTEGER")
+STATUS = Key("annotation_status", "TEXT")
+SPLIT = Key("split", "TEXT")
+SYNC = Key("sync_state", "TEXT")
+# Without the batch, a few hundred rows on a device with a handful of cameras; with it, the
+# rows multiply by the batches (22,594 at 1M images over 2,000 batches).
+TOTAL_KEYS = (DEVICE, STATUS, SPLIT, SYNC)
+FACET_KEYS = (BATCH, *TOTAL_KEYS)
+
+# Smallest first within each kind: the planner takes the first that covers the filters.
+COUNT_TABLES: tuple[CountTable, ...] = (
+    CountTable("image_total_count", TOTAL_KEYS),
+    CountTable("image_facet_count", FACET_KEYS),
+    CountTable("image_class_count", (), per_class=True),
+    CountTable("image_class_facet", FACET_KEYS, per_class=True),
+)
+
+
+def source_for(
+    columns: Iterable[str], *, per_class: bool, tables: tuple[CountTable, ...] = COUNT_TABLES
+) -> CountTable | None:
+    """The count table that answers a total over ``columns`` (the filters' key columns), or
+    None when no declared table has them all."""
+    wanted = set(columns)
+    for table in tables:
+        if table.per_class == per_class and table.covers(wanted):
+            return table
+    return None

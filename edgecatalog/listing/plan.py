@@ -1,0 +1,359 @@
+"""Plan and run: how one image list request is answered, and the answer.
+
+``ImageList.select`` resolves the query, plans its total from the declared count tables, runs
+a fixed number of statements (device lookup, total, page, and annotations when asked, read as
+the page is written out) and returns a ``Page`` of plain dicts with the exact total and the
+plan's choices in words (``edgecatalog explain`` prints them). The choices:
+
+- total: a sum over the first declared count table (``counts.source_for``) whose key columns
+  cover every filter's ``counted_by`` columns (with ``class_values``: a per-class table for
+  one class; for several, a ``COUNT(*)`` that probes the classes per row of the other filters
+  when those match fewer images than the classes have, else over the classes' ``IN`` list);
+  a search alone: its carried total (``scan_cache.search_total``); otherwise ``COUNT(*)``.
+  The count tables are kept by triggers in the writing transaction: never stale.
+- page: the page's ids from ``image`` alone by the sort index, then the joins for those ids.
+- class: an ``EXISTS`` probe per row when the class is common (the sort-index walk finds a
+  page after a few rows), the ``IN`` list when it is rare; decided from the exact counts.
+- search: the engine's substring index gives candidates, bounded by ``FTS_PROBE``, which the
+  exact LIKE rechecks (count and page ids in one statement). A common term (more candidates)
+  or one without 3 literal characters in a row takes the exact LIKE alone: a scan of the
+  filename index for the count (~70-100 ms at 1M), remembered by ``scan_cache`` until the
+  database changes, while its page comes from the sort-index walk at once.
+
+``ImageList`` holds the declarations (filters, count tables); ``IMAGES`` is the service's.
+No Flask.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engines import current as engine
+from ..errors import NotFound
+from ..models import Device, database
+from . import counts, scan_cache
+from .counts import CountTable
+from .query import FILTERS, Filter, ImageQuery
+from .sql import (
+    Sql,
+    annotations_in_order,
+    class_in,
+    class_probe,
+    compose,
+    ids_cond,
+    image_row,
+    like_pattern,
+    page_rows,
+    project_cond,
+    unindexed,
+    where,
+)
+
+# Above this many trigram candidates, the exact LIKE over the filename index costs less than
+# rechecking them (measured at 1M images: a 2,001-row probe of a common term costs 1-9 ms).
+FTS_PROBE = 2_000
+SIZE = Sql("(SELECT coalesce(max(id), 0) FROM image)")
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[dict[str, Any]]  # without their annotations: see ``items``
+    total: int
+    limit: int
+    offset: int
+    include_annotations: bool = False
+    plan: dict[str, str] = field(default_factory=dict)  # the choices made, in words
+
+    def items(self) -> Iterator[dict[str, Any]]:
+        """The page's rows, each with its annotations when the query asked for them, read
+        from one statement's cursor as the rows are consumed: a page of images at the
+        annotation caps is never all in memory at once (the view writes each image out as it
+        comes)."""
+        if not self.include_annotations:
+            yield from self.rows
+            return
+        annotations = annotations_in_order([row["id"] for row in self.rows])
+        upcoming = next(annotations, None)
+        for row in self.rows:
+            mine = []
+            while upcoming is not None and upcoming["image"] == row["id"]:
+                mine.append(upcoming)
+                upcoming = next(annotations, None)
+            row["annotations"] = mine
+            yield row
+            del row["annotations"]  # written out: let it go
+
+
+def known_device_pk(device_id: str) -> int:
+    """The row id of a device filter; an unknown device is a 404 naming it, not an empty page."""
+    device = Device.get_or_none(Device.device_id == device_id)
+    if device is None:
+        raise NotFound(f"device {device_id!r} is not known to this catalog", "device_id")
+    return device.id
+
+
+@dataclass
+class _Conditions:
+    """A request's filters as conditions, built once, in declaration order (the project's,
+    which combines project and stage, last); the class's slot is rendered per use."""
+
+    entries: list[tuple[Filter | None, Sql | None]]  # (None, cond): the project's
+    classes: tuple[str, ...] | None
+    columns: set[str] | None  # count-table columns the non-class filters read; None: some none
+    names_batch: bool  # a batch or project among them
+
+    def render(self, *, probe: bool = False, search: bool = True) -> list[Sql]:
+        """Every condition; the classes as a probe per row or their IN list."""
+        out = []
+        for flt, cond in self.entries:
+            if flt is not None and flt.param == "class_values":
+                out.append(class_probe(self.classes) if probe else class_in(self.classes))
+            elif search or flt is None or flt.param != "search":
+                out.append(cond)
+        return out
+
+    def others(self, *, batch_first: bool = False) -> list[Sql]:
+        """The conditions of the filters other than the class. ``batch_first``: with a batch
+        among them, the 3-4 valued columns are taken out of the index choice. Without
+        statistics the planner walks such a column's index (every 'val' image) rather than the
+        batch's (docs/performance.md has the figures at 1M)."""
+        out = []
+        for flt, cond in self.entries:
+            if flt is not None and flt.param == "class_values":
+                continue
+            weak = flt is not None and flt.weak_index and batch_first and self.names_batch
+            out.append(unindexed(cond) if weak else cond)
+        return out
+
+
+class ImageList:
+    """The image list over its declarations: ``filters`` and the ``count_tables`` that can
+    answer their totals."""
+
+    def __init__(
+        self,
+        filters: tuple[Filter, ...] = FILTERS,
+        count_tables: tuple[CountTable, ...] = counts.COUNT_TABLES,
+    ) -> None:
+        self.filters = filters
+        self.count_tables = count_tables
+
+    def conditions(self, query: ImageQuery) -> _Conditions:
+        filters = dict(query.filters)
+        if "device_id" in filters:
+            filters["device_id"] = known_device_pk(filters["device_id"])
+        classes = filters.get("class_values") or None
+        entries: list[tuple[Filter | None, Sql | None]] = []
+        columns: set[str] | None = set()
+        for flt in self.filters:
+            if flt.param not in filters or (flt.param == "split" and filters["split"] == "all"):
+                continue
+            if flt.param == "class_values":
+                if classes:
+                    entries.append((flt, None))
+                continue
+            if columns is not None:
+                columns = None if flt.counted_by is None else columns | set(flt.counted_by)
+            cond = flt.condition(filters[flt.param])
+            if cond is not None:
+                entries.append((flt, cond))
+        if "project_id" in filters:
+            # As upstream: stage narrows by batch stage only when a project is given.
+            entries.append((None, project_cond(filters["project_id"], filters.get("stage"))))
+        names_batch = "batch_id" in filters or "project_id" in filters
+        return _Conditions(entries, classes, columns, names_batch)
+
+    def select(self, query: ImageQuery) -> Page:
+        """The page and its exact total: a fixed number of statements (device lookup, total,
+        rows, and annotations when asked), whatever the page size."""
+        conds = self.conditions(query)
+        plan: dict[str, str] = {}
+        search = query.filters.get("search")
+        ids = self._candidates(search, conds, plan) if search is not None else None
+        if ids is not None:
+            total, page_conds = len(ids), [ids_cond(ids)]
+            plan["total"] = "the count of the rechecked trigram candidates (no count statement)"
+            plan["page"] = "the rechecked trigram candidates' ids"
+        else:
+            total, page_conds = self._total(query, conds, plan)
+        rows: list[dict[str, Any]] = []
+        if total > query.offset:
+            rows = page_rows(page_conds, query.sort, query.order, query.limit, query.offset)
+            plan["page"] = (
+                f"the page's ids from image alone by {query.sort} {query.order} (limit "
+                f"{query.limit}, offset {query.offset}), then the joins for those ids only"
+                + ("; the ids are the rechecked trigram candidates" if ids is not None else "")
+            )
+        else:
+            plan["page"] = f"no page statement: the total is not above offset {query.offset}"
+        return Page(rows, total, query.limit, query.offset, query.include_annotations, plan)
+
+    # -- search ---------------------------------------------------------------------------
+
+    def _candidates(self, term: str, conds: _Conditions, plan: dict[str, str]) -> list | None:
+        """The ids matching ``term`` and every other filter exactly, found through the
+        engine's substring index when it gives at most FTS_PROBE candidates; None when it
+        gives more (a common term, whose page the sort-index walk finds at once) or cannot
+        narrow the term at all (no run of 3+ characters without '%' or '_')."""
+        if max(len(run) for run in re.split(r"[%_]", term)) < 3:
+            plan["search"] = (
+                "trigram index not used: the term has no run of 3 literal characters; the "
+                "exact LIKE over the filename index decides (its count is remembered until a "
+                "write)"
+            )
+            return None
+        candidates = Sql(*engine().search_candidates(term, FTS_PROBE + 1))
+        matching = where([*conds.render(search=False), Sql("t.id IN cand"), _search(term)])
+        # Used twice, the CTE is materialized once (SQLite >= 3.35); LIMIT bounds the probe.
+        statement = compose(
+            f"WITH cand(id) AS ({{}}) SELECT (SELECT count(*) FROM cand), "
+            f"(SELECT {engine().json_ids('t.id')} FROM image t{{}})",
+            candidates,
+            matching,
+        )
+        found, ids = scan_cache.fetchone(statement.text, statement.args)
+        if found > FTS_PROBE:
+            plan["search"] = (
+                f"trigram index gave more than {FTS_PROBE} candidates: the exact LIKE over the "
+                "filename index instead (its count is remembered until a write)"
+            )
+            return None
+        plan["search"] = (
+            f"trigram index gave {found} candidate(s) (at most {FTS_PROBE}), rechecked by the "
+            "exact LIKE; total and page ids in one statement"
+        )
+        return json.loads(ids)
+
+    # -- the total ------------------------------------------------------------------------
+
+    def _total(
+        self, query: ImageQuery, conds: _Conditions, plan: dict[str, str]
+    ) -> tuple[int, list[Sql]]:
+        """The exact total, and the conditions the page is then best selected with."""
+        given = {p for p, v in query.filters.items() if not (p == "split" and v == "all")}
+        if given == {"search"}:  # carried forward across inserts
+            plan["total"] = (
+                "a search alone: the exact LIKE count over the filename index, carried "
+                "forward across inserts"
+            )
+            return scan_cache.search_total(like_pattern(query.filters["search"])), conds.render()
+        statement = self._count(conds, plan)
+        if "search" in query.filters:  # a LIKE over the filename index: remembered until a write
+            total, _size, other, class_images = scan_cache.fetchone(statement.text, statement.args)
+        else:
+            total, _size, other, class_images = database.execute_sql(
+                statement.text, statement.args
+            ).fetchone()
+        if conds.classes is None:
+            return total, conds.render()
+        # Walking the sort index and probing each row finds the page after about
+        # (offset+limit)*other/total rows; the class's IN list costs about class_images rows.
+        wanted = query.offset + query.limit
+        probe = bool(total) and wanted * other < total * class_images
+        reason = (
+            f"(offset+limit)*other = {wanted}*{other} = {wanted * other} vs "
+            f"total*class_images = {total}*{class_images} = {total * class_images}"
+        )
+        if total <= query.offset:
+            plan["classes"] = f"no page statement; {reason}"
+        elif probe:
+            plan["classes"] = (
+                f"the page probes the classes per row while walking the sort index: {reason}, "
+                "smaller"
+            )
+        else:
+            plan["classes"] = (
+                f"the page takes the classes' IN list (rare enough): {reason}, not smaller"
+            )
+        return total, conds.render(probe=probe)
+
+    def _count(self, conds: _Conditions, plan: dict[str, str]) -> Sql:
+        """One statement giving (total, size, other, class_images): the exact total; max(id)
+        as the catalog's size; the images matching the filters other than the class; the
+        classes' images summed (exact for one class, an upper bound for several)."""
+        others = conds.others()
+        covered = conds.columns is not None
+        images = counts.source_for(conds.columns or (), per_class=False, tables=self.count_tables)
+        source = images if covered else None
+        if conds.classes is None:
+            if source is not None:
+                plan["total"] = f"count table kept by triggers: {source.name}"
+                total = _sum(source, others)
+                return compose("SELECT {}, {}, {}, 0", total, SIZE, total)
+            plan["total"] = "COUNT(*) over image with every condition (a filter no count table has)"
+            counted = compose("(SELECT count(*) FROM image t{})", where(conds.render()))
+            return compose("SELECT {}, {}, {}, 0", counted, SIZE, SIZE)
+        classes = conds.classes
+        per_class = counts.source_for((), per_class=True, tables=self.count_tables)
+        class_images = compose(
+            f"(SELECT coalesce(sum(n), 0) FROM {per_class.name} WHERE class_value IN "
+            f"({','.join('?' * len(classes))}))",
+            Sql("", classes),
+        )
+        other = SIZE if not others or source is None else _sum(source, others)
+        if len(classes) == 1 and covered:
+            table = counts.source_for(conds.columns, per_class=True, tables=self.count_tables)
+            if table is not None:
+                plan["total"] = f"count table kept by triggers: {table.name} (one class)"
+                total = _sum(table, [Sql("t.class_value = ?", classes), *others])
+                return compose("SELECT {}, {}, {}, {}", total, SIZE, other, class_images)
+        if not others:
+            plan["total"] = "several classes alone: distinct images over the annotation class index"
+            distinct = Sql(
+                f"(SELECT count(*) FROM (SELECT DISTINCT image_id FROM annotation "
+                f"WHERE class_value IN ({','.join('?' * len(classes))})))",
+                classes,
+            )
+            return compose("SELECT {}, {}, {}, {}", distinct, SIZE, SIZE, class_images)
+        counted = compose("(SELECT count(*) FROM image t{})", where(conds.render()))
+        if source is None:
+            plan["total"] = "COUNT(*) over image with every condition (a filter no count table has)"
+            return compose("SELECT {}, {}, {}, {}", counted, SIZE, SIZE, class_images)
+        # Several classes with counted filters: probe the classes per row of the other filters
+        # when they match fewer images than the classes have, else the classes' IN list.
+        # CASE evaluates one branch.
+        probed = compose(
+            "(SELECT count(*) FROM image t{})",
+            where([*conds.others(batch_first=True), class_probe(classes)]),
+        )
+        plan["total"] = (
+            f"several classes with counted filters: COUNT(*) probing the classes per row of the "
+            f"other filters (counted by {source.name}) when they match fewer images than the "
+            "classes have, else over the classes' IN list"
+        )
+        return compose(
+            "SELECT CASE WHEN {} < {} THEN {} ELSE {} END, {}, {}, {}",
+            other,
+            class_images,
+            probed,
+            counted,
+            SIZE,
+            other,
+            class_images,
+        )
+
+    # -- one image ------------------------------------------------------------------------
+
+    def get_image_row(self, image_id: int) -> dict[str, Any]:
+        row = image_row(image_id)
+        if row is None:
+            raise NotFound(f"image {image_id} does not exist", "id")
+        row["annotations"] = list(annotations_in_order([image_id]))
+        return row
+
+
+def _sum(table: CountTable, conds: list[Sql]) -> Sql:
+    return compose(f"(SELECT coalesce(sum(t.n), 0) FROM {table.name} t{{}})", where(conds))
+
+
+def _search(term: str) -> Sql:
+    return Sql("t.filename LIKE ? ESCAPE '\\'", (like_pattern(term),))
+
+
+IMAGES = ImageList()
+select_images = IMAGES.select
+get_image_row = IMAGES.get_image_row

@@ -1,0 +1,147 @@
+"""Render: the list's SQL as fragments that carry their bound values, and the statements that
+read a page, an image and annotations.
+
+A ``Sql`` is text with ``?`` placeholders plus its values in order; fragments compose with
+``compose`` (a template with ``{}`` slots), which concatenates their values in the order their
+text appears, so a statement's values can never be out of step with its placeholders. Values
+are always bound, never formatted in; the only formatted-in words are validated choices (sort
+column, direction) and table names from the count declaration. Portable SQL only: what differs
+per engine comes from ``engines``. No Flask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..engines import current as engine
+from ..models import database
+
+
+@dataclass(frozen=True)
+class Sql:
+    text: str
+    args: tuple = ()
+
+
+def compose(template: str, *parts: Sql) -> Sql:
+    """``template`` with each ``{}`` replaced by the next part's text; the values follow."""
+    return Sql(template.format(*(p.text for p in parts)), tuple(a for p in parts for a in p.args))
+
+
+def where(conds: list[Sql]) -> Sql:
+    if not conds:
+        return Sql("")
+    return compose(" WHERE " + " AND ".join("{}" for _ in conds), *conds)
+
+
+ROW_SELECT = """SELECT i.id, i.filename, i.storage_key, i.width, i.height, d.device_id,
+ i.batch_id AS batch, b.name AS batch_name, p.name AS project_name, i.annotation_status,
+ i.split, i.split_locked, v.version_name, i.created_at, i.updated_at, i.sync_state,
+ i.synced_at, i.evicted_at
+ FROM image i JOIN device d ON d.id = i.device_id JOIN batch b ON b.id = i.batch_id
+ LEFT JOIN project p ON p.id = b.project_id LEFT JOIN dataset_version v ON v.id = i.version_id"""
+ANNOTATION_SELECT_A = """SELECT a.id, a.image_id AS image, a.class_value, a.type, a.geometry,
+ a.x_center, a.y_center, a.width, a.height, a.confidence, a.source, a.z_order, a.created_at,
+ a.updated_at"""
+
+
+def fetch_dicts(statement: Sql) -> list[dict[str, Any]]:
+    cursor = database.execute_sql(statement.text, statement.args)
+    names = [col[0] for col in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def like_pattern(term: str) -> str:
+    """'%term%' with '%', '_' and '\\' escaped (used with ESCAPE '\\'): they are literal."""
+    escaped = term.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+    return f"%{escaped}%"
+
+
+# -- conditions, over the alias t -------------------------------------------------------------
+
+
+def column_cond(column: str, value: Any) -> Sql:
+    return Sql(f"t.{column} = ?", (value,))
+
+
+def project_cond(project_id: int | None, stage: str | None) -> Sql:
+    text = "project_id IS NULL" if project_id is None else "project_id = ?"
+    args: tuple = () if project_id is None else (project_id,)
+    if stage is not None:
+        text, args = f"{text} AND stage = ?", args + (stage,)
+    return Sql(f"t.batch_id IN (SELECT id FROM batch WHERE {text})", args)
+
+
+def _marks(values: tuple) -> str:
+    return ",".join("?" * len(values))
+
+
+def class_in(values: tuple[str, ...]) -> Sql:
+    """The images with any of the classes, as their IN list (from the class index)."""
+    marks = _marks(values)
+    return Sql(f"t.id IN (SELECT image_id FROM annotation WHERE class_value IN ({marks}))", values)
+
+
+def class_probe(values: tuple[str, ...]) -> Sql:
+    """The same, probed per row (cheap while a walk of the sort index finds a page soon)."""
+    marks = _marks(values)
+    return Sql(
+        f"EXISTS (SELECT 1 FROM annotation a WHERE a.class_value IN ({marks}) "
+        f"AND a.image_id = t.id)",
+        values,
+    )
+
+
+def search_cond(term: str) -> Sql:
+    return Sql("t.filename LIKE ? ESCAPE '\\'", (like_pattern(term),))
+
+
+def ids_cond(ids: list[int]) -> Sql:
+    table, args = engine().values_table(ids, "j")
+    return Sql(f"t.id IN (SELECT j.value FROM {table})", args)
+
+
+def unindexed(cond: Sql) -> Sql:
+    """The condition with its column taken out of the planner's index choice (a unary '+')."""
+    return Sql(f"+{cond.text}", cond.args)
+
+
+# -- statements -------------------------------------------------------------------------------
+
+
+def page_rows(conds: list[Sql], sort: str, order: str, limit: int, offset: int) -> list[dict]:
+    """The page's ids from ``image`` alone (the planner walks the sort index), then the joins
+    for those ids only; ``sort`` and ``order`` are validated choices."""
+    direction = "DESC" if order == "desc" else "ASC"
+    statement = compose(
+        f"{ROW_SELECT} WHERE i.id IN (SELECT t.id FROM image t{{}} "
+        f"ORDER BY t.{sort} {direction}, t.id {direction} LIMIT ? OFFSET ?) "
+        f"ORDER BY i.{sort} {direction}, i.id {direction}",
+        where(conds),
+        Sql("", (limit, offset)),
+    )
+    return fetch_dicts(statement)
+
+
+def image_row(image_id: int) -> dict[str, Any] | None:
+    rows = fetch_dicts(Sql(f"{ROW_SELECT} WHERE i.id = ?", (image_id,)))
+    return rows[0] if rows else None
+
+
+def annotations_in_order(image_ids: list[int]) -> Iterator[dict[str, Any]]:
+    """The annotations of the given images, in the order of ``image_ids`` (then z_order),
+    read from the cursor as they are consumed: one statement, never a page's worth of rows in
+    Python at once."""
+    if not image_ids:
+        return
+    table, args = engine().values_table(image_ids, "j")
+    cursor = database.execute_sql(
+        f"{ANNOTATION_SELECT_A} FROM {table} JOIN annotation a ON a.image_id = j.value "
+        "ORDER BY j.key, a.z_order, a.id",
+        args,
+    )
+    names = [col[0] for col in cursor.description]
+    for values in cursor:
+        yield dict(zip(names, values))
