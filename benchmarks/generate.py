@@ -43,8 +43,9 @@ BULK_TABLES = ("image", "annotation", "outbox", "capture_file")
 CHUNK = 20_000
 
 
-def list_triggers() -> dict[str, str]:
-    """Every trigger that keeps a count table or the search index: name -> CREATE statement."""
+def list_triggers() -> dict[str, list[str]]:
+    """Every trigger that keeps a count table or the search index: name -> the statements
+    that create it."""
     triggers = dict(engine().search_index_triggers())
     for table in COUNT_TABLES:
         triggers.update(engine().count_triggers(table))
@@ -98,8 +99,9 @@ def finish_bulk(conn: sqlite3.Connection, indexes: list[str]) -> None:
             conn.execute(sql)
     for sql in engine().search_index_backfill():
         conn.execute(sql)
-    for sql in list_triggers().values():
-        conn.execute(sql)
+    for statements in list_triggers().values():
+        for sql in statements:
+            conn.execute(sql)
     conn.execute("COMMIT")
     conn.execute("PRAGMA journal_mode=WAL")  # back to what the service runs with
     conn.close()

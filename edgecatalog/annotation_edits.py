@@ -37,6 +37,7 @@ from .catalog import (
     validate_annotation,
 )
 from .db import write_tx
+from .engines import current as engine
 from .errors import Conflict, NotFound, ValidationError
 from .models import Annotation, Image, database
 from .timeutil import now_us
@@ -155,12 +156,13 @@ def _check_bytes(
     ``replacing``), they would take more than ``max_annotation_bytes``; the error names
     ``param``, the field that grew. In the caller's write transaction, so the sum cannot
     change before the row is written."""
-    # CAST AS BLOB: length() of TEXT counts characters; the cap counts UTF-8 bytes.
+    # The cap counts UTF-8 bytes, not characters.
+    size = " + ".join(engine().byte_length(c) for c in ("geometry", "class_value", "source"))
     (others,) = database.execute_sql(
-        "SELECT coalesce(sum(length(CAST(geometry AS BLOB)) + length(CAST(class_value AS BLOB))"
-        " + length(CAST(source AS BLOB))), 0) FROM annotation WHERE image_id = ? AND id != ?",
+        f"SELECT coalesce(sum({size}), 0) FROM annotation WHERE image_id = ? AND id != ?",
         (image_id, -1 if replacing is None else replacing),
     ).fetchone()
+    others = int(others)  # a sum is NUMERIC on PostgreSQL
     used = others + stored_bytes(columns["class_value"], columns["geometry"], columns["source"])
     if used > limits.max_annotation_bytes:
         raise ValidationError(

@@ -122,7 +122,7 @@ class Authenticator:
         # A separate key for URL signatures, so a leaked image URL says nothing about tokens.
         self._url_key = hmac.new(secret.encode(), b"edgecatalog url signing", "sha256").digest()
         self._verified = VerifiedTokens()
-        self.live = LiveAuthState(settings.db_path)
+        self.live = LiveAuthState(settings.db_location)
         self.device_limiter = DeviceRateLimiter(int(settings["auth.device_requests_per_minute"]))
 
     # -- bearer tokens -------------------------------------------------------------------

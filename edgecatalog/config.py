@@ -129,6 +129,22 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds in-flight work may take to finish after SIGTERM.",
         minimum=0,
     ),
+    # [database]
+    S(
+        "database",
+        "url",
+        str,
+        "",
+        "Empty: the SQLite file <data_dir>/catalog.db. postgresql://user@host:port/dbname: "
+        "PostgreSQL 15 or newer (pip install 'edgecatalog[postgres]').",
+    ),
+    S(
+        "database",
+        "password_file",
+        str,
+        "",
+        "Read the PostgreSQL password from this file instead of the URL.",
+    ),
     # [storage]
     S(
         "storage",
@@ -432,6 +448,16 @@ class Settings(Mapping[str, Any]):
         return self.data_dir / "catalog.db"
 
     @property
+    def db_location(self) -> str:
+        """Which catalog these settings open, as ``models.database.location`` names it: the
+        SQLite file, or ``postgresql://host:port/dbname`` (never a password)."""
+        url = self["database.url"]
+        if not url:
+            return str(self.db_path)
+        parts = urlsplit(url)
+        return f"postgresql://{parts.hostname}:{parts.port or 5432}{parts.path}"
+
+    @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
 
@@ -568,6 +594,25 @@ def _check_consistency(values: Mapping[str, Any], origin: str) -> None:
             f"upstream.base_url (from {origin}): {base_url} is plain http: the device key and "
             "tokens would cross the network in clear; use https:// or set [upstream] "
             "allow_insecure_http = true"
+        )
+    url = values["database.url"]
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise ConfigError(
+                f"database.url (from {origin}): expected postgresql://user@host:port/dbname "
+                "or empty for the SQLite file"
+            )
+        if not parts.path.strip("/"):
+            raise ConfigError(f"database.url (from {origin}): the URL names no database")
+        if parts.password and values["database.password_file"]:
+            raise ConfigError(
+                f"database.url (from {origin}): a password in the URL and "
+                "database.password_file: give one"
+            )
+    elif values["database.password_file"]:
+        raise ConfigError(
+            f"database.password_file (from {origin}): only for a PostgreSQL database.url"
         )
     public_url = values["server.public_url"]
     if public_url and not public_url.startswith(("http://", "https://")):

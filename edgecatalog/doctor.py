@@ -109,6 +109,10 @@ def check_clock(settings: Settings, now: float | None = None) -> Check:
             newest = conn.execute("SELECT MAX(created_at) FROM image").fetchone()[0]
     except sqlite3.Error:
         return Check("clock", True, "no images to compare the clock with")
+    return _clock_check(newest, now)
+
+
+def _clock_check(newest: int | None, now: float) -> Check:
     if newest is not None and newest / 1_000_000 > now + 60:
         ahead = newest / 1_000_000 - now
         return Check(
@@ -213,14 +217,75 @@ def check_transport(settings: Settings) -> list[Check]:
     return checks
 
 
+POSTGRES_MIN = 150000  # server_version_num of PostgreSQL 15
+
+
+def check_postgres(settings: Settings) -> list[Check]:
+    """The PostgreSQL catalog of ``[database] url``: reachable, new enough, migrated, and its
+    newest image not ahead of this clock. Reads only; the password is never printed."""
+    from .config import ConfigError, read_secret_file
+    from .engines import postgres
+
+    where = settings.db_location
+    try:
+        password = None
+        if settings["database.password_file"]:
+            password = read_secret_file(
+                settings["database.password_file"], "database.password_file"
+            )
+        database = postgres.open_database(settings["database.url"], password)
+        database.connect()
+    except ConfigError as exc:
+        return [Check("database", False, str(exc))]
+    except Exception as exc:  # noqa: BLE001 - any failure to connect is the answer
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return [Check("database", False, f"cannot connect to {where}: {reason}")]
+    try:
+        (version,) = database.execute_sql("SHOW server_version_num").fetchone()
+        checks = [
+            Check(
+                "database",
+                int(version) >= POSTGRES_MIN,
+                f"{where}: PostgreSQL {int(version) // 10000}"
+                + ("" if int(version) >= POSTGRES_MIN else " (15 or newer needed)"),
+            )
+        ]
+        from .db import migrations_dir
+
+        files = sorted(p.stem for p in migrations_dir().glob("[0-9]*.py"))
+        try:
+            applied = {r[0] for r in database.execute_sql("SELECT name FROM schema_migration")}
+        except Exception:  # noqa: BLE001 - no table yet: nothing applied
+            applied = set()
+        pending = [name for name in files if name not in applied]
+        checks.append(
+            Check("migrations", True, f"{len(files)} applied, none pending")
+            if not pending
+            else Check(
+                "migrations",
+                False,
+                f"{len(pending)} pending: {', '.join(pending)} (run 'edgecatalog migrate')",
+            )
+        )
+        if not pending:
+            (newest,) = database.execute_sql("SELECT max(created_at) FROM image").fetchone()
+            checks.append(_clock_check(newest, time.time()))
+        return checks
+    finally:
+        database.close()
+
+
 def run_checks(settings: Settings, config_path: str | None = None) -> list[Check]:
     config_path = config_path or os.environ.get(CONFIG_ENV) or None
     checks = [Check("configuration", True, f"valid ({settings.source})")]
-    checks += check_database_file(settings)
-    checks.append(check_sqlite_library())
-    if settings.db_path.exists():
-        checks.append(check_migrations_state(settings))
-        checks.append(check_clock(settings))
+    if settings["database.url"]:
+        checks += check_postgres(settings)
+    else:
+        checks += check_database_file(settings)
+        checks.append(check_sqlite_library())
+        if settings.db_path.exists():
+            checks.append(check_migrations_state(settings))
+            checks.append(check_clock(settings))
     checks += check_permissions(settings, config_path)
     if settings.data_dir.exists():
         disk = check_disk(settings)

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
+from peewee import SqliteDatabase
 from werkzeug.datastructures import MultiDict
 
-from . import listing
+from . import db, listing
 from .engines import current as engine
 from .errors import UriTooLong
 from .models import database
@@ -123,8 +124,11 @@ def open_read_only(path: Path) -> bool:
         raise ExplainError(f"no catalog at {path} (nothing to explain; 'serve' creates it)")
     immutable = not _wal(path).exists()
     uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if immutable else "")
-    database.init(uri, uri=True, pragmas=READ_ONLY_PRAGMAS, check_same_thread=False, timeout=15)
-    listing.scan_cache.forget()  # carried search totals belong to the database that was open
+    db.bind(
+        SqliteDatabase(
+            uri, uri=True, pragmas=READ_ONLY_PRAGMAS, check_same_thread=False, timeout=15
+        )
+    )
     return immutable
 
 

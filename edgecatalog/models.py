@@ -12,16 +12,59 @@ from peewee import (
     BigIntegerField,
     BooleanField,
     CharField,
+    DatabaseProxy,
     FloatField,
     ForeignKeyField,
     IntegerField,
     Model,
-    SqliteDatabase,
+    PostgresqlDatabase,
     TextField,
 )
 
-# Deferred: create_app() and the CLI call database.init(path, pragmas=...).
-database = SqliteDatabase(None)
+
+class CatalogDatabase(DatabaseProxy):
+    """The catalog's database, bound by ``db.open_for`` (or ``db.init_database``) to a SQLite
+    file or a PostgreSQL database before the first query; models and hand-written SQL go
+    through it alike."""
+
+    # Contexts of the database bound when they are made: peewee's proxy would look the
+    # database up again when one ends, and a thread still inside one when another catalog is
+    # bound (a test's leftover worker) must end it on the database it began on.
+    def connection_context(self):
+        return self.obj.connection_context()
+
+    def atomic(self, *args, **kwargs):
+        return self.obj.atomic(*args, **kwargs)
+
+    def transaction(self, *args, **kwargs):
+        return self.obj.transaction(*args, **kwargs)
+
+    def savepoint(self):
+        return self.obj.savepoint()
+
+    def manual_commit(self):
+        return self.obj.manual_commit()
+
+    def is_closed(self) -> bool:
+        """True also before any database is bound (nothing is open)."""
+        return self.obj is None or self.obj.is_closed()
+
+    @property
+    def location(self) -> str | None:
+        """Which catalog is open: the SQLite file's path, or ``postgresql://host:port/dbname``
+        (never a password); None before one is bound."""
+        obj = self.obj
+        if obj is None:
+            return None
+        if isinstance(obj, PostgresqlDatabase):
+            params = obj.connect_params
+            return (
+                f"postgresql://{params.get('host', '')}:{params.get('port', 5432)}/{obj.database}"
+            )
+        return str(obj.database)
+
+
+database = CatalogDatabase()
 
 STAGES = ("collecting", "complete", "unassigned", "annotating")
 ANNOTATION_STATUSES = ("pending", "in_progress", "completed")

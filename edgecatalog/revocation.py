@@ -101,8 +101,8 @@ class LiveAuthState:
     ``token`` command, a unit test) has no database state. A failed read keeps the last copy.
     """
 
-    def __init__(self, db_path: Path, interval: float = AUTH_POLL_SECONDS) -> None:
-        self._db_path = str(db_path)
+    def __init__(self, db_location: str | Path, interval: float = AUTH_POLL_SECONDS) -> None:
+        self._db_path = str(db_location)
         self._interval = interval
         self._next_poll = 0.0
         self._epoch: int | None = None
@@ -121,7 +121,7 @@ class LiveAuthState:
         return self._snapshot
 
     def _poll(self) -> None:
-        if database.deferred or database.database != self._db_path:
+        if database.location != self._db_path:
             return
         try:
             row = database.execute_sql("SELECT n FROM auth_epoch WHERE id = 1").fetchone()

@@ -20,6 +20,8 @@ dropped. Frozen: plain SQL, no models imported.
 
 from __future__ import annotations
 
+from edgecatalog.engines import engine_of
+
 TABLES = (
     """CREATE TABLE IF NOT EXISTS image_facet_count (
         batch_id INTEGER NOT NULL, device_id INTEGER NOT NULL, annotation_status TEXT NOT NULL,
@@ -159,6 +161,12 @@ def backfill(execute) -> None:
 
 
 def up(migrator, db):
+    if engine_of(db).name == "postgres":
+        # The count tables come from their declaration (migration 0010); the substring index
+        # is pg_trgm's, kept by PostgreSQL itself.
+        for sql in engine_of(db).search_index_ddl():
+            db.execute_sql(sql)
+        return
     for sql in TABLES:
         db.execute_sql(sql)
     backfill(db.execute_sql)

@@ -10,6 +10,8 @@ and of no filter at all, is a sum over a table that fits in a page or two. Froze
 
 from __future__ import annotations
 
+from edgecatalog.engines import engine_of
+
 TABLES = (
     """CREATE TABLE IF NOT EXISTS image_total_count (
         device_id INTEGER NOT NULL, annotation_status TEXT NOT NULL, split TEXT NOT NULL,
@@ -62,6 +64,8 @@ def backfill(execute) -> None:
 
 
 def up(migrator, db):
+    if engine_of(db).name == "postgres":
+        return  # declared and installed by migration 0010 there
     for sql in TABLES:
         db.execute_sql(sql)
     backfill(db.execute_sql)

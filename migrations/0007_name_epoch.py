@@ -10,6 +10,8 @@ maximum id). Inserts, the device's steady stream of writes, do not touch it. Fro
 
 from __future__ import annotations
 
+from edgecatalog.engines import engine_of
+
 STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS image_name_epoch (
         id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)""",
@@ -22,6 +24,30 @@ STATEMENTS = (
 )
 
 
+# PostgreSQL: the same table and counter, the triggers as PL/pgSQL.
+POSTGRES = (
+    (
+        "CREATE TABLE IF NOT EXISTS image_name_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), "
+        "n BIGINT NOT NULL)"
+    ),
+    "INSERT INTO image_name_epoch VALUES (1, 0) ON CONFLICT DO NOTHING",
+    (
+        "CREATE OR REPLACE FUNCTION image_name_epoch_bump() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN UPDATE image_name_epoch SET n = n + 1; RETURN NULL; END $$"
+    ),
+    (
+        "CREATE TRIGGER image_name_epoch_ad AFTER DELETE ON image FOR EACH ROW "
+        "EXECUTE FUNCTION image_name_epoch_bump()"
+    ),
+    (
+        "CREATE TRIGGER image_name_epoch_au AFTER UPDATE OF id, filename ON image FOR EACH ROW "
+        "WHEN (OLD.id IS DISTINCT FROM NEW.id OR OLD.filename IS DISTINCT FROM NEW.filename) "
+        "EXECUTE FUNCTION image_name_epoch_bump()"
+    ),
+)
+
+
 def up(migrator, db):
-    for sql in STATEMENTS:
+    postgres = engine_of(db).name == "postgres"
+    for sql in POSTGRES if postgres else STATEMENTS:
         db.execute_sql(sql)

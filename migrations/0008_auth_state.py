@@ -12,6 +12,8 @@ The models below are frozen copies of edgecatalog.models as of this migration.
 
 from peewee import BigIntegerField, CharField, Model
 
+from edgecatalog.engines import engine_of
+
 STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS auth_epoch (
         id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)""",
@@ -24,6 +26,25 @@ TRIGGERS = {
     for table in ("device_key", "token_revocation")
     for suffix, event in (("epoch_ai", "INSERT"), ("epoch_au", "UPDATE"), ("epoch_ad", "DELETE"))
 }
+
+
+# PostgreSQL: the same table and counter, the triggers as PL/pgSQL.
+POSTGRES = (
+    (
+        "CREATE TABLE IF NOT EXISTS auth_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), "
+        "n BIGINT NOT NULL)"
+    ),
+    "INSERT INTO auth_epoch VALUES (1, 0) ON CONFLICT DO NOTHING",
+    (
+        "CREATE OR REPLACE FUNCTION auth_epoch_bump() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN UPDATE auth_epoch SET n = n + 1; RETURN NULL; END $$"
+    ),
+    *(
+        f"CREATE TRIGGER {table}_epoch AFTER INSERT OR UPDATE OR DELETE ON {table} "
+        "FOR EACH ROW EXECUTE FUNCTION auth_epoch_bump()"
+        for table in ("device_key", "token_revocation")
+    ),
+)
 
 
 def up(migrator, db):
@@ -48,6 +69,10 @@ def up(migrator, db):
         created_at = BigIntegerField()
 
     db.create_tables([DeviceKey, TokenRevocation])
+    if engine_of(db).name == "postgres":
+        for sql in POSTGRES:
+            db.execute_sql(sql)
+        return
     for sql in STATEMENTS:
         db.execute_sql(sql)
     for name, body in TRIGGERS.items():

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pg_cluster as pg_cluster_module
 import pytest
 import requests
 import waitress.server
@@ -30,9 +31,66 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return load_settings(environ={}, overrides=values)
 
 
+# -- the engines ------------------------------------------------------------------------------
+# A test module marked ``pytest.mark.both_engines`` runs each of its tests on a SQLite file and
+# on a PostgreSQL database of its own (a throwaway cluster, tests/pg_cluster.py); every other
+# test runs on SQLite. The ``settings`` fixture (and all built on it) follows the engine.
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "engine" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_engines"):
+        metafunc.parametrize("engine", ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    cluster, reason = pg_cluster_module.start()
+    if cluster is None:
+        yield reason
+        return
+    try:
+        pg_cluster_module.make_template(cluster)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+ENGINES = ("sqlite", "postgres")
+
+
+def engine_database(request: pytest.FixtureRequest, engine: str) -> str:
+    """For a fixture of any scope: empty for SQLite, else a fresh PostgreSQL database's URL,
+    dropped when the fixture ends (the test is skipped, with why, when there is no cluster)."""
+    if engine == "sqlite":
+        return ""
+    cluster = request.getfixturevalue("pg_cluster")
+    if isinstance(cluster, str):
+        pytest.skip(f"PostgreSQL tests skipped: {cluster}")
+    url = cluster.new_database()
+
+    def drop() -> None:
+        if not database.is_closed():
+            database.close()
+        cluster.drop_database(url)
+
+    request.addfinalizer(drop)
+    return url
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+def engine(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def database_url(engine: str, request: pytest.FixtureRequest) -> str:
+    """Empty for SQLite; a fresh, migrated PostgreSQL database's URL for postgres."""
+    return engine_database(request, engine)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path, database__url=database_url)
 
 
 @pytest.fixture

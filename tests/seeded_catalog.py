@@ -124,8 +124,8 @@ def _make_batches(device: Device, projects: Mapping[str, int]) -> list[tuple[int
     return out
 
 
-def build_catalog(tmp_dir: Path) -> Catalog:
-    settings = make_settings(tmp_dir)
+def build_catalog(tmp_dir: Path, database_url: str = "") -> Catalog:
+    settings = make_settings(tmp_dir, database__url=database_url)
     app = create_app(settings)
     headers = {"Authorization": "Bearer " + Authenticator(settings).issue_token("tester", "write")}
     seeded = []

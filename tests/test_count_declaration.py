@@ -229,7 +229,7 @@ def test_a_facet_column_is_one_declaration_and_its_migration(scratch: ImageList)
 def test_the_written_migration_is_already_in_the_project_format():
     """What ``new_migration`` writes passes ``ruff`` as it is (CI checks every file)."""
     source = new_migration.migration_source(
-        counts.COUNT_TABLES, "edgecatalog.migrations.0009_declared_counts"
+        counts.COUNT_TABLES, "edgecatalog.migrations.0010_declared_counts"
     )
     ruff = [sys.executable, "-m", "ruff"]
     for command in (["format", "--check"], ["check"]):

@@ -15,6 +15,8 @@ from edgecatalog import create_app
 from edgecatalog.catalog import NewAnnotation
 from edgecatalog.models import Batch, Device, Image, Outbox, Project, database
 
+pytestmark = pytest.mark.both_engines
+
 W = "write"
 
 

@@ -7,6 +7,7 @@ Each row of CASES is one query; the expected ids (in contract order) come from
 from __future__ import annotations
 
 import pytest
+from conftest import ENGINES, engine_database
 from seeded_catalog import DEVICES, FILENAMES, build_catalog, expected
 
 # Placeholders {Alpha}, {Beta}, {Gamma} (project ids) and {b0}..{b7} (batch ids) are filled in
@@ -106,9 +107,11 @@ COMBINED = [
 ]
 
 
-@pytest.fixture(scope="module")
-def cat(tmp_path_factory):
-    catalog = build_catalog(tmp_path_factory.mktemp("filters"))
+@pytest.fixture(scope="module", params=ENGINES)
+def cat(request, tmp_path_factory):
+    catalog = build_catalog(
+        tmp_path_factory.mktemp("filters"), engine_database(request, request.param)
+    )
     yield catalog
     from edgecatalog.models import database
 

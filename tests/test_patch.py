@@ -9,6 +9,8 @@ from conftest import seed_image
 
 from edgecatalog.models import Image
 
+pytestmark = pytest.mark.both_engines
+
 
 @pytest.fixture
 def img(settings):

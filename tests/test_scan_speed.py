@@ -25,7 +25,7 @@ from conftest import make_settings, seed_image
 from count_checks import assert_counts_match_rows
 from PIL import Image as PILImage
 
-from edgecatalog import create_app
+from edgecatalog import create_app, db
 from edgecatalog.catalog import NewAnnotation, NewImage, annotation_columns, validate_annotation
 from edgecatalog.db import write_tx
 from edgecatalog.errors import ValidationError
@@ -380,7 +380,7 @@ def test_worker_processes_give_the_same_catalog_as_threads(tmp_path, fresh):
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [True]
     assert done.stdout.startswith("indexed 300, duplicates 0, rejected 2 in ")
-    database.init(str(tmp_path / "procs" / "data" / "catalog.db"))
+    db.init_database(tmp_path / "procs" / "data" / "catalog.db")
     with database.connection_context():
         _counts_equal_a_recount()
         by_processes = _catalog_rows()
@@ -571,7 +571,7 @@ def test_a_process_with_threads_probes_in_forkserver_workers(tmp_path):
     assert plain.returncode == 0, plain.stderr[-2000:]
     rows = []
     for name in ("served", "plain"):
-        database.init(str(tmp_path / name / "data" / "catalog.db"))
+        db.init_database(tmp_path / name / "data" / "catalog.db")
         with database.connection_context():
             _counts_equal_a_recount()
             rows.append(_catalog_rows())

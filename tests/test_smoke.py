@@ -1,6 +1,9 @@
 """The service answers over real HTTP with the contract envelope."""
 
+import pytest
 from conftest import seed_image
+
+pytestmark = pytest.mark.both_engines
 
 
 def test_list_over_real_http(settings, live_server, auth_headers):

@@ -7,11 +7,12 @@ import json
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import LiveServer, seed_image
 from sync_helpers import open_db, sync_settings
 
-from edgecatalog import create_app
+from edgecatalog import create_app, db
 from edgecatalog.auth import Authenticator
 from edgecatalog.models import Image, SyncStatus, database
 from edgecatalog.sync import outbox
@@ -171,7 +172,7 @@ def test_migrated_sync_status_table_matches_the_model(tmp_path, emulator):
     ).fetchone()[0]
     fresh = tmp_path / "fresh.db"
     database.close()
-    database.init(str(fresh))
+    db.init_database(Path(fresh))
     database.create_tables([SyncStatus])
     expected = database.execute_sql(
         "SELECT sql FROM sqlite_master WHERE name = 'sync_status'"

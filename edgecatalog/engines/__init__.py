@@ -5,16 +5,19 @@ Everything else writes portable SQL (``?`` placeholders, standard joins and subq
 rest: the pragmas a connection starts with; the text of the triggers that keep a declared
 count table (``listing.counts``), its table, its backfill and the grouped statement a bulk
 chunk applies instead; the substring-search index (its structure, the triggers that keep it
-and the statement that narrows a term to candidates); the bulk-load gate; a list of ids bound
-as one value; and the fingerprint that says whether the database changed. SQLite
-(``engines.sqlite``) is the one implementation; another engine is one module with the same
-names. No Flask, no models: an engine renders text and reads a connection it is given.
+and the statement that narrows a term to candidates); the bulk-load gate; the write lock; a
+case-insensitive ``LIKE``; a list of values bound as one value; and the fingerprint that says
+whether the database changed. ``engines.sqlite`` (the embedded default) and
+``engines.postgres`` implement it; ``current()`` picks the one of the bound database, which it
+reads from ``models`` at call time (the only import of the package's models here). No Flask.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
+
+from .text import like_pattern
 
 if TYPE_CHECKING:  # the declaration's types only: listing imports this package at runtime
     from ..listing.counts import CountTable
@@ -24,6 +27,8 @@ class Engine(Protocol):
     """The engine-specific pieces; ``engines.sqlite.ENGINE`` is the reference."""
 
     name: str
+    # Whether ``fingerprint`` can tell that nothing changed (results may be kept until then).
+    remembers: bool
     # Applied to every new connection of the service.
     pragmas: dict[str, Any]
     # Holds a row while a bulk chunk applies its counts grouped; the INSERT triggers wait on it.
@@ -31,9 +36,9 @@ class Engine(Protocol):
 
     def count_table_ddl(self, table: CountTable) -> list[str]: ...
 
-    def count_triggers(self, table: CountTable) -> dict[str, str]:
-        """Trigger name -> its CREATE statement, keeping ``table`` in the writing transaction;
-        its INSERT triggers do nothing while the gate holds a row."""
+    def count_triggers(self, table: CountTable) -> dict[str, list[str]]:
+        """Trigger name -> the statements that create it, keeping ``table`` in the writing
+        transaction; its INSERT triggers do nothing while the gate holds a row."""
         ...
 
     def drop_trigger(self, name: str) -> str: ...
@@ -49,15 +54,33 @@ class Engine(Protocol):
 
     def search_index_ddl(self) -> list[str]: ...
 
-    def search_index_triggers(self) -> dict[str, str]: ...
+    def search_index_triggers(self) -> dict[str, list[str]]: ...
 
     def search_index_backfill(self) -> list[str]: ...
 
-    def search_index_grouped(self) -> str: ...
+    def search_index_grouped(self) -> list[str]: ...
 
     def search_candidates(self, term: str, limit: int) -> tuple[str, tuple] | None:
         """A subquery of at most ``limit`` image ids that include every filename containing
         ``term`` (a superset the exact match rechecks); None when the index cannot narrow it."""
+        ...
+
+    def no_index(self, condition: str) -> str:
+        """``condition`` (``t.column = ?``) kept out of the planner's choice of index, where
+        the engine would otherwise pick a 3-4 valued column's index over a batch's."""
+        ...
+
+    def insert_id(self, cursor: Any, sql: str, row: tuple) -> int:
+        """Run one INSERT of ``row`` and return the new row's id."""
+        ...
+
+    def byte_length(self, column: str) -> str:
+        """The length of a text column in UTF-8 bytes."""
+        ...
+
+    def like(self, column: str) -> str:
+        """A case-insensitive ``LIKE`` of ``column`` with one bound pattern, backslash its
+        escape character."""
         ...
 
     def gate_ready(self, database: Any) -> bool:
@@ -74,14 +97,38 @@ class Engine(Protocol):
         """An aggregate of ``column`` as one JSON array text."""
         ...
 
+    def write_tx(self, database: Any) -> Any:
+        """A write transaction (a context manager) holding the catalog's one write lock."""
+        ...
+
+    def settle(self, database: Any, write_tx: Any) -> None:
+        """Decide what a killed writer may have left undecided (``db.settle``)."""
+        ...
+
     def fingerprint(self, connection: Any) -> tuple:
         """Changes whenever the database changed: committed by anyone, or written (committed
         or not) on ``connection``."""
         ...
 
 
+__all__ = ["Engine", "current", "engine_of", "install_counts", "like_pattern"]
+
+
 def current() -> Engine:
-    """The engine of the open database (SQLite until another engine module exists)."""
+    """The engine of the catalog's open database (``models.database``)."""
+    from ..models import database
+
+    return engine_of(database)
+
+
+def engine_of(db: Any) -> Engine:
+    """The engine of a peewee database (or of the database a proxy is bound to)."""
+    from peewee import PostgresqlDatabase
+
+    if isinstance(getattr(db, "obj", db), PostgresqlDatabase):
+        from . import postgres
+
+        return postgres.ENGINE
     from . import sqlite
 
     return sqlite.ENGINE
@@ -93,11 +140,12 @@ def install_counts(
     *,
     previous: tuple[CountTable, ...] = (),
     old_triggers: Iterable[str] = (),
+    engine: Engine | None = None,
 ) -> None:
     """Bring the count tables from ``previous`` (what the last migration installed) to
     ``tables``: the triggers of both dropped, a table whose keys changed rebuilt and filled
     from the rows, every trigger rendered again. Run inside the migration's transaction."""
-    engine = current()
+    engine = engine or current()
     before = {t.name: t for t in previous}
     for name in old_triggers:
         execute(engine.drop_trigger(name))
@@ -114,5 +162,6 @@ def install_counts(
             for sql in engine.backfill(table):
                 execute(sql)
     for table in tables:
-        for sql in engine.count_triggers(table).values():
-            execute(sql)
+        for statements in engine.count_triggers(table).values():
+            for sql in statements:
+                execute(sql)

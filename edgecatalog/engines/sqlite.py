@@ -33,6 +33,7 @@ def _key_match(names: tuple[str, ...], row: str) -> str:
 
 class SqliteEngine:
     name = "sqlite"
+    remembers = True  # fingerprint() says when the database changed
     gate_table = GATE_TABLE
     pragmas: ClassVar[dict[str, Any]] = {
         "journal_mode": "wal",  # readers never block the writer, and vice versa
@@ -68,7 +69,10 @@ class SqliteEngine:
             f"ON CONFLICT ({_cols(table.columns)}) DO UPDATE SET n = n + {n}"
         )
 
-    def count_triggers(self, table: CountTable) -> dict[str, str]:
+    def count_triggers(self, table: CountTable) -> dict[str, list[str]]:
+        return {name: [sql] for name, sql in self._count_triggers(table).items()}
+
+    def _count_triggers(self, table: CountTable) -> dict[str, str]:
         t, keys = table.name, table.key_names
         if not table.per_class:
             add = self._add(table, f"VALUES ({_cols(keys, 'new.')}, 1)", "1") + ";"
@@ -183,7 +187,10 @@ class SqliteEngine:
             ),
         ]
 
-    def search_index_triggers(self) -> dict[str, str]:
+    def search_index_triggers(self) -> dict[str, list[str]]:
+        return {name: [sql] for name, sql in self._search_index_triggers().items()}
+
+    def _search_index_triggers(self) -> dict[str, str]:
         add = "INSERT INTO image_fts(rowid, filename) VALUES (new.id, new.filename);"
         sub = (
             "INSERT INTO image_fts(image_fts, rowid, filename) "
@@ -200,11 +207,13 @@ class SqliteEngine:
     def search_index_backfill(self) -> list[str]:
         return ["INSERT INTO image_fts(image_fts) VALUES ('rebuild')"]
 
-    def search_index_grouped(self) -> str:
-        return (
-            "INSERT INTO image_fts(rowid, filename) SELECT id, filename FROM image "
-            "WHERE id BETWEEN ?1 AND ?2"
-        )
+    def search_index_grouped(self) -> list[str]:
+        return [
+            (
+                "INSERT INTO image_fts(rowid, filename) SELECT id, filename FROM image "
+                "WHERE id BETWEEN ?1 AND ?2"
+            )
+        ]
 
     def search_candidates(self, term: str, limit: int) -> tuple[str, tuple]:
         # The trigram index answers the unescaped LIKE with a superset of the exact, escaped
@@ -215,13 +224,28 @@ class SqliteEngine:
 
     # -- the rest -----------------------------------------------------------------------------
 
+    def no_index(self, condition: str) -> str:
+        # A unary '+' takes the column out of the planner's index choice.
+        return f"+{condition}"
+
+    def insert_id(self, cursor: Any, sql: str, row: tuple) -> int:
+        return cursor.execute(sql, row).lastrowid
+
+    def byte_length(self, column: str) -> str:
+        # length() of TEXT counts characters; of a BLOB, bytes.
+        return f"length(CAST({column} AS BLOB))"
+
+    def like(self, column: str) -> str:
+        # ASCII case folding only (SQLite's LIKE); '\\' makes '%' and '_' literal.
+        return f"{column} LIKE ? ESCAPE '\\'"
+
     def gate_ready(self, database: Any) -> bool:
         from ..listing import counts
 
         names = [
             name
             for table in counts.COUNT_TABLES
-            for name, sql in self.count_triggers(table).items()
+            for name, (sql,) in self.count_triggers(table).items()
             if GATE in sql
         ] + ["image_fts_ai"]
         marks = ", ".join("?" * len(names))
@@ -236,6 +260,17 @@ class SqliteEngine:
 
     def json_ids(self, column: str) -> str:
         return f"json_group_array({column})"
+
+    def write_tx(self, database: Any) -> Any:
+        # IMMEDIATE takes the write lock at BEGIN: two writers never deadlock upgrading read
+        # locks, and busy_timeout makes the second one queue.
+        return database.atomic("IMMEDIATE")
+
+    def settle(self, database: Any, write_tx: Any) -> None:
+        # user_version set to its own value: the smallest real write (db.settle says why).
+        with write_tx(database):
+            (version,) = database.execute_sql("PRAGMA user_version").fetchone()
+            database.execute_sql(f"PRAGMA user_version = {int(version)}")
 
     def fingerprint(self, connection: Any) -> tuple:
         # data_version changes when another connection commits; total_changes with this

@@ -49,6 +49,7 @@ from ..catalog import (
     too_many_bytes,
 )
 from ..db import write_tx
+from ..engines import current as engine
 from ..errors import ValidationError
 from ..models import Annotation, Batch, Image, Outbox, database
 from ..timeutil import now_us
@@ -309,7 +310,7 @@ def _insert(
                 cursor, fresh, list(range(first, first + len(rows))), ids, now, annotations
             )
     else:
-        image_ids = [cursor.execute(image.sql, row).lastrowid for row in rows]
+        image_ids = [engine().insert_id(cursor, image.sql, row) for row in rows]
         _insert_children(cursor, fresh, image_ids, ids, now, annotations)
 
 

@@ -30,7 +30,7 @@ def grouped() -> tuple[str, ...]:
     from the declaration when the chunk ends."""
     return (
         *(engine().grouped_counts(table) for table in counts.COUNT_TABLES),
-        engine().search_index_grouped(),
+        *engine().search_index_grouped(),
     )
 
 

@@ -41,12 +41,12 @@ def migration_source(tables: tuple[CountTable, ...], previous_module: str) -> st
         '"""\n\n'
         "from __future__ import annotations\n\n"
         "import importlib\n\n"
-        "from edgecatalog.engines import install_counts\n"
+        "from edgecatalog.engines import engine_of, install_counts\n"
         "from edgecatalog.listing.counts import CountTable, Key\n\n"
         f'PREVIOUS = importlib.import_module("{previous_module}").TABLES\n'
         f"TABLES = {_literal(tables)}\n\n\n"
         "def up(migrator, db):\n"
-        "    install_counts(db.execute_sql, TABLES, previous=PREVIOUS)\n"
+        "    install_counts(db.execute_sql, TABLES, previous=PREVIOUS, engine=engine_of(db))\n"
     )
 
 

@@ -49,6 +49,7 @@ from .sql import (
     like_pattern,
     page_rows,
     project_cond,
+    search_cond,
     unindexed,
     where,
 )
@@ -207,7 +208,9 @@ class ImageList:
             )
             return None
         candidates = Sql(*engine().search_candidates(term, FTS_PROBE + 1))
-        matching = where([*conds.render(search=False), Sql("t.id IN cand"), _search(term)])
+        matching = where(
+            [*conds.render(search=False), Sql("t.id IN (SELECT id FROM cand)"), search_cond(term)]
+        )
         # Used twice, the CTE is materialized once (SQLite >= 3.35); LIMIT bounds the probe.
         statement = compose(
             f"WITH cand(id) AS ({{}}) SELECT (SELECT count(*) FROM cand), "
@@ -240,14 +243,15 @@ class ImageList:
                 "a search alone: the exact LIKE count over the filename index, carried "
                 "forward across inserts"
             )
-            return scan_cache.search_total(like_pattern(query.filters["search"])), conds.render()
+            total = scan_cache.search_total(like_pattern(query.filters["search"]))
+            return total, conds.render()
         statement = self._count(conds, plan)
         if "search" in query.filters:  # a LIKE over the filename index: remembered until a write
-            total, _size, other, class_images = scan_cache.fetchone(statement.text, statement.args)
+            row = scan_cache.fetchone(statement.text, statement.args)
         else:
-            total, _size, other, class_images = database.execute_sql(
-                statement.text, statement.args
-            ).fetchone()
+            row = database.execute_sql(statement.text, statement.args).fetchone()
+        # int(): a sum is a NUMERIC on PostgreSQL.
+        total, other, class_images = int(row[0]), int(row[2]), int(row[3])
         if conds.classes is None:
             return total, conds.render()
         # Walking the sort index and probing each row finds the page after about
@@ -305,7 +309,7 @@ class ImageList:
             plan["total"] = "several classes alone: distinct images over the annotation class index"
             distinct = Sql(
                 f"(SELECT count(*) FROM (SELECT DISTINCT image_id FROM annotation "
-                f"WHERE class_value IN ({','.join('?' * len(classes))})))",
+                f"WHERE class_value IN ({','.join('?' * len(classes))})) AS d)",
                 classes,
             )
             return compose("SELECT {}, {}, {}, {}", distinct, SIZE, SIZE, class_images)
@@ -348,10 +352,6 @@ class ImageList:
 
 def _sum(table: CountTable, conds: list[Sql]) -> Sql:
     return compose(f"(SELECT coalesce(sum(t.n), 0) FROM {table.name} t{{}})", where(conds))
-
-
-def _search(term: str) -> Sql:
-    return Sql("t.filename LIKE ? ESCAPE '\\'", (like_pattern(term),))
 
 
 IMAGES = ImageList()

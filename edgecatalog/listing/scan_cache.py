@@ -38,11 +38,19 @@ _STATE = (
     "SELECT (SELECT n FROM image_name_epoch), (SELECT coalesce(max(id), 0) FROM image), "
     "(SELECT coalesce(sum(n), 0) FROM image_total_count)"
 )
-_FULL = _STATE + ", 0, (SELECT count(*) FROM image t WHERE t.filename LIKE ? ESCAPE '\\')"
-_DELTA = (
-    _STATE + ", (SELECT count(*) FROM image WHERE id > ?), (SELECT count(*) FROM image t "
-    "WHERE t.id > ? AND t.filename LIKE ? ESCAPE '\\')"
-)
+
+
+def _full() -> str:
+    return _STATE + f", 0, (SELECT count(*) FROM image t WHERE {engine().like('t.filename')})"
+
+
+def _delta() -> str:
+    return (
+        _STATE + ", (SELECT count(*) FROM image WHERE id > ?), (SELECT count(*) FROM image t "
+        f"WHERE t.id > ? AND {engine().like('t.filename')})"
+    )
+
+
 # (database file, pattern) -> (epoch, max id, rows, total)
 _carried: dict[tuple[str, str], tuple[int, int, int, int]] = {}
 _carried_lock = threading.Lock()
@@ -52,11 +60,16 @@ def _fingerprint(conn: Any) -> tuple:
     return engine().fingerprint(conn)
 
 
+def _in_transaction(conn: Any) -> bool:
+    # sqlite3 knows of implicit transactions too; peewee knows of the ones it opened.
+    return bool(getattr(conn, "in_transaction", False)) or database.in_transaction()
+
+
 def fetchone(sql: str, args: tuple) -> tuple:
     """``database.execute_sql(sql, args).fetchone()``, answered from memory when this same
     statement ran on this connection and the database has not changed since."""
     conn = database.connection()
-    if conn.in_transaction:
+    if not engine().remembers or _in_transaction(conn):
         return database.execute_sql(sql, args).fetchone()
     state = getattr(_local, "state", None)
     now = _fingerprint(conn)
@@ -78,22 +91,22 @@ def fetchone(sql: str, args: tuple) -> tuple:
 def search_total(pattern: str) -> int:
     """Images whose filename is LIKE ``pattern``: exact, from the carried total when it still
     holds, else from a full count (which is then carried)."""
-    key = (str(database.database), pattern)
+    key = (str(database.location), pattern)
     with _carried_lock:
         known = _carried.get(key)
     if known is not None:
-        epoch, max_id, rows, added_rows, added = database.execute_sql(
-            _DELTA, (known[1], known[1], pattern)
-        ).fetchone()
+        epoch, max_id, rows, added_rows, added = map(
+            int, database.execute_sql(_delta(), (known[1], known[1], pattern)).fetchone()
+        )
         if epoch == known[0] and rows - known[2] == added_rows:
             return _carry(key, (epoch, max_id, rows, known[3] + added))
-    epoch, max_id, rows, _, total = database.execute_sql(_FULL, (pattern,)).fetchone()
+    epoch, max_id, rows, _, total = map(int, database.execute_sql(_full(), (pattern,)).fetchone())
     return _carry(key, (epoch, max_id, rows, total))
 
 
 def _carry(key: tuple[str, str], state: tuple[int, int, int, int]) -> int:
     # Rows written by this connection's open transaction could still be rolled back.
-    if not database.connection().in_transaction:
+    if not _in_transaction(database.connection()):
         with _carried_lock:
             _carried.pop(key, None)
             _carried[key] = state

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engines import current as engine
+from ..engines import like_pattern
 from ..models import database
 
 
@@ -51,12 +52,6 @@ def fetch_dicts(statement: Sql) -> list[dict[str, Any]]:
     cursor = database.execute_sql(statement.text, statement.args)
     names = [col[0] for col in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
-
-
-def like_pattern(term: str) -> str:
-    """'%term%' with '%', '_' and '\\' escaped (used with ESCAPE '\\'): they are literal."""
-    escaped = term.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
-    return f"%{escaped}%"
 
 
 # -- conditions, over the alias t -------------------------------------------------------------
@@ -95,7 +90,7 @@ def class_probe(values: tuple[str, ...]) -> Sql:
 
 
 def search_cond(term: str) -> Sql:
-    return Sql("t.filename LIKE ? ESCAPE '\\'", (like_pattern(term),))
+    return Sql(engine().like("t.filename"), (like_pattern(term),))
 
 
 def ids_cond(ids: list[int]) -> Sql:
@@ -104,8 +99,8 @@ def ids_cond(ids: list[int]) -> Sql:
 
 
 def unindexed(cond: Sql) -> Sql:
-    """The condition with its column taken out of the planner's index choice (a unary '+')."""
-    return Sql(f"+{cond.text}", cond.args)
+    """The condition with its column taken out of the planner's index choice."""
+    return Sql(engine().no_index(cond.text), cond.args)
 
 
 # -- statements -------------------------------------------------------------------------------

@@ -1,0 +1,363 @@
+"""PostgreSQL (15 or newer, through psycopg 3): the site gateway's engine.
+
+Count tables are kept by row triggers whose bodies are PL/pgSQL functions. The image-side
+ones are ``AFTER`` row triggers (they only add or subtract one to a key). The annotation-side
+ones are ``BEFORE`` row triggers, because they ask "is this the image's first (or last)
+annotation of the class?": a ``BEFORE`` row trigger sees the rows earlier in the same
+statement, as SQLite's triggers do, where an ``AFTER`` one would see the whole statement and
+count a class twice (or not at all) for a statement that writes two of its annotations.
+A trigger's ``WHEN`` cannot hold a subquery here, so the gate and the first/last checks are
+``IF``s in the function.
+
+The substring index is a ``pg_trgm`` GIN index on ``image.filename``, kept by PostgreSQL
+itself: no triggers, and an ``ILIKE`` it answers exactly. Statements are the project's
+portable SQL with ``?`` placeholders; the cursor of ``CatalogPostgres`` turns each into
+psycopg's ``%s`` (``_placeholders``).
+No Flask, no models.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from peewee import PostgresqlDatabase
+
+from ..config import ConfigError
+from ..listing.counts import CountTable
+from .text import like_pattern
+
+GATE_TABLE = "ingest_bulk"
+# The advisory lock every write transaction holds (any constant: the catalog's own namespace).
+WRITE_LOCK = 0x65630001
+
+
+def _cols(names: tuple[str, ...], prefix: str = "") -> str:
+    return ", ".join(prefix + n for n in names)
+
+
+def _changed(names: tuple[str, ...]) -> str:
+    return " OR ".join(f"OLD.{n} IS DISTINCT FROM NEW.{n}" for n in names)
+
+
+def _key_match(names: tuple[str, ...], row: str, table: str) -> str:
+    return " AND ".join(f"{table}.{n} = {row}.{n}" for n in names)
+
+
+def _placeholders(sql: str) -> str:
+    """The project's SQL for psycopg: ``?`` outside quoted text as ``%s``, and a literal ``%``
+    (a modulo, a pattern in a literal) doubled. Peewee's own SQL (it has ``%s`` placeholders
+    and no literal ``%``) keeps its ``%s`` and has any ``?`` of an embedded fragment turned."""
+    ours = "%s" not in sql
+    if "?" not in sql and not (ours and "%" in sql):
+        return sql
+    out, quote = [], ""
+    for char in sql:
+        if char == "%" and ours:
+            out.append("%%")
+            continue
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "?":
+            out.append("%s")
+            continue
+        out.append(char)
+    return "".join(out)
+
+
+class _Cursor:
+    """A psycopg cursor that takes ``?`` placeholders (peewee's own SQL has none)."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Any = None) -> _Cursor:
+        self._cursor.execute(_placeholders(sql), params)
+        return self
+
+    def executemany(self, sql: str, rows: Any) -> _Cursor:
+        self._cursor.executemany(_placeholders(sql), rows)
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cursor)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class CatalogPostgres(PostgresqlDatabase):
+    """Peewee's PostgreSQL database, taking the project's ``?`` placeholders too (through
+    ``execute_sql`` and a bare ``cursor()`` alike)."""
+
+    def cursor(self, named_cursor: Any = None) -> Any:
+        return _Cursor(super().cursor())
+
+
+def open_database(url: str, password: str | None = None) -> CatalogPostgres:
+    """A PostgreSQL catalog database for ``url`` (postgresql://user[:password]@host:port/db,
+    query parameters such as sslmode passed on); ``password`` from a file wins. Nothing
+    connects yet. psycopg 3 missing is a ``ConfigError`` saying how to install it."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "database.url: PostgreSQL needs psycopg: pip install 'edgecatalog[postgres]'"
+        ) from None
+    parts = urlsplit(url)
+    params: dict[str, Any] = dict(parse_qsl(parts.query))
+    params.setdefault("connect_timeout", 5)
+    params.setdefault("application_name", "edgecatalog")
+    return CatalogPostgres(
+        unquote(parts.path.lstrip("/")),
+        user=unquote(parts.username or "") or None,
+        password=password if password is not None else unquote(parts.password or "") or None,
+        host=parts.hostname,
+        port=parts.port or 5432,
+        prefer_psycopg3=True,
+        **params,
+    )
+
+
+def _function(name: str, body: str, returns: str = "NULL") -> str:
+    return (
+        f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN {body} RETURN {returns}; END $$"
+    )
+
+
+class PostgresEngine:
+    name = "postgres"
+    remembers = False  # no cheap fingerprint: scan_cache keeps nothing between statements
+    gate_table = GATE_TABLE
+    pragmas: ClassVar[dict[str, Any]] = {}
+
+    # -- count tables -------------------------------------------------------------------------
+
+    def count_table_ddl(self, table: CountTable) -> list[str]:
+        columns = ([("class_value", "TEXT")] if table.per_class else []) + [
+            (k.name, "BIGINT" if k.type == "INTEGER" else k.type) for k in table.keys
+        ]
+        defs = ", ".join(f"{name} {type_} NOT NULL" for name, type_ in columns)
+        return [
+            f"DROP TABLE IF EXISTS {table.name}",
+            (
+                f"CREATE TABLE {table.name} ({defs}, n BIGINT NOT NULL, "
+                f"PRIMARY KEY ({_cols(table.columns)}))"
+            ),
+        ]
+
+    def _add(self, table: CountTable, select: str, n: str) -> str:
+        return (
+            f"INSERT INTO {table.name} AS c {select} "
+            f"ON CONFLICT ({_cols(table.columns)}) DO UPDATE SET n = c.n + {n}"
+        )
+
+    def count_triggers(self, table: CountTable) -> dict[str, list[str]]:
+        """Trigger name -> its statements: the function, then the trigger."""
+        t, keys = table.name, table.key_names
+        gate = f"NOT EXISTS (SELECT 1 FROM {GATE_TABLE})"
+        out: dict[str, list[str]] = {}
+
+        def trigger(name: str, when: str, on: str, body: str, condition: str = "") -> None:
+            returns = (
+                "NEW"
+                if when.startswith("BEFORE INSERT") or "BEFORE UPDATE" in when
+                else ("OLD" if when.startswith("BEFORE DELETE") else "NULL")
+            )
+            where = f" WHEN ({condition})" if condition else ""
+            out[name] = [
+                _function(name, body, returns),
+                (
+                    f"CREATE TRIGGER {name} {when} ON {on} FOR EACH ROW{where} "
+                    f"EXECUTE FUNCTION {name}()"
+                ),
+            ]
+
+        if not table.per_class:
+            add = self._add(table, f"VALUES ({_cols(keys, 'NEW.')}, 1)", "1") + ";"
+            sub = f"UPDATE {t} SET n = n - 1 WHERE {_key_match(keys, 'OLD', t)};"
+            trigger(f"{t}_ai", "AFTER INSERT", "image", f"IF {gate} THEN {add} END IF;")
+            trigger(f"{t}_ad", "AFTER DELETE", "image", sub)
+            trigger(
+                f"{t}_au", f"AFTER UPDATE OF {_cols(keys)}", "image", f"{sub} {add}", _changed(keys)
+            )
+            return out
+        image_keys = f", {_cols(keys)}" if keys else ""
+        first = (
+            "NOT EXISTS (SELECT 1 FROM annotation a WHERE a.class_value = NEW.class_value "
+            "AND a.image_id = NEW.image_id AND a.id <> NEW.id)"
+        )
+        gone = (
+            "NOT EXISTS (SELECT 1 FROM annotation a WHERE a.class_value = OLD.class_value "
+            "AND a.image_id = OLD.image_id AND a.id <> OLD.id)"
+        )
+        ann_add = (
+            self._add(
+                table,
+                f"SELECT NEW.class_value{image_keys}, 1 FROM image WHERE id = NEW.image_id",
+                "1",
+            )
+            + ";"
+        )
+        if keys:
+            of_image = f"({_cols(keys, t + '.')}) = (SELECT {_cols(keys)} FROM image WHERE id = OLD.image_id)"
+        else:
+            of_image = "EXISTS (SELECT 1 FROM image WHERE id = OLD.image_id)"
+        ann_sub = (
+            f"UPDATE {t} SET n = n - 1 WHERE {t}.class_value = OLD.class_value AND {of_image};"
+        )
+        classes_of_old = (
+            f"{t}.class_value IN (SELECT class_value FROM annotation WHERE image_id = OLD.id)"
+        )
+        img_sub = (
+            f"UPDATE {t} SET n = n - 1 WHERE "
+            + " AND ".join([_key_match(keys, "OLD", t)] * bool(keys) + [classes_of_old])
+            + ";"
+        )
+        moved = "OLD.class_value IS DISTINCT FROM NEW.class_value OR OLD.image_id IS DISTINCT FROM NEW.image_id"
+        trigger(
+            f"{t}_ann_bi",
+            "BEFORE INSERT",
+            "annotation",
+            f"IF {gate} AND {first} THEN {ann_add} END IF;",
+        )
+        trigger(f"{t}_ann_bd", "BEFORE DELETE", "annotation", f"IF {gone} THEN {ann_sub} END IF;")
+        # Before the row changes: the old class may lose its image, the new one gain it.
+        trigger(
+            f"{t}_ann_bu",
+            "BEFORE UPDATE OF class_value, image_id",
+            "annotation",
+            f"IF {gone} THEN {ann_sub} END IF; IF {first} THEN {ann_add} END IF;",
+            moved,
+        )
+        trigger(f"{t}_img_bd", "BEFORE DELETE", "image", img_sub)
+        if keys:
+            img_add = (
+                self._add(
+                    table,
+                    f"SELECT DISTINCT class_value, {_cols(keys, 'NEW.')}, 1 FROM annotation "
+                    "WHERE image_id = NEW.id",
+                    "1",
+                )
+                + ";"
+            )
+            trigger(
+                f"{t}_img_au",
+                f"AFTER UPDATE OF {_cols(keys)}",
+                "image",
+                f"{img_sub} {img_add}",
+                _changed(keys),
+            )
+        return out
+
+    def drop_trigger(self, name: str) -> str:
+        # The function goes with its trigger (CASCADE drops the trigger on its table).
+        return f"DROP FUNCTION IF EXISTS {name}() CASCADE"
+
+    def _grouped_select(self, table: CountTable, where: str) -> str:
+        keys = table.key_names
+        if not table.per_class:
+            return (
+                f"SELECT {_cols(keys)}, count(*) FROM image WHERE {where.format(id='id')} "
+                f"GROUP BY {_cols(keys)}"
+            )
+        image_keys = f", {_cols(keys, 'i.')}" if keys else ""
+        return (
+            f"SELECT a.class_value{image_keys}, count(DISTINCT i.id) FROM annotation a "
+            f"JOIN image i ON i.id = a.image_id WHERE {where.format(id='a.image_id')} "
+            f"GROUP BY a.class_value{image_keys}"
+        )
+
+    def backfill(self, table: CountTable) -> list[str]:
+        return [
+            f"DELETE FROM {table.name}",
+            f"INSERT INTO {table.name} {self._grouped_select(table, 'true')}",
+        ]
+
+    def grouped_counts(self, table: CountTable) -> str:
+        return self._add(table, self._grouped_select(table, "{id} BETWEEN ? AND ?"), "excluded.n")
+
+    # -- substring search ---------------------------------------------------------------------
+
+    def search_index_ddl(self) -> list[str]:
+        return [
+            "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+            (
+                "CREATE INDEX IF NOT EXISTS image_filename_trgm ON image "
+                "USING gin (filename gin_trgm_ops)"
+            ),
+        ]
+
+    def search_index_triggers(self) -> dict[str, list[str]]:
+        return {}  # the GIN index is kept by PostgreSQL
+
+    def search_index_backfill(self) -> list[str]:
+        return []
+
+    def search_index_grouped(self) -> list[str]:
+        return []
+
+    def search_candidates(self, term: str, limit: int) -> tuple[str, tuple]:
+        # The GIN index answers the exact, escaped ILIKE itself.
+        return (
+            f"SELECT id FROM image WHERE {self.like('filename')} LIMIT {int(limit)}",
+            (like_pattern(term),),
+        )
+
+    def no_index(self, condition: str) -> str:
+        return condition  # the planner has statistics: nothing to steer
+
+    def insert_id(self, cursor: Any, sql: str, row: tuple) -> int:
+        return cursor.execute(sql + ' RETURNING "id"', row).fetchone()[0]
+
+    def byte_length(self, column: str) -> str:
+        return f"octet_length({column})"
+
+    def like(self, column: str) -> str:
+        return f"{column} ILIKE ? ESCAPE '\\'"
+
+    # -- the rest -----------------------------------------------------------------------------
+
+    def gate_ready(self, database: Any) -> bool:
+        # A bulk chunk's grouped statements need its images' ids to be one range, which a
+        # sequence shared by concurrent writers does not promise: row triggers count instead.
+        return False
+
+    def values_table(self, values: list, alias: str) -> tuple[str, tuple]:
+        cast = "::bigint" if all(isinstance(v, int) for v in values) else ""
+        return (
+            (
+                f"(SELECT e.value{cast} AS value, e.key FROM jsonb_array_elements_text(?::jsonb) "
+                f"WITH ORDINALITY AS e(value, key)) AS {alias}"
+            ),
+            (json.dumps(values),),
+        )
+
+    def json_ids(self, column: str) -> str:
+        return f"coalesce(json_agg({column}), '[]')::text"
+
+    @contextmanager
+    def write_tx(self, database: Any) -> Iterator[Any]:
+        # One writer at a time, as on SQLite: every check-then-write of the domain was written
+        # for a single writer, and a transaction-scoped advisory lock keeps that true across
+        # processes and hosts. Re-entrant: a nested write_tx (a savepoint) takes it again.
+        with database.atomic() as tx:
+            database.execute_sql("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+            yield tx
+
+    def settle(self, database: Any, write_tx: Any) -> None:
+        # A committed PostgreSQL transaction is in or out for every reader: nothing to decide.
+        return None
+
+    def fingerprint(self, connection: Any) -> tuple:
+        # No cheap "has anything changed" here: nothing is remembered between statements.
+        return (object(),)
+
+
+ENGINE = PostgresEngine()
