@@ -348,18 +348,25 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from .config import read_secret_file
     from .errors import CatalogError
-    from .explain import ExplainError, explain_url, render_text
+    from .explain import ExplainError, explain_postgres, explain_url, render_text
 
     settings = _settings(args)
+    bounds = {
+        "max_class_values": settings["limits.max_class_values"],
+        "max_chars": settings["limits.max_param_chars"],
+        "max_query_bytes": settings["server.max_query_string_bytes"],
+    }
     try:
-        explanation = explain_url(
-            args.url,
-            Path(settings.db_path),
-            max_class_values=settings["limits.max_class_values"],
-            max_chars=settings["limits.max_param_chars"],
-            max_query_bytes=settings["server.max_query_string_bytes"],
-        )
+        if settings["database.url"]:
+            password_file = settings["database.password_file"]
+            password = (
+                read_secret_file(password_file, "database.password_file") if password_file else None
+            )
+            explanation = explain_postgres(args.url, settings["database.url"], password, **bounds)
+        else:
+            explanation = explain_url(args.url, Path(settings.db_path), **bounds)
     except ExplainError as exc:
         raise UsageError(str(exc)) from None
     except CatalogError as exc:  # what the API would answer (400, 404, 414): the same words

@@ -13,23 +13,38 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from peewee import SqliteDatabase
 from playhouse.schema_diff import diff_models
 
 from edgecatalog import db as catalog_db
+from edgecatalog.engines import postgres
 from edgecatalog.models import MODELS
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = sorted(p for p in (ROOT / "migrations").glob("*.py") if p.name != "__init__.py")
 
 
-def test_all_migrations_match_the_models(tmp_path):
-    database = SqliteDatabase(str(tmp_path / "fresh.db"), pragmas={"foreign_keys": 1})
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_all_migrations_match_the_models(tmp_path, engine, request):
+    """Every migration on an empty database of each engine gives the models' schema (on
+    PostgreSQL, besides the trigram index its search uses, which no model declares)."""
+    if engine == "sqlite":
+        database = SqliteDatabase(str(tmp_path / "fresh.db"), pragmas={"foreign_keys": 1})
+    else:
+        cluster = request.getfixturevalue("pg_cluster")
+        if isinstance(cluster, str):
+            pytest.skip(f"PostgreSQL tests skipped: {cluster}")
+        name = f"fresh_{tmp_path.name}".lower()[:60]
+        cluster.admin(f"CREATE DATABASE {name}")
+        request.addfinalizer(lambda: cluster.drop_database(cluster.database_url(name)))
+        database = postgres.open_database(cluster.database_url(name))
     with database.connection_context():
         applied = catalog_db.runner(database).up()
         assert applied == [p.stem for p in MIGRATIONS]
-        diff = diff_models(database, MODELS)
-        assert not diff, f"migrations and models disagree:\n{diff}"
+        diff = diff_models(database, MODELS)  # a SchemaDiff: a tuple of lists, falsy if equal
+        left = [d for part in diff for d in part if getattr(d, "name", "") != "image_filename_trgm"]
+        assert not left, f"migrations and models disagree:\n{diff}"
         assert catalog_db.runner(database).up() == []  # idempotent
 
 

@@ -5,6 +5,7 @@ throwaway cluster of tests/pg_cluster.py), real processes for the command line."
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_settings
+from seeded_catalog import FILENAMES, build_catalog, expected
 
 from edgecatalog import db
 from edgecatalog.config import ConfigError, load_settings
@@ -147,6 +149,36 @@ def test_the_migrated_count_tables_are_the_declared_ones(tmp_path, pg_cluster):
                 )
             }
             assert kinds["class_value"] == "text"  # no VARCHAR(255) SQLite would not have
+    finally:
+        db.init_database(tmp_path / "back.db")
+        pg_cluster.drop_database(url)
+
+
+def test_explain_runs_the_list_on_postgres_and_shows_its_plans(tmp_path, pg_cluster):
+    """``edgecatalog explain`` on a PostgreSQL catalog: the statements the list runs, each with
+    PostgreSQL's own EXPLAIN, the planner's choices, and a total equal to the API's answer."""
+    if isinstance(pg_cluster, str):
+        pytest.skip(pg_cluster)
+    url = pg_cluster.new_database()
+    try:
+        cat = build_catalog(tmp_path / "cat", url)
+        query = "/data/images?class_values=cat&search=jpg&limit=5"
+        answer = cat.client.get(query, headers=cat.headers).get_json()
+        database.close()
+        done = _cli(tmp_path, "explain", "--json", query, url=url)
+        assert done.returncode == 0, done.stderr
+        explained = json.loads(done.stdout)
+        assert explained["choices"]["engine"].startswith("PostgreSQL")
+        purposes = [s["purpose"] for s in explained["statements"]]
+        assert "total" in purposes or "search candidates" in purposes
+        assert all(s["plan"] and s["sql"] for s in explained["statements"]), explained
+        plans = " ".join(row["detail"] for s in explained["statements"] for row in s["plan"])
+        assert "Scan" in plans  # PostgreSQL's EXPLAIN, not SQLite's
+        total = answer["meta"]["total"]
+        assert total == len(expected(cat.records, {"class_values": "cat", "search": "jpg"}))
+        # The candidates are every name with "jpg" in any case (the trigram index, exact here).
+        with_jpg = sum("jpg" in name.lower() for name in FILENAMES)
+        assert f"gave {with_jpg} candidate(s)" in explained["choices"]["search"]
     finally:
         db.init_database(tmp_path / "back.db")
         pg_cluster.drop_database(url)

@@ -16,6 +16,8 @@ from edgecatalog.sync.outbox import queue_counts
 from edgecatalog.sync.worker import SyncWorker
 from edgecatalog.timeutil import now_us
 
+pytestmark = pytest.mark.both_engines
+
 
 def _synced_image(settings, worker, **kw):
     image = seed_image(settings, **kw)
@@ -23,8 +25,8 @@ def _synced_image(settings, worker, **kw):
     return Image.get_by_id(image.id)
 
 
-def test_patch_waits_for_a_token_then_reaches_upstream(tmp_path, emulator):
-    no_token = sync_settings(tmp_path, emulator)
+def test_patch_waits_for_a_token_then_reaches_upstream(tmp_path, emulator, database_url):
+    no_token = sync_settings(tmp_path, emulator, database__url=database_url)
     open_db(no_token)
     worker = SyncWorker(no_token)
     image = _synced_image(no_token, worker, seed=1)
@@ -35,7 +37,9 @@ def test_patch_waits_for_a_token_then_reaches_upstream(tmp_path, emulator):
     assert queue_counts().waiting_token == 1
     assert not [e for e in emulator.log if e.method == "PATCH"]
     worker.close()
-    with_token = sync_settings(tmp_path, emulator, upstream__api_token=emulator.api_token)
+    with_token = sync_settings(
+        tmp_path, emulator, database__url=database_url, upstream__api_token=emulator.api_token
+    )
     worker = SyncWorker(with_token)
     drain(worker)
     assert Outbox.select().count() == 0
@@ -44,11 +48,13 @@ def test_patch_waits_for_a_token_then_reaches_upstream(tmp_path, emulator):
     worker.close()
 
 
-def test_token_from_file_and_annotation_created_upstream(tmp_path, emulator):
+def test_token_from_file_and_annotation_created_upstream(tmp_path, emulator, database_url):
     token_file = tmp_path / "upstream.token"
     token_file.write_text(emulator.api_token + "\n")
     token_file.chmod(0o600)
-    settings = sync_settings(tmp_path, emulator, upstream__api_token_file=str(token_file))
+    settings = sync_settings(
+        tmp_path, emulator, database__url=database_url, upstream__api_token_file=str(token_file)
+    )
     open_db(settings)
     worker = SyncWorker(settings)
     image = _synced_image(
@@ -86,8 +92,10 @@ def test_token_from_file_and_annotation_created_upstream(tmp_path, emulator):
     worker.close()
 
 
-def test_fields_set_before_the_upload_follow_it_as_a_patch(tmp_path, emulator):
-    settings = sync_settings(tmp_path, emulator, upstream__api_token=emulator.api_token)
+def test_fields_set_before_the_upload_follow_it_as_a_patch(tmp_path, emulator, database_url):
+    settings = sync_settings(
+        tmp_path, emulator, database__url=database_url, upstream__api_token=emulator.api_token
+    )
     open_db(settings)
     worker = SyncWorker(settings)
     image = seed_image(settings, seed=3)
@@ -98,8 +106,12 @@ def test_fields_set_before_the_upload_follow_it_as_a_patch(tmp_path, emulator):
     worker.close()
 
 
-def test_annotation_added_while_the_upload_was_in_flight_is_sent_after(tmp_path, emulator):
-    settings = sync_settings(tmp_path, emulator, upstream__api_token=emulator.api_token)
+def test_annotation_added_while_the_upload_was_in_flight_is_sent_after(
+    tmp_path, emulator, database_url
+):
+    settings = sync_settings(
+        tmp_path, emulator, database__url=database_url, upstream__api_token=emulator.api_token
+    )
     open_db(settings)
     worker = SyncWorker(settings)
     image = seed_image(settings, seed=4, annotations=(box("a", 0.5, 0.5, 0.1, 0.1),))
@@ -134,8 +146,10 @@ def test_annotation_added_while_the_upload_was_in_flight_is_sent_after(tmp_path,
     worker.close()
 
 
-def test_change_for_an_image_upstream_gave_no_id_is_quarantined(tmp_path, emulator):
-    settings = sync_settings(tmp_path, emulator, upstream__api_token=emulator.api_token)
+def test_change_for_an_image_upstream_gave_no_id_is_quarantined(tmp_path, emulator, database_url):
+    settings = sync_settings(
+        tmp_path, emulator, database__url=database_url, upstream__api_token=emulator.api_token
+    )
     open_db(settings)
     worker = SyncWorker(settings)
     image = seed_image(settings, seed=5)
@@ -150,11 +164,13 @@ def test_change_for_an_image_upstream_gave_no_id_is_quarantined(tmp_path, emulat
 
 
 def test_annotation_edits_made_through_the_catalog_reach_upstream_or_wait_visibly(
-    tmp_path, emulator
+    tmp_path, emulator, database_url
 ):
     from edgecatalog import annotation_edits
 
-    settings = sync_settings(tmp_path, emulator, upstream__api_token=emulator.api_token)
+    settings = sync_settings(
+        tmp_path, emulator, database__url=database_url, upstream__api_token=emulator.api_token
+    )
     open_db(settings)
     worker = SyncWorker(settings)
     image = _synced_image(settings, worker, seed=6, width=200, height=100)
@@ -177,8 +193,10 @@ def test_annotation_edits_made_through_the_catalog_reach_upstream_or_wait_visibl
     worker.close()
 
 
-def test_local_only_fields_are_not_patched_upstream(tmp_path, emulator):
-    settings = sync_settings(tmp_path, emulator, upstream__api_token=emulator.api_token)
+def test_local_only_fields_are_not_patched_upstream(tmp_path, emulator, database_url):
+    settings = sync_settings(
+        tmp_path, emulator, database__url=database_url, upstream__api_token=emulator.api_token
+    )
     open_db(settings)
     worker = SyncWorker(settings)
     image = _synced_image(settings, worker, seed=7)

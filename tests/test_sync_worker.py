@@ -15,15 +15,21 @@ from edgecatalog.sync import outbox
 from edgecatalog.sync.state import load_status
 from edgecatalog.sync.worker import SyncWorker
 
+pytestmark = pytest.mark.both_engines
+
 
 @pytest.fixture
-def env(tmp_path, emulator):
-    settings = sync_settings(tmp_path, emulator)
+def env(tmp_path, emulator, database_url):
+    settings = sync_settings(tmp_path, emulator, database__url=database_url)
     open_db(settings)
     workers = []
 
     def make(**overrides):
-        cfg = sync_settings(tmp_path, emulator, **overrides) if overrides else settings
+        cfg = (
+            sync_settings(tmp_path, emulator, database__url=database_url, **overrides)
+            if overrides
+            else settings
+        )
         worker = SyncWorker(cfg)
         workers.append(worker)
         return cfg, worker
@@ -79,10 +85,10 @@ def test_offline_then_online_every_image_and_annotation_arrives_once(env, emulat
 
 
 @pytest.mark.parametrize("honour", [True, False])
-def test_response_lost_after_upload_is_synced_once(tmp_path, honour):
+def test_response_lost_after_upload_is_synced_once(tmp_path, honour, database_url):
     emu = UpstreamEmulator(honour_idempotency=honour)
     try:
-        settings = sync_settings(tmp_path, emu)
+        settings = sync_settings(tmp_path, emu, database__url=database_url)
         open_db(settings)
         worker = SyncWorker(settings)
         image = seed_image(settings, filename="lost.jpg", seed=3)
@@ -215,10 +221,10 @@ def test_slow_answer_past_the_timeout_is_retried_and_stored_once(env, emulator):
     assert Image.get_by_id(image.id).sync_state == "synced" and len(emulator.images) == 1
 
 
-def test_string_ids_are_kept_opaque(tmp_path):
+def test_string_ids_are_kept_opaque(tmp_path, database_url):
     emu = UpstreamEmulator(id_style="str")
     try:
-        settings = sync_settings(tmp_path, emu)
+        settings = sync_settings(tmp_path, emu, database__url=database_url)
         open_db(settings)
         worker = SyncWorker(settings)
         image = seed_image(settings, seed=2)

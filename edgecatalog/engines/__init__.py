@@ -97,6 +97,15 @@ class Engine(Protocol):
         """An aggregate of ``column`` as one JSON array text."""
         ...
 
+    def scan_whole(self, table: str) -> str:
+        """``table`` in a FROM clause, read in one pass rather than through an index."""
+        ...
+
+    def relax_durability(self, database: Any) -> None:
+        """On this connection only: commits need not wait for the disk (what it records can
+        be redone), the database staying consistent."""
+        ...
+
     def write_tx(self, database: Any) -> Any:
         """A write transaction (a context manager) holding the catalog's one write lock."""
         ...

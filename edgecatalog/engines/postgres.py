@@ -342,6 +342,14 @@ class PostgresEngine:
     def json_ids(self, column: str) -> str:
         return f"coalesce(json_agg({column}), '[]')::text"
 
+    def scan_whole(self, table: str) -> str:
+        return table  # the planner chooses
+
+    def relax_durability(self, database: Any) -> None:
+        # A commit returns before its WAL is flushed; a crash loses at most the last few,
+        # never consistency.
+        database.execute_sql("SET synchronous_commit = off")
+
     @contextmanager
     def write_tx(self, database: Any) -> Iterator[Any]:
         # One writer at a time, as on SQLite: every check-then-write of the domain was written

@@ -261,6 +261,12 @@ class SqliteEngine:
     def json_ids(self, column: str) -> str:
         return f"json_group_array({column})"
 
+    def scan_whole(self, table: str) -> str:
+        return f"{table} NOT INDEXED"
+
+    def relax_durability(self, database: Any) -> None:
+        database.execute_sql("PRAGMA synchronous = NORMAL")  # WAL keeps the file consistent
+
     def write_tx(self, database: Any) -> Any:
         # IMMEDIATE takes the write lock at BEGIN: two writers never deadlock upgrading read
         # locks, and busy_timeout makes the second one queue.

@@ -77,11 +77,16 @@ class DeviceShare:
     REFRESH_SECONDS = 60.0
     RECHECK_SECONDS = 5.0
     QUICK_READ_SECONDS = 0.1  # a recheck this fast is made on the request itself
-    SQL = (
-        "SELECT d.device_id, t.n FROM (SELECT device_id, sum(byte_size) AS n FROM image "
-        "NOT INDEXED WHERE evicted_at IS NULL GROUP BY device_id) t "
-        "JOIN device d ON d.id = t.device_id"
-    )
+
+    @staticmethod
+    def _sql() -> str:
+        # One pass over the table (SQLite: NOT INDEXED, or it walks an index and looks up
+        # every row).
+        image = engine().scan_whole("image")
+        return (
+            f"SELECT d.device_id, t.n FROM (SELECT device_id, sum(byte_size) AS n FROM {image} "
+            "WHERE evicted_at IS NULL GROUP BY device_id) t JOIN device d ON d.id = t.device_id"
+        )
 
     def __init__(self, settings: Any) -> None:
         self.settings = settings
@@ -151,7 +156,7 @@ class DeviceShare:
                 self._since_read = []
             started = time.monotonic()
             try:
-                rows = database.execute_sql(self.SQL).fetchall()
+                rows = database.execute_sql(self._sql()).fetchall()
             except BaseException:
                 with self._lock:
                     self._since_read = None

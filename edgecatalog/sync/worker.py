@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from ..catalog import PATCHABLE  # the image fields a patch_image change may carry
 from ..config import ConfigError, Settings
 from ..db import write_tx
+from ..engines import current as engine
 from ..models import Annotation, Image, Outbox, database
 from ..timeutil import now_us
 from . import outbox
@@ -119,8 +120,8 @@ class SyncWorker:
             with pass_lock(self.settings, lock_wait), database.connection_context():
                 # This connection only records what upstream already holds. A commit lost to a
                 # power cut is redone by resending (same Idempotency-Key, or a duplicate), so
-                # it need not wait for fsync; WAL keeps the file consistent either way.
-                database.execute_sql("PRAGMA synchronous = NORMAL")
+                # it need not wait for fsync; the database stays consistent either way.
+                engine().relax_durability(database)
                 return self._pass(manual)
         except SyncBusy:
             if manual:
