@@ -20,7 +20,8 @@ or a body::
   typed from the serialized fields and the code's limits;
 * error statuses: 414 and 500 everywhere, 401/403 unless public, 429 with a device key, 400
   when the route takes parameters or a body, 404 with a path parameter, 413/415 with a body,
-  plus the extra ones ``openapi_spec`` names; each a shared ``components/responses`` entry.
+  503 when it uses the database, plus the extra ones ``openapi_spec`` names; each a shared
+  ``components/responses`` entry.
 
 The prose (summaries, descriptions, success responses' wording) and the shapes no code module
 declares are ``openapi_spec``'s. ``document()`` serves the committed file (the running service
@@ -239,6 +240,8 @@ def error_statuses(
         statuses.add(404)
     if op.body is not None:
         statuses |= {413, 415}
+    if access.database:  # a database server that cannot be reached (PostgreSQL)
+        statuses.add(503)
     return statuses
 
 

@@ -127,6 +127,21 @@ class NotReady(ServiceUnavailable):
     code = "NOT_READY"
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database server cannot be reached (restarting, or the network to it is down). The
+    request wrote nothing; the client retries after ``Retry-After``, and the service
+    reconnects on its own when the server is back."""
+
+    code = "DATABASE_UNAVAILABLE"
+
+    def __init__(self, retry_after: int = 2):
+        super().__init__(
+            f"the catalog database cannot be reached; retry in {retry_after} s",
+            "database",
+            headers={"Retry-After": str(retry_after), "Cache-Control": "no-store"},
+        )
+
+
 class ThumbnailsBusy(ServiceUnavailable):
     """Enough requests already wait for a thumbnail to be decoded; this one would hold a
     server thread that list requests need. The client retries after ``Retry-After``."""

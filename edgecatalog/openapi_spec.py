@@ -355,7 +355,13 @@ ERRORS: dict[int, tuple[str, str]] = {
         ),
     ),
     500: ("InternalError", "Unexpected error (details carry the request id)"),
-    503: ("ServiceUnavailable", "Busy (THUMBNAILS_BUSY); retry after Retry-After"),
+    503: (
+        "ServiceUnavailable",
+        (
+            "Busy (THUMBNAILS_BUSY), or the database server cannot be reached "
+            "(DATABASE_UNAVAILABLE); retry after Retry-After"
+        ),
+    ),
     507: (
         "InsufficientStorage",
         ("Disk full of unsynced data, or the device's share of it used (DEVICE_SHARE_EXCEEDED)"),

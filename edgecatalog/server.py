@@ -126,12 +126,12 @@ class GracefulServer:
 
 
 def _close_database() -> None:
+    from .engines import current as engine
     from .models import database
 
     try:
         with database.connection_context():
-            # Fold the WAL back into the main file so a copy of catalog.db alone is complete.
-            database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            engine().at_shutdown(database)
     except Exception as exc:  # noqa: BLE001 - shutting down anyway; say so and go on
         log.warning("database checkpoint at shutdown failed: %s", exc)
     if not database.is_closed():

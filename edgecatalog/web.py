@@ -6,6 +6,7 @@ asks it whether the view may open a database connection.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import re
@@ -13,12 +14,15 @@ import uuid
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request
+from peewee import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from . import access, envelope
 from .config import Settings
+from .engines import current as engine
 from .errors import (
     CatalogError,
+    DatabaseUnavailable,
     InsufficientStorage,
     InternalError,
     MethodNotAllowed,
@@ -87,7 +91,29 @@ def _disk_full(exc: BaseException | None) -> bool:
     return False
 
 
+def _database_down(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database server is gone (as opposed to a bad statement): a
+    connection that cannot be made, or one the server closed (a restart). SQLite has no
+    server; its errors keep their meaning."""
+    if engine().name == "sqlite" or not isinstance(exc, (OperationalError, InterfaceError)):
+        return False
+    conn = None if database.is_closed() else database.connection()
+    return conn is None or bool(getattr(conn, "broken", False) or getattr(conn, "closed", False))
+
+
 def _unexpected(exc: Exception) -> Response:
+    if _database_down(exc):
+        # The broken connection goes; the next request on this thread opens a new one.
+        log.warning(
+            "database unreachable on %s %s (request %s): %s",
+            request.method,
+            request.path,
+            g.get("request_id", "-"),
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+        )
+        with contextlib.suppress(Exception):
+            database.close()
+        return error_response(DatabaseUnavailable())
     if _disk_full(exc):
         # A full data disk is an operating condition (507, as the upload's own space check
         # answers), not a bug: one line in the log, no traceback.
@@ -141,7 +167,18 @@ def _before() -> Response | None:
     view = current_app.view_functions.get(request.endpoint or "")
     # A view declared public(database=False), /healthz, must answer with the database wedged.
     if access.uses_database(view):
-        database.connect(reuse_if_open=True)  # one long-lived connection per waitress thread
+        try:
+            database.connect(reuse_if_open=True)  # one long-lived connection per thread
+        except (OperationalError, InterfaceError) as exc:
+            if engine().name == "sqlite":
+                raise
+            log.warning(
+                "database unreachable on %s %s: %s",
+                request.method,
+                request.path,
+                (str(exc).strip().splitlines() or [type(exc).__name__])[0],
+            )
+            return error_response(DatabaseUnavailable())
     return None
 
 

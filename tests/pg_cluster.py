@@ -45,6 +45,9 @@ class Cluster:
     url: str  # superuser URL of the maintenance database
     stop: object  # () -> None
     counter: itertools.count
+    # (stop the server, start it again on the same port and data), for a cluster of our own
+    pause: object = None
+    resume: object = None
 
     def database_url(self, name: str) -> str:
         parts = urlsplit(self.url)
@@ -66,13 +69,14 @@ class Cluster:
         self.admin(f"DROP DATABASE IF EXISTS {urlsplit(url).path.lstrip('/')} WITH (FORCE)")
 
 
-def start() -> tuple[Cluster | None, str]:
-    """The cluster, or None with the reason the PostgreSQL tests are skipped."""
+def start(own: bool = False) -> tuple[Cluster | None, str]:
+    """The cluster, or None with the reason the PostgreSQL tests are skipped. ``own``: a
+    cluster of this process even when a server's URL is given (a test that stops it)."""
     try:
         import psycopg  # noqa: F401
     except ImportError:
         return None, "psycopg is not installed (pip install '.[test]')"
-    if GIVEN_URL:
+    if GIVEN_URL and not own:
         return Cluster(GIVEN_URL, lambda: None, itertools.count()), ""
     bin_dir = _bin_dir()
     if bin_dir is None:
@@ -105,17 +109,21 @@ def start() -> tuple[Cluster | None, str]:
             f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        run(
-            str(bin_dir / "pg_ctl"),
-            "-D",
-            str(base / "data"),
-            "-l",
-            str(base / "log"),
-            "-w",
-            "-o",
-            options,
-            "start",
-        )
+
+        def server_start() -> None:
+            run(
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(base / "data"),
+                "-l",
+                str(base / "log"),
+                "-w",
+                "-o",
+                options,
+                "start",
+            )
+
+        server_start()
     except (subprocess.SubprocessError, OSError) as exc:
         detail = getattr(exc, "stderr", b"") or b""
         shutil.rmtree(base, ignore_errors=True)
@@ -133,7 +141,13 @@ def start() -> tuple[Cluster | None, str]:
         )
         shutil.rmtree(base, ignore_errors=True)
 
-    return Cluster(f"postgresql://postgres@127.0.0.1:{port}/postgres", stop, itertools.count()), ""
+    def pause() -> None:
+        # -m fast: sessions are ended, committed work is kept (a restart, not a crash).
+        run(str(bin_dir / "pg_ctl"), "-D", str(base / "data"), "-w", "-m", "fast", "stop")
+
+    cluster = Cluster(f"postgresql://postgres@127.0.0.1:{port}/postgres", stop, itertools.count())
+    cluster.pause, cluster.resume = pause, server_start
+    return cluster, ""
 
 
 def make_template(cluster: Cluster) -> None:

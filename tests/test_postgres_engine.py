@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_settings
+import requests
+from conftest import jpeg_bytes, make_settings
 from seeded_catalog import FILENAMES, build_catalog, expected
 
 from edgecatalog import db
@@ -22,6 +23,7 @@ from edgecatalog.listing import counts
 from edgecatalog.models import database
 
 UNREACHABLE = "postgresql://edge@127.0.0.1:1/catalog"
+UPLOAD_PATH = "/device/images/upload"
 
 
 @pytest.mark.parametrize(
@@ -181,4 +183,45 @@ def test_explain_runs_the_list_on_postgres_and_shows_its_plans(tmp_path, pg_clus
         assert f"gave {with_jpg} candidate(s)" in explained["choices"]["search"]
     finally:
         db.init_database(tmp_path / "back.db")
+        pg_cluster.drop_database(url)
+
+
+def test_serve_on_postgres_answers_and_stops_cleanly(tmp_path, pg_cluster):
+    """The real ``edgecatalog serve`` on PostgreSQL: ready, an upload listed with its exact
+    total by another connection, and a clean SIGTERM (no SQLite step attempted at shutdown)."""
+    if isinstance(pg_cluster, str):
+        pytest.skip(pg_cluster)
+    from serve_process import ServeProcess, free_port, write_config
+    from upload_helpers import CONTENT_TYPE, upload_body
+
+    from edgecatalog.auth import Authenticator
+
+    url = pg_cluster.new_database()
+    port = free_port()
+    config = write_config(tmp_path / "serve.toml", tmp_path / "data", port, database={"url": url})
+    server = ServeProcess(config, port)
+    try:
+        server.wait_ready()
+        assert requests.get(server.url + "/readyz", timeout=5).status_code == 200
+        settings = make_settings(tmp_path, database__url=url)
+        auth = Authenticator(settings)
+        headers = {"Authorization": "Bearer " + auth.issue_token("t", "write")}
+        for i in range(3):
+            resp = requests.post(
+                server.url + UPLOAD_PATH,
+                headers={**headers, "Content-Type": CONTENT_TYPE},
+                data=upload_body(jpeg_bytes(seed=i), {"device_id": "cam01"}, f"pg{i}.jpg"),
+                timeout=10,
+            )
+            assert resp.status_code == 201, resp.text
+        listed = requests.get(
+            server.url + "/data/images?device_id=cam01", headers=headers, timeout=10
+        ).json()
+        assert listed["meta"]["total"] == 3 and len(listed["data"]) == 3
+        server.terminate()
+        status, log = server.wait()
+        assert status == 0, log[-2000:]
+        assert "failed" not in log.lower(), log[-2000:]
+    finally:
+        server.close()
         pg_cluster.drop_database(url)

@@ -101,6 +101,10 @@ class Engine(Protocol):
         """``table`` in a FROM clause, read in one pass rather than through an index."""
         ...
 
+    def at_shutdown(self, database: Any) -> None:
+        """What the service does to its database as it stops."""
+        ...
+
     def relax_durability(self, database: Any) -> None:
         """On this connection only: commits need not wait for the disk (what it records can
         be redone), the database staying consistent."""

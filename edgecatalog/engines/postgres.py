@@ -345,6 +345,9 @@ class PostgresEngine:
     def scan_whole(self, table: str) -> str:
         return table  # the planner chooses
 
+    def at_shutdown(self, database: Any) -> None:
+        return None  # the server owns its files
+
     def relax_durability(self, database: Any) -> None:
         # A commit returns before its WAL is flushed; a crash loses at most the last few,
         # never consistency.

@@ -264,6 +264,10 @@ class SqliteEngine:
     def scan_whole(self, table: str) -> str:
         return f"{table} NOT INDEXED"
 
+    def at_shutdown(self, database: Any) -> None:
+        # Fold the WAL back into the main file so a copy of catalog.db alone is complete.
+        database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def relax_durability(self, database: Any) -> None:
         database.execute_sql("PRAGMA synchronous = NORMAL")  # WAL keeps the file consistent
 
