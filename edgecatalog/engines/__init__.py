@@ -15,6 +15,7 @@ reads from ``models`` at call time (the only import of the package's models here
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .text import like_pattern
@@ -99,6 +100,11 @@ class Engine(Protocol):
 
     def scan_whole(self, table: str) -> str:
         """``table`` in a FROM clause, read in one pass rather than through an index."""
+        ...
+
+    def job_lock(self, database: Any, name: str, lock_dir: Path, wait: float) -> Any:
+        """A context manager yielding whether this process now holds the job ``name`` alone
+        among every process on the catalog (waiting at most ``wait`` seconds for it)."""
         ...
 
     def at_shutdown(self, database: Any) -> None:

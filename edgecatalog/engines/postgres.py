@@ -19,8 +19,11 @@ No Flask, no models.
 from __future__ import annotations
 
 import json
+import time
+import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -122,6 +125,12 @@ def open_database(url: str, password: str | None = None) -> CatalogPostgres:
         prefer_psycopg3=True,
         **params,
     )
+
+
+def _key(name: str) -> int:
+    """A job's advisory lock key: the catalog's namespace in the high half, the name's CRC in
+    the low one (never the write lock's)."""
+    return (0x6563 << 32) | zlib.crc32(name.encode())
 
 
 def _function(name: str, body: str, returns: str = "NULL") -> str:
@@ -344,6 +353,26 @@ class PostgresEngine:
 
     def scan_whole(self, table: str) -> str:
         return table  # the planner chooses
+
+    @contextmanager
+    def job_lock(self, database: Any, name: str, lock_dir: Path, wait: float) -> Iterator[bool]:
+        # A session-level advisory lock on this thread's connection (opened for the block):
+        # shared by every process and host on the database, and gone with the session of a
+        # process that dies. The lock folder is not needed.
+        key = _key(name)
+        with database.connection_context():
+            deadline = time.monotonic() + wait
+            while True:
+                (got,) = database.execute_sql("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()
+                if got or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
+            try:
+                yield bool(got)
+            finally:
+                if got:
+                    with suppress(Exception):  # a dropped session has let it go already
+                        database.execute_sql("SELECT pg_advisory_unlock(?)", (key,))
 
     def at_shutdown(self, database: Any) -> None:
         return None  # the server owns its files

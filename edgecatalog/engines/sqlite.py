@@ -10,7 +10,13 @@ The substring index is an FTS5 trigram table over ``image.filename`` (external c
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ..listing.counts import CountTable
@@ -263,6 +269,27 @@ class SqliteEngine:
 
     def scan_whole(self, table: str) -> str:
         return f"{table} NOT INDEXED"
+
+    @contextmanager
+    def job_lock(self, database: Any, name: str, lock_dir: Path, wait: float) -> Iterator[bool]:
+        # A file lock beside the catalog: every process on this data folder shares it, and
+        # closing the descriptor (or dying) drops it.
+        fd = os.open(lock_dir / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    got = True
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        got = False
+                        break
+                    time.sleep(0.05)
+            yield got
+        finally:
+            os.close(fd)
 
     def at_shutdown(self, database: Any) -> None:
         # Fold the WAL back into the main file so a copy of catalog.db alone is complete.

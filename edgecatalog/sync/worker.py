@@ -12,10 +12,8 @@ which upstream answers as the same upload or as a duplicate, so it is applied ex
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-import os
 import random
 import threading
 import time
@@ -41,7 +39,6 @@ from .state import backoff_left_us, load_status, save_status
 from .throttle import backoff_delay
 
 log = logging.getLogger("edgecatalog.sync")
-LOCK_FILE = "sync.lock"
 MARK_EVERY_SECONDS = 1.0  # accepted rows wait at most this long for their commit
 
 
@@ -51,21 +48,13 @@ class SyncBusy(Exception):
 
 @contextlib.contextmanager
 def pass_lock(settings: Settings, wait: float) -> Iterator[None]:
-    path = settings.data_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise SyncBusy("another sync pass is running (serve or edgecatalog sync)")
-                time.sleep(0.05)
+    """One sync pass at a time among every process on this catalog (``engine.job_lock``: a
+    file lock in ``data_dir`` on SQLite, an advisory lock of the pass's own session on
+    PostgreSQL, which a process that dies lets go with its session)."""
+    with engine().job_lock(database, "sync", settings.data_dir, wait) as got:
+        if not got:
+            raise SyncBusy("another sync pass is running (serve or edgecatalog sync)")
         yield
-    finally:
-        os.close(fd)  # closing drops the lock
 
 
 @dataclass
