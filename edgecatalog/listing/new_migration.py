@@ -32,22 +32,30 @@ def _literal(tables: tuple[CountTable, ...]) -> str:
     return "\n".join(lines)
 
 
-def migration_source(tables: tuple[CountTable, ...], previous_module: str) -> str:
-    """The text of a migration that installs ``tables`` over what ``previous_module`` (the
-    last migration that installed count tables) left."""
+def migration_source(tables: tuple[CountTable, ...], previous: tuple[CountTable, ...]) -> str:
+    """The text of a migration that installs ``tables`` over ``previous`` (what the last
+    migration that installed count tables left); both frozen in it as literals."""
     return (
         '"""The list\'s count tables as ``edgecatalog.listing.counts`` declared them when this\n'
         "migration was written (frozen here: a later declaration needs its own migration).\n"
         '"""\n\n'
         "from __future__ import annotations\n\n"
-        "import importlib\n\n"
         "from edgecatalog.engines import engine_of, install_counts\n"
         "from edgecatalog.listing.counts import CountTable, Key\n\n"
-        f'PREVIOUS = importlib.import_module("{previous_module}").TABLES\n'
+        "# What the previous count migration installed.\n"
+        f"PREVIOUS = {_literal(previous)}\n"
         f"TABLES = {_literal(tables)}\n\n\n"
         "def up(migrator, db):\n"
         "    install_counts(db.execute_sql, TABLES, previous=PREVIOUS, engine=engine_of(db))\n"
     )
+
+
+def declared_in(path: Path) -> tuple[CountTable, ...]:
+    """The ``TABLES`` a count migration froze, read from its file."""
+    spec = importlib.util.spec_from_file_location(f"count_migration_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.TABLES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,12 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1 or not args[0].isidentifier() or not args[0].islower():
         print("usage: python -m edgecatalog.listing.new_migration NAME (short, snake_case)")
         return 2
-    spec = importlib.util.find_spec("edgecatalog.migrations")
-    folder = Path(next(iter(spec.submodule_search_locations)))
+    from ..db import migrations_dir  # a developer tool: the service never imports it
+
+    folder = migrations_dir()
     existing = sorted(folder.glob("[0-9][0-9][0-9][0-9]_*.py"))
     previous = [p for p in existing if "install_counts(" in p.read_text()][-1]
     path = folder / f"{int(existing[-1].name[:4]) + 1:04d}_{args[0]}.py"
-    path.write_text(migration_source(COUNT_TABLES, f"edgecatalog.migrations.{previous.stem}"))
+    path.write_text(migration_source(COUNT_TABLES, declared_in(previous)))
     print(path)
     return 0
 
