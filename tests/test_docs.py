@@ -22,7 +22,7 @@ INSTALL_AND_SERVE = (
 )
 INSTALL_AND_TEST = (
     "python3 -m venv .venv || { sudo apt-get install -y python3-venv && python3 -m venv .venv; }; "
-    ".venv/bin/pip install '.[test]' && .venv/bin/python -m pytest -q"
+    ".venv/bin/pip install '.[test,postgres]' && .venv/bin/python -m pytest -q"
 )
 
 FENCE = re.compile(r"^\s*(```|~~~)")
