@@ -134,23 +134,33 @@ __all__ = ["Engine", "current", "engine_of", "install_counts", "like_pattern"]
 
 
 def current() -> Engine:
-    """The engine of the catalog's open database (``models.database``)."""
-    from ..models import database
+    """The engine of the catalog's open database (``models.database``). Asked several times a
+    request: the models module and each database class's engine are looked up once."""
+    global _catalog
+    if _catalog is None:
+        from ..models import database
 
-    return engine_of(database)
+        _catalog = database
+    return engine_of(_catalog)
 
 
 def engine_of(db: Any) -> Engine:
     """The engine of a peewee database (or of the database a proxy is bound to)."""
-    from peewee import PostgresqlDatabase
+    kind = type(getattr(db, "obj", db))
+    found = _by_class.get(kind)
+    if found is None:
+        from peewee import PostgresqlDatabase
 
-    if isinstance(getattr(db, "obj", db), PostgresqlDatabase):
-        from . import postgres
+        if issubclass(kind, PostgresqlDatabase):
+            from .postgres import ENGINE as found
+        else:
+            from .sqlite import ENGINE as found
+        _by_class[kind] = found
+    return found
 
-        return postgres.ENGINE
-    from . import sqlite
 
-    return sqlite.ENGINE
+_catalog: Any = None  # models.database, once imported
+_by_class: dict[type, Engine] = {}
 
 
 def install_counts(

@@ -31,15 +31,11 @@ from peewee import PostgresqlDatabase
 
 from ..config import ConfigError
 from ..listing.counts import CountTable
-from .text import like_pattern
+from .text import backfill, cols, grouped_select, like_pattern
 
 GATE_TABLE = "ingest_bulk"
 # The advisory lock every write transaction holds (any constant: the catalog's own namespace).
 WRITE_LOCK = 0x65630001
-
-
-def _cols(names: tuple[str, ...], prefix: str = "") -> str:
-    return ", ".join(prefix + n for n in names)
 
 
 def _changed(names: tuple[str, ...]) -> str:
@@ -157,14 +153,14 @@ class PostgresEngine:
             f"DROP TABLE IF EXISTS {table.name}",
             (
                 f"CREATE TABLE {table.name} ({defs}, n BIGINT NOT NULL, "
-                f"PRIMARY KEY ({_cols(table.columns)}))"
+                f"PRIMARY KEY ({cols(table.columns)}))"
             ),
         ]
 
     def _add(self, table: CountTable, select: str, n: str) -> str:
         return (
             f"INSERT INTO {table.name} AS c {select} "
-            f"ON CONFLICT ({_cols(table.columns)}) DO UPDATE SET n = c.n + {n}"
+            f"ON CONFLICT ({cols(table.columns)}) DO UPDATE SET n = c.n + {n}"
         )
 
     def count_triggers(self, table: CountTable) -> dict[str, list[str]]:
@@ -189,15 +185,15 @@ class PostgresEngine:
             ]
 
         if not table.per_class:
-            add = self._add(table, f"VALUES ({_cols(keys, 'NEW.')}, 1)", "1") + ";"
+            add = self._add(table, f"VALUES ({cols(keys, 'NEW.')}, 1)", "1") + ";"
             sub = f"UPDATE {t} SET n = n - 1 WHERE {_key_match(keys, 'OLD', t)};"
             trigger(f"{t}_ai", "AFTER INSERT", "image", f"IF {gate} THEN {add} END IF;")
             trigger(f"{t}_ad", "AFTER DELETE", "image", sub)
             trigger(
-                f"{t}_au", f"AFTER UPDATE OF {_cols(keys)}", "image", f"{sub} {add}", _changed(keys)
+                f"{t}_au", f"AFTER UPDATE OF {cols(keys)}", "image", f"{sub} {add}", _changed(keys)
             )
             return out
-        image_keys = f", {_cols(keys)}" if keys else ""
+        image_keys = f", {cols(keys)}" if keys else ""
         first = (
             "NOT EXISTS (SELECT 1 FROM annotation a WHERE a.class_value = NEW.class_value "
             "AND a.image_id = NEW.image_id AND a.id <> NEW.id)"
@@ -215,7 +211,7 @@ class PostgresEngine:
             + ";"
         )
         if keys:
-            of_image = f"({_cols(keys, t + '.')}) = (SELECT {_cols(keys)} FROM image WHERE id = OLD.image_id)"
+            of_image = f"({cols(keys, t + '.')}) = (SELECT {cols(keys)} FROM image WHERE id = OLD.image_id)"
         else:
             of_image = "EXISTS (SELECT 1 FROM image WHERE id = OLD.image_id)"
         ann_sub = (
@@ -250,7 +246,7 @@ class PostgresEngine:
             img_add = (
                 self._add(
                     table,
-                    f"SELECT DISTINCT class_value, {_cols(keys, 'NEW.')}, 1 FROM annotation "
+                    f"SELECT DISTINCT class_value, {cols(keys, 'NEW.')}, 1 FROM annotation "
                     "WHERE image_id = NEW.id",
                     "1",
                 )
@@ -258,7 +254,7 @@ class PostgresEngine:
             )
             trigger(
                 f"{t}_img_au",
-                f"AFTER UPDATE OF {_cols(keys)}",
+                f"AFTER UPDATE OF {cols(keys)}",
                 "image",
                 f"{img_sub} {img_add}",
                 _changed(keys),
@@ -269,28 +265,11 @@ class PostgresEngine:
         # The function goes with its trigger (CASCADE drops the trigger on its table).
         return f"DROP FUNCTION IF EXISTS {name}() CASCADE"
 
-    def _grouped_select(self, table: CountTable, where: str) -> str:
-        keys = table.key_names
-        if not table.per_class:
-            return (
-                f"SELECT {_cols(keys)}, count(*) FROM image WHERE {where.format(id='id')} "
-                f"GROUP BY {_cols(keys)}"
-            )
-        image_keys = f", {_cols(keys, 'i.')}" if keys else ""
-        return (
-            f"SELECT a.class_value{image_keys}, count(DISTINCT i.id) FROM annotation a "
-            f"JOIN image i ON i.id = a.image_id WHERE {where.format(id='a.image_id')} "
-            f"GROUP BY a.class_value{image_keys}"
-        )
-
     def backfill(self, table: CountTable) -> list[str]:
-        return [
-            f"DELETE FROM {table.name}",
-            f"INSERT INTO {table.name} {self._grouped_select(table, 'true')}",
-        ]
+        return backfill(table)
 
     def grouped_counts(self, table: CountTable) -> str:
-        return self._add(table, self._grouped_select(table, "{id} BETWEEN ? AND ?"), "excluded.n")
+        return self._add(table, grouped_select(table, "{id} BETWEEN ? AND ?"), "excluded.n")
 
     # -- substring search ---------------------------------------------------------------------
 

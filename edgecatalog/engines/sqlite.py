@@ -20,13 +20,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..listing.counts import CountTable
+from .text import backfill, cols, grouped_select
 
 GATE_TABLE = "ingest_bulk"
 GATE = f"NOT EXISTS (SELECT 1 FROM {GATE_TABLE})"
-
-
-def _cols(names: tuple[str, ...], prefix: str = "") -> str:
-    return ", ".join(prefix + n for n in names)
 
 
 def _changed(names: tuple[str, ...]) -> str:
@@ -65,14 +62,14 @@ class SqliteEngine:
             f"DROP TABLE IF EXISTS {table.name}",
             (
                 f"CREATE TABLE {table.name} ({defs}, n INTEGER NOT NULL, "
-                f"PRIMARY KEY ({_cols(table.columns)})) WITHOUT ROWID"
+                f"PRIMARY KEY ({cols(table.columns)})) WITHOUT ROWID"
             ),
         ]
 
     def _add(self, table: CountTable, select: str, n: str) -> str:
         return (
             f"INSERT INTO {table.name} {select} "
-            f"ON CONFLICT ({_cols(table.columns)}) DO UPDATE SET n = n + {n}"
+            f"ON CONFLICT ({cols(table.columns)}) DO UPDATE SET n = n + {n}"
         )
 
     def count_triggers(self, table: CountTable) -> dict[str, list[str]]:
@@ -81,13 +78,13 @@ class SqliteEngine:
     def _count_triggers(self, table: CountTable) -> dict[str, str]:
         t, keys = table.name, table.key_names
         if not table.per_class:
-            add = self._add(table, f"VALUES ({_cols(keys, 'new.')}, 1)", "1") + ";"
+            add = self._add(table, f"VALUES ({cols(keys, 'new.')}, 1)", "1") + ";"
             sub = f"UPDATE {t} SET n = n - 1 WHERE {_key_match(keys, 'old')};"
             return {
                 f"{t}_ai": f"CREATE TRIGGER {t}_ai AFTER INSERT ON image WHEN {GATE} "
                 f"BEGIN {add} END",
                 f"{t}_ad": f"CREATE TRIGGER {t}_ad AFTER DELETE ON image BEGIN {sub} END",
-                f"{t}_au": f"CREATE TRIGGER {t}_au AFTER UPDATE OF {_cols(keys)} ON image "
+                f"{t}_au": f"CREATE TRIGGER {t}_au AFTER UPDATE OF {cols(keys)} ON image "
                 f"WHEN {_changed(keys)} BEGIN {sub} {add} END",
             }
         # Per class: an image counts once per class it carries. The annotation side adds or
@@ -96,7 +93,7 @@ class SqliteEngine:
         # moves all of an image's classes when its key changes. A deleted image: its BEFORE
         # DELETE trigger removes its classes while its annotations still exist; the cascaded
         # annotation deletes then find no image and do nothing.
-        image_keys = f", {_cols(keys)}" if keys else ""
+        image_keys = f", {cols(keys)}" if keys else ""
         first = (
             "NOT EXISTS (SELECT 1 FROM annotation a WHERE a.class_value = new.class_value "
             "AND a.image_id = new.image_id AND a.id != new.id)"
@@ -114,9 +111,7 @@ class SqliteEngine:
             + ";"
         )
         if keys:
-            of_image = (
-                f"({_cols(keys)}) = (SELECT {_cols(keys)} FROM image WHERE id = old.image_id)"
-            )
+            of_image = f"({cols(keys)}) = (SELECT {cols(keys)} FROM image WHERE id = old.image_id)"
         else:
             of_image = "EXISTS (SELECT 1 FROM image WHERE id = old.image_id)"
         ann_sub = f"UPDATE {t} SET n = n - 1 WHERE class_value = old.class_value AND {of_image};"
@@ -145,14 +140,14 @@ class SqliteEngine:
             img_add = (
                 self._add(
                     table,
-                    f"SELECT DISTINCT class_value, {_cols(keys, 'new.')}, 1 FROM annotation "
+                    f"SELECT DISTINCT class_value, {cols(keys, 'new.')}, 1 FROM annotation "
                     "WHERE image_id = new.id",
                     "1",
                 )
                 + ";"
             )
             triggers[f"{t}_img_au"] = (
-                f"CREATE TRIGGER {t}_img_au AFTER UPDATE OF {_cols(keys)} ON image "
+                f"CREATE TRIGGER {t}_img_au AFTER UPDATE OF {cols(keys)} ON image "
                 f"WHEN {_changed(keys)} BEGIN {img_sub} {img_add} END"
             )
         return triggers
@@ -160,28 +155,12 @@ class SqliteEngine:
     def drop_trigger(self, name: str) -> str:
         return f"DROP TRIGGER IF EXISTS {name}"
 
-    def _grouped_select(self, table: CountTable, where: str) -> str:
-        """The table's rows counted from ``image`` (and ``annotation``) rows; ``where`` is
-        a condition on the image id, written ``{id}``."""
-        keys = table.key_names
-        if not table.per_class:
-            return f"SELECT {_cols(keys)}, count(*) FROM image WHERE {where.format(id='id')} GROUP BY {_cols(keys)}"
-        image_keys = f", {_cols(keys, 'i.')}" if keys else ""
-        return (
-            f"SELECT a.class_value{image_keys}, count(DISTINCT i.id) FROM annotation a "
-            f"JOIN image i ON i.id = a.image_id WHERE {where.format(id='a.image_id')} "
-            f"GROUP BY a.class_value{image_keys}"
-        )
-
     def backfill(self, table: CountTable) -> list[str]:
-        return [
-            f"DELETE FROM {table.name}",
-            f"INSERT INTO {table.name} {self._grouped_select(table, 'true')}",
-        ]
+        return backfill(table)
 
     def grouped_counts(self, table: CountTable) -> str:
         # The WHERE also keeps SQLite from reading the upsert's ON CONFLICT as a join's ON.
-        return self._add(table, self._grouped_select(table, "{id} BETWEEN ?1 AND ?2"), "excluded.n")
+        return self._add(table, grouped_select(table, "{id} BETWEEN ?1 AND ?2"), "excluded.n")
 
     # -- substring search ---------------------------------------------------------------------
 

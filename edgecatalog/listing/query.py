@@ -131,7 +131,6 @@ FILTERS: tuple[Filter, ...] = (
         **_column("sync_state", weak_index=True),
     ),
 )
-BY_PARAM = {f.param: f for f in FILTERS}
 
 
 # The options of GET /data/images besides its filters, as the OpenAPI document states them;

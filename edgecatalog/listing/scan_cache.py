@@ -10,7 +10,8 @@ while nothing was written, so the answer is kept, keyed by the statement and its
 Never stale: an entry is valid only while the engine's fingerprint of the connection (SQLite:
 ``PRAGMA data_version``, which changes when any other connection commits, and the connection's
 own ``total_changes``, which changes with its writes, committed or not) is what it was when
-the entry was computed.
+the entry was computed. An engine without such a fingerprint (PostgreSQL: ``remembers`` is
+false) gets nothing remembered; only the carried search total below applies there.
 Nothing is remembered inside a transaction. Per connection, so no lock: each waitress thread
 has its own long-lived connection. Bounded to ``MAX_ENTRIES`` statements per connection.
 

@@ -2,9 +2,9 @@
 and the shared state. The loop around the passes and the ``serve`` background services live
 in ``sync/service.py``.
 
-A pass takes a file lock (``<data_dir>/sync.lock``) so that ``serve``'s worker and a separate
-``edgecatalog sync`` never send the same row at once; a killed process drops the lock with
-it. Every state change is its own short transaction, committed after the upstream answer:
+A pass takes the engine's job lock (``pass_lock``: ``<data_dir>/sync.lock`` on SQLite, a
+session advisory lock on PostgreSQL) so that ``serve``'s workers and a separate ``edgecatalog
+sync`` never send the same row at once; a killed process drops the lock with it. Every state change is its own short transaction, committed after the upstream answer:
 a crash in between leaves the row pending, and its resend carries the same Idempotency-Key,
 which upstream answers as the same upload or as a duplicate, so it is applied exactly once.
 """
