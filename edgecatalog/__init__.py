@@ -53,6 +53,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fla
     from .views import authcheck  # GET /auth/upload: the reverse proxy's pre-body auth check
 
     app.register_blueprint(authcheck.bp)
+    if settings["site.enabled"]:  # the site gateway: its devices' upstream, under /api
+        from .views import site
+
+        app.register_blueprint(site.bp)
     from .views import thumbnails, ui
 
     app.register_blueprint(thumbnails.bp)

@@ -25,6 +25,7 @@ from typing import Any, TypedDict
 
 from peewee import fn
 
+from . import edit_clock
 from .catalog import (
     DEFAULT_LIMITS,
     MAX_Z,
@@ -205,6 +206,7 @@ def create_annotation(
         _check_bytes(image_id, columns, limits)
         row = Annotation.create(image=image_id, created_at=now, updated_at=now, **columns)
         Image.update(updated_at=now).where(Image.id == image_id).execute()
+        edit_clock.record(image_id, [edit_clock.ANNOTATIONS], now, edit_clock.LOCAL)
         queue_change(
             image,
             "create_annotation",
@@ -249,6 +251,7 @@ def update_annotation(
             return
         Annotation.update(updated_at=now, **columns).where(Annotation.id == annotation_id).execute()
         Image.update(updated_at=now).where(Image.id == image.id).execute()
+        edit_clock.record(image.id, [edit_clock.ANNOTATIONS], now, edit_clock.LOCAL)
         after = state_of(Annotation.get_by_id(annotation_id), image)
         queue_change(
             image,
@@ -265,6 +268,7 @@ def delete_annotation(annotation_id: int) -> None:
         previous = state_of(row, image)
         row.delete_instance()
         Image.update(updated_at=now).where(Image.id == image.id).execute()
+        edit_clock.record(image.id, [edit_clock.ANNOTATIONS], now, edit_clock.LOCAL)
         queue_change(
             image, "delete_annotation", {"annotation_id": annotation_id, "previous": previous}, now
         )

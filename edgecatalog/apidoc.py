@@ -39,7 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, openapi_spec, param_types, projects, serialize
+from . import catalog, openapi_spec, param_types, projects, serialize, site
 from .models import ANNOTATION_TYPES
 from .openapi_spec import ERRORS, OPERATIONS, Operation, QueryParam, ref
 from .version import __version__
@@ -121,6 +121,7 @@ def _annotation_request(names: Iterable[str]) -> dict[str, Any]:
         "geometry": {"type": "array", "items": dict(openapi_spec.UNIT)},
         "z_order": {"type": "integer", "minimum": -catalog.MAX_Z, "maximum": catalog.MAX_Z},
         "confidence": {**openapi_spec.UNIT, "nullable": True},
+        "source": {"type": "string", "maxLength": catalog.MAX_SOURCE_CHARS},
     }
     # A field added to views.bodies without a type here is a KeyError: the generator stops.
     return {name: dict(known[name]) for name in names}
@@ -157,6 +158,30 @@ def schemas() -> dict[str, Any]:
     )
     found["AnnotationUpdateRequest"] = _request(
         _annotation_request(bodies.ANNOTATION_PATCH_FIELDS), patch=True
+    )
+    found["SiteImageUpdateRequest"] = _request(
+        {
+            **_fields(serialize.IMAGE_FIELDS, catalog.PATCHABLE),
+            "edited_at": dict(openapi_spec.EDITED_AT),
+        },
+        patch=True,
+    )
+    found["SiteAnnotationCreateRequest"] = _request(
+        _annotation_request(site.ANNOTATION_FIELDS),
+        required=openapi_spec.REQUIRED["SiteAnnotationCreateRequest"],
+    )
+    found["AnnotationSetRequest"] = _request(
+        {
+            "annotations": {
+                "type": "array",
+                "items": _request(
+                    _annotation_request(f for f in site.ANNOTATION_FIELDS if f != "image_id"),
+                    required=("class_value", "type", "geometry"),
+                ),
+            },
+            "edited_at": dict(openapi_spec.EDITED_AT),
+        },
+        required=openapi_spec.REQUIRED["AnnotationSetRequest"],
     )
     for schema, notes in openapi_spec.REQUEST_NOTES.items():
         for name, note in notes.items():

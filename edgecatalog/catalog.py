@@ -29,8 +29,9 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
+from . import edit_clock
 from .config import defaults as setting_defaults
 from .db import write_tx
 from .errors import Conflict, NotFound, ValidationError
@@ -402,14 +403,31 @@ class ImageChanges(TypedDict, total=False):
     split_locked: bool
 
 
-def update_image(image_id: int, changes: ImageChanges) -> None:
+def update_image(
+    image_id: int,
+    changes: ImageChanges,
+    *,
+    edited_at: int | None = None,
+    origin: str = edit_clock.LOCAL,
+) -> set[str]:
     """Apply a partial update. The split of a locked image changes only if the same request
-    unlocks it."""
+    unlocks it.
+
+    A change of this catalog's own API (``origin`` LOCAL) applies whole, or not at all (409 on
+    a locked split). A device's mirrored change (``origin`` ``edit_clock.device_origin``, made
+    at ``edited_at`` on the device) applies field by field under ``edit_clock``'s rule: a field
+    changed here at or after ``edited_at`` keeps its value, and so does the split of an image
+    locked here. Returns the fields that kept their value for those reasons."""
     now = now_us()
+    mirrored = origin != edit_clock.LOCAL
     with write_tx():
         image = Image.get_or_none(Image.id == image_id)
         if image is None:
             raise NotFound(f"image {image_id} does not exist", "id")
+        kept: set[str] = set()
+        if mirrored:
+            kept = edit_clock.superseded(image_id, changes, edited_at or now)
+            changes = cast(ImageChanges, {k: v for k, v in changes.items() if k not in kept})
         locked_after = changes.get("split_locked", image.split_locked)
         if (
             "split" in changes
@@ -417,15 +435,21 @@ def update_image(image_id: int, changes: ImageChanges) -> None:
             and image.split_locked
             and locked_after
         ):
-            raise Conflict(
-                f"image {image_id} has a locked split; unlock it in the same request "
-                "(split_locked: false) to change it",
-                "split",
-            )
+            if mirrored:  # locked here: the device's split does not move it
+                kept.add("split")
+                changes = cast(ImageChanges, {k: v for k, v in changes.items() if k != "split"})
+            else:
+                raise Conflict(
+                    f"image {image_id} has a locked split; unlock it in the same request "
+                    "(split_locked: false) to change it",
+                    "split",
+                )
         if not any(getattr(image, k) != v for k, v in changes.items()):
-            return
+            return kept
         Image.update(updated_at=now, **changes).where(Image.id == image_id).execute()
+        edit_clock.record(image_id, changes, edited_at if mirrored and edited_at else now, origin)
         queue_change(image, "patch_image", dict(changes), now)
+    return kept
 
 
 def queue_change(image: Image, kind: str, payload: dict[str, Any], now: int) -> None:

@@ -145,6 +145,23 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Read the PostgreSQL password from this file instead of the URL.",
     ),
+    # [site]
+    S(
+        "site",
+        "enabled",
+        bool,
+        False,
+        "Serve this catalog's devices as their upstream under /api (the site gateway): they "
+        "upload to it and mirror their edits; docs/site-gateway.md.",
+    ),
+    S(
+        "site",
+        "idempotency_hours",
+        float,
+        168.0,
+        "How long the gateway remembers the answer to each Idempotency-Key a device sent.",
+        minimum=1,
+    ),
     # [storage]
     S(
         "storage",

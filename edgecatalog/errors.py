@@ -74,6 +74,12 @@ class Conflict(CatalogError):
     code = "CONFLICT"
 
 
+class DuplicateImage(Conflict):
+    """The same bytes are already in the catalog (the cloud's answer to a duplicate upload)."""
+
+    code = "DUPLICATE_IMAGE"
+
+
 class Gone(CatalogError):
     status = 410
     code = "GONE"

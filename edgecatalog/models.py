@@ -12,6 +12,7 @@ from peewee import (
     BigIntegerField,
     BooleanField,
     CharField,
+    CompositeKey,
     DatabaseProxy,
     FloatField,
     ForeignKeyField,
@@ -204,6 +205,7 @@ class Outbox(BaseModel):
         indexes = (
             (("state", "next_attempt_at"), False),
             (("image",), False),
+            (("kind", "state"), False),
         )
 
 
@@ -294,6 +296,35 @@ class AuthEpoch(BaseModel):
     n = IntegerField()
 
 
+class IdempotencyRecord(BaseModel):
+    """The answer a site gateway gave to one ``Idempotency-Key`` of one caller (migration
+    0011), replayed to a retry, also after a restart. ``request`` is the method and path the
+    key was first used with: the same key on another route is refused, not replayed."""
+
+    scope = TextField()
+    key = TextField()
+    request = TextField()
+    status = IntegerField()
+    body = TextField()
+    created_at = BigIntegerField()
+
+    class Meta:
+        indexes = ((("scope", "key"), True), (("created_at",), False))
+
+
+class FieldEdit(BaseModel):
+    """When a field of an image last changed and where (``edit_clock``): ``field`` is one of
+    ``catalog.PATCHABLE`` or ``annotations`` (the image's annotation set as one field)."""
+
+    image = ForeignKeyField(Image, on_delete="CASCADE", index=False)
+    field = TextField()
+    edited_at = BigIntegerField()
+    origin = TextField()  # "local" (this catalog's API) or "device:<device_id>" (a mirror)
+
+    class Meta:
+        primary_key = CompositeKey("image", "field")
+
+
 MODELS = (
     Project,
     Device,
@@ -310,4 +341,6 @@ MODELS = (
     DeviceKey,
     TokenRevocation,
     AuthEpoch,
+    IdempotencyRecord,
+    FieldEdit,
 )

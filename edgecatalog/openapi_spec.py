@@ -98,15 +98,42 @@ PAGE = param_types.page_params(
     _PAGE_DEFAULTS["default_limit"].default, _PAGE_DEFAULTS["max_limit"].default
 )
 
-DATA, DEVICES, FILES, SYNC, OPS, UI = (
+DATA, DEVICES, SITE, FILES, SYNC, OPS, UI = (
     "Datasets & data",
     "Devices & provisioning",
+    "Site gateway",
     "Files",
     "Sync",
     "Operations",
     "Inspection UI",
 )
-TAGS = (DATA, DEVICES, FILES, SYNC, OPS, UI)
+TAGS = (DATA, DEVICES, SITE, FILES, SYNC, OPS, UI)
+
+UPLOAD_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {
+                    "image": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "JPEG or PNG (WebP/BMP accepted), at most [ingest] "
+                        "max_upload_bytes",
+                    },
+                    "metadata": {
+                        "type": "string",
+                        "description": "JSON: model_id, model_version, source, timestamp, "
+                        "device_id, filename, annotations[{class_value, "
+                        "type, geometry, confidence, z_order}]",
+                    },
+                },
+            }
+        }
+    },
+}
 
 # endpoint (as Flask names it) -> its operation. A route missing here fails the generator.
 OPERATIONS: dict[str, Operation] = {
@@ -246,32 +273,76 @@ OPERATIONS: dict[str, Operation] = {
         "The cloud's device upload contract. A device key naming another device is refused "
         "(403 DEVICE_MISMATCH), as is one marking manual review (403 "
         "MANUAL_SOURCE_FORBIDDEN).",
-        body={
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["image"],
-                        "properties": {
-                            "image": {
-                                "type": "string",
-                                "format": "binary",
-                                "description": "JPEG or PNG (WebP/BMP accepted), at most [ingest] "
-                                "max_upload_bytes",
-                            },
-                            "metadata": {
-                                "type": "string",
-                                "description": "JSON: model_id, model_version, source, timestamp, "
-                                "device_id, filename, annotations[{class_value, "
-                                "type, geometry, confidence, z_order}]",
-                            },
-                        },
-                    }
-                }
-            },
-        },
+        body=UPLOAD_BODY,
         errors=(507,),
+    ),
+    "site.device_self": Operation(
+        "siteDeviceSelf",
+        SITE,
+        "The calling device, as its site gateway knows it",
+        {"200": ok("The device", ref("SiteDevice"))},
+        "The cloud's GET /device/self, plus gateway: what a device may mirror to this gateway "
+        "beyond the cloud's routes. A device key only (403 for a bearer token). Served when "
+        "[site] enabled.",
+        errors=(403,),
+    ),
+    "site.upload_image": Operation(
+        "siteUploadImage",
+        SITE,
+        "Upload an image from a device to its site gateway",
+        {
+            "201": ok("Stored", ref("UploadResult")),
+        },
+        "The cloud's device upload, answered as the cloud does: 201, or 409 DUPLICATE_IMAGE "
+        "when these bytes are stored already, with their ids in data (an UploadResult). The "
+        "image keeps the device's "
+        'device_id, capture time, model and annotations, "manual" ones included (the device\'s '
+        "reviewers'). An Idempotency-Key seen before from the same device gets the first "
+        "answer again, also after a restart ([site] idempotency_hours). 507 while the gateway "
+        "has no room: the device keeps the image queued. Served when [site] enabled.",
+        body=UPLOAD_BODY,
+        errors=(403, 409, 507),
+    ),
+    "site.patch_image": Operation(
+        "siteUpdateImage",
+        SITE,
+        "Mirror a device's change of an image's fields",
+        {
+            "200": ok(
+                "The image; data.superseded lists the fields kept", ref("types.ImageDetailResponse")
+            )
+        },
+        "The cloud's PATCH /data/images/{id}, with edited_at: the time the device made the "
+        "change. A field changed at the gateway at or after edited_at keeps its value (the "
+        "later edit wins), and so does the split of an image locked at the gateway. A device "
+        "key changes only its own device's images (403). Served when [site] enabled.",
+        path={"image_id": "Image id (the gateway's, as the upload answered it)"},
+        body=json_body("SiteImageUpdateRequest"),
+        errors=(403,),
+    ),
+    "site.create_annotation": Operation(
+        "siteCreateAnnotation",
+        SITE,
+        "Add an annotation as a device sends it",
+        {"201": ok("Created", ref("types.AnnotationDTO"))},
+        "The cloud's POST /data/annotations: an annotation in the upload's form (normalized "
+        "geometry, confidence, source). Idempotency-Key as on the upload. Served when [site] "
+        "enabled.",
+        body=json_body("SiteAnnotationCreateRequest"),
+        errors=(403, 404, 409),
+    ),
+    "site.put_annotations": Operation(
+        "siteReplaceAnnotations",
+        SITE,
+        "Mirror a device's annotations of an image (edits and deletions)",
+        {"200": ok("What changed", ref("AnnotationSetResult"))},
+        "The device's whole annotation set of the image as of edited_at. Annotations the "
+        "gateway has unchanged stay (and keep their ids); the others are deleted or added. "
+        "When the image's annotations were edited at the gateway at or after edited_at, "
+        "nothing changes (applied: false). Served when [site] enabled.",
+        path={"image_id": "Image id (the gateway's, as the upload answered it)"},
+        body=json_body("AnnotationSetRequest"),
+        errors=(403,),
     ),
     "files.get_file": Operation(
         "getFile",
@@ -488,6 +559,36 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "SiteDevice": {
+        "type": "object",
+        "properties": {
+            "device_id": {"type": "string"},
+            "endpoint_id": {"type": "string"},
+            "status": {"type": "string"},
+            "name": {"type": "string"},
+            "gateway": {
+                "type": "object",
+                "description": "Only a site gateway sends it (never the cloud)",
+                "properties": {
+                    "version": {"type": "string"},
+                    "mirrors": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Outbox kinds the device may send here",
+                    },
+                },
+            },
+        },
+    },
+    "AnnotationSetResult": {
+        "type": "object",
+        "properties": {
+            "image_id": {"type": "integer"},
+            "applied": {"type": "boolean"},
+            "added": {"type": "integer"},
+            "removed": {"type": "integer"},
+        },
+    },
     "SyncStatus": {
         "type": "object",
         "properties": {
@@ -554,8 +655,17 @@ REQUEST_NOTES: dict[str, dict[str, str]] = {
         "confidence": "A manual annotation has none: only null",
     },
     "AnnotationUpdateRequest": {"geometry": _GEOMETRY, "confidence": "null clears a model's score"},
+    "SiteAnnotationCreateRequest": {"geometry": _GEOMETRY},
 }
 REQUIRED = {
     "ProjectCreateRequest": ("name",),
     "AnnotationCreateRequest": ("image_id", "class_value", "type", "geometry"),
+    "SiteAnnotationCreateRequest": ("image_id", "class_value", "type", "geometry"),
+    "AnnotationSetRequest": ("annotations",),
+}
+EDITED_AT = {
+    "type": "string",
+    "format": "date-time",
+    "description": "When the device made the change (RFC 3339); default: now. A time ahead of "
+    "the gateway's clock counts as now.",
 }

@@ -22,7 +22,9 @@ def _generated() -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(
-            environ={}, overrides={"storage.data_dir": tmp, "auth.jwt_secret": "x" * 40}
+            environ={},
+            # The site gateway's routes are in the document too: it says they need the setting.
+            overrides={"storage.data_dir": tmp, "auth.jwt_secret": "x" * 40, "site.enabled": True},
         )
         return apidoc.generate(create_app(settings))
 

@@ -28,7 +28,9 @@ from edgecatalog.catalog import NewAnnotation
 from edgecatalog.models import database
 
 SCHEMA = schemathesis.openapi.from_dict(apidoc.document())
-FUZZED = SCHEMA.include(method="GET").include(path="/device/images/upload", method="POST")
+FUZZED = SCHEMA.include(method="GET").include(
+    path=["/device/images/upload", "/api/device/images/upload"], method="POST"
+)
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -42,7 +44,7 @@ QUICK = int(os.environ.get("EDGECATALOG_FUZZ_EXAMPLES", "8"))
 @pytest.fixture(scope="module")
 def fuzz_target(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
-    settings = make_settings(tmp)
+    settings = make_settings(tmp, site__enabled=True)  # the gateway's /api routes too
     app = create_app(settings)
     ann = NewAnnotation(
         class_value="scratch", type="bbox", geometry=(0.5, 0.5, 0.2, 0.2), confidence=0.9

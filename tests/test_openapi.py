@@ -23,6 +23,15 @@ SEED = Path(__file__).parent / "contract" / "list-images.openapi.md"
 METHODS = {"get", "post", "put", "patch", "delete"}
 
 
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str):
+    """The document covers the site gateway's routes too, which the app serves with [site]
+    enabled (the generator builds its app so)."""
+    from conftest import make_settings
+
+    return make_settings(tmp_path, database__url=database_url, site__enabled=True)
+
+
 def seed_document() -> dict[str, Any]:
     text = SEED.read_text()
     block = re.search(r"````yaml[^\n]*\n(.*?)````", text, re.DOTALL)

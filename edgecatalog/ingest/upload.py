@@ -240,12 +240,16 @@ def ingest_upload(
     content_type: str,
     content_length: int | None,
     device_id: str | None = None,
+    *,
+    device_review: bool = False,
 ) -> UploadResult:
     """Store one uploaded image with its metadata; the same bytes again return the existing
     image with ``duplicate=True``. Raises a ``CatalogError`` (and stores nothing) on bad input.
 
     ``device_id`` is the device a device key is bound to (None for a bearer token): the
     upload is then that device's, whatever its metadata would like (see the module docstring).
+    ``device_review``: that device may send its reviewers' "manual" annotations (a device
+    syncing to a site gateway).
     """
     if content_length is not None and content_length > config.max_upload_bytes:
         # Refused from the header alone: not one byte of the body is read.
@@ -277,7 +281,7 @@ def ingest_upload(
             limits=config.limits,
         )
         if device_id is not None:
-            check_device_upload(meta, device_id)
+            check_device_upload(meta, device_id, review=device_review)
         if parts.image_filename:
             check_filename(parts.image_filename, "image.filename")
         fmt, _, _ = incoming.check()
@@ -298,10 +302,12 @@ def ingest_upload(
     return result
 
 
-def check_device_upload(meta: Metadata, device_id: str) -> None:
+def check_device_upload(meta: Metadata, device_id: str, *, review: bool = False) -> None:
     """What a device key may not do: write as another device, or mark an annotation as human
     review (a camera's annotations are inferences; "manual" is what a person's edit sets, and
-    is what sidecar re-reads leave alone). Checked after parsing, before anything is stored."""
+    is what sidecar re-reads leave alone). Checked after parsing, before anything is stored.
+    ``review``: the device forwards its own catalog to a site gateway, whose "manual"
+    annotations are its reviewers' (``[site] enabled``)."""
     if meta.device_id and meta.device_id != device_id:
         log.warning(
             "upload refused: a device key bound to device %r named device_id %r in its metadata",
@@ -313,7 +319,7 @@ def check_device_upload(meta: Metadata, device_id: str) -> None:
             f"{meta.device_id!r} must be that id or left out",
             "metadata.device_id",
         )
-    for i, ann in enumerate(meta.annotations):
+    for i, ann in enumerate(() if review else meta.annotations):
         # Any spelling: " Manual" would read as human review to a person looking at it.
         if ann.source.strip().casefold() == MANUAL_SOURCE:
             raise ReviewForbidden(

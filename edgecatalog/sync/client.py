@@ -240,28 +240,61 @@ class UpstreamClient:
             len(body),
         )
 
-    def _bearer(self, key: str) -> dict[str, str]:
+    def _bearer(self, key: str, device: bool = False) -> dict[str, str]:
+        """The data routes' credentials: the cloud's take a bearer token; a site gateway's
+        (``device``) take the device's own key."""
+        if device:
+            return {"X-Device-Key": self.credentials.device_key, "Idempotency-Key": key}
         return {"Authorization": f"Bearer {self.credentials.api_token}", "Idempotency-Key": key}
 
-    def patch_image(self, remote_id: str, fields: dict[str, Any], key: str) -> Outcome:
-        raw = json.dumps(fields).encode()
-        self.limiter.acquire(len(raw))
-        return self._send(
-            "PATCH",
-            f"/data/images/{requests.utils.quote(remote_id, safe='')}",
-            data=raw,
-            headers={**self._bearer(key), "Content-Type": "application/json"},
-        )
-
-    def create_annotation(self, body: dict[str, Any], key: str) -> Outcome:
+    def _json(
+        self, method: str, path: str, body: dict[str, Any], key: str, device: bool
+    ) -> Outcome:
         raw = json.dumps(body).encode()
         self.limiter.acquire(len(raw))
         return self._send(
-            "POST",
-            "/data/annotations",
+            method,
+            path,
             data=raw,
-            headers={**self._bearer(key), "Content-Type": "application/json"},
+            headers={**self._bearer(key, device), "Content-Type": "application/json"},
         )
+
+    def patch_image(
+        self, remote_id: str, fields: dict[str, Any], key: str, *, device: bool = False
+    ) -> Outcome:
+        path = f"/data/images/{requests.utils.quote(remote_id, safe='')}"
+        return self._json("PATCH", path, fields, key, device)
+
+    def create_annotation(self, body: dict[str, Any], key: str) -> Outcome:
+        return self._json("POST", "/data/annotations", body, key, False)
+
+    def put_annotations(self, remote_id: str, body: dict[str, Any], key: str) -> Outcome:
+        """A site gateway only: the image's whole annotation set (``views/site.py``)."""
+        path = f"/device/images/{requests.utils.quote(remote_id, safe='')}/annotations"
+        return self._json("PUT", path, body, key, True)
+
+    def gateway_mirrors(self) -> tuple[str, ...] | None:
+        """What upstream lets this device mirror beyond the cloud's routes, from ``GET
+        /device/self``: () from the cloud, which sends no ``gateway``; None when the answer
+        could not be had (offline, refused), so the caller keeps what it knew."""
+        try:
+            resp = self.session.get(
+                self.base + "/device/self",
+                headers={"X-Device-Key": self.credentials.device_key},
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+            body = resp.json() if resp.status_code == 200 else None
+        except (requests.RequestException, ValueError):
+            return None
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            return None
+        gateway = data.get("gateway")
+        mirrors = gateway.get("mirrors") if isinstance(gateway, dict) else None
+        if not isinstance(mirrors, list):
+            return ()
+        return tuple(str(kind) for kind in mirrors[:32])
 
 
 def _quote(name: str) -> str:

@@ -4,7 +4,8 @@ image, each in its own short IMMEDIATE transaction.
 Row states: ``pending`` (will be sent), ``waiting_token`` (a change to a synced image while no
 ``[upstream] api_token`` is configured), ``quarantined`` (rejected upstream, or out of
 attempts; kept with the upstream message until ``sync --retry-quarantined``), ``unsupported``
-(a change upstream documents no endpoint for: annotation updates and deletions). A row that
+(a change upstream documents no endpoint for: annotation updates and deletions, until a site
+gateway that takes them is found upstream: ``release_unsupported``). A row that
 reached upstream is deleted: the image row keeps the result (``sync_state``, remote ids).
 """
 
@@ -52,6 +53,17 @@ def promote_waiting(has_token: bool) -> None:
             ).execute()
 
 
+def release_unsupported(kinds: Sequence[str]) -> int:
+    """Upstream now takes ``kinds`` (a site gateway): rows parked as ``unsupported`` go back
+    in the queue, oldest first as they were made."""
+    with write_tx():
+        return (
+            Outbox.update(state="pending", updated_at=now_us())
+            .where((Outbox.state == "unsupported") & Outbox.kind.in_(list(kinds)))
+            .execute()
+        )
+
+
 def due_rows(order: str, limit: int) -> list[Outbox]:
     """The next rows to send. Changes to synced images always go oldest first (their order
     matters); ``order`` decides which uploads go first."""
@@ -61,6 +73,22 @@ def due_rows(order: str, limit: int) -> list[Outbox]:
     changes = list(pending.where(Outbox.kind != UPLOAD).order_by(Outbox.id).limit(limit))
     uploads = pending.where(Outbox.kind == UPLOAD).order_by(Outbox.id.desc())
     return changes + list(uploads.limit(max(limit - len(changes), 0)))
+
+
+CHANGE_KINDS = ("patch_image", "create_annotation", "update_annotation", "delete_annotation")
+
+
+def has_changes() -> bool:
+    """A change to an image upstream holds waits to be sent, or is parked (``outbox_kind``
+    index: one seek, however many uploads are queued)."""
+    return (
+        Outbox.select(Outbox.id)
+        .where(
+            Outbox.kind.in_(CHANGE_KINDS)
+            & Outbox.state.in_(["pending", "waiting_token", "unsupported"])
+        )
+        .exists()
+    )
 
 
 def has_pending() -> bool:

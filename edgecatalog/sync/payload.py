@@ -159,3 +159,13 @@ def annotation_body(row: Outbox, image: Image) -> dict[str, Any] | None:
 def _remote_id_value(remote_id: str) -> Any:
     # Ids are opaque, but a number upstream gave must go back as a number, not a string.
     return int(remote_id) if remote_id.isdigit() else remote_id
+
+
+def mirror_set(image: Image) -> list[dict[str, Any]]:
+    """The image's annotations now, as a site gateway's ``PUT .../annotations`` takes them."""
+    query = (
+        Annotation.select()
+        .where(Annotation.image == image.id)
+        .order_by(Annotation.z_order, Annotation.id)
+    )
+    return [annotation_to_upload(ann, image.width, image.height) for ann in query]

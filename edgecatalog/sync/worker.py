@@ -25,7 +25,7 @@ from ..config import ConfigError, Settings
 from ..db import write_tx
 from ..engines import current as engine
 from ..models import Annotation, Image, Outbox, database
-from ..timeutil import now_us
+from ..timeutil import format_ts, now_us
 from . import outbox
 from .client import Outcome, UpstreamClient, load_credentials
 from .payload import (
@@ -33,6 +33,7 @@ from .payload import (
     annotation_body,
     load_annotations,
     load_images,
+    mirror_set,
     upload_request,
 )
 from .state import backoff_left_us, load_status, save_status
@@ -40,6 +41,8 @@ from .throttle import backoff_delay
 
 log = logging.getLogger("edgecatalog.sync")
 MARK_EVERY_SECONDS = 1.0  # accepted rows wait at most this long for their commit
+GATEWAY_RECHECK_SECONDS = 600.0  # how often GET /device/self is asked what upstream is
+ANNOTATION_KINDS = ("create_annotation", "update_annotation", "delete_annotation")
 
 
 class SyncBusy(Exception):
@@ -97,6 +100,10 @@ class SyncWorker:
         self.client = UpstreamClient(settings, self.credentials)
         self.rng = rng or random.Random()
         self.stopping = threading.Event()
+        # What upstream lets this device mirror (a site gateway; () for the cloud), asked of
+        # GET /device/self at most every GATEWAY_RECHECK_SECONDS; None until an answer came.
+        self.mirrors: tuple[str, ...] | None = None
+        self._mirrors_asked = -GATEWAY_RECHECK_SECONDS
 
     def close(self) -> None:
         self.client.close()
@@ -132,7 +139,10 @@ class SyncWorker:
         if report.skipped:
             return report
         outbox.release_local_only()
-        outbox.promote_waiting(bool(self.credentials.api_token))
+        # Upstream is asked what it is only when a change waits: a device that only uploads
+        # never needs to know. A gateway takes the device key for changes: no API token.
+        gateway = self._gateway() if outbox.has_changes() else bool(self.mirrors)
+        outbox.promote_waiting(bool(self.credentials.api_token) or gateway)
         rows = outbox.due_rows(
             self.settings["upstream.order"], self.settings["upstream.batch_size"]
         )
@@ -156,6 +166,19 @@ class SyncWorker:
             report.synced > 0 and outbox.has_pending()
         )
         return report
+
+    def _gateway(self) -> bool:
+        """Whether upstream is a site gateway, asked again every GATEWAY_RECHECK_SECONDS. When
+        one is found, changes parked as ``unsupported`` that it takes go back in the queue."""
+        if time.monotonic() - self._mirrors_asked >= GATEWAY_RECHECK_SECONDS:
+            self._mirrors_asked = time.monotonic()
+            found = self.client.gateway_mirrors()
+            if found is not None:
+                if found and found != self.mirrors:
+                    log.info("upstream is a site gateway; it takes %s", ", ".join(found))
+                    outbox.release_unsupported(found)
+                self.mirrors = found
+        return bool(self.mirrors)
 
     def _send_rows(self, rows: list[Outbox], accepted: _Accepted, report: PassReport) -> bool:
         """Send each row and apply its answer; False when a failure ended the pass."""
@@ -201,17 +224,31 @@ class SyncWorker:
                 return self.client.upload(request), [a.id for a in annotations]
         except LocalFileProblem as exc:
             return Outcome("reject", None, str(exc)), []
-        if row.kind not in ("patch_image", "create_annotation"):
+        mirrors = self.mirrors or ()
+        if row.kind not in ("patch_image", "create_annotation") and row.kind not in mirrors:
             return Outcome(
                 "unsupported", None, f"upstream documents no endpoint for {row.kind}"
             ), []
         if not image.remote_id:
             return Outcome("reject", None, "upstream did not give this image an id"), []
+        # When the change was made here: the row's time, or the image's last change if that
+        # is earlier (the fields an upload could not carry are queued when it is acknowledged).
+        edited_at = format_ts(min(row.created_at, image.updated_at))
         if row.kind == "patch_image":
             fields = {k: v for k, v in json.loads(row.payload).items() if k in PATCHABLE}
             if not fields:  # e.g. model_id: kept locally, upstream's PATCH has no such field
                 return Outcome("ok", None, "nothing upstream can take"), []
+            if "patch_image" in mirrors:  # a gateway: with the edit's time, by device key
+                fields["edited_at"] = edited_at
+                return self.client.patch_image(
+                    image.remote_id, fields, row.idempotency_key, device=True
+                ), []
             return self.client.patch_image(image.remote_id, fields, row.idempotency_key), []
+        if row.kind in ANNOTATION_KINDS and row.kind in mirrors:
+            # A gateway takes the image's whole set as of now: whatever happened to each
+            # annotation since, the set sent last is the device's.
+            body = {"annotations": mirror_set(image), "edited_at": edited_at}
+            return self.client.put_annotations(image.remote_id, body, row.idempotency_key), []
         body = annotation_body(row, image)
         if body is None:
             return Outcome("ok", None, "annotation deleted locally"), []
