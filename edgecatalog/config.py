@@ -158,8 +158,9 @@ SETTINGS: tuple[Setting, ...] = (
         "site",
         "idempotency_hours",
         float,
-        168.0,
-        "How long the gateway remembers the answer to each Idempotency-Key a device sent.",
+        24.0,
+        "How long the gateway remembers the answer to each Idempotency-Key a device sent "
+        "(a retried upload is also found by its bytes, however old).",
         minimum=1,
     ),
     # [storage]

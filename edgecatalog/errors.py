@@ -59,6 +59,12 @@ class Forbidden(CatalogError):
     code = "FORBIDDEN"
 
 
+class NotOwnImage(Forbidden):
+    """A device key asked to change an image another device captured (a site gateway)."""
+
+    code = "NOT_OWN_IMAGE"
+
+
 class NotFound(CatalogError):
     status = 404
     code = "NOT_FOUND"

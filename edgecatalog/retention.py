@@ -4,7 +4,13 @@ when only unsynced data is left to fill the disk. No Flask.
 "Crossed" means the data disk is fuller than ``[retention] max_disk_percent`` or has less
 than ``[retention] min_free_bytes`` free. Eviction deletes the file and keeps the row with
 ``evicted_at`` set (the list then gives an empty ``image_url`` and /files answers 410). Only
-``synced`` images are ever evicted; pending, quarantined and local_only files stay.
+``synced`` images are ever evicted; pending, quarantined and local_only files stay: a site
+gateway evicts only what its own upstream confirmed, and with no upstream evicts nothing
+(uploads then get 507 and its devices keep their queues).
+
+One eviction at a time among every process on the catalog (the engine's job lock
+``retention``: a file lock in ``data_dir`` on SQLite, an advisory lock on PostgreSQL), so two
+``serve`` processes on one shared data folder never free the same room twice.
 
 The disk figures come from a source function returning (total, free) bytes, replaceable
 with ``use_disk_usage`` so tests can simulate a full disk without filling one.
@@ -22,14 +28,16 @@ from pathlib import Path
 from . import safeopen, thumbnails
 from .config import Settings
 from .db import write_tx
+from .engines import current as engine
 from .errors import InsufficientStorage
-from .models import FileRoot, Image
+from .models import FileRoot, Image, database
 from .timeutil import now_us
 
 log = logging.getLogger("edgecatalog.retention")
 DiskUsage = Callable[[Path], "tuple[int, int]"]
 EVICT_CHUNK = 32  # rows marked per transaction before the disk is measured again
-_lock = threading.Lock()  # one eviction at a time per process
+_lock = threading.Lock()  # one eviction at a time per process (and the job lock across them)
+LOCK_WAIT_SECONDS = 60.0  # how long an upload waits for another process's eviction
 
 
 def _real_disk_usage(path: Path) -> tuple[int, int]:
@@ -95,7 +103,17 @@ def _remove_file(root: str, rel: str) -> int:
 def evict_if_needed(settings: Settings, incoming: int = 0) -> EvictionReport:
     """Evict synced files, oldest first, until the limits hold with ``incoming`` more bytes."""
     report = EvictionReport()
-    with _lock:
+    with (
+        _lock,
+        engine().job_lock(database, "retention", settings.data_dir, LOCK_WAIT_SECONDS) as got,
+    ):
+        if not got:
+            log.warning(
+                "another process has been evicting for %.0f s; not waiting", LOCK_WAIT_SECONDS
+            )
+            total, free = disk_usage(settings)
+            report.still_short = max(shortfall(settings, total, free, incoming), 0)
+            return report
         while True:
             total, free = disk_usage(settings)
             need = shortfall(settings, total, free, incoming)

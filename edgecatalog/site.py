@@ -17,6 +17,7 @@ restart of the gateway; the same key on another route is refused (422).
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from . import edit_clock
 from .annotation_edits import state_of
 from .catalog import NewAnnotation, annotation_columns, queue_change
 from .db import write_tx
-from .errors import Conflict, Forbidden, NotFound, ValidationError
+from .errors import Conflict, NotFound, NotOwnImage, ValidationError
 from .models import Annotation, Device, IdempotencyRecord, Image
 from .timeutil import now_us
 from .version import __version__
@@ -111,6 +112,20 @@ def remember(scope: str, key: str, request: str, status: int, body: dict[str, An
         ).on_conflict_ignore().execute()
 
 
+PRUNE_EVERY_SECONDS = 600.0
+_pruned_at = [-PRUNE_EVERY_SECONDS]  # monotonic time of this process's last pruning
+
+
+def forget_expired(hours: float) -> int:
+    """Drop the answers older than ``hours``, at most once per PRUNE_EVERY_SECONDS per process
+    (called after each remembered answer); returns how many went."""
+    now = time.monotonic()
+    if now - _pruned_at[0] < PRUNE_EVERY_SECONDS:
+        return 0
+    _pruned_at[0] = now
+    return forget_before(now_us() - int(hours * 3600 * 1_000_000))
+
+
 def forget_before(before_us: int) -> int:
     """Drop the answers kept since before ``before_us``; returns how many."""
     with write_tx():
@@ -132,7 +147,7 @@ def owned_image(image_id: int, device_id: str | None) -> Image:
     if image is None:
         raise NotFound(f"image {image_id} does not exist", "id")
     if device_id is not None and image.owner != device_id:
-        raise Forbidden(
+        raise NotOwnImage(
             f"image {image_id} was not captured by device {device_id!r}; a device key "
             "changes only its own device's images",
             "id",

@@ -91,3 +91,63 @@ def test_two_processes_share_the_catalog_and_sync_once(tmp_path, pg_cluster):
         if not database.is_closed():
             database.close()
         pg_cluster.drop_database(url)
+
+
+def _runs_capture(server: ServeProcess) -> bool:
+    return "capture watcher runs in this process" in server.log_text()
+
+
+def _wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_capture_watcher_is_elected_and_moves_when_its_process_dies(tmp_path, pg_cluster):
+    """Two processes watch the same capture folder: one of them indexes it; when that one is
+    SIGKILLed, the other takes over within a few seconds and indexes what arrives next."""
+    if isinstance(pg_cluster, str):
+        pytest.skip(f"PostgreSQL tests skipped: {pg_cluster}")
+    url = pg_cluster.new_database()
+    watch = tmp_path / "captures"
+    watch.mkdir()
+    servers: list[ServeProcess] = []
+    try:
+        settings = make_settings(tmp_path, database__url=url)
+        capture = {"watch_dirs": [str(watch)], "settle_seconds": 0.2, "scan_interval_seconds": 1.0}
+        for name in ("one", "two"):
+            port = free_port()
+            config = write_config(
+                tmp_path / f"{name}.toml",
+                tmp_path / "data",
+                port,
+                database={"url": url},
+                capture=capture,
+            )
+            servers.append(ServeProcess(config, port))
+        for server in servers:
+            server.wait_ready()
+        assert _wait(lambda: any(_runs_capture(s) for s in servers), 10)
+        time.sleep(2.5)  # a full election round: the other asked and was refused
+        runners = [s for s in servers if _runs_capture(s)]
+        assert len(runners) == 1
+        runner, other = runners[0], next(s for s in servers if s is not runners[0])
+        headers = {"Authorization": "Bearer " + Authenticator(settings).issue_token("t", "read")}
+
+        def total() -> int:
+            body = requests.get(other.url + "/data/images", headers=headers, timeout=10).json()
+            return body["meta"]["total"]
+
+        (watch / "first.jpg").write_bytes(jpeg_bytes(seed=1))
+        assert _wait(lambda: total() == 1, 15), runner.log_text()[-2000:]
+        runner.kill(signal.SIGKILL)
+        assert _wait(lambda: _runs_capture(other), 10), other.log_text()[-2000:]
+        (watch / "second.jpg").write_bytes(jpeg_bytes(seed=2))
+        assert _wait(lambda: total() == 2, 15), other.log_text()[-2000:]
+    finally:
+        for server in servers:
+            server.close()
+        pg_cluster.drop_database(url)

@@ -189,6 +189,7 @@ def test_a_device_changes_only_its_own_images(client):
     ):
         resp = getattr(client, method)(path, json=body, headers=dev(KEY_B))
         assert resp.status_code == 403, (method, resp.get_json())
+        assert resp.get_json()["error"]["code"] == "NOT_OWN_IMAGE"
         assert resp.get_json()["error"]["details"] in ("id", "image_id")
     with database.connection_context():
         assert Image.get_by_id(image_id).split == "none"
@@ -379,3 +380,22 @@ def test_full_gateway_without_upstream_answers_507_and_keeps_everything(tmp_path
     resp = upload(client, KEY_A, image_bytes(seed=20), idem="full-1")
     assert resp.status_code == 201 and image_count() == 1
     assert json.loads(json.dumps(resp.get_json()))["data"]["image_id"] >= 1
+
+
+def test_remembered_answers_expire(client, monkeypatch):
+    from edgecatalog import site
+
+    assert upload(client, KEY_A, image_bytes(seed=30), idem="old").status_code == 201
+    assert upload(client, KEY_A, image_bytes(seed=31), idem="new").status_code == 201
+    with database.connection_context():
+        IdempotencyRecord.update(created_at=now_us() - 25 * 3600 * 1_000_000).where(
+            IdempotencyRecord.key == "old"
+        ).execute()
+    monkeypatch.setattr(site, "_pruned_at", [-site.PRUNE_EVERY_SECONDS])
+    assert upload(client, KEY_A, image_bytes(seed=32), idem="newer").status_code == 201
+    with database.connection_context():
+        kept = sorted(r.key for r in IdempotencyRecord.select())
+    assert kept == ["new", "newer"]  # the day-old answer went with the next remembered one
+    # Its upload is still found by its bytes: a duplicate, not a second image.
+    again = upload(client, KEY_A, image_bytes(seed=30), idem="old")
+    assert again.status_code == 409 and image_count() == 3

@@ -22,7 +22,7 @@ import json
 import time
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -339,7 +339,9 @@ class PostgresEngine:
         # shared by every process and host on the database, and gone with the session of a
         # process that dies. The lock folder is not needed.
         key = _key(name)
-        with database.connection_context():
+        # A connection this thread already has (a request's) is used as it is: a context of
+        # its own would close it on the way out.
+        with database.connection_context() if database.is_closed() else nullcontext():
             deadline = time.monotonic() + wait
             while True:
                 (got,) = database.execute_sql("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()

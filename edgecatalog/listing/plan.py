@@ -286,8 +286,9 @@ class ImageList:
         if conds.classes is None:
             if source is not None:
                 plan["total"] = f"count table kept by triggers: {source.name}"
-                total = _sum(source, others)
-                return compose("SELECT {}, {}, {}, 0", total, SIZE, total)
+                # "other" is read only with classes: the sum once (PostgreSQL runs each
+                # subquery of the select list, ~13 ms for a project's 21k facet rows at 10M).
+                return compose("SELECT {}, {}, 0, 0", _sum(source, others), SIZE)
             plan["total"] = "COUNT(*) over image with every condition (a filter no count table has)"
             counted = compose("(SELECT count(*) FROM image t{})", where(conds.render()))
             return compose("SELECT {}, {}, {}, 0", counted, SIZE, SIZE)

@@ -24,6 +24,9 @@ from .throttle import BandwidthLimiter, parse_retry_after
 
 REJECT_STATUSES = (400, 413, 422)
 AUTH_STATUSES = (401, 403)
+# 403s that refuse one item, not the credentials (a site gateway's: an image of another device
+# id, a change to another device's image): that item is quarantined, the others go on.
+ITEM_REFUSALS = ("DEVICE_MISMATCH", "MANUAL_SOURCE_FORBIDDEN", "NOT_OWN_IMAGE")
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,9 @@ def classify(status: int, body: Any, headers: Any, *, upload: bool = False) -> O
         return Outcome("ok", status, "", ids)
     if status == 409 or "DUPLICATE" in code.upper():
         return Outcome("duplicate", status, message, ids)
-    if status in AUTH_STATUSES:
+    if status in AUTH_STATUSES and code not in ITEM_REFUSALS:
         return Outcome("auth", status, message)
-    if status in REJECT_STATUSES or (status == 404 and not upload):
+    if status in REJECT_STATUSES or code in ITEM_REFUSALS or (status == 404 and not upload):
         return Outcome("reject", status, message)
     retry_after = parse_retry_after(headers.get("Retry-After")) if status in (429, 503) else None
     return Outcome("transient", status, message, retry_after=retry_after)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from peewee import fn
@@ -99,10 +99,14 @@ def _key(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def mark_sent(items: Sequence[tuple[Outbox, Outcome, Sequence[int]]]) -> None:
+def mark_sent(
+    items: Sequence[tuple[Outbox, Outcome, Mapping[int, int]]], *, mirror_sets: bool = False
+) -> None:
     """Rows upstream accepted, applied in one transaction: a few rows per commit cost little
     to redo (a resend is answered as the same upload or a duplicate) and save a commit each.
-    Statements are per group, not per row, where they can be."""
+    Statements are per group, not per row, where they can be. An upload's item carries the
+    annotations it sent (id -> updated_at); ``mirror_sets``: upstream takes an image's whole
+    annotation set (a site gateway)."""
     if not items:
         return
     now = now_us()
@@ -121,24 +125,36 @@ def mark_sent(items: Sequence[tuple[Outbox, Outcome, Sequence[int]]]) -> None:
                 Image.annotation_status,
                 Image.split,
                 Image.split_locked,
+                Image.updated_at,
             ).where(Image.id.in_(ids))
         }
-        current: dict[int, set[int]] = {}
-        for image_id, ann_id in (
-            Annotation.select(Annotation.image, Annotation.id)
+        current: dict[int, dict[int, int]] = {}
+        for image_id, ann_id, updated_at in (
+            Annotation.select(Annotation.image, Annotation.id, Annotation.updated_at)
             .where(Annotation.image.in_(ids))
             .tuples()
         ):
-            current.setdefault(image_id, set()).add(ann_id)
+            current.setdefault(image_id, {})[ann_id] = updated_at
         for row, outcome, sent in uploads:
             image = images.get(row.image_id)
             if image is not None:
-                _apply_upload(row, image, outcome, current.get(image.id, set()) - set(sent), now)
+                _apply_upload(
+                    row, image, outcome, sent, current.get(image.id, {}), now, mirror_sets
+                )
 
 
-def _apply_upload(row: Outbox, image: Image, outcome: Outcome, late: set[int], now: int) -> None:
+def _apply_upload(
+    row: Outbox,
+    image: Image,
+    outcome: Outcome,
+    sent: Mapping[int, int],
+    current: Mapping[int, int],
+    now: int,
+    mirror_sets: bool,
+) -> None:
     """The image is upstream: store its ids, and queue what the upload could not carry
-    (fields set locally, annotations added while it was in flight)."""
+    (fields set locally, annotations changed while it was in flight: added ones to the cloud,
+    any change as the whole set to a gateway)."""
     changes = {"sync_state": "synced", "synced_at": now}
     for local, remote in (
         ("remote_id", "image_id"),
@@ -159,7 +175,22 @@ def _apply_upload(row: Outbox, image: Image, outcome: Outcome, late: set[int], n
             created_at=now,
             updated_at=now,
         ).on_conflict_ignore().execute()
-    for ann in Annotation.select().where(Annotation.id.in_(sorted(late))) if late else ():
+    late = sorted(set(current) - set(sent))
+    if mirror_sets:
+        # Added, edited or deleted since this upload was built; or changed at all since the
+        # image was queued: the gateway may hold an earlier attempt's body (a lost answer,
+        # then a duplicate or a replayed answer), so the set is sent to make sure.
+        if current != dict(sent) or image.updated_at > row.created_at:
+            Outbox.insert(
+                image=image.id,
+                kind="update_annotation",
+                payload=json.dumps({"set": True}),
+                idempotency_key=_key("after-upload-set", row.idempotency_key),
+                created_at=now,
+                updated_at=now,
+            ).on_conflict_ignore().execute()
+        return
+    for ann in Annotation.select().where(Annotation.id.in_(late)) if late else ():
         body = dict(annotation_to_upload(ann, image.width, image.height), annotation_id=ann.id)
         Outbox.insert(
             image=image.id,

@@ -74,11 +74,12 @@ class _Accepted:
     """Rows upstream accepted, applied in one transaction per group: at the end of a pass,
     before a failure is recorded, or once the oldest has waited MARK_EVERY_SECONDS."""
 
-    def __init__(self) -> None:
-        self.items: list[tuple[Outbox, Outcome, list[int]]] = []
+    def __init__(self, mirror_sets: bool = False) -> None:
+        self.items: list[tuple[Outbox, Outcome, dict[int, int]]] = []
         self.since = 0.0
+        self.mirror_sets = mirror_sets  # upstream takes whole annotation sets (a gateway)
 
-    def add(self, row: Outbox, outcome: Outcome, sent_annotations: list[int]) -> None:
+    def add(self, row: Outbox, outcome: Outcome, sent_annotations: dict[int, int]) -> None:
         if not self.items:
             self.since = time.monotonic()  # a wall-clock jump must not hold rows back
         self.items.append((row, outcome, sent_annotations))
@@ -86,7 +87,7 @@ class _Accepted:
             self.flush()
 
     def flush(self) -> None:
-        outbox.mark_sent(self.items)
+        outbox.mark_sent(self.items, mirror_sets=self.mirror_sets)
         self.items = []
 
 
@@ -139,16 +140,18 @@ class SyncWorker:
         if report.skipped:
             return report
         outbox.release_local_only()
-        # Upstream is asked what it is only when a change waits: a device that only uploads
-        # never needs to know. A gateway takes the device key for changes: no API token.
-        gateway = self._gateway() if outbox.has_changes() else bool(self.mirrors)
+        # Upstream is asked what it is once there is something to send (how an upload's
+        # acknowledgement is applied depends on it), then again every GATEWAY_RECHECK_SECONDS
+        # while changes wait. A gateway takes the device key for changes: no API token.
+        unknown = self.mirrors is None and outbox.has_pending()
+        gateway = self._gateway() if unknown or outbox.has_changes() else bool(self.mirrors)
         outbox.promote_waiting(bool(self.credentials.api_token) or gateway)
         rows = outbox.due_rows(
             self.settings["upstream.order"], self.settings["upstream.batch_size"]
         )
         if rows:
             save_status(state="syncing")
-        accepted = _Accepted()
+        accepted = _Accepted("update_annotation" in (self.mirrors or ()))
         if not self._send_rows(rows, accepted, report):
             return report
         done = {
@@ -171,9 +174,9 @@ class SyncWorker:
         """Whether upstream is a site gateway, asked again every GATEWAY_RECHECK_SECONDS. When
         one is found, changes parked as ``unsupported`` that it takes go back in the queue."""
         if time.monotonic() - self._mirrors_asked >= GATEWAY_RECHECK_SECONDS:
-            self._mirrors_asked = time.monotonic()
             found = self.client.gateway_mirrors()
-            if found is not None:
+            if found is not None:  # no answer: asked again next pass
+                self._mirrors_asked = time.monotonic()
                 if found and found != self.mirrors:
                     log.info("upstream is a site gateway; it takes %s", ", ".join(found))
                     outbox.release_unsupported(found)
@@ -198,7 +201,7 @@ class SyncWorker:
                 log.exception("cannot send %s of image %s", row.kind, row.image_id)
                 outcome, sent_annotations = (
                     Outcome("local", None, f"{exc.__class__.__name__}: {exc}"),
-                    [],
+                    {},
                 )
             report.sent += 1
             if outcome.kind in ("ok", "duplicate"):
@@ -215,44 +218,45 @@ class SyncWorker:
 
     def _send(
         self, row: Outbox, image: Image | None, annotations: list[Annotation]
-    ) -> tuple[Outcome, list[int]]:
+    ) -> tuple[Outcome, dict[int, int]]:
+        """The answer, and the annotations an upload carried (id -> updated_at)."""
         if image is None:
-            return Outcome("ok", None, "image deleted locally"), []
+            return Outcome("ok", None, "image deleted locally"), {}
         try:
             if row.kind == outbox.UPLOAD:
                 request = upload_request(row, image, annotations)
-                return self.client.upload(request), [a.id for a in annotations]
+                return self.client.upload(request), {a.id: a.updated_at for a in annotations}
         except LocalFileProblem as exc:
-            return Outcome("reject", None, str(exc)), []
+            return Outcome("reject", None, str(exc)), {}
         mirrors = self.mirrors or ()
         if row.kind not in ("patch_image", "create_annotation") and row.kind not in mirrors:
             return Outcome(
                 "unsupported", None, f"upstream documents no endpoint for {row.kind}"
-            ), []
+            ), {}
         if not image.remote_id:
-            return Outcome("reject", None, "upstream did not give this image an id"), []
+            return Outcome("reject", None, "upstream did not give this image an id"), {}
         # When the change was made here: the row's time, or the image's last change if that
         # is earlier (the fields an upload could not carry are queued when it is acknowledged).
         edited_at = format_ts(min(row.created_at, image.updated_at))
         if row.kind == "patch_image":
             fields = {k: v for k, v in json.loads(row.payload).items() if k in PATCHABLE}
             if not fields:  # e.g. model_id: kept locally, upstream's PATCH has no such field
-                return Outcome("ok", None, "nothing upstream can take"), []
+                return Outcome("ok", None, "nothing upstream can take"), {}
             if "patch_image" in mirrors:  # a gateway: with the edit's time, by device key
                 fields["edited_at"] = edited_at
                 return self.client.patch_image(
                     image.remote_id, fields, row.idempotency_key, device=True
-                ), []
-            return self.client.patch_image(image.remote_id, fields, row.idempotency_key), []
+                ), {}
+            return self.client.patch_image(image.remote_id, fields, row.idempotency_key), {}
         if row.kind in ANNOTATION_KINDS and row.kind in mirrors:
             # A gateway takes the image's whole set as of now: whatever happened to each
             # annotation since, the set sent last is the device's.
             body = {"annotations": mirror_set(image), "edited_at": edited_at}
-            return self.client.put_annotations(image.remote_id, body, row.idempotency_key), []
+            return self.client.put_annotations(image.remote_id, body, row.idempotency_key), {}
         body = annotation_body(row, image)
         if body is None:
-            return Outcome("ok", None, "annotation deleted locally"), []
-        return self.client.create_annotation(body, row.idempotency_key), []
+            return Outcome("ok", None, "annotation deleted locally"), {}
+        return self.client.create_annotation(body, row.idempotency_key), {}
 
     def _failed(self, row: Outbox, outcome: Outcome, report: PassReport) -> bool:
         """Apply a failed answer; True when the pass may go on with the next row."""
@@ -295,9 +299,10 @@ class SyncWorker:
             )
             report.stopped = "auth_failed"
             return False
-        # Transient. A refused connection says nothing about the row (the link is down) and
-        # neither does 429 (the server is busy): only the others count towards quarantine.
-        counts = outcome.kind == "transient" and outcome.status != 429
+        # Transient. A refused connection says nothing about the row (the link is down), and
+        # neither does 429 (the server is busy) or 507 (a site gateway out of room, which
+        # asks its devices to keep their queues): only the others count towards quarantine.
+        counts = outcome.kind == "transient" and outcome.status not in (429, 507)
         if counts and outbox.record_failure(
             row, outcome.status, outcome.message, self.settings["upstream.max_attempts"]
         ):

@@ -100,6 +100,7 @@ def _idempotent(work: Callable[[], tuple[int, dict[str, Any]]]) -> Response:
             body = envelope.error_body(err, getattr(err, "data", None))
     if key:
         site.remember(_scope(), key, where, status, body)
+        site.forget_expired(settings()["site.idempotency_hours"])
     return _answer(status, body)
 
 
