@@ -7,6 +7,8 @@ knowing about Flask; the web layer maps them to responses in one place (``web.py
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CatalogError(Exception):
     status = 500
@@ -81,9 +83,14 @@ class Conflict(CatalogError):
 
 
 class DuplicateImage(Conflict):
-    """The same bytes are already in the catalog (the cloud's answer to a duplicate upload)."""
+    """The same bytes are already in the catalog (the cloud's answer to a duplicate upload);
+    ``ids``: the stored image's, sent as the error's ``data``."""
 
     code = "DUPLICATE_IMAGE"
+
+    def __init__(self, message: str, details: str, ids: dict[str, Any]):
+        super().__init__(message, details)
+        self.ids = ids
 
 
 class Gone(CatalogError):

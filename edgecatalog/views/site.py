@@ -95,9 +95,8 @@ def _idempotent(work: Callable[[], tuple[int, dict[str, Any]]]) -> Response:
     except CatalogError as err:
         if err.status >= 500 or err.status == 429 or err.headers:
             raise
-        status, body = err.status, envelope.error_body(err)
-        if isinstance(err, DuplicateImage):
-            body = envelope.error_body(err, getattr(err, "data", None))
+        data = err.ids if isinstance(err, DuplicateImage) else None
+        status, body = err.status, envelope.error_body(err, data)
     if key:
         site.remember(_scope(), key, where, status, body)
         site.forget_expired(settings()["site.idempotency_hours"])
@@ -137,12 +136,11 @@ def upload_image():
         )
         ids = {k: result.to_dict()[k] for k in ("image_id", "batch_id", "storage_key")}
         if result.duplicate:
-            err = DuplicateImage(
+            raise DuplicateImage(
                 f"an image with these bytes is already in the catalog (image {result.image_id})",
                 "image",
+                ids,
             )
-            err.data = ids  # type: ignore[attr-defined]
-            raise err
         return 201, envelope.ok(ids)
 
     return _idempotent(work)
