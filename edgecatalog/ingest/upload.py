@@ -105,7 +105,7 @@ class DeviceShare:
         if self.share >= 1.0:
             return
         if self._read_at is None:
-            self.read()
+            self.read(unless_read=True)
         elif self._age() >= max(self.REFRESH_SECONDS, 50 * self._read_seconds):
             self._read_in_background()
         over = self._over(device_id, incoming)
@@ -149,9 +149,13 @@ class DeviceShare:
             if self._since_read is not None:
                 self._since_read.append((device_id, nbytes))
 
-    def read(self) -> None:
-        """Read the totals from the database (on the calling thread's connection)."""
+    def read(self, unless_read: bool = False) -> None:
+        """Read the totals from the database (on the calling thread's connection).
+        ``unless_read``: not when another thread read them while this one waited (the first
+        uploads arrive together: one read, not one full scan per server thread)."""
         with self._reading:
+            if unless_read and self._read_at is not None:
+                return
             with self._lock:
                 self._since_read = []
             started = time.monotonic()
