@@ -146,7 +146,7 @@ def _image(image_id: int, param: str) -> Image:
     return image
 
 
-def _check_bytes(
+def check_bytes(
     image_id: int,
     columns: Mapping[str, Any],
     limits: AnnotationLimits,
@@ -203,7 +203,7 @@ def create_annotation(
                 MANUAL,
             )
         columns = annotation_columns(ann, image.width, image.height)
-        _check_bytes(image_id, columns, limits)
+        check_bytes(image_id, columns, limits)
         row = Annotation.create(image=image_id, created_at=now, updated_at=now, **columns)
         Image.update(updated_at=now).where(Image.id == image_id).execute()
         edit_clock.record(image_id, [edit_clock.ANNOTATIONS], now, edit_clock.LOCAL)
@@ -237,7 +237,7 @@ def update_annotation(
         if "geometry" not in changes and "type" not in changes:
             # Keep the stored geometry exactly: recomputing it from the rounded pixel polygon
             # would drift the normalized columns on every rename.
-            _check_bytes(
+            check_bytes(
                 image.id,
                 {**columns, "geometry": row.geometry},
                 limits,
@@ -246,7 +246,7 @@ def update_annotation(
             )
             columns = {k: columns[k] for k in ("class_value", "z_order", "confidence")}
         else:
-            _check_bytes(image.id, columns, limits, replacing=annotation_id)
+            check_bytes(image.id, columns, limits, replacing=annotation_id)
         if all(getattr(row, k) == v for k, v in columns.items()):
             return
         Annotation.update(updated_at=now, **columns).where(Annotation.id == annotation_id).execute()

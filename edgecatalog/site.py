@@ -24,8 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import edit_clock
-from .annotation_edits import state_of
-from .catalog import NewAnnotation, annotation_columns, queue_change
+from .annotation_edits import check_bytes, state_of
+from .catalog import (
+    DEFAULT_LIMITS,
+    AnnotationLimits,
+    NewAnnotation,
+    annotation_columns,
+    queue_change,
+)
 from .db import write_tx
 from .errors import Conflict, NotFound, NotOwnImage, ValidationError
 from .models import Annotation, Device, IdempotencyRecord, Image
@@ -225,7 +231,11 @@ def mirror_annotations(
 
 
 def add_annotation(
-    image_id: int, device_id: str | None, ann: NewAnnotation, max_annotations: int
+    image_id: int,
+    device_id: str | None,
+    ann: NewAnnotation,
+    max_annotations: int,
+    limits: AnnotationLimits = DEFAULT_LIMITS,
 ) -> int:
     """``POST /api/data/annotations``: one annotation added to the image as sent (a device's
     late inference, or its reviewer's box); returns its id."""
@@ -241,6 +251,7 @@ def add_annotation(
                 "image_id",
             )
         columns = annotation_columns(ann, image.width, image.height)
+        check_bytes(image_id, columns, limits)  # with the image's others, as every edit is
         row = Annotation.create(image=image_id, created_at=now, updated_at=now, **columns)
         Image.update(updated_at=now).where(Image.id == image_id).execute()
         edit_clock.record(image_id, [edit_clock.ANNOTATIONS], now, origin)

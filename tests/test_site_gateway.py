@@ -399,3 +399,31 @@ def test_remembered_answers_expire(client, monkeypatch):
     # Its upload is still found by its bytes: a duplicate, not a second image.
     again = upload(client, KEY_A, image_bytes(seed=30), idem="old")
     assert again.status_code == 409 and image_count() == 3
+
+
+def test_an_added_annotation_is_held_to_the_images_byte_cap(tmp_path, database_url):
+    client = create_app(
+        gateway_settings(tmp_path, database_url, ingest__max_annotation_bytes=1024)
+    ).test_client()
+    polygon = {
+        "class_value": "hole",
+        "type": "polygon",
+        "geometry": [0.01 * (i % 90 + 5) for i in range(80)],
+    }
+    image_id = _uploaded(client, meta={"annotations": [polygon]})
+    body = {"image_id": image_id, **polygon}
+    answers = [
+        client.post("/api/data/annotations", json=body, headers=dev(KEY_A)) for _ in range(8)
+    ]
+    statuses = [a.status_code for a in answers]
+    assert 201 in statuses and statuses[-1] == 400, statuses
+    refused = answers[-1].get_json()["error"]
+    assert refused["details"] == "geometry" and "max_annotation_bytes" in refused["message"]
+    # What is stored fits the cap, and one more of the same would not have.
+    with database.connection_context():
+        sizes = [
+            len(a.geometry.encode()) + len(a.class_value.encode()) + len(a.source.encode())
+            for a in Annotation.select().where(Annotation.image == image_id)
+        ]
+    assert sum(sizes) <= 1024 < sum(sizes) + sizes[0]
+    assert len(sizes) == 1 + statuses.count(201)

@@ -196,8 +196,13 @@ def create_annotation():
 
     def work() -> tuple[int, dict[str, Any]]:
         device = _device()
+        cfg = settings()
         annotation_id = site.add_annotation(
-            image_id, device, ann, settings()["ingest.max_annotations"]
+            image_id,
+            device,
+            ann,
+            cfg["ingest.max_annotations"],
+            AnnotationLimits.from_settings(cfg),
         )
         return 201, envelope.ok(annotation_to_dict(get_annotation_row(annotation_id)))
 
