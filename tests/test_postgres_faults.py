@@ -74,3 +74,53 @@ def test_a_restart_is_503_with_retry_after_then_the_service_recovers(tmp_path, o
         )
     finally:
         server.close()
+
+
+class _Job:
+    """A stand-in background job: it records when it is started and stopped."""
+
+    name = "test job"
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def start(self) -> None:
+        self.events.append("start")
+
+    def stop(self, timeout: float) -> None:
+        self.events.append("stop")
+
+
+def test_an_elected_job_stops_when_its_lock_session_dies_and_is_elected_again(
+    tmp_path, own_cluster
+):
+    """The server restarts under a process that holds an elected job's advisory lock: the lock
+    is gone with the session, so the job stops there, and is elected again once the server is
+    back (here the same process asks again and wins: no other one is running)."""
+    from edgecatalog import db
+    from edgecatalog.background import Elected
+
+    settings = make_settings(tmp_path, database__url=own_cluster.new_database())
+    db.open_for(settings)
+    job = _Job()
+    elected = Elected(job, settings, retry=0.2)
+    elected.start()
+    try:
+        assert _until(lambda: elected.running, 10)
+        own_cluster.pause()
+        assert _until(lambda: not elected.running, 10)
+        assert job.events == ["start", "stop"]
+        own_cluster.resume()
+        assert _until(lambda: elected.running, 20)
+        assert job.events == ["start", "stop", "start"]
+    finally:
+        elected.stop(5)
+
+
+def _until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
