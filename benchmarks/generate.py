@@ -44,9 +44,10 @@ CHUNK = 20_000
 
 
 def list_triggers() -> dict[str, list[str]]:
-    """Every trigger that keeps a count table or the search index: name -> the statements
+    """Every trigger that keeps a count table, the class sets or the search index: name -> the statements
     that create it."""
     triggers = dict(engine().search_index_triggers())
+    triggers.update(engine().class_set_triggers())
     for table in COUNT_TABLES:
         triggers.update(engine().count_triggers(table))
     return triggers
@@ -94,6 +95,8 @@ def finish_bulk(conn: sqlite3.Connection, indexes: list[str]) -> None:
     for sql in indexes:
         conn.execute(sql)
     conn.execute("BEGIN")
+    for sql in engine().class_set_backfill():  # the class sets first: counted by them
+        conn.execute(sql)
     for table in COUNT_TABLES:
         for sql in engine().backfill(table):
             conn.execute(sql)

@@ -152,6 +152,9 @@ class Image(BaseModel):
     remote_batch_id = CharField(default="")
     remote_storage_key = CharField(default="")
     evicted_at = BigIntegerField(null=True)
+    # The image's distinct annotation classes as one id (``class_sets``; 0: none), kept by
+    # triggers on annotation (migration 0013), set by the bulk writer for new images.
+    class_set_id = IntegerField(default=0)
 
     class Meta:
         indexes = (
@@ -325,6 +328,23 @@ class FieldEdit(BaseModel):
         primary_key = CompositeKey("image", "field")
 
 
+class ClassSet(BaseModel):
+    """A set of annotation classes some image has (``class_sets``): ``classes`` sorted and
+    joined by U+001F. Never deleted: a set no image has any more counts zero."""
+
+    classes = TextField(unique=True)
+
+
+class ClassSetMember(BaseModel):
+    """Which sets hold a class: a total over several classes sums the sets found here."""
+
+    class_value = TextField()
+    set_id = IntegerField()
+
+    class Meta:
+        primary_key = CompositeKey("class_value", "set_id")
+
+
 MODELS = (
     Project,
     Device,
@@ -343,4 +363,6 @@ MODELS = (
     AuthEpoch,
     IdempotencyRecord,
     FieldEdit,
+    ClassSet,
+    ClassSetMember,
 )

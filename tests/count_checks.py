@@ -43,11 +43,57 @@ RECOUNTS = {
             "GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"
         ),
     ),
+    "image_set_total": (
+        "SELECT class_set_id, n FROM image_set_total WHERE n > 0 ORDER BY 1",
+        "SELECT class_set_id, count(*) FROM image GROUP BY 1 ORDER BY 1",
+    ),
+    "image_set_count": (
+        (
+            "SELECT device_id, class_set_id, annotation_status, split, sync_state, n "
+            "FROM image_set_count WHERE n > 0 ORDER BY 1, 2, 3, 4, 5"
+        ),
+        (
+            "SELECT device_id, class_set_id, annotation_status, split, sync_state, count(*) "
+            "FROM image GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+        ),
+    ),
+    "image_set_facet": (
+        (
+            "SELECT batch_id, class_set_id, device_id, annotation_status, split, sync_state, n "
+            "FROM image_set_facet WHERE n > 0 ORDER BY 1, 2, 3, 4, 5, 6"
+        ),
+        (
+            "SELECT batch_id, class_set_id, device_id, annotation_status, split, sync_state, "
+            "count(*) FROM image GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"
+        ),
+    ),
 }
+
+
+def assert_class_sets_match_annotations() -> None:
+    """Every image's class set is the set of its annotations' classes (0: none), and the
+    member table lists each set's classes."""
+    classes: dict[int, set[str]] = {}
+    for image_id, class_value in database.execute_sql(
+        "SELECT image_id, class_value FROM annotation"
+    ).fetchall():
+        classes.setdefault(image_id, set()).add(class_value)
+    sets = dict(database.execute_sql("SELECT id, classes FROM class_set").fetchall())
+    members: dict[int, set[str]] = {}
+    for class_value, set_id in database.execute_sql(
+        "SELECT class_value, set_id FROM class_set_member"
+    ).fetchall():
+        members.setdefault(set_id, set()).add(class_value)
+    for image_id, set_id in database.execute_sql("SELECT id, class_set_id FROM image").fetchall():
+        want = classes.get(image_id, set())
+        have = set(sets[set_id].split("\x1f")) if set_id else set()
+        assert have == want, (image_id, have, want)
+        assert members.get(set_id, set()) == want, (image_id, set_id)
 
 
 def assert_counts_match_rows() -> dict[str, list[tuple]]:
     """Assert every count table equals its recount; returns the recounts by table."""
+    assert_class_sets_match_annotations()
     recounted = {}
     for table, (kept, recount) in RECOUNTS.items():
         have = database.execute_sql(kept).fetchall()

@@ -288,6 +288,69 @@ class PostgresEngine:
     def search_index_triggers(self) -> dict[str, list[str]]:
         return {}  # the GIN index is kept by PostgreSQL
 
+    # -- class sets -------------------------------------------------------------------------
+
+    def class_set_triggers(self) -> dict[str, list[str]]:
+        # One trigger, named as its function, so drop_trigger(name) removes both.
+        statements = [
+            (
+                "CREATE OR REPLACE FUNCTION image_class_set_refresh(img bigint) RETURNS void "
+                "LANGUAGE plpgsql AS $$ DECLARE s text; sid integer := 0; BEGIN "
+                # An image being deleted is gone when its annotations' triggers run.
+                "IF NOT EXISTS (SELECT 1 FROM image WHERE id = img) THEN RETURN; END IF; "
+                "SELECT string_agg(c, chr(31) ORDER BY c) INTO s FROM (SELECT DISTINCT "
+                "class_value AS c FROM annotation WHERE image_id = img) d; "
+                "IF s IS NOT NULL THEN "
+                "INSERT INTO class_set(classes) VALUES (s) ON CONFLICT (classes) DO NOTHING; "
+                "SELECT id INTO sid FROM class_set WHERE classes = s; "
+                "INSERT INTO class_set_member(class_value, set_id) SELECT DISTINCT class_value, "
+                "sid FROM annotation WHERE image_id = img ON CONFLICT DO NOTHING; "
+                "END IF; "
+                "UPDATE image SET class_set_id = sid WHERE id = img "
+                "AND class_set_id IS DISTINCT FROM sid; END $$"
+            ),
+            (
+                "CREATE OR REPLACE FUNCTION annotation_class_set() RETURNS trigger "
+                "LANGUAGE plpgsql AS $$ BEGIN "
+                "IF TG_OP IN ('DELETE', 'UPDATE') AND NOT EXISTS (SELECT 1 FROM annotation "
+                "WHERE image_id = OLD.image_id AND class_value = OLD.class_value) THEN "
+                "PERFORM image_class_set_refresh(OLD.image_id); END IF; "
+                "IF TG_OP IN ('INSERT', 'UPDATE') AND NOT EXISTS (SELECT 1 FROM image i "
+                "JOIN class_set_member m ON m.set_id = i.class_set_id WHERE i.id = NEW.image_id "
+                "AND m.class_value = NEW.class_value) THEN "
+                "PERFORM image_class_set_refresh(NEW.image_id); END IF; "
+                "RETURN NULL; END $$"
+            ),
+            "DROP TRIGGER IF EXISTS annotation_class_set ON annotation",
+            (
+                "CREATE TRIGGER annotation_class_set AFTER INSERT OR DELETE OR UPDATE OF "
+                "class_value, image_id ON annotation FOR EACH ROW "
+                "EXECUTE FUNCTION annotation_class_set()"
+            ),
+        ]
+        return {"annotation_class_set": statements}
+
+    def class_set_backfill(self) -> list[str]:
+        keys = (
+            "SELECT image_id, string_agg(class_value, chr(31) ORDER BY class_value) AS s "
+            "FROM (SELECT DISTINCT image_id, class_value FROM annotation) d GROUP BY image_id"
+        )
+        return [
+            (
+                f"INSERT INTO class_set(classes) SELECT DISTINCT s FROM ({keys}) k "
+                "ON CONFLICT (classes) DO NOTHING"
+            ),
+            (
+                f"UPDATE image SET class_set_id = cs.id FROM ({keys}) k JOIN class_set cs "
+                "ON cs.classes = k.s WHERE image.id = k.image_id"
+            ),
+            (
+                "INSERT INTO class_set_member(class_value, set_id) SELECT DISTINCT a.class_value, "
+                "i.class_set_id FROM annotation a JOIN image i ON i.id = a.image_id "
+                "WHERE i.class_set_id <> 0 ON CONFLICT DO NOTHING"
+            ),
+        ]
+
     def search_index_backfill(self) -> list[str]:
         return []
 

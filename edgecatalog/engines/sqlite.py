@@ -189,6 +189,73 @@ class SqliteEngine:
             f"WHEN old.filename IS NOT new.filename BEGIN {sub} {add} END",
         }
 
+    # -- class sets -------------------------------------------------------------------------
+
+    def class_set_triggers(self) -> dict[str, list[str]]:
+        def refresh(img: str) -> str:
+            key = _set_key(img)
+            set_id = f"coalesce((SELECT id FROM class_set WHERE classes = {key}), 0)"
+            return (
+                f"INSERT OR IGNORE INTO class_set(classes) SELECT s FROM (SELECT {key} AS s) "
+                "WHERE s IS NOT NULL; "
+                "INSERT OR IGNORE INTO class_set_member(class_value, set_id) SELECT DISTINCT "
+                f"a.class_value, cs.id FROM annotation a JOIN class_set cs ON cs.classes = {key} "
+                f"WHERE a.image_id = {img}; "
+                f"UPDATE image SET class_set_id = {set_id} WHERE id = {img} "
+                f"AND class_set_id IS NOT {set_id};"
+            )
+
+        # A class new to the image, or the image's last annotation of one gone: its set moves.
+        # An image being deleted is gone already when its annotations' triggers run.
+        known = (
+            "EXISTS (SELECT 1 FROM image i JOIN class_set_member m ON m.set_id = i.class_set_id "
+            "WHERE i.id = new.image_id AND m.class_value = new.class_value)"
+        )
+        gone = (
+            "NOT EXISTS (SELECT 1 FROM annotation a WHERE a.image_id = old.image_id "
+            "AND a.class_value = old.class_value) "
+            "AND EXISTS (SELECT 1 FROM image WHERE id = old.image_id)"
+        )
+        moved = "(old.class_value IS NOT new.class_value OR old.image_id IS NOT new.image_id)"
+        return {
+            "annotation_set_ai": [
+                (
+                    "CREATE TRIGGER IF NOT EXISTS annotation_set_ai AFTER INSERT ON annotation "
+                    f"WHEN NOT {known} BEGIN {refresh('new.image_id')} END"
+                )
+            ],
+            "annotation_set_ad": [
+                (
+                    "CREATE TRIGGER IF NOT EXISTS annotation_set_ad AFTER DELETE ON annotation "
+                    f"WHEN {gone} BEGIN {refresh('old.image_id')} END"
+                )
+            ],
+            "annotation_set_au": [
+                (
+                    "CREATE TRIGGER IF NOT EXISTS annotation_set_au AFTER UPDATE OF class_value, "
+                    f"image_id ON annotation WHEN {moved} BEGIN {refresh('old.image_id')} "
+                    f"{refresh('new.image_id')} END"
+                )
+            ],
+        }
+
+    def class_set_backfill(self) -> list[str]:
+        key = _set_key("image.id")
+        return [
+            (
+                "INSERT OR IGNORE INTO class_set(classes) SELECT DISTINCT s FROM "
+                f"(SELECT {key} AS s FROM image) WHERE s IS NOT NULL"
+            ),
+            (
+                f"UPDATE image SET class_set_id = coalesce((SELECT id FROM class_set WHERE classes = "
+                f"{key}), 0)"
+            ),
+            (
+                "INSERT OR IGNORE INTO class_set_member(class_value, set_id) SELECT DISTINCT "
+                "a.class_value, i.class_set_id FROM annotation a JOIN image i ON i.id = a.image_id"
+            ),
+        ]
+
     def search_index_backfill(self) -> list[str]:
         return ["INSERT INTO image_fts(image_fts) VALUES ('rebuild')"]
 
@@ -295,3 +362,12 @@ class SqliteEngine:
 
 
 ENGINE = SqliteEngine()
+
+
+def _set_key(img: str) -> str:
+    """The ``class_sets.set_key`` text of image ``img`` (an SQL expression), or NULL for none:
+    an aggregate over an ordered subquery takes its rows in that order."""
+    return (
+        "(SELECT group_concat(c, char(31)) FROM (SELECT DISTINCT class_value AS c "
+        f"FROM annotation WHERE image_id = {img} ORDER BY c))"
+    )

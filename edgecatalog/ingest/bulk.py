@@ -31,6 +31,7 @@ from typing import Any
 
 from peewee import Model
 
+from .. import class_sets
 from ..catalog import (
     ANNOTATION_COLUMNS,
     DEFAULT_LIMITS,
@@ -100,6 +101,7 @@ IMAGE_FIELDS = (
     "model_id",
     "model_version",
     "source",
+    "class_set_id",
 )
 # The Annotation columns as the writer inserts them: the image, its stored columns
 # (``catalog.ANNOTATION_COLUMNS``, as ``annotation_values`` gives them), the timestamps.
@@ -270,6 +272,10 @@ def _insert(
 ) -> None:
     devices = {d: ensure_device(d, now).id for d in {n.device_id for n in fresh}}
     roots = {r: file_root(r).id for r in {n.root for n in fresh}}
+    # Each image's class set, given as it is inserted (its annotations' triggers then find
+    # nothing to move); the stored rows start with their class_value.
+    set_keys = [class_sets.set_key(row[0] for row in rows) for rows in annotations]
+    set_ids = class_sets.ids_for(set_keys)
     image = row_shape(Image, IMAGE_FIELDS)
     rows = [
         (
@@ -289,9 +295,10 @@ def _insert(
             new.model_id,
             new.model_version,
             new.source,
+            set_ids[key],
         )
         + image.tail
-        for new, batch_id in zip(fresh, batches)
+        for new, batch_id, key in zip(fresh, batches, set_keys)
     ]
     cursor = database.cursor()
     (last,) = cursor.execute('SELECT max("id") FROM "image"').fetchone()

@@ -55,6 +55,10 @@ DEVICE = Key("device_id", "INTEGER")
 STATUS = Key("annotation_status", "TEXT")
 SPLIT = Key("split", "TEXT")
 SYNC = Key("sync_state", "TEXT")
+# The image's set of classes (``class_sets``): a total over several classes is a sum over the
+# sets that hold any of them, which per-class tables cannot give (an image with two of the
+# classes would count twice).
+CLASS_SET = Key("class_set_id", "INTEGER")
 # Without the batch, a few hundred rows on a device with a handful of cameras; with it, the
 # rows multiply by the batches (22,594 at 1M images over 2,000 batches).
 TOTAL_KEYS = (DEVICE, STATUS, SPLIT, SYNC)
@@ -66,6 +70,12 @@ COUNT_TABLES: tuple[CountTable, ...] = (
     CountTable("image_facet_count", FACET_KEYS),
     CountTable("image_class_count", (), per_class=True),
     CountTable("image_class_facet", FACET_KEYS, per_class=True),
+    # Several classes: by set alone (a few thousand rows), then led by the filter column a
+    # total most often narrows by (the device; the batch, which a project's filter becomes),
+    # so that filter is a range of the key, not a probe per set.
+    CountTable("image_set_total", (CLASS_SET,)),
+    CountTable("image_set_count", (DEVICE, CLASS_SET, STATUS, SPLIT, SYNC)),
+    CountTable("image_set_facet", (BATCH, CLASS_SET, DEVICE, STATUS, SPLIT, SYNC)),
 )
 
 

@@ -21,7 +21,10 @@ def _literal(tables: tuple[CountTable, ...]) -> str:
     lines = ["("]
     for t in tables:
         lines += ["    CountTable(", f'        "{t.name}",']
-        if t.keys:
+        if len(t.keys) == 1:  # a one-element tuple stays on one line in the project format
+            (k,) = t.keys
+            lines.append(f'        (Key("{k.name}", "{k.type}"),),')
+        elif t.keys:
             lines.append("        (")
             lines += [f'            Key("{k.name}", "{k.type}"),' for k in t.keys]
             lines.append("        ),")

@@ -7,8 +7,8 @@ plan's choices in words (``edgecatalog explain`` prints them). The choices:
 
 - total: a sum over the first declared count table (``counts.source_for``) whose key columns
   cover every filter's ``counted_by`` columns (with ``class_values``: a per-class table for
-  one class; for several, a ``COUNT(*)`` that probes the classes per row of the other filters
-  when those match fewer images than the classes have, else over the classes' ``IN`` list);
+  one class; for several, a class-set table summed over the sets holding any of them,
+  ``class_sets``);
   a search alone: its carried total (``scan_cache.search_total``); otherwise ``COUNT(*)``.
   The count tables are kept by triggers in the writing transaction: never stale.
 - page: the page's ids from ``image`` alone by the sort index, then the joins for those ids.
@@ -306,6 +306,29 @@ class ImageList:
                 plan["total"] = f"count table kept by triggers: {table.name} (one class)"
                 total = _sum(table, [Sql("t.class_value = ?", classes), *others])
                 return compose("SELECT {}, {}, {}, {}", total, SIZE, other, class_images)
+        sets = (
+            counts.source_for(
+                (*conds.columns, "class_set_id"), per_class=False, tables=self.count_tables
+            )
+            if covered
+            else None
+        )
+        if sets is not None:
+            # Each image counts once, in its class set: the sum over the sets holding any of
+            # the classes. With other filters their key range leads (the set test is only
+            # checked on it: an index probe per set costs a seek per set and filter value).
+            plan["total"] = (
+                f"count table kept by triggers: {sets.name} (the class sets holding any of the "
+                "classes)"
+            )
+            column = engine().no_index("t.class_set_id") if others else "t.class_set_id"
+            member = Sql(
+                f"{column} IN (SELECT set_id FROM class_set_member WHERE "
+                f"class_value IN ({','.join('?' * len(classes))}))",
+                classes,
+            )
+            total = _sum(sets, [*others, member])
+            return compose("SELECT {}, {}, {}, {}", total, SIZE, other, class_images)
         if not others:
             plan["total"] = "several classes alone: distinct images over the annotation class index"
             distinct = Sql(
