@@ -1,8 +1,8 @@
 """The site gateway on PostgreSQL: a 10M-image site catalog, the list matrix against a
 psycopg floor, ingest from 20 concurrent device syncs, database size and peak RSS.
 
-    .venv/bin/python benchmarks/site_gateway.py --pgdata /work/ec-site            # everything
-    .venv/bin/python benchmarks/site_gateway.py --pgdata /work/ec-site --skip-ingest --only class
+    .venv/bin/python benchmarks/site_gateway.py --pgdata benchmarks/out/ec-site            # everything
+    .venv/bin/python benchmarks/site_gateway.py --pgdata benchmarks/out/ec-site --skip-ingest --only class
 
 ``--pgdata DIR`` holds everything of the run and is kept between runs: ``DIR/pg`` the cluster
 (``initdb`` as the ``postgres`` user, a loopback port kept in ``DIR/state.json``), ``DIR/data``

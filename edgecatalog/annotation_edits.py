@@ -180,17 +180,7 @@ def create_annotation(
     image_id, ann = new.image_id, new.annotation
     with write_tx():
         image = _image(image_id, "image_id")
-        count, top = (
-            Annotation.select(fn.COUNT(Annotation.id), fn.MAX(Annotation.z_order))
-            .where(Annotation.image == image_id)
-            .scalar(as_tuple=True)
-        )
-        if count >= max_annotations:
-            raise Conflict(
-                f"image {image_id} already has {count} annotations, the most "
-                "allowed ([ingest] max_annotations)",
-                "image_id",
-            )
+        top = top_with_room(image_id, max_annotations)
         if not new.z_order_given:
             # Drawn above what is there: a new box the user just drew should not hide. At the
             # top of the range it shares the top place rather than leave the range.
@@ -202,17 +192,46 @@ def create_annotation(
                 0 if top is None else min(top + 1, MAX_Z),
                 MANUAL,
             )
-        columns = annotation_columns(ann, image.width, image.height)
-        check_bytes(image_id, columns, limits)
-        row = Annotation.create(image=image_id, created_at=now, updated_at=now, **columns)
-        Image.update(updated_at=now).where(Image.id == image_id).execute()
-        edit_clock.record(image_id, [edit_clock.ANNOTATIONS], now, edit_clock.LOCAL)
-        queue_change(
-            image,
-            "create_annotation",
-            {"annotation_id": row.id, "annotation": state_of(row, image)},
-            now,
+        return insert_row(image, annotation_columns(ann, image.width, image.height), limits, now)
+
+
+def top_with_room(image_id: int, max_annotations: int) -> int | None:
+    """The highest z_order of the image's annotations (None: it has none); Conflict (409) when
+    it already has ``max_annotations``."""
+    count, top = (
+        Annotation.select(fn.COUNT(Annotation.id), fn.MAX(Annotation.z_order))
+        .where(Annotation.image == image_id)
+        .scalar(as_tuple=True)
+    )
+    if count >= max_annotations:
+        raise Conflict(
+            f"image {image_id} already has {count} annotations, the most "
+            "allowed ([ingest] max_annotations)",
+            "image_id",
         )
+    return top
+
+
+def insert_row(
+    image: Image,
+    columns: Mapping[str, Any],
+    limits: AnnotationLimits,
+    now: int,
+    origin: str = edit_clock.LOCAL,
+) -> int:
+    """Add one annotation (its stored ``columns``) to ``image`` in the caller's write
+    transaction: held to the image's stored-byte cap with its others, the image's
+    ``updated_at`` and edit clock moved, the change queued upstream. Returns its id."""
+    check_bytes(image.id, columns, limits)
+    row = Annotation.create(image=image.id, created_at=now, updated_at=now, **columns)
+    Image.update(updated_at=now).where(Image.id == image.id).execute()
+    edit_clock.record(image.id, [edit_clock.ANNOTATIONS], now, origin)
+    queue_change(
+        image,
+        "create_annotation",
+        {"annotation_id": row.id, "annotation": state_of(row, image)},
+        now,
+    )
     return row.id
 
 

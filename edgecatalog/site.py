@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import edit_clock
-from .annotation_edits import check_bytes, state_of
+from .annotation_edits import insert_row, state_of, top_with_room
 from .catalog import (
     DEFAULT_LIMITS,
     AnnotationLimits,
@@ -33,7 +33,7 @@ from .catalog import (
     queue_change,
 )
 from .db import write_tx
-from .errors import Conflict, NotFound, NotOwnImage, ValidationError
+from .errors import NotFound, NotOwnImage, ValidationError
 from .models import Annotation, Device, IdempotencyRecord, Image
 from .timeutil import now_us
 from .version import __version__
@@ -243,22 +243,6 @@ def add_annotation(
     now = now_us()
     with write_tx():
         image = owned_image(image_id, device_id)
-        count = Annotation.select().where(Annotation.image == image_id).count()
-        if count >= max_annotations:
-            raise Conflict(
-                f"image {image_id} already has {count} annotations, the most allowed "
-                "([ingest] max_annotations)",
-                "image_id",
-            )
+        top_with_room(image_id, max_annotations)
         columns = annotation_columns(ann, image.width, image.height)
-        check_bytes(image_id, columns, limits)  # with the image's others, as every edit is
-        row = Annotation.create(image=image_id, created_at=now, updated_at=now, **columns)
-        Image.update(updated_at=now).where(Image.id == image_id).execute()
-        edit_clock.record(image_id, [edit_clock.ANNOTATIONS], now, origin)
-        queue_change(
-            image,
-            "create_annotation",
-            {"annotation_id": row.id, "annotation": state_of(row, image)},
-            now,
-        )
-    return row.id
+        return insert_row(image, columns, limits, now, origin)

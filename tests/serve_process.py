@@ -48,6 +48,16 @@ def write_config(path: Path, data_dir: Path, port: int, **sections: dict[str, An
     return path
 
 
+def wait_until(predicate: Any, timeout: float, step: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
+
+
 class ServeProcess:
     """``edgecatalog serve`` as a subprocess. Its stderr goes to a file, never a pipe: under
     load waitress logs a warning per queued task, and an undrained pipe fills up and blocks

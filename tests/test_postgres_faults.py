@@ -11,7 +11,7 @@ import pg_cluster
 import pytest
 import requests
 from conftest import make_settings, seed_image
-from serve_process import ThreadedServer
+from serve_process import ThreadedServer, wait_until
 
 from edgecatalog import create_app
 from edgecatalog.auth import Authenticator
@@ -106,21 +106,12 @@ def test_an_elected_job_stops_when_its_lock_session_dies_and_is_elected_again(
     elected = Elected(job, settings, retry=0.2)
     elected.start()
     try:
-        assert _until(lambda: elected.running, 10)
+        assert wait_until(lambda: elected.running, 10)
         own_cluster.pause()
-        assert _until(lambda: not elected.running, 10)
+        assert wait_until(lambda: not elected.running, 10)
         assert job.events == ["start", "stop"]
         own_cluster.resume()
-        assert _until(lambda: elected.running, 20)
+        assert wait_until(lambda: elected.running, 20)
         assert job.events == ["start", "stop", "start"]
     finally:
         elected.stop(5)
-
-
-def _until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()

@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 from conftest import jpeg_bytes, make_settings, seed_image
-from serve_process import ServeProcess, free_port, write_config
+from serve_process import ServeProcess, free_port, wait_until, write_config
 from upstream_emulator import UpstreamEmulator
 
 from edgecatalog import db
@@ -97,15 +97,6 @@ def _runs_capture(server: ServeProcess) -> bool:
     return "capture watcher runs in this process" in server.log_text()
 
 
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 def test_capture_watcher_is_elected_and_moves_when_its_process_dies(tmp_path, pg_cluster):
     """Two processes watch the same capture folder: one of them indexes it; when that one is
     SIGKILLed, the other takes over within a few seconds and indexes what arrives next."""
@@ -130,7 +121,7 @@ def test_capture_watcher_is_elected_and_moves_when_its_process_dies(tmp_path, pg
             servers.append(ServeProcess(config, port))
         for server in servers:
             server.wait_ready()
-        assert _wait(lambda: any(_runs_capture(s) for s in servers), 10)
+        assert wait_until(lambda: any(_runs_capture(s) for s in servers), 10)
         time.sleep(2.5)  # a full election round: the other asked and was refused
         runners = [s for s in servers if _runs_capture(s)]
         assert len(runners) == 1
@@ -142,11 +133,11 @@ def test_capture_watcher_is_elected_and_moves_when_its_process_dies(tmp_path, pg
             return body["meta"]["total"]
 
         (watch / "first.jpg").write_bytes(jpeg_bytes(seed=1))
-        assert _wait(lambda: total() == 1, 15), runner.log_text()[-2000:]
+        assert wait_until(lambda: total() == 1, 15), runner.log_text()[-2000:]
         runner.kill(signal.SIGKILL)
-        assert _wait(lambda: _runs_capture(other), 10), other.log_text()[-2000:]
+        assert wait_until(lambda: _runs_capture(other), 10), other.log_text()[-2000:]
         (watch / "second.jpg").write_bytes(jpeg_bytes(seed=2))
-        assert _wait(lambda: total() == 2, 15), other.log_text()[-2000:]
+        assert wait_until(lambda: total() == 2, 15), other.log_text()[-2000:]
     finally:
         for server in servers:
             server.close()

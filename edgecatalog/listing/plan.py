@@ -329,40 +329,11 @@ class ImageList:
             )
             total = _sum(sets, [*others, member])
             return compose("SELECT {}, {}, {}, {}", total, SIZE, other, class_images)
-        if not others:
-            plan["total"] = "several classes alone: distinct images over the annotation class index"
-            distinct = Sql(
-                f"(SELECT count(*) FROM (SELECT DISTINCT image_id FROM annotation "
-                f"WHERE class_value IN ({','.join('?' * len(classes))})) AS d)",
-                classes,
-            )
-            return compose("SELECT {}, {}, {}, {}", distinct, SIZE, SIZE, class_images)
+        # A declaration without a class-set table that covers the filters (the service's
+        # always has one): every condition counted over the images.
+        plan["total"] = "COUNT(*) over image with every condition (no count table covers them)"
         counted = compose("(SELECT count(*) FROM image t{})", where(conds.render()))
-        if source is None:
-            plan["total"] = "COUNT(*) over image with every condition (a filter no count table has)"
-            return compose("SELECT {}, {}, {}, {}", counted, SIZE, SIZE, class_images)
-        # Several classes with counted filters: probe the classes per row of the other filters
-        # when they match fewer images than the classes have, else the classes' IN list.
-        # CASE evaluates one branch.
-        probed = compose(
-            "(SELECT count(*) FROM image t{})",
-            where([*conds.others(batch_first=True), class_probe(classes)]),
-        )
-        plan["total"] = (
-            f"several classes with counted filters: COUNT(*) probing the classes per row of the "
-            f"other filters (counted by {source.name}) when they match fewer images than the "
-            "classes have, else over the classes' IN list"
-        )
-        return compose(
-            "SELECT CASE WHEN {} < {} THEN {} ELSE {} END, {}, {}, {}",
-            other,
-            class_images,
-            probed,
-            counted,
-            SIZE,
-            other,
-            class_images,
-        )
+        return compose("SELECT {}, {}, {}, {}", counted, SIZE, SIZE, class_images)
 
     # -- one image ------------------------------------------------------------------------
 

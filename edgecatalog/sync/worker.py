@@ -4,9 +4,14 @@ in ``sync/service.py``.
 
 A pass takes the engine's job lock (``pass_lock``: ``<data_dir>/sync.lock`` on SQLite, a
 session advisory lock on PostgreSQL) so that ``serve``'s workers and a separate ``edgecatalog
-sync`` never send the same row at once; a killed process drops the lock with it. Every state change is its own short transaction, committed after the upstream answer:
-a crash in between leaves the row pending, and its resend carries the same Idempotency-Key,
-which upstream answers as the same upload or as a duplicate, so it is applied exactly once.
+sync`` never send the same row at once; a killed process drops the lock with it. Every state
+change is its own short transaction, committed after the upstream answer: a crash in between
+leaves the row pending, and its resend carries the same Idempotency-Key, which upstream
+answers as the same upload or as a duplicate, so it is applied exactly once.
+
+Upstream is the cloud or a site gateway (``GET /device/self`` says which): a gateway also
+takes changes by device key, with the time they were made, and annotation edits and deletions
+as the image's whole set (``mirrors``).
 """
 
 from __future__ import annotations

@@ -41,15 +41,6 @@ from .upload import UPLOAD_ACCESS, upload_config
 
 bp = Blueprint("site", __name__, url_prefix="/api")
 log = logging.getLogger("edgecatalog.site")
-ANNOTATION_FIELDS = (
-    "image_id",
-    "class_value",
-    "type",
-    "geometry",
-    "confidence",
-    "source",
-    "z_order",
-)
 
 
 def _device() -> str | None:
