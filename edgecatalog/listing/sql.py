@@ -12,23 +12,27 @@ per engine comes from ``engines``. No Flask.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..engines import current as engine
 from ..engines import like_pattern
 from ..models import database
 
 
-@dataclass(frozen=True)
-class Sql:
+class Sql(NamedTuple):
+    # A tuple, not a dataclass: a request composes a dozen of these, and a frozen dataclass
+    # costs several times a tuple to build (measured on the cheapest list request: +7 %).
     text: str
     args: tuple = ()
 
 
 def compose(template: str, *parts: Sql) -> Sql:
     """``template`` with each ``{}`` replaced by the next part's text; the values follow."""
-    return Sql(template.format(*(p.text for p in parts)), tuple(a for p in parts for a in p.args))
+    args: tuple = ()
+    for part in parts:
+        if part.args:
+            args += tuple(part.args)
+    return Sql(template.format(*[part.text for part in parts]), args)
 
 
 def where(conds: list[Sql]) -> Sql:
