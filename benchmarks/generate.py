@@ -44,10 +44,11 @@ CHUNK = 20_000
 
 
 def list_triggers() -> dict[str, list[str]]:
-    """Every trigger that keeps a count table, the class sets or the search index: name -> the statements
-    that create it."""
+    """Every trigger that keeps a count table, the class sets, the zones or the search index:
+    name -> the statements that create it."""
     triggers = dict(engine().search_index_triggers())
     triggers.update(engine().class_set_triggers())
+    triggers.update(engine().zone_triggers())
     for table in COUNT_TABLES:
         triggers.update(engine().count_triggers(table))
     return triggers
@@ -101,6 +102,8 @@ def finish_bulk(conn: sqlite3.Connection, indexes: list[str]) -> None:
         for sql in engine().backfill(table):
             conn.execute(sql)
     for sql in engine().search_index_backfill():
+        conn.execute(sql)
+    for sql in engine().zone_backfill():
         conn.execute(sql)
     for statements in list_triggers().values():
         for sql in statements:

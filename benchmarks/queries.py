@@ -1,8 +1,9 @@
 """Run the query matrix against the service, the floor and Datasette on one generated catalog,
 and print latencies, throughput, ratios and pass/fail against the list's speed goals.
 
-Usage: ``python benchmarks/queries.py --data /tmp/ec-100k [--duration 3] [--only REGEX]``
-(``--data`` is a folder made by ``generate.py``). All three servers run as subprocesses on
+Usage: ``python benchmarks/queries.py --data /tmp/ec-100k [--duration 3] [--only REGEX]
+[--matrix standard|adversarial]`` (``--data`` is a folder made by ``generate.py``; the
+adversarial matrix, ``adversarial.py``, adds 100 images with many annotations to it once). All three servers run as subprocesses on
 loopback ports; the service is the real ``edgecatalog serve`` with a real JWT.
 """
 
@@ -21,6 +22,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import adversarial
 import load
 import matrix
 import servers
@@ -104,8 +106,9 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
 
 
 def print_table(rows: list[dict]) -> None:
+    width = max([24] + [min(56, len(r["name"])) for r in rows])
     head = (
-        f"{'query':24} {'p50':>6} {'p95':>6} {'p99':>6} {'rps8':>6} {'floor':>6} "
+        f"{'query':{width}} {'p50':>6} {'p95':>6} {'p99':>6} {'rps8':>6} {'floor':>6} "
         f"{'ds':>6} {'/floor':>6} {'xds':>5} {'fl p50':>6} {'ds p50':>6}  ok  check"
     )
     print(head)
@@ -114,7 +117,7 @@ def print_table(rows: list[dict]) -> None:
         svc, v = row["service"], row["verdict"]
         floor, ds = row.get("floor") or {}, row.get("datasette") or {}
         print(
-            f"{row['name'][:24]:24} {svc['p50_ms']:6.1f} {svc['p95_ms']:6.1f} "
+            f"{row['name'][:width]:{width}} {svc['p50_ms']:6.1f} {svc['p95_ms']:6.1f} "
             f"{svc['p99_ms']:6.1f} {svc['rps']:6.0f} {_fmt(floor.get('rps'), '.0f'):>6} "
             f"{_fmt(ds.get('rps'), '.0f'):>6} {_fmt(v['floor_share'], '.2f'):>6} "
             f"{_fmt(v['vs_datasette'], '.2f'):>5} {_fmt(floor.get('p50_ms')):>6} "
@@ -201,12 +204,11 @@ def run(args: argparse.Namespace) -> dict:
     data = args.data.resolve()
     db_path = data / "catalog.db"
     generated = json.loads((data / "generate.json").read_text())
-    facts = matrix.read_facts(db_path)
-    case_list = [
-        c
-        for c in matrix.cases(facts, generated["real_files"][0])
-        if not args.only or re.search(args.only, c.name)
-    ]
+    if args.matrix == "adversarial":
+        every = adversarial.cases(db_path)
+    else:
+        every = matrix.cases(matrix.read_facts(db_path), generated["real_files"][0])
+    case_list = [c for c in every if not args.only or re.search(args.only, c.name)]
     workdir = servers.make_workdir()
     started: list[servers.Server] = []
     try:
@@ -253,6 +255,7 @@ def run(args: argparse.Namespace) -> dict:
         "db_bytes": size,
         "bytes_per_image": size / generated["images"],
         "images": generated["images"],
+        "matrix": args.matrix,
         "duration_s": args.duration,
         "concurrency": args.concurrency,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -268,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=4, help="waitress threads (both servers)")
     parser.add_argument("--cold-starts", type=int, default=3)
     parser.add_argument("--only", help="regex: run only the matching queries")
+    parser.add_argument(
+        "--matrix",
+        choices=("standard", "adversarial"),
+        default="standard",
+        help="the typical queries (matrix.py) or the hard cases (adversarial.py)",
+    )
     parser.add_argument("--no-datasette", action="store_true")
     parser.add_argument(
         "--floor-same-sql",

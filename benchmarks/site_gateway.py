@@ -271,6 +271,7 @@ def count_trigger_statements() -> dict[str, list[str]]:
     from edgecatalog.listing.counts import COUNT_TABLES
 
     out: dict[str, list[str]] = dict(ENGINE.class_set_triggers())
+    out.update(ENGINE.zone_triggers())
     for table in COUNT_TABLES:
         out.update(ENGINE.count_triggers(table))
     return out
@@ -506,6 +507,8 @@ def generate(cluster: Cluster, n_images: int, n_devices: int, data_dir: Path) ->
         for sql in ENGINE.backfill(table):
             conn.execute(sql)
         log(f"  backfill {table.name}: {time.monotonic() - started:.1f} s")
+    for sql in ENGINE.zone_backfill():
+        conn.execute(sql)
     for statements in count_trigger_statements().values():
         for sql in statements:
             conn.execute(sql)

@@ -41,11 +41,24 @@ PURPOSES: dict[str, str] = {
     "known_device_pk": "device lookup",
     "_candidates": "search candidates",
     "search_total": "total",
+    "search_zones": "search matches per zone",
     "_total": "total",
+    "_searchless_count": "other filters' count",
+    "walk_ids": "page: bounded walk",
+    "page_ids": "page: zone bounds",
+    "_rows": "page: zone rows",
+    "window": "page: filters' time window",
     "page_rows": "page",
     "annotations_in_order": "annotations",
 }
-_OUR_MODULES = frozenset({listing.plan.__name__, listing.sql.__name__, listing.scan_cache.__name__})
+_OUR_MODULES = frozenset(
+    {
+        listing.plan.__name__,
+        listing.sql.__name__,
+        listing.scan_cache.__name__,
+        listing.zone_page.__name__,
+    }
+)
 
 # The service's pragmas minus the ones that write (journal_mode, synchronous): a read-only
 # connection must not try to change the journal. query_only is a second lock on the door.

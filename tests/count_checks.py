@@ -4,6 +4,8 @@ statements)."""
 
 from __future__ import annotations
 
+from edgecatalog.engines import current as engine
+from edgecatalog.listing import zones
 from edgecatalog.models import database
 
 # table: (what the table holds, the same computed from image/annotation rows)
@@ -91,9 +93,37 @@ def assert_class_sets_match_annotations() -> None:
         assert members.get(set_id, set()) == want, (image_id, set_id)
 
 
+def assert_zones_bound_rows() -> None:
+    """Every zone holding rows has bounds that hold each of its rows' sort keys."""
+    loose = database.execute_sql(
+        "SELECT i.id >> ?, count(*) FROM image i LEFT JOIN image_zone z ON z.zone = i.id >> ? "
+        "WHERE z.zone IS NULL OR i.created_at < z.created_lo OR i.created_at > z.created_hi "
+        "OR i.updated_at < z.updated_lo OR i.updated_at > z.updated_hi GROUP BY 1",
+        (zones.ZONE_BITS, zones.ZONE_BITS),
+    ).fetchall()
+    assert loose == [], f"rows outside their zone's bounds (zone, rows): {loose}"
+
+
+def copy_image(source_id: int, new_id: int | None, filename: str) -> int:
+    """A raw copy of an image row under another id (None: the next one) and filename, through
+    the row triggers alone."""
+    cols = [c.name for c in database.get_columns("image")]
+    given = {"id": new_id, "filename": filename, "sha256": f"{filename}-{new_id}"}
+    picked = [c for c in cols if c != "id" or new_id is not None]
+    select = ", ".join("?" if c in given else c for c in picked)
+    args = [given[c] for c in picked if c in given] + [source_id]
+    return engine().insert_id(
+        database.cursor(),
+        f"INSERT INTO image ({', '.join(picked)}) SELECT {select} FROM image WHERE id = ?",
+        args,
+    )
+
+
 def assert_counts_match_rows() -> dict[str, list[tuple]]:
-    """Assert every count table equals its recount; returns the recounts by table."""
+    """Assert every count table equals its recount, and every zone's bounds hold its rows;
+    returns the recounts by table."""
     assert_class_sets_match_annotations()
+    assert_zones_bound_rows()
     recounted = {}
     for table, (kept, recount) in RECOUNTS.items():
         have = database.execute_sql(kept).fetchall()

@@ -112,8 +112,14 @@ def test_choices_follow_what_ran(cat):
     rare = explained(cat, "/data/images?search=frame")
     assert [s.purpose for s in rare.statements] == ["search candidates", "page"]
     short = explained(cat, "/data/images?search=a")
-    assert [s.purpose for s in short.statements] == ["total", "page"]
+    # Counted per zone (carried), then a walk bounded to more rows than the catalog has.
+    assert [s.purpose for s in short.statements] == [
+        "search matches per zone",
+        "page: bounded walk",
+        "page",
+    ]
     assert "no run of 3" in short.choices["search"]
+    assert "bounded walk" in short.choices["page"]
     # The total is the first column: the class count beside it does not make it a count table.
     counted = explained(cat, "/data/images?filename=dup.jpg&class_values=cat")
     assert counted.choices["total"].startswith("COUNT(*) over image")

@@ -14,7 +14,7 @@ import threading
 import pytest
 import requests
 from conftest import seed_image
-from count_checks import assert_counts_match_rows
+from count_checks import assert_counts_match_rows, copy_image
 
 from edgecatalog.catalog import NewAnnotation
 from edgecatalog.engines import current as engine
@@ -312,20 +312,6 @@ def test_search_total_is_fresh_across_connections(
         assert totals(term) == {sum(term in r["filename"] for r in _snapshot())} != {before}
 
 
-def _copy_image(source_id: int, new_id: int | None, filename: str) -> int:
-    """A raw copy of an image row under another id (None: the next one) and filename."""
-    cols = [c.name for c in database.get_columns("image")]
-    given = {"id": new_id, "filename": filename, "sha256": f"{filename}-{new_id}"}
-    picked = [c for c in cols if c != "id" or new_id is not None]
-    select = ", ".join("?" if c in given else c for c in picked)
-    args = [given[c] for c in picked if c in given] + [source_id]
-    return engine().insert_id(
-        database.cursor(),
-        f"INSERT INTO image ({', '.join(picked)}) SELECT {select} FROM image WHERE id = ?",
-        args,
-    )
-
-
 def _oracle_total(term: str) -> int:
     return sum(term in r["filename"].lower() for r in _snapshot())
 
@@ -344,8 +330,8 @@ def test_carried_search_total_stays_exact(cat, settings):
 
     def other_writer():
         with database.connection_context():
-            _copy_image(1, None, "fresh_other.jpg")
-            _copy_image(1, None, "unrelated.jpg")
+            copy_image(1, None, "fresh_other.jpg")
+            copy_image(1, None, "unrelated.jpg")
         done.set()
 
     threading.Thread(target=other_writer).start()
@@ -357,15 +343,15 @@ def test_carried_search_total_stays_exact(cat, settings):
     database.execute_sql("DELETE FROM image WHERE id = 3")
     assert _search_total(term) == _oracle_total(term) == 11
     # Back into the hole below the largest id, with no delete to bump the epoch.
-    _copy_image(1, 3, "fresh_hole.jpg")
+    copy_image(1, 3, "fresh_hole.jpg")
     assert _search_total(term) == _oracle_total(term) == 12
     # A matching insert seen inside a transaction, then rolled back; its id is then reused
     # by a row that does not match.
     with database.atomic() as tx:
-        _copy_image(1, None, "fresh_rolled_back.jpg")
+        copy_image(1, None, "fresh_rolled_back.jpg")
         assert _search_total(term) == 13
         tx.rollback()
-    _copy_image(1, None, "nothing.jpg")
+    copy_image(1, None, "nothing.jpg")
     assert _search_total(term) == _oracle_total(term) == 12
 
 

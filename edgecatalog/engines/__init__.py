@@ -5,9 +5,9 @@ Everything else writes portable SQL (``?`` placeholders, standard joins and subq
 rest: the pragmas a connection starts with; the text of the triggers that keep a declared
 count table (``listing.counts``), its table, its backfill and the grouped statement a bulk
 chunk applies instead; the substring-search index (its structure, the triggers that keep it
-and the statement that narrows a term to candidates); the bulk-load gate; the write lock; a
-case-insensitive ``LIKE``; a list of values bound as one value; and the fingerprint that says
-whether the database changed. ``engines.sqlite`` (the embedded default) and
+and the statement that narrows a term to candidates); the same four for the zones' bounds
+(``listing.zones``); the bulk-load gate; the write lock; a case-insensitive ``LIKE``; a list
+of values bound as one value; and the fingerprint that says whether the database changed. ``engines.sqlite`` (the embedded default) and
 ``engines.postgres`` implement it; ``current()`` picks the one of the bound database, which it
 reads from ``models`` at call time (the only import of the package's models here). No Flask.
 """
@@ -65,6 +65,20 @@ class Engine(Protocol):
     def class_set_backfill(self) -> list[str]: ...
 
     def search_index_grouped(self) -> list[str]: ...
+
+    # -- zones (``listing.zones``): bounds of the sort keys per run of ids ---------------
+    def zone_ddl(self) -> list[str]: ...
+
+    def zone_triggers(self) -> dict[str, list[str]]:
+        """Trigger name -> its statements: widen a zone's bounds on insert (waiting on the
+        gate) and when a bounded column changes."""
+        ...
+
+    def zone_backfill(self) -> list[str]: ...
+
+    def zone_grouped(self) -> list[str]:
+        """The gated INSERT trigger's work for the new images with ids in [?1, ?2]."""
+        ...
 
     def search_candidates(self, term: str, limit: int) -> tuple[str, tuple] | None:
         """A subquery of at most ``limit`` image ids that include every filename containing

@@ -30,8 +30,17 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from peewee import PostgresqlDatabase
 
 from ..config import ConfigError
+from ..listing import zones
 from ..listing.counts import CountTable
-from .text import backfill, cols, grouped_select, like_pattern
+from .text import (
+    backfill,
+    cols,
+    grouped_select,
+    like_pattern,
+    zone_select,
+    zone_values,
+    zone_widen,
+)
 
 GATE_TABLE = "ingest_bulk"
 # The advisory lock every write transaction holds (any constant: the catalog's own namespace).
@@ -353,6 +362,34 @@ class PostgresEngine:
 
     def search_index_backfill(self) -> list[str]:
         return []
+
+    # -- zones --------------------------------------------------------------------------------
+
+    def zone_ddl(self) -> list[str]:
+        bounds = ", ".join(f"{c} BIGINT NOT NULL" for c in zones.columns())
+        return [f"CREATE TABLE IF NOT EXISTS {zones.TABLE} (zone BIGINT PRIMARY KEY, {bounds})"]
+
+    def zone_triggers(self) -> dict[str, list[str]]:
+        # Writers take the catalog's one write lock, so the newest zone's row is never a
+        # point of contention between two inserts.
+        widen = zone_widen(zones, zone_values(zones, "NEW")) + ";"
+        gate = f"NOT EXISTS (SELECT 1 FROM {GATE_TABLE})"
+        out = {}
+        for name, when, body in (
+            ("image_zone_ai", "AFTER INSERT", f"IF {gate} THEN {widen} END IF;"),
+            ("image_zone_au", f"AFTER UPDATE OF {cols(tuple(zones.BOUNDS))}", widen),
+        ):
+            out[name] = [
+                _function(name, body),
+                f"CREATE TRIGGER {name} {when} ON image FOR EACH ROW EXECUTE FUNCTION {name}()",
+            ]
+        return out
+
+    def zone_backfill(self) -> list[str]:
+        return [f"DELETE FROM {zones.TABLE}", zone_widen(zones, zone_select(zones, "true"))]
+
+    def zone_grouped(self) -> list[str]:
+        return [zone_widen(zones, zone_select(zones, "id BETWEEN ? AND ?"))]
 
     def search_index_grouped(self) -> list[str]:
         return []

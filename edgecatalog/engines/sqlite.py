@@ -19,8 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..listing import zones
 from ..listing.counts import CountTable
-from .text import backfill, cols, grouped_select
+from .text import backfill, cols, grouped_select, zone_select, zone_values, zone_widen
 
 GATE_TABLE = "ingest_bulk"
 GATE = f"NOT EXISTS (SELECT 1 FROM {GATE_TABLE})"
@@ -259,6 +260,30 @@ class SqliteEngine:
     def search_index_backfill(self) -> list[str]:
         return ["INSERT INTO image_fts(image_fts) VALUES ('rebuild')"]
 
+    # -- zones --------------------------------------------------------------------------------
+
+    def zone_ddl(self) -> list[str]:
+        bounds = ", ".join(f"{c} INTEGER NOT NULL" for c in zones.columns())
+        return [f"CREATE TABLE IF NOT EXISTS {zones.TABLE} (zone INTEGER PRIMARY KEY, {bounds})"]
+
+    def zone_triggers(self) -> dict[str, list[str]]:
+        widen = zone_widen(zones, zone_values(zones, "new")) + ";"
+        keys = cols(tuple(zones.BOUNDS))
+        return {
+            "image_zone_ai": [
+                f"CREATE TRIGGER image_zone_ai AFTER INSERT ON image WHEN {GATE} BEGIN {widen} END"
+            ],
+            "image_zone_au": [
+                f"CREATE TRIGGER image_zone_au AFTER UPDATE OF {keys} ON image BEGIN {widen} END"
+            ],
+        }
+
+    def zone_backfill(self) -> list[str]:
+        return [f"DELETE FROM {zones.TABLE}", zone_widen(zones, zone_select(zones, "true"))]
+
+    def zone_grouped(self) -> list[str]:
+        return [zone_widen(zones, zone_select(zones, "id BETWEEN ?1 AND ?2"))]
+
     def search_index_grouped(self) -> list[str]:
         return [
             (
@@ -299,7 +324,7 @@ class SqliteEngine:
             for table in counts.COUNT_TABLES
             for name, (sql,) in self.count_triggers(table).items()
             if GATE in sql
-        ] + ["image_fts_ai"]
+        ] + ["image_fts_ai", "image_zone_ai"]
         marks = ", ".join("?" * len(names))
         rows = database.execute_sql(
             f"SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name IN ({marks})", names

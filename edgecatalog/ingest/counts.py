@@ -5,8 +5,8 @@ wait on the engine's bulk-load gate. A bulk writer calls ``gated_chunk()`` insid
 transaction: the gate row goes in, the caller inserts its images (consecutive ids) and their
 annotations, and on leaving the block the same changes the triggers would have made are
 applied in one grouped statement per count table (rendered by the engine from the same
-declaration) plus one for the search index, and the gate row is deleted, all before the
-transaction commits. The gate is never committed: readers see counts that agree with the rows
+declaration), one for the search index and one for the zones' bounds, and the gate row is
+deleted, all before the transaction commits. The gate is never committed: readers see counts that agree with the rows
 at every commit (``tests/test_list_fresh.py``).
 
 Used only when ``gate_ready()`` finds the gated triggers (a tool that re-created ungated ones,
@@ -31,6 +31,7 @@ def grouped() -> tuple[str, ...]:
     return (
         *(engine().grouped_counts(table) for table in counts.COUNT_TABLES),
         *engine().search_index_grouped(),
+        *engine().zone_grouped(),
     )
 
 

@@ -7,7 +7,10 @@
 - ``plan``: plan and run. Which count table answers the total, how classes and searches are
   narrowed, and the ``Page`` with the choices in words (``edgecatalog explain``).
 - ``sql``: render. Conditions and statements as ``Sql`` fragments that carry their values.
-- ``scan_cache``: the results of the two statements that scan, kept until a write.
+- ``scan_cache``: the results of the statements that scan, kept until a write, and a search's
+  matches per zone, carried across inserts.
+- ``zones``: the zones declared (runs of ids with bounds of their sort keys, kept by triggers);
+  ``zone_page``: a page found zone by zone, in the order of those bounds.
 
 What differs per engine (trigger text, the substring index, the gate, ids as one value) is
 asked of ``edgecatalog.engines``. No Flask.

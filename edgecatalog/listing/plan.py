@@ -35,7 +35,7 @@ from typing import Any
 from ..engines import current as engine
 from ..errors import NotFound
 from ..models import Device, database
-from . import counts, scan_cache
+from . import counts, scan_cache, zone_page, zones
 from .counts import CountTable
 from .query import FILTERS, Filter, ImageQuery
 from .sql import (
@@ -51,12 +51,20 @@ from .sql import (
     project_cond,
     search_cond,
     unindexed,
+    walk_ids,
     where,
 )
 
-# Above this many trigram candidates, the exact LIKE over the filename index costs less than
-# rechecking them (measured at 1M images: a 2,001-row probe of a common term costs 1-9 ms).
+# Above this many trigram candidates, counting the term's matches per zone over the filename
+# index once (then carried across inserts) costs less than rechecking them every time
+# (measured at 1M images: a 2,001-row probe of a common term costs 1-9 ms).
 FTS_PROBE = 2_000
+# A search's bounded walk reads 4 times the rows a page takes on average, at least WALK_MIN,
+# and is tried only when that is at most WALK_BUDGET (~2 ms at 1M); else the zones answer.
+WALK_MIN, WALK_BUDGET = 1_024, 2_048
+# Other filters whose index does not give the sort order: 16 times, at least FILTER_WALK_MIN,
+# at most FILTER_WALK_BUDGET (~16 ms) and never more than the filter's rows.
+FILTER_WALK_MIN, FILTER_WALK_BUDGET = 8_192, 16_384
 SIZE = Sql("(SELECT coalesce(max(id), 0) FROM image)")
 
 
@@ -106,6 +114,9 @@ class _Conditions:
     classes: tuple[str, ...] | None
     columns: set[str] | None  # count-table columns the non-class filters read; None: some none
     names_batch: bool  # a batch or project among them
+    # The same as ``columns`` without the search's (which no count table has): None when
+    # another filter has none either.
+    searchless: set[str] | None = None
 
     def render(self, *, probe: bool = False, search: bool = True) -> list[Sql]:
         """Every condition; the classes as a probe per row or their IN list."""
@@ -142,6 +153,7 @@ class ImageList:
     ) -> None:
         self.filters = filters
         self.count_tables = count_tables
+        self._search_filter = next((f for f in filters if f.param == "search"), None)
 
     def conditions(self, query: ImageQuery) -> _Conditions:
         filters = dict(query.filters)
@@ -150,6 +162,7 @@ class ImageList:
         classes = filters.get("class_values") or None
         entries: list[tuple[Filter | None, Sql | None]] = []
         columns: set[str] | None = set()
+        searchless: set[str] | None = set()
         for flt in self.filters:
             if flt.param not in filters or (flt.param == "split" and filters["split"] == "all"):
                 continue
@@ -159,6 +172,8 @@ class ImageList:
                 continue
             if columns is not None:
                 columns = None if flt.counted_by is None else columns | set(flt.counted_by)
+            if searchless is not None and flt.param != "search":
+                searchless = None if flt.counted_by is None else searchless | set(flt.counted_by)
             cond = flt.condition(filters[flt.param])
             if cond is not None:
                 entries.append((flt, cond))
@@ -166,7 +181,7 @@ class ImageList:
             # As upstream: stage narrows by batch stage only when a project is given.
             entries.append((None, project_cond(filters["project_id"], filters.get("stage"))))
         names_batch = "batch_id" in filters or "project_id" in filters
-        return _Conditions(entries, classes, columns, names_batch)
+        return _Conditions(entries, classes, columns, names_batch, searchless)
 
     def select(self, query: ImageQuery) -> Page:
         """The page and its exact total: a fixed number of statements (device lookup, total,
@@ -174,24 +189,168 @@ class ImageList:
         conds = self.conditions(query)
         plan: dict[str, str] = {}
         search = query.filters.get("search")
-        ids = self._candidates(search, conds, plan) if search is not None else None
+        ids = None
+        if search is not None and not scan_cache.is_carried(like_pattern(search)):
+            ids = self._candidates(search, conds, plan)
+        matches: dict[int, int] | None = None
+        size = 0
         if ids is not None:
             total, page_conds = len(ids), [ids_cond(ids)]
             plan["total"] = "the count of the rechecked trigram candidates (no count statement)"
             plan["page"] = "the rechecked trigram candidates' ids"
         else:
-            total, page_conds = self._total(query, conds, plan)
+            if search is not None:
+                carried = scan_cache.search_zones(like_pattern(search))
+                matches, size = carried.zones, carried.max_id
+            total, counted_size, page_conds = self._total(query, conds, plan, matches)
+            size = size or counted_size
         rows: list[dict[str, Any]] = []
-        if total > query.offset:
+        if total <= query.offset:
+            plan["page"] = f"no page statement: the total is not above offset {query.offset}"
+            found = None
+        elif matches is not None and self._by_zones(query, conds, matches, plan):
+            found = self._search_page(query, conds, page_conds, matches, total, size, plan)
+        elif ids is None and page_conds and query.sort != "created_at":
+            found = self._filter_page(query, page_conds, total, size, plan)
+        else:
+            found = None
+        if found is not None:
+            rows = page_rows([ids_cond(found)], query.sort, query.order, query.limit, 0)
+        elif total > query.offset:
             rows = page_rows(page_conds, query.sort, query.order, query.limit, query.offset)
             plan["page"] = (
                 f"the page's ids from image alone by {query.sort} {query.order} (limit "
                 f"{query.limit}, offset {query.offset}), then the joins for those ids only"
                 + ("; the ids are the rechecked trigram candidates" if ids is not None else "")
             )
-        else:
-            plan["page"] = f"no page statement: the total is not above offset {query.offset}"
         return Page(rows, total, query.limit, query.offset, query.include_annotations, plan)
+
+    def _search_page(
+        self,
+        query: ImageQuery,
+        conds: _Conditions,
+        page_conds: list[Sql],
+        matches: dict[int, int],
+        total: int,
+        size: int,
+        plan: dict[str, str],
+    ) -> list[int]:
+        """The page's ids of a search the trigram index did not narrow. Spread over the
+        catalog, its matches fill a page within the first rows of the sort order: a walk
+        bounded to 4 times what that takes on average tries first; clustered elsewhere, the
+        walk comes back short and the zones holding the matches answer."""
+        wanted = query.offset + query.limit
+        budget = max(4 * wanted * size // max(total, 1), WALK_MIN)
+        if budget <= WALK_BUDGET:
+            found = walk_ids(page_conds, query.sort, query.order, wanted, budget)
+            if len(found) == wanted or budget >= size:  # the page, or every row was read
+                plan["page"] = (
+                    f"the first {budget} rows by {query.sort} {query.order} held the page (a "
+                    f"bounded walk: {wanted}*{size}/{total} rows on average), then the joins "
+                    "for those ids only"
+                )
+                return found[query.offset :]
+        alone = [flt for flt, _ in conds.entries] == [self._search_filter]
+        plan["page"] = (
+            f"zone by zone: the {sum(1 for n in matches.values() if n)} zone(s) holding the "
+            f"term's matches (at most {zone_page.cost(matches)} rows) in the order of their "
+            f"{query.sort} bounds, until no later zone can beat the page's last row"
+            + ("; a deep offset skips whole zones by their counts" if alone else "")
+            + "; then the joins for those ids only"
+        )
+        return zone_page.page_ids(
+            matches,
+            page_conds,
+            query.sort,
+            query.order,
+            query.limit,
+            query.offset,
+            exact=alone,
+        )
+
+    def _filter_page(
+        self,
+        query: ImageQuery,
+        page_conds: list[Sql],
+        total: int,
+        size: int,
+        plan: dict[str, str],
+    ) -> list[int] | None:
+        """The page's ids when the filters' own index does not give the sort order (no
+        (column, sort key) index: the engine would take all the filters' rows and sort them,
+        ~2 us a row, a project's 173k in 0.33 s at 1M), or None to let it. Spread over the
+        catalog, they fill a page within the first rows of the sort order, which a bounded
+        walk (~1 us a row; 16 times what a page takes on average) tries first; sitting
+        together in time, the zones of their created_at window answer."""
+        if total <= WALK_BUDGET:
+            return None  # few rows: sorting them is cheap
+        wanted = query.offset + query.limit
+        budget = min(max(16 * wanted * size // max(total, 1), FILTER_WALK_MIN), total)
+        if budget > FILTER_WALK_BUDGET:
+            return None
+        found = walk_ids(page_conds, query.sort, query.order, wanted, budget)
+        if len(found) == wanted or budget >= size:
+            plan["page"] = (
+                f"the first {budget} rows by {query.sort} {query.order} held the page (a "
+                f"bounded walk: {wanted}*{size}/{total} rows on average), then the joins for "
+                "those ids only"
+            )
+            return found[query.offset :]
+        if query.sort not in zones.BOUNDS or total <= FILTER_WALK_BUDGET:
+            return None
+        span = zone_page.window(page_conds)
+        if zone_page.cost(span) >= 2 * total:
+            return None
+        plan["page"] = (
+            f"zone by zone: the bounded walk of {budget} rows came back short; the {len(span)} "
+            f"zone(s) of the filters' created_at window in the order of their {query.sort} "
+            "bounds; then the joins for those ids only"
+        )
+        return zone_page.page_ids(
+            span, page_conds, query.sort, query.order, query.limit, query.offset
+        )
+
+    def _by_zones(
+        self, query: ImageQuery, conds: _Conditions, matches: dict[int, int], plan: dict
+    ) -> bool:
+        """Whether the search's page is found zone by zone (``zone_page``): when the sort has
+        zone bounds and visiting the zones holding matches reads fewer rows than the other
+        filters select (a batch's few hundred rows are walked through its own index)."""
+        if query.sort not in zones.BOUNDS:
+            return False
+        if [flt for flt, _ in conds.entries] == [self._search_filter]:
+            plan["zones"] = (
+                "a search alone: a bounded walk when its matches fill a page within the first "
+                "rows, else the zones holding them (a deep offset skips whole zones by their "
+                "exact counts)"
+            )
+            return True
+        visit = zone_page.cost(matches)
+        others = self._searchless_count(conds)
+        if others is not None and others <= visit:
+            plan["zones"] = (
+                f"the other filters select {others} images, no more than the {visit} rows of "
+                "the zones holding the term's matches: the page walks their index"
+            )
+            return False
+        return True
+
+    def _searchless_count(self, conds: _Conditions) -> int | None:
+        """The images matching the filters other than the search (and the classes), from a
+        count table; the catalog's size with no other filter; None when no table covers
+        them."""
+        others = [
+            cond
+            for flt, cond in conds.entries
+            if flt is None or flt.param not in ("search", "class_values")
+        ]
+        if conds.searchless is None:
+            return None
+        source = counts.source_for(conds.searchless, per_class=False, tables=self.count_tables)
+        statement = _sum(source, others) if others and source is not None else SIZE
+        if others and source is None:
+            return None
+        return int(database.execute_sql(f"SELECT {statement.text}", statement.args).fetchone()[0])
 
     # -- search ---------------------------------------------------------------------------
 
@@ -209,7 +368,11 @@ class ImageList:
             return None
         candidates = Sql(*engine().search_candidates(term, FTS_PROBE + 1))
         matching = where(
-            [*conds.render(search=False), Sql("t.id IN (SELECT id FROM cand)"), search_cond(term)]
+            [
+                *conds.render(probe=True, search=False),  # the candidates drive, not a class
+                Sql("t.id IN (SELECT id FROM cand)"),
+                search_cond(term),
+            ]
         )
         # Used twice, the CTE is materialized once (SQLite >= 3.35); LIMIT bounds the probe.
         statement = compose(
@@ -234,26 +397,31 @@ class ImageList:
     # -- the total ------------------------------------------------------------------------
 
     def _total(
-        self, query: ImageQuery, conds: _Conditions, plan: dict[str, str]
-    ) -> tuple[int, list[Sql]]:
-        """The exact total, and the conditions the page is then best selected with."""
+        self,
+        query: ImageQuery,
+        conds: _Conditions,
+        plan: dict[str, str],
+        matches: dict[int, int] | None = None,
+    ) -> tuple[int, int, list[Sql]]:
+        """The exact total, the catalog's size (0: not read), and the conditions the page is
+        then best selected with. ``matches``: a search's matches per zone
+        (``scan_cache.search_zones``)."""
         given = {p for p, v in query.filters.items() if not (p == "split" and v == "all")}
-        if given == {"search"}:  # carried forward across inserts
+        if given == {"search"} and matches is not None:  # carried forward across inserts
             plan["total"] = (
-                "a search alone: the exact LIKE count over the filename index, carried "
-                "forward across inserts"
+                "a search alone: the sum of its exact per-zone LIKE counts over the filename "
+                "index, carried forward across inserts"
             )
-            total = scan_cache.search_total(like_pattern(query.filters["search"]))
-            return total, conds.render()
-        statement = self._count(conds, plan)
+            return sum(matches.values()), 0, conds.render()
+        statement = self._count(conds, plan, matches)
         if "search" in query.filters:  # a LIKE over the filename index: remembered until a write
             row = scan_cache.fetchone(statement.text, statement.args)
         else:
             row = database.execute_sql(statement.text, statement.args).fetchone()
         # int(): a sum is a NUMERIC on PostgreSQL.
-        total, other, class_images = int(row[0]), int(row[2]), int(row[3])
+        total, size, other, class_images = (int(v) for v in row[:4])
         if conds.classes is None:
-            return total, conds.render()
+            return total, size, conds.render()
         # Walking the sort index and probing each row finds the page after about
         # (offset+limit)*other/total rows; the class's IN list costs about class_images rows.
         wanted = query.offset + query.limit
@@ -273,13 +441,24 @@ class ImageList:
             plan["classes"] = (
                 f"the page takes the classes' IN list (rare enough): {reason}, not smaller"
             )
-        return total, conds.render(probe=probe)
+        return total, size, conds.render(probe=probe)
 
-    def _count(self, conds: _Conditions, plan: dict[str, str]) -> Sql:
+    def _count(
+        self, conds: _Conditions, plan: dict[str, str], matches: dict[int, int] | None = None
+    ) -> Sql:
         """One statement giving (total, size, other, class_images): the exact total; max(id)
         as the catalog's size; the images matching the filters other than the class; the
-        classes' images summed (exact for one class, an upper bound for several)."""
+        classes' images summed (exact for one class, an upper bound for several). With a
+        search's ``matches`` per zone, a count over the rows reads only the zones holding
+        them."""
         others = conds.others()
+        # Counted over the rows: with a search, only the zones holding its matches.
+        # (The classes as a probe per row there: the zones' ranges, not a common class's
+        # image list, are then what the engine walks.)
+        if matches is None:
+            every = conds.render()
+        else:
+            every = [*conds.render(probe=True), zone_page.within(matches)]
         covered = conds.columns is not None
         images = counts.source_for(conds.columns or (), per_class=False, tables=self.count_tables)
         source = images if covered else None
@@ -290,7 +469,7 @@ class ImageList:
                 # subquery of the select list, ~13 ms for a project's 21k facet rows at 10M).
                 return compose("SELECT {}, {}, 0, 0", _sum(source, others), SIZE)
             plan["total"] = "COUNT(*) over image with every condition (a filter no count table has)"
-            counted = compose("(SELECT count(*) FROM image t{})", where(conds.render()))
+            counted = compose("(SELECT count(*) FROM image t{})", where(every))
             return compose("SELECT {}, {}, {}, 0", counted, SIZE, SIZE)
         classes = conds.classes
         per_class = counts.source_for((), per_class=True, tables=self.count_tables)
@@ -332,7 +511,7 @@ class ImageList:
         # A declaration without a class-set table that covers the filters (the service's
         # always has one): every condition counted over the images.
         plan["total"] = "COUNT(*) over image with every condition (no count table covers them)"
-        counted = compose("(SELECT count(*) FROM image t{})", where(conds.render()))
+        counted = compose("(SELECT count(*) FROM image t{})", where(every))
         return compose("SELECT {}, {}, {}, {}", counted, SIZE, SIZE, class_images)
 
     # -- one image ------------------------------------------------------------------------

@@ -124,6 +124,21 @@ def page_rows(conds: list[Sql], sort: str, order: str, limit: int, offset: int) 
     return fetch_dicts(statement)
 
 
+def walk_ids(conds: list[Sql], sort: str, order: str, wanted: int, budget: int) -> list[int]:
+    """The first ``wanted`` ids meeting ``conds`` among the first ``budget`` rows of the sort
+    order, in order: the true first ones when there are ``wanted`` of them (no row after the
+    first ``budget`` sorts before them), too few otherwise."""
+    direction = "DESC" if order == "desc" else "ASC"
+    statement = compose(
+        f"SELECT t.id FROM (SELECT * FROM image ORDER BY {sort} {direction}, id {direction} "
+        f"LIMIT {{}}) t{{}} ORDER BY t.{sort} {direction}, t.id {direction} LIMIT {{}}",
+        Sql("?", (budget,)),
+        where(conds),
+        Sql("?", (wanted,)),
+    )
+    return [int(r[0]) for r in database.execute_sql(*statement).fetchall()]
+
+
 def image_row(image_id: int) -> dict[str, Any] | None:
     rows = fetch_dicts(Sql(f"{ROW_SELECT} WHERE i.id = ?", (image_id,)))
     return rows[0] if rows else None
