@@ -61,6 +61,17 @@ class BatchPolicy:
         )
 
 
+# Annotation sources with a meaning of their own (any other short text names a model):
+# "model", an inference (what an upload's annotation is unless it says otherwise); "manual",
+# a person drew or checked it (the API's edits); "import", it came from a labelled dataset
+# (``edgecatalog import``). The last two are reviewed labels: a device key may claim neither,
+# a late sidecar replaces neither, and an export gives neither a score.
+MODEL_SOURCE = "model"
+MANUAL_SOURCE = "manual"
+IMPORT_SOURCE = "import"
+REVIEWED_SOURCES = (MANUAL_SOURCE, IMPORT_SOURCE)
+
+
 @dataclass(frozen=True)
 class NewAnnotation:
     class_value: str
@@ -68,7 +79,7 @@ class NewAnnotation:
     geometry: Sequence[float]  # normalized, see module docstring
     confidence: float | None = None
     z_order: int = 0
-    source: str = "model"
+    source: str = MODEL_SOURCE
 
 
 @dataclass(frozen=True)

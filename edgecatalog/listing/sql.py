@@ -37,12 +37,14 @@ def where(conds: list[Sql]) -> Sql:
     return compose(" WHERE " + " AND ".join("{}" for _ in conds), *conds)
 
 
-ROW_SELECT = """SELECT i.id, i.filename, i.storage_key, i.width, i.height, d.device_id,
+# An image as the list serializes it: its columns, and the joins that give them (alias i).
+ROW_COLUMNS = """i.id, i.filename, i.storage_key, i.width, i.height, d.device_id,
  i.batch_id AS batch, b.name AS batch_name, p.name AS project_name, i.annotation_status,
  i.split, i.split_locked, v.version_name, i.created_at, i.updated_at, i.sync_state,
- i.synced_at, i.evicted_at
- FROM image i JOIN device d ON d.id = i.device_id JOIN batch b ON b.id = i.batch_id
+ i.synced_at, i.evicted_at"""
+ROW_JOINS = """image i JOIN device d ON d.id = i.device_id JOIN batch b ON b.id = i.batch_id
  LEFT JOIN project p ON p.id = b.project_id LEFT JOIN dataset_version v ON v.id = i.version_id"""
+ROW_SELECT = f"SELECT {ROW_COLUMNS}\n FROM {ROW_JOINS}"
 ANNOTATION_SELECT_A = """SELECT a.id, a.image_id AS image, a.class_value, a.type, a.geometry,
  a.x_center, a.y_center, a.width, a.height, a.confidence, a.source, a.z_order, a.created_at,
  a.updated_at"""

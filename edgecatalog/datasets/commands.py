@@ -1,0 +1,90 @@
+"""What ``edgecatalog export`` and ``edgecatalog import`` do, given parsed arguments. No
+Flask.
+
+``export`` plans the same archive as ``GET /data/exports/{format}`` (the same request parser,
+given the options as a query string would give them) and writes it to ``--out`` through a
+``.part`` file renamed when whole, with a progress bar of images and bytes on a terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TextIO
+
+from ..config import Settings
+from .export import build_export, parse_export
+
+
+class CommandRefused(Exception):
+    """The command cannot act on what it was given (a bad option value, a bad dataset)."""
+
+
+def run_export(
+    settings: Settings,
+    fmt: str,
+    options: Mapping[str, str],
+    out: Path,
+    *,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Write the archive; returns its size in bytes."""
+    from .. import db
+    from ..errors import CatalogError
+    from ..models import database
+
+    db.open_for(settings)
+    db.migrate()
+    try:
+        request = parse_export(
+            fmt,
+            options,
+            max_class_values=settings["limits.max_class_values"],
+            max_chars=settings["limits.max_param_chars"],
+        )
+        with database.connection_context():
+            archive = build_export(request, settings.data_dir / "exports")
+    except CatalogError as exc:
+        raise CommandRefused(f"{exc.details}: {exc.message}" if exc.details else exc.message)
+    part = out.with_name(out.name + ".part")
+    bar = _progress(archive, err)
+    try:
+        with open(part, "wb") as sink:
+            for piece in archive.chunks():
+                sink.write(piece)
+                if bar is not None:
+                    bar.update(len(piece))
+                    bar.set_postfix_str(
+                        f"{archive.files_before(sink.tell())}/{archive.files} images", refresh=False
+                    )
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(part, out)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    finally:
+        archive.close()
+        if bar is not None:
+            bar.close()
+    print(f"wrote {out}: {archive.files} images, {archive.size} bytes", file=err)
+    return archive.size
+
+
+def _progress(archive, err: TextIO):
+    if not err.isatty():
+        return None
+    from tqdm import tqdm
+
+    tqdm.monitor_interval = 0
+    return tqdm(
+        total=archive.size,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=err,
+        dynamic_ncols=True,
+        leave=False,
+    )
