@@ -390,6 +390,22 @@ def collecting_batch(device: Device, now: int, policy: BatchPolicy) -> Batch:
     return batch
 
 
+def closed_batch(device_id: str, name: str, project_id: int | None, now: int) -> Batch:
+    """A batch of its own for images that arrive together rather than from a camera (an
+    import): complete from the start, so the device's collecting batch is left as it is."""
+    return Batch.create(
+        name=name,
+        device=ensure_device(device_id, now),
+        project=project_id,
+        stage="complete",
+        image_count=0,
+        opened_at=now,
+        closed_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 def file_root(path: str) -> FileRoot:
     row = database.execute_sql("SELECT id FROM file_root WHERE path = ?", (path,)).fetchone()
     if row is not None:  # the common case, in plain SQL as in ensure_device

@@ -415,6 +415,26 @@ def _add_export_options(cmd: argparse.ArgumentParser) -> None:
         )
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .datasets.commands import CommandRefused, run_import
+
+    settings = _settings(args)
+    setup_logging(settings)
+    try:
+        run_import(
+            settings,
+            Path(args.path),
+            args.format,
+            device_id=args.device_id,
+            project=args.project,
+        )
+    except CommandRefused as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "serve": (cmd_serve, "apply pending migrations and serve the API"),
     "migrate": (cmd_migrate, "apply pending database migrations"),
@@ -434,6 +454,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
         cmd_export,
         "write a view of the catalog as a dataset archive (as GET /data/exports/FORMAT)",
     ),
+    "import": (cmd_import, "add a COCO or YOLO dataset (a ZIP or a folder) to the catalog"),
 }
 
 
@@ -492,6 +513,15 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--json", action="store_true", help="print JSON instead")
         if name == "export":
             _add_export_options(cmd)
+        if name == "import":
+            cmd.add_argument("path", metavar="PATH", help="the dataset: a ZIP or a folder")
+            cmd.add_argument("--format", required=True, choices=("coco", "yolo"))
+            cmd.add_argument(
+                "--device-id",
+                default=None,
+                help="the device its images are put under (default: [device] id)",
+            )
+            cmd.add_argument("--project", default=None, help="a project (made if new) to hold them")
         if name == "token":
             cmd.add_argument(
                 "--sub", default=None, help="subject (who the token is for); required to issue one"
