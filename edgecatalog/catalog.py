@@ -378,29 +378,27 @@ def collecting_batch(device: Device, now: int, policy: BatchPolicy) -> Batch:
         batch.save()
         batch = None
     if batch is None:
-        batch = Batch.create(
-            name=f"{device.device_id} {format_ts(now)}",
-            device=device,
-            stage="collecting",
-            image_count=0,
-            opened_at=now,
-            created_at=now,
-            updated_at=now,
-        )
+        batch = _new_batch(device, f"{device.device_id} {format_ts(now)}", now)
     return batch
 
 
 def closed_batch(device_id: str, name: str, project_id: int | None, now: int) -> Batch:
     """A batch of its own for images that arrive together rather than from a camera (an
     import): complete from the start, so the device's collecting batch is left as it is."""
+    return _new_batch(ensure_device(device_id, now), name, now, project_id, closed=True)
+
+
+def _new_batch(
+    device: Device, name: str, now: int, project_id: int | None = None, *, closed: bool = False
+) -> Batch:
     return Batch.create(
         name=name,
-        device=ensure_device(device_id, now),
+        device=device,
         project=project_id,
-        stage="complete",
+        stage="complete" if closed else "collecting",
         image_count=0,
         opened_at=now,
-        closed_at=now,
+        closed_at=now if closed else None,
         created_at=now,
         updated_at=now,
     )

@@ -4,15 +4,15 @@ it refuses (a malformed dataset names its file and line, and imports nothing).""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 from conftest import jpeg_bytes
 from export_helpers import seed_catalog
+from test_device_keys import cli
+from test_device_keys import one_line_error as check_one_line
 
 from edgecatalog.models import Image
 
@@ -29,24 +29,13 @@ def config_for(settings, tmp_path: Path) -> Path:
 
 
 def run(config: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECATALOG_")}
-    return subprocess.run(
-        [sys.executable, "-m", "edgecatalog", *args, "--config", str(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return cli(config.parent, config, *args)
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *names: str) -> str:
     assert proc.returncode == 2, proc.stderr
-    err = proc.stderr.strip()
-    assert err and "\n" not in err and "Traceback" not in proc.stderr, proc.stderr
-    for name in names:
-        assert name in err, err
-    return err
+    check_one_line(proc, *names)
+    return proc.stderr.strip()
 
 
 def test_export_writes_the_archive_the_api_serves(settings, client, auth_headers, tmp_path):

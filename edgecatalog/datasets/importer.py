@@ -110,6 +110,7 @@ def import_dataset(
         source.close()
     report.duplicates += duplicates
     report.seconds = time.monotonic() - started
+    log.info("import of %s: %s", path, report.summary())
     return report
 
 
@@ -223,7 +224,6 @@ def _commit(
             report.splits[split] = len(ids)
         report.images = sum(report.splits.values())
         Batch.update(image_count=report.images).where(Batch.id == batch.id).execute()
-    log.info("import of %s: %s", path, report.summary())
     return report
 
 

@@ -20,6 +20,7 @@ from ..listing.sql import (
     compose,
     fetch_dicts,
     ids_cond,
+    paired,
     where,
 )
 from ..models import database
@@ -54,13 +55,7 @@ def read_view(ids: array) -> Iterator[dict[str, Any]]:
                 where([ids_cond(chunk)]),
             )
         )
-        annotations = annotations_in_order(chunk)
-        upcoming = next(annotations, None)
-        for row in rows:
-            mine = []
-            while upcoming is not None and upcoming["image"] == row["id"]:
-                mine.append(upcoming)
-                upcoming = next(annotations, None)
+        for row, mine in paired(rows, annotations_in_order(chunk)):
             row["annotations"] = mine
             yield row
 

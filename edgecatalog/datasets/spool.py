@@ -30,19 +30,30 @@ class Spool:
             folder.mkdir(parents=True, exist_ok=True)
         self._file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed by close()
         self._fd = self._file.fileno()
-        self.size = 0
+        self.size = 0  # bytes written to the file; ``_pending`` follows them
+        self._pending = bytearray()
 
     def append(self, data: bytes) -> int:
-        """Write ``data`` at the end; its offset."""
-        offset = self.size
-        view = memoryview(data)
+        """Add ``data`` at the end; its offset. Small pieces (a label, a path) are gathered
+        and written ``BUFFER`` at a time: a plan appends two or three per image."""
+        offset = self.size + len(self._pending)
+        self._pending += data
+        if len(self._pending) >= BUFFER:
+            self._write_pending()
+        return offset
+
+    def _write_pending(self) -> None:
+        view = memoryview(self._pending)
         while view:
             written = os.pwrite(self._fd, view, self.size)
             self.size += written
             view = view[written:]
-        return offset
+        view.release()
+        self._pending = bytearray()
 
     def read(self, offset: int, length: int) -> bytes:
+        if self._pending:
+            self._write_pending()
         data = os.pread(self._fd, length, offset)
         while len(data) < length:  # pread may return less than asked
             more = os.pread(self._fd, length - len(data), offset + len(data))

@@ -18,17 +18,22 @@ from .placed import Placed, class_index, compact, polygon_points
 
 
 def label_text(placed: Placed, classes: dict[str, int]) -> str:
+    """A box's values are stored normalized (each checked 0..1 on the way in); a polygon's
+    points are stored in pixels, within the image, and are divided by its size here."""
     width, height = placed.row["width"], placed.row["height"]
     lines = []
     for ann in placed.annotations:
         index = class_index(classes, ann["class_value"])
         if ann["type"] == "bbox":
-            values = (ann["x_center"], ann["y_center"], ann["width"], ann["height"])
+            lines.append(
+                f"{index} {ann['x_center']:.6f} {ann['y_center']:.6f} "
+                f"{ann['width']:.6f} {ann['height']:.6f}\n"
+            )
         else:
             points = polygon_points(ann)
-            values = tuple(v / (width if i % 2 == 0 else height) for i, v in enumerate(points))
-        lines.append(f"{index} " + " ".join(f"{min(max(v, 0.0), 1.0):.6f}" for v in values))
-    return "".join(line + "\n" for line in lines)
+            values = [v / (width if i % 2 == 0 else height) for i, v in enumerate(points)]
+            lines.append(f"{index} " + " ".join(f"{v:.6f}" for v in values) + "\n")
+    return "".join(lines)
 
 
 def data_yaml(classes: list[str], splits: list[str]) -> str:

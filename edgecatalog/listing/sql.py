@@ -142,3 +142,17 @@ def annotations_in_order(image_ids: list[int]) -> Iterator[dict[str, Any]]:
     names = [col[0] for col in cursor.description]
     for values in cursor:
         yield dict(zip(names, values))
+
+
+def paired(
+    rows: list[dict[str, Any]], annotations: Iterator[dict[str, Any]]
+) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each row with its annotations, ``annotations`` being ``annotations_in_order`` of the
+    rows' ids (consumed as the rows are)."""
+    upcoming = next(annotations, None)
+    for row in rows:
+        mine = []
+        while upcoming is not None and upcoming["image"] == row["id"]:
+            mine.append(upcoming)
+            upcoming = next(annotations, None)
+        yield row, mine
