@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fla
 
     from . import db, web
     from .auth import Authenticator
-    from .views import files, images
+    from .views import exports, files, images
 
     settings = settings if settings is not None else load_settings()
     app = Flask(__name__, static_folder=None)
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fla
     web.install(app)
     app.register_blueprint(images.bp)
     app.register_blueprint(files.bp)
+    app.register_blueprint(exports.bp)
     from .views import sync as sync_views
 
     app.register_blueprint(sync_views.bp)

@@ -28,6 +28,7 @@ from peewee import fn
 from . import edit_clock
 from .catalog import (
     DEFAULT_LIMITS,
+    MANUAL_SOURCE,
     MAX_Z,
     AnnotationLimits,
     NewAnnotation,
@@ -43,7 +44,7 @@ from .errors import Conflict, NotFound, ValidationError
 from .models import Annotation, Image, database
 from .timeutil import now_us
 
-MANUAL = "manual"
+MANUAL = MANUAL_SOURCE
 # The columns of one annotation as the API answers it (``serialize.ANNOTATION_FIELDS``).
 ROW_COLUMNS = (
     Annotation.id,

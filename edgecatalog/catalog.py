@@ -61,6 +61,17 @@ class BatchPolicy:
         )
 
 
+# Annotation sources with a meaning of their own (any other short text names a model):
+# "model", an inference (what an upload's annotation is unless it says otherwise); "manual",
+# a person drew or checked it (the API's edits); "import", it came from a labelled dataset
+# (``edgecatalog import``). The last two are reviewed labels: a device key may claim neither,
+# a late sidecar replaces neither, and an export gives neither a score.
+MODEL_SOURCE = "model"
+MANUAL_SOURCE = "manual"
+IMPORT_SOURCE = "import"
+REVIEWED_SOURCES = (MANUAL_SOURCE, IMPORT_SOURCE)
+
+
 @dataclass(frozen=True)
 class NewAnnotation:
     class_value: str
@@ -68,7 +79,7 @@ class NewAnnotation:
     geometry: Sequence[float]  # normalized, see module docstring
     confidence: float | None = None
     z_order: int = 0
-    source: str = "model"
+    source: str = MODEL_SOURCE
 
 
 @dataclass(frozen=True)
@@ -367,16 +378,30 @@ def collecting_batch(device: Device, now: int, policy: BatchPolicy) -> Batch:
         batch.save()
         batch = None
     if batch is None:
-        batch = Batch.create(
-            name=f"{device.device_id} {format_ts(now)}",
-            device=device,
-            stage="collecting",
-            image_count=0,
-            opened_at=now,
-            created_at=now,
-            updated_at=now,
-        )
+        batch = _new_batch(device, f"{device.device_id} {format_ts(now)}", now)
     return batch
+
+
+def closed_batch(device_id: str, name: str, project_id: int | None, now: int) -> Batch:
+    """A batch of its own for images that arrive together rather than from a camera (an
+    import): complete from the start, so the device's collecting batch is left as it is."""
+    return _new_batch(ensure_device(device_id, now), name, now, project_id, closed=True)
+
+
+def _new_batch(
+    device: Device, name: str, now: int, project_id: int | None = None, *, closed: bool = False
+) -> Batch:
+    return Batch.create(
+        name=name,
+        device=device,
+        project=project_id,
+        stage="complete" if closed else "collecting",
+        image_count=0,
+        opened_at=now,
+        closed_at=now if closed else None,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def file_root(path: str) -> FileRoot:

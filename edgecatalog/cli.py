@@ -375,6 +375,66 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .datasets.commands import CommandRefused, run_export
+
+    settings = _settings(args)
+    setup_logging(settings)
+    # The options as a query string gives them, for the API's own parser.
+    options = {
+        name: value for name in _export_option_names() if (value := getattr(args, name)) is not None
+    }
+    try:
+        run_export(settings, args.format, options, Path(args.out))
+    except CommandRefused as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def _export_option_names() -> list[str]:
+    from .datasets import EXPORT_OPTIONS
+    from .listing import FILTERS
+
+    return [f.param for f in FILTERS] + [o.param for o in EXPORT_OPTIONS]
+
+
+def _add_export_options(cmd: argparse.ArgumentParser) -> None:
+    from .datasets import EXPORT_OPTIONS, FORMATS
+    from .listing import FILTERS
+
+    cmd.add_argument("format", metavar="FORMAT", choices=tuple(FORMATS), help=", ".join(FORMATS))
+    cmd.add_argument("--out", metavar="FILE", required=True, help="the ZIP to write")
+    for declared in (*FILTERS, *EXPORT_OPTIONS):
+        cmd.add_argument(
+            f"--{declared.param.replace('_', '-')}",
+            dest=declared.param,
+            metavar="VALUE",
+            help=declared.help.replace("%", "%%"),
+        )
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .datasets.commands import CommandRefused, run_import
+
+    settings = _settings(args)
+    setup_logging(settings)
+    try:
+        run_import(
+            settings,
+            Path(args.path),
+            args.format,
+            device_id=args.device_id,
+            project=args.project,
+        )
+    except CommandRefused as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "serve": (cmd_serve, "apply pending migrations and serve the API"),
     "migrate": (cmd_migrate, "apply pending database migrations"),
@@ -390,6 +450,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
         "show the SQL, values and query plans a GET /data/images URL runs (read-only)",
     ),
     "doctor": (cmd_doctor, "check configuration, database, permissions, disk, clock, upstream"),
+    "export": (
+        cmd_export,
+        "write a view of the catalog as a dataset archive (as GET /data/exports/FORMAT)",
+    ),
+    "import": (cmd_import, "add a COCO or YOLO dataset (a ZIP or a folder) to the catalog"),
 }
 
 
@@ -446,6 +511,17 @@ def build_parser() -> argparse.ArgumentParser:
                 help="a list request as a client writes it: '/data/images?class_values=crack'",
             )
             cmd.add_argument("--json", action="store_true", help="print JSON instead")
+        if name == "export":
+            _add_export_options(cmd)
+        if name == "import":
+            cmd.add_argument("path", metavar="PATH", help="the dataset: a ZIP or a folder")
+            cmd.add_argument("--format", required=True, choices=("coco", "yolo"))
+            cmd.add_argument(
+                "--device-id",
+                default=None,
+                help="the device its images are put under (default: [device] id)",
+            )
+            cmd.add_argument("--project", default=None, help="a project (made if new) to hold them")
         if name == "token":
             cmd.add_argument(
                 "--sub", default=None, help="subject (who the token is for); required to issue one"

@@ -191,7 +191,7 @@ class DeviceMismatch(Forbidden):
 
 
 class ReviewForbidden(Forbidden):
-    """A device key's upload marks an annotation as human review."""
+    """A device key's upload marks an annotation as reviewed ("manual" or "import")."""
 
     code = "MANUAL_SOURCE_FORBIDDEN"
 

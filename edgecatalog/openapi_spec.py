@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import batches, listing, param_types, params, thumbnails
+from . import batches, datasets, listing, param_types, params, thumbnails
 
 
 class QueryParam(Protocol):
@@ -271,8 +271,8 @@ OPERATIONS: dict[str, Operation] = {
             "201": ok("Stored", ref("UploadResult")),
         },
         "The cloud's device upload contract. A device key naming another device is refused "
-        "(403 DEVICE_MISMATCH), as is one marking manual review (403 "
-        "MANUAL_SOURCE_FORBIDDEN).",
+        "(403 DEVICE_MISMATCH), as is one marking an annotation reviewed, source manual or "
+        "import (403 MANUAL_SOURCE_FORBIDDEN).",
         body=UPLOAD_BODY,
         errors=(507,),
     ),
@@ -357,6 +357,26 @@ OPERATIONS: dict[str, Operation] = {
         "image_url. Supports Range and conditional requests.",
         path={"image_id": "Image id"},
         errors=(410, 416),
+    ),
+    "exports.export_dataset": Operation(
+        "exportDataset",
+        DATA,
+        "Export a view as a dataset archive (COCO, YOLO, JSON Lines or CSV)",
+        {
+            "200": raw("The ZIP archive, streamed as it is written", "application/zip"),
+            "206": raw("A byte range of the archive", "application/zip"),
+            "304": bare("Not modified (If-None-Match)"),
+        },
+        "Every image the list's filters select (same parameters, same meaning; paging and "
+        "sorting do not apply), in id order, as a ZIP of stored members whose length and ETag "
+        "are known before the first byte: Range and If-Range resume a broken download with "
+        "the same bytes. coco: annotations/instances_<split>.json and images/<split>/; yolo: "
+        "data.yaml, images/<split>/ and labels/<split>/ (both leave out images whose split "
+        "is none unless assign_unsplit gives them one); jsonl: images.jsonl; csv: "
+        "annotations.csv. Images whose bytes are not on the device are listed in missing.txt.",
+        query=lambda: (*listing.FILTERS, *datasets.EXPORT_OPTIONS),
+        path={"fmt": "coco, yolo, jsonl or csv; another is a 400 naming it"},
+        errors=(416,),
     ),
     "thumbnails.get_thumbnail": Operation(
         "getThumbnail",

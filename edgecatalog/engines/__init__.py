@@ -6,8 +6,9 @@ rest: the pragmas a connection starts with; the text of the triggers that keep a
 count table (``listing.counts``), its table, its backfill and the grouped statement a bulk
 chunk applies instead; the substring-search index (its structure, the triggers that keep it
 and the statement that narrows a term to candidates); the same four for the zones' bounds
-(``listing.zones``); the bulk-load gate; the write lock; a case-insensitive ``LIKE``; a list
-of values bound as one value; and the fingerprint that says whether the database changed. ``engines.sqlite`` (the embedded default) and
+(``listing.zones``); the bulk-load gate; the write lock; a read snapshot; a case-insensitive
+``LIKE``; a list of values bound as one value; and the fingerprint that says whether the
+database changed. ``engines.sqlite`` (the embedded default) and
 ``engines.postgres`` implement it; ``current()`` picks the one of the bound database, which it
 reads from ``models`` at call time (the only import of the package's models here). No Flask.
 """
@@ -137,6 +138,11 @@ class Engine(Protocol):
 
     def write_tx(self, database: Any) -> Any:
         """A write transaction (a context manager) holding the catalog's one write lock."""
+        ...
+
+    def read_snapshot(self, database: Any) -> Any:
+        """A read-only transaction (a context manager) whose statements all see the catalog
+        as it was at its first read: a multi-statement read that must agree with itself."""
         ...
 
     def settle(self, database: Any, write_tx: Any) -> None:

@@ -475,6 +475,16 @@ class PostgresEngine:
             database.execute_sql("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
             yield tx
 
+    @contextmanager
+    def read_snapshot(self, database: Any) -> Iterator[Any]:
+        # READ COMMITTED (the default) takes a snapshot per statement; REPEATABLE READ one
+        # for the transaction. Nested in another transaction it cannot be set: that one's
+        # own isolation holds.
+        with database.atomic() as tx:
+            if database.transaction_depth() == 1:
+                database.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield tx
+
     def settle(self, database: Any, write_tx: Any) -> None:
         # A committed PostgreSQL transaction is in or out for every reader: nothing to decide.
         return None

@@ -374,6 +374,11 @@ class SqliteEngine:
         # locks, and busy_timeout makes the second one queue.
         return database.atomic("IMMEDIATE")
 
+    def read_snapshot(self, database: Any) -> Any:
+        # A deferred BEGIN: in WAL mode the first read fixes the snapshot every later
+        # statement of the transaction reads; writers go on meanwhile.
+        return database.atomic()
+
     def settle(self, database: Any, write_tx: Any) -> None:
         # user_version set to its own value: the smallest real write (db.settle says why).
         with write_tx(database):

@@ -1,8 +1,8 @@
 """A sidecar that arrives (or changes) after its image was indexed.
 
 The sidecar is the pipeline's word on that image, so applying it *replaces* the image's
-sidecar-made annotations (every annotation whose source is not ``manual``) with its content;
-annotations a person added through the API are kept. Applying the same content again changes
+sidecar-made annotations (every annotation whose source is not ``manual`` or ``import``) with
+its content; annotations a person added through the API, or an import brought, are kept. Applying the same content again changes
 nothing. A change touches the image's ``updated_at`` and, for an image already synced
 upstream, queues ``delete_annotation`` / ``create_annotation`` items for the sync worker.
 A late JSON sidecar also sets ``model_id`` / ``model_version`` when it names them; its
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..catalog import annotation_columns, queue_change
+from ..catalog import REVIEWED_SOURCES, annotation_columns, queue_change
 from ..db import write_tx
 from ..models import Annotation, Image
 from ..timeutil import now_us
@@ -30,7 +30,7 @@ def _signature(rows: list[dict[str, Any]]) -> list[tuple]:
 
 
 def apply_sidecar(image_id: int, meta: Metadata) -> bool:
-    """Replace the image's non-manual annotations with the sidecar's. True if anything changed.
+    """Replace the image's non-reviewed annotations with the sidecar's. True if anything changed.
 
     Runs in the caller's transaction when there is one (it nests), else in its own.
     """
@@ -41,7 +41,7 @@ def apply_sidecar(image_id: int, meta: Metadata) -> bool:
             return False
         old = list(
             Annotation.select()
-            .where((Annotation.image == image_id) & (Annotation.source != "manual"))
+            .where((Annotation.image == image_id) & Annotation.source.not_in(REVIEWED_SOURCES))
             .dicts()
         )
         new = [annotation_columns(a, image.width, image.height) for a in meta.annotations]

@@ -180,9 +180,14 @@ def add_images(
     policy: BatchPolicy | None = None,
     *,
     limits: AnnotationLimits = DEFAULT_LIMITS,
+    batch: int | None = None,
 ) -> list[tuple[int, bool]]:
     """Insert images with their annotations (every rule of ``catalog.check_annotation`` and
     the caps of ``limits``) and outbox rows; one (image id, created) each, in order.
+
+    ``batch``: every new image goes into this batch (an import's own, of the images'
+    device; its ``image_count`` is the caller's to keep) instead of its device's collecting
+    batch.
 
     A ``ValidationError`` stores nothing. Runs in the caller's transaction when there is one,
     as part of it: a caller that goes on after another error wraps the call in a savepoint
@@ -200,6 +205,7 @@ def add_images(
         ],
         policy,
         limits,
+        batch,
     )
 
 
@@ -235,6 +241,7 @@ def _write(
     stored: list[list[tuple]],
     policy: BatchPolicy | None,
     limits: AnnotationLimits,
+    batch: int | None = None,
 ) -> list[tuple[int, bool]]:
     """Check ``stored`` (the annotation rows of each image) against the caps, then insert the
     images that are new, in the caller's transaction or one of its own."""
@@ -254,7 +261,9 @@ def _write(
         if fresh:
             _insert(
                 fresh,
-                _assign_batches(fresh, now, policy or BatchPolicy()),
+                [batch] * len(fresh)
+                if batch is not None
+                else _assign_batches(fresh, now, policy or BatchPolicy()),
                 ids,
                 now,
                 [by_new[id(n)] for n in fresh],

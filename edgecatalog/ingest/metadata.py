@@ -22,6 +22,7 @@ from ..catalog import (
     COORDINATE_DIGITS,
     DEFAULT_LIMITS,
     MAX_SOURCE_CHARS,
+    MODEL_SOURCE,
     AnnotationLimits,
     NewAnnotation,
     plainly_valid,
@@ -38,7 +39,7 @@ MAX_DEPTH = 8
 STRING_FIELDS = ("model_id", "model_version", "source", "device_id", "filename")
 # Uploaded annotations are a model's inferences unless an item says otherwise. The top-level
 # ``source`` describes the image (upstream's example is "camera-1"), not its annotations.
-DEFAULT_ANNOTATION_SOURCE = "model"
+DEFAULT_ANNOTATION_SOURCE = MODEL_SOURCE
 
 
 @dataclass(frozen=True)

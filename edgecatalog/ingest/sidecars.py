@@ -2,7 +2,8 @@
 
 A capture folder holds images (by suffix: .jpg .jpeg .png .webp .bmp; the bytes decide whether
 they really are), sidecars ``<name>.json`` (the upload ``metadata`` format) or ``<name>.txt``
-(YOLO: ``class_index x_center y_center width height [confidence]`` per line, normalized), and
+(YOLO: ``class_index x_center y_center width height [confidence]`` per line, or a
+segmentation polygon ``class_index x1 y1 x2 y2 x3 y3 ...``, normalized), and
 ``classes.txt`` (one class name per line, for the YOLO sidecars of that folder). Temporaries
 (``*.tmp``, ``*.part``), dotfiles and everything else are not ours and are left alone.
 When an image has both, ``<name>.json`` wins: it can carry model and capture fields YOLO cannot.
@@ -20,7 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import safeopen
-from ..catalog import DEFAULT_LIMITS, AnnotationLimits, NewAnnotation, validate_annotation
+from ..catalog import (
+    DEFAULT_LIMITS,
+    MODEL_SOURCE,
+    AnnotationLimits,
+    NewAnnotation,
+    validate_annotation,
+)
 from ..errors import ValidationError
 from .metadata import (
     MAX_METADATA_BYTES,
@@ -132,24 +139,31 @@ class ClassNames:
 
 
 def parse_yolo(
-    text: str, classes: Sequence[str], name: str = "sidecar"
+    text: str,
+    classes: Sequence[str],
+    name: str = "sidecar",
+    *,
+    source: str = MODEL_SOURCE,
+    limits: AnnotationLimits = DEFAULT_LIMITS,
 ) -> tuple[NewAnnotation, ...]:
-    """YOLO lines -> bbox annotations; ``name`` is used in error details."""
+    """YOLO lines -> annotations: ``class x_center y_center width height [confidence]`` a
+    box, ``class x1 y1 x2 y2 x3 y3 ...`` (YOLO segmentation: 3 points or more) a polygon,
+    normalized; ``name`` is used in error details."""
     annotations = []
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
         where = f"{name} line {number}"
-        if len(fields) not in (5, 6):
+        if len(fields) not in (5, 6) and (len(fields) < 7 or len(fields) % 2 == 0):
             raise ValidationError(
                 where,
-                "expected 'class_index x_center y_center width height "
-                f"[confidence]', got {len(fields)} fields",
+                "expected 'class_index x_center y_center width height [confidence]' or "
+                f"'class_index x1 y1 x2 y2 x3 y3 ...', got {len(fields)} fields",
             )
         try:
             index = int(fields[0])
-            numbers = [float(v) for v in fields[1:]]
+            numbers = [_unit(float(v)) for v in fields[1:]]
         except ValueError:
             raise ValidationError(
                 where, "class index must be an integer and the rest numbers"
@@ -162,17 +176,31 @@ def parse_yolo(
             )
         if not 0 <= index < len(classes):
             raise ValidationError(where, f"class index {index} is outside 0..{len(classes) - 1}")
+        box = len(numbers) <= 5
         ann = NewAnnotation(
             class_value=classes[index],
-            type="bbox",
-            geometry=numbers[:4],
+            type="bbox" if box else "polygon",
+            geometry=numbers[:4] if box else numbers,
             confidence=numbers[4] if len(numbers) == 5 else None,
             z_order=len(annotations),
+            source=source,
         )
         if not plainly_valid(ann):
-            validate_annotation(ann, where)
+            validate_annotation(ann, where, limits)
         annotations.append(ann)
     return tuple(annotations)
+
+
+# A coordinate a float's rounding put just outside 0..1 (1.0000001) is taken as the bound.
+_SLACK = 1e-6
+
+
+def _unit(value: float) -> float:
+    if -_SLACK <= value < 0:
+        return 0.0
+    if 1 < value <= 1 + _SLACK:
+        return 1.0
+    return value
 
 
 def read_sidecar(
@@ -211,7 +239,9 @@ def read_sidecar(
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ValidationError(name, "is not UTF-8 text") from None
-    annotations = parse_yolo(text, classes.for_folder(root, os.path.dirname(rel)), name)
+    annotations = parse_yolo(
+        text, classes.for_folder(root, os.path.dirname(rel)), name, limits=limits
+    )
     if len(annotations) > max_annotations:
         raise ValidationError(
             name, f"at most {max_annotations} annotations per image, got {len(annotations)}"

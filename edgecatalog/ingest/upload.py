@@ -11,7 +11,7 @@ crash after it leaves the whole image, which a retried upload finds as a duplica
 
 An upload made with a device key (``device_id`` given: the device the key is bound to) is held
 to that device: its metadata may name no other ``device_id`` (403 ``DEVICE_MISMATCH``) and no
-annotation may claim human review (``source`` "manual", 403), and the device may fill only
+annotation may claim review (``source`` "manual" or "import", 403), and the device may fill only
 its ``[ingest] device_disk_share`` of the catalog's room (``DeviceShare``, 507) while other
 devices have images. A bearer token (a person, the gateway's sync) may name any device.
 """
@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 
 from peewee import SQL
 
-from ..catalog import DEFAULT_LIMITS, AnnotationLimits, BatchPolicy, NewImage
+from ..catalog import DEFAULT_LIMITS, REVIEWED_SOURCES, AnnotationLimits, BatchPolicy, NewImage
 from ..engines import current as engine
 from ..errors import (
     DeviceMismatch,
@@ -52,8 +52,6 @@ log = logging.getLogger("edgecatalog.ingest.upload")
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
 # Orphans younger than this are kept when another process may be ingesting (see IngestLock).
 RECONCILE_GRACE_SECONDS = 3600.0
-# The annotation source that means "a person drew or checked this" (annotation_edits.MANUAL).
-MANUAL_SOURCE = "manual"
 
 
 class DeviceShare:
@@ -325,10 +323,11 @@ def check_device_upload(meta: Metadata, device_id: str, *, review: bool = False)
         )
     for i, ann in enumerate(() if review else meta.annotations):
         # Any spelling: " Manual" would read as human review to a person looking at it.
-        if ann.source.strip().casefold() == MANUAL_SOURCE:
+        if ann.source.strip().casefold() in REVIEWED_SOURCES:
             raise ReviewForbidden(
-                f"annotation source {ann.source!r} marks human review, which a device key "
-                'cannot claim; leave source out (it becomes "model") or name the model',
+                f"annotation source {ann.source!r} marks a reviewed label (a person's, or a "
+                "labelled dataset's import), which a device key cannot claim; leave source "
+                'out (it becomes "model") or name the model',
                 f"metadata.annotations[{i}].source",
             )
 

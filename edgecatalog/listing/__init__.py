@@ -29,6 +29,7 @@ from .query import (
     Filter,
     FilteredPage,
     ImageQuery,
+    parse_filter_values,
     parse_filtered_page,
     parse_image_query,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "Page",
     "get_image_row",
     "known_device_pk",
+    "parse_filter_values",
     "parse_filtered_page",
     "parse_image_query",
     "select_images",

@@ -48,6 +48,7 @@ from .sql import (
     image_row,
     like_pattern,
     page_rows,
+    paired,
     project_cond,
     search_cond,
     unindexed,
@@ -86,12 +87,7 @@ class Page:
             yield from self.rows
             return
         annotations = annotations_in_order([row["id"] for row in self.rows])
-        upcoming = next(annotations, None)
-        for row in self.rows:
-            mine = []
-            while upcoming is not None and upcoming["image"] == row["id"]:
-                mine.append(upcoming)
-                upcoming = next(annotations, None)
+        for row, mine in paired(self.rows, annotations):
             row["annotations"] = mine
             yield row
             del row["annotations"]  # written out: let it go

@@ -166,11 +166,7 @@ def parse_image_query(
 ) -> ImageQuery:
     names = [f.param for f in filters] + list(OPTION_PARAMS)
     given = params.single_values(args, names, max_chars=max_chars)
-    parsed = {f.param: f.parse(f.param, given[f.param]) for f in filters if f.param in given}
-    if "class_values" in given:
-        parsed["class_values"] = params.parse_csv(
-            "class_values", given["class_values"], max_items=max_class_values
-        )
+    parsed = parse_filter_values(given, max_class_values=max_class_values, filters=filters)
     # Above the maximum is clamped (as upstream); below 1 is an error.
     limit, offset = params.parse_page(given, default_limit=DEFAULT_LIMIT, max_limit=MAX_LIMIT)
     return ImageQuery(
@@ -186,6 +182,20 @@ def parse_image_query(
         sort=params.parse_choice("sort", given["sort"], SORTS) if "sort" in given else "created_at",
         order=params.parse_choice("order", given["order"], ORDERS) if "order" in given else "desc",
     )
+
+
+def parse_filter_values(
+    given: Mapping[str, str], *, max_class_values: int = 50, filters: tuple[Filter, ...] = FILTERS
+) -> dict[str, Any]:
+    """The filters among ``given`` (the single values of a query string) parsed, as
+    ``ImageQuery.filters`` holds them: for the list, and for every request that selects the
+    list's images by the same filters (``datasets.export``)."""
+    parsed = {f.param: f.parse(f.param, given[f.param]) for f in filters if f.param in given}
+    if "class_values" in given:
+        parsed["class_values"] = params.parse_csv(
+            "class_values", given["class_values"], max_items=max_class_values
+        )
+    return parsed
 
 
 @dataclass(frozen=True)

@@ -41,12 +41,14 @@ def where(conds: list[Sql]) -> Sql:
     return compose(" WHERE " + " AND ".join("{}" for _ in conds), *conds)
 
 
-ROW_SELECT = """SELECT i.id, i.filename, i.storage_key, i.width, i.height, d.device_id,
+# An image as the list serializes it: its columns, and the joins that give them (alias i).
+ROW_COLUMNS = """i.id, i.filename, i.storage_key, i.width, i.height, d.device_id,
  i.batch_id AS batch, b.name AS batch_name, p.name AS project_name, i.annotation_status,
  i.split, i.split_locked, v.version_name, i.created_at, i.updated_at, i.sync_state,
- i.synced_at, i.evicted_at
- FROM image i JOIN device d ON d.id = i.device_id JOIN batch b ON b.id = i.batch_id
+ i.synced_at, i.evicted_at"""
+ROW_JOINS = """image i JOIN device d ON d.id = i.device_id JOIN batch b ON b.id = i.batch_id
  LEFT JOIN project p ON p.id = b.project_id LEFT JOIN dataset_version v ON v.id = i.version_id"""
+ROW_SELECT = f"SELECT {ROW_COLUMNS}\n FROM {ROW_JOINS}"
 ANNOTATION_SELECT_A = """SELECT a.id, a.image_id AS image, a.class_value, a.type, a.geometry,
  a.x_center, a.y_center, a.width, a.height, a.confidence, a.source, a.z_order, a.created_at,
  a.updated_at"""
@@ -159,3 +161,17 @@ def annotations_in_order(image_ids: list[int]) -> Iterator[dict[str, Any]]:
     names = [col[0] for col in cursor.description]
     for values in cursor:
         yield dict(zip(names, values))
+
+
+def paired(
+    rows: list[dict[str, Any]], annotations: Iterator[dict[str, Any]]
+) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each row with its annotations, ``annotations`` being ``annotations_in_order`` of the
+    rows' ids (consumed as the rows are)."""
+    upcoming = next(annotations, None)
+    for row in rows:
+        mine = []
+        while upcoming is not None and upcoming["image"] == row["id"]:
+            mine.append(upcoming)
+            upcoming = next(annotations, None)
+        yield row, mine

@@ -1,0 +1,283 @@
+"""An export as one ZIP whose every byte is decided before the first is sent: its members
+(generated ones waiting in a ``spool``, image files on disk), their names, sizes, times and
+order, hence its length and an ETag. ``Archive.chunks(start, stop)`` gives any byte range of
+it, the same bytes every time, so a download that broke resumes with ``Range``. No Flask.
+
+The plan is held in flat arrays (about 30 bytes a member besides its name), so an archive of
+100,000 images and their labels costs a few MB of memory however large it is; an image's
+bytes are read from its file when its turn comes, one image at a time.
+
+A member's CRC-32 goes in its local header: a generated member's was counted as it was
+spooled; an image's is computed from its bytes as they are read for sending. The central
+directory at the end needs every CRC, so a range starting after some images (a resumed
+download) first reads those images again to compute theirs (a local disk read; nothing is kept
+between requests, nothing is written).
+
+The ETag is a digest of the whole plan (every name, size, time and order, each generated
+member's CRC and each image's SHA-256): the same plan is the same bytes. A file that changed
+size or vanished after the plan cannot be sent as planned; ``ExportBroken`` then stops the
+stream short of its ``Content-Length``, which any client sees as a failed download.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+import zlib
+from array import array
+from collections.abc import Iterator
+
+from .. import safeopen
+from . import zipformat as zf
+from .spool import Spool, SpoolWriter
+
+GENERATED, FILE = 0, 1
+COALESCE = 64 * 1024  # smaller pieces (headers, labels) are sent together up to this size
+READ_CHUNK = 1024 * 1024
+
+
+class ExportBroken(Exception):
+    """A planned image file is no longer what the plan saw (gone, or another size)."""
+
+
+class ArchiveBuilder:
+    """Members added in archive order; ``build`` fixes the layout."""
+
+    def __init__(self, spool: Spool, *, force_zip64: bool = False) -> None:
+        self.spool = spool
+        self.force_zip64 = force_zip64
+        self._kind = array("B")
+        self._name_at = array("Q")
+        self._names = bytearray()
+        self._size = array("Q")
+        self._crc = array("L")
+        self._src = array("Q")  # spool offset: a generated member's bytes, a file's path
+        self._src_len = array("L")
+        self._dos = array("L")
+        self._segments: dict[int, list[tuple[int, int]]] = {}  # generated, several pieces
+        self._digest = hashlib.sha256()
+
+    def __len__(self) -> int:
+        return len(self._kind)
+
+    def _add(self, kind: int, name: str, size: int, crc: int, dos: int, proof: bytes) -> int:
+        raw = name.encode("utf-8")
+        if len(raw) > zf.MAX16:
+            raise ValueError(f"member name longer than {zf.MAX16} bytes: {name[:80]!r}")
+        self._kind.append(kind)
+        self._name_at.append(len(self._names))
+        self._names += raw
+        self._size.append(size)
+        self._crc.append(crc)
+        self._dos.append(dos)
+        self._digest.update(b"%d\0%d\0%d\0%d\0" % (kind, len(raw), size, dos) + raw + proof)
+        return len(self._kind) - 1
+
+    def add_generated(self, name: str, writer: SpoolWriter, dos: int) -> None:
+        writer.flush()
+        index = self._add(GENERATED, name, writer.size, writer.crc, dos, b"%d" % writer.crc)
+        segments = writer.segments
+        self._src.append(segments[0][0] if segments else 0)
+        self._src_len.append(0)
+        if len(segments) > 1:
+            self._segments[index] = list(segments)
+
+    def add_bytes(self, name: str, data: str | bytes, dos: int) -> None:
+        writer = self.spool.writer()
+        writer.write(data)
+        self.add_generated(name, writer, dos)
+
+    def add_file(self, name: str, size: int, sha256: str, root: str, rel: str, dos: int) -> None:
+        """An image file, ``rel`` beneath ``root``, of ``size`` bytes with that SHA-256."""
+        self._add(FILE, name, size, 0, dos, sha256.encode("ascii"))
+        where = f"{root}\0{rel}".encode()
+        self._src.append(self.spool.append(where))
+        self._src_len.append(len(where))
+
+    def build(self) -> Archive:
+        digest = self._digest.copy()
+        digest.update(b"zip64" if self.force_zip64 else b"zip")
+        return Archive(self, digest.hexdigest()[:40])
+
+
+class Archive:
+    """The planned ZIP: ``size`` bytes, ``etag``; ``chunks`` gives any range of it."""
+
+    def __init__(self, plan: ArchiveBuilder, etag: str) -> None:
+        self.spool = plan.spool
+        self.etag = etag
+        self.force_zip64 = plan.force_zip64
+        self._kind, self._size, self._crc = plan._kind, plan._size, plan._crc
+        self._name_at, self._names = plan._name_at, bytes(plan._names)
+        self._src, self._src_len, self._dos = plan._src, plan._src_len, plan._dos
+        self._segments = plan._segments
+        self._crc_known = array("B", (k == GENERATED for k in self._kind))
+        self._offset = array("Q")
+        at = 0
+        for k in range(len(self._kind)):
+            self._offset.append(at)
+            at += zf.local_length(self.name(k), self._size[k]) + self._size[k]
+        self.cd_offset = at
+        self.cd_size = sum(
+            zf.central_length(self.name(k), self._size[k], self._offset[k])
+            for k in range(len(self._kind))
+        )
+        self.entries = len(self._kind)
+        # Image files among the members, and how many end at or before each member's start.
+        self._files_before = array("L", [0])
+        for kind in self._kind:
+            self._files_before.append(self._files_before[-1] + (kind == FILE))
+        self.files = self._files_before[-1]
+        self.size = (
+            self.cd_offset
+            + self.cd_size
+            + zf.end_length(
+                self.entries, self.cd_offset, self.cd_size, force_zip64=self.force_zip64
+            )
+        )
+
+    def name(self, k: int) -> bytes:
+        end = self._name_at[k + 1] if k + 1 < len(self._name_at) else len(self._names)
+        return self._names[self._name_at[k] : end]
+
+    def close(self) -> None:
+        self.spool.close()
+
+    def files_before(self, offset: int) -> int:
+        """How many image files are whole in the archive's first ``offset`` bytes."""
+        k = bisect.bisect_right(self._offset, offset)  # members starting at or before it
+        whole = k - 1 if k and self._offset[k - 1] + self._length(k - 1) > offset else k
+        return self._files_before[whole]
+
+    def _length(self, k: int) -> int:
+        return zf.local_length(self.name(k), self._size[k]) + self._size[k]
+
+    # -- bytes -----------------------------------------------------------------------------
+
+    def chunks(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        """The bytes ``start`` to ``stop`` (exclusive; default: the end), in pieces."""
+        stop = self.size if stop is None else min(stop, self.size)
+        out = _Window(start, stop)
+        if start < self.cd_offset:
+            first = max(bisect.bisect_right(self._offset, start) - 1, 0)
+            for k in range(first, self.entries):
+                if self._offset[k] >= stop:
+                    break
+                yield from out.take(self._offset[k], self._member(k, out))
+        if stop > self.cd_offset:
+            yield from out.take(self.cd_offset, self._central(out))
+        yield from out.flush()
+
+    def _member(self, k: int, out: _Window) -> Iterator[bytes]:
+        name, size = self.name(k), self._size[k]
+        if self._kind[k] == GENERATED:
+            yield zf.local_header(name, size, self._crc[k], self._dos[k])
+            segments = self._segments.get(k) or [(self._src[k], size)]
+            data_at = self._offset[k] + zf.local_length(name, size)
+            if out.overlaps(data_at, size):
+                yield from self.spool.pieces(segments)
+            else:  # none of its data falls in the window: not read
+                out.skip(size)
+            return
+        data = self._read_file(k)
+        yield zf.local_header(name, size, self._crc[k], self._dos[k])
+        yield data
+
+    def _central(self, out: _Window) -> Iterator[bytes]:
+        at = self.cd_offset
+        for k in range(self.entries):
+            name, size, offset = self.name(k), self._size[k], self._offset[k]
+            length = zf.central_length(name, size, offset)
+            if at + length <= out.start:  # before the window: no CRC needed
+                out.skip(length)
+            else:
+                if at >= out.stop:
+                    return
+                yield zf.central_entry(name, size, self._file_crc(k), self._dos[k], offset)
+            at += length
+        yield from zf.end_records(
+            self.entries, self.cd_offset, self.cd_size, force_zip64=self.force_zip64
+        )
+
+    # -- image files -----------------------------------------------------------------------
+
+    def _open(self, k: int) -> int:
+        root, rel = self.spool.read(self._src[k], self._src_len[k]).decode().split("\0", 1)
+        try:
+            return safeopen.open_fd(root, rel)
+        except (OSError, ValueError) as exc:
+            raise ExportBroken(f"{rel}: {exc}") from None
+
+    def _read_file(self, k: int) -> bytes:
+        size = self._size[k]
+        fd = self._open(k)
+        try:
+            chunks, got = [], 0
+            while got <= size:
+                piece = os.read(fd, size + 1 - got)
+                if not piece:
+                    break
+                chunks.append(piece)
+                got += len(piece)
+        finally:
+            os.close(fd)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if len(data) != size:
+            raise ExportBroken(f"{self.name(k).decode()}: {len(data)} bytes, {size} planned")
+        if not self._crc_known[k]:
+            self._crc[k], self._crc_known[k] = zlib.crc32(data), 1
+        return data
+
+    def _file_crc(self, k: int) -> int:
+        if not self._crc_known[k]:
+            fd, crc, got = self._open(k), 0, 0
+            try:
+                while piece := os.read(fd, READ_CHUNK):
+                    crc, got = zlib.crc32(piece, crc), got + len(piece)
+            finally:
+                os.close(fd)
+            if got != self._size[k]:
+                raise ExportBroken(f"{self.name(k).decode()}: {got} bytes, {self._size[k]} planned")
+            self._crc[k], self._crc_known[k] = crc, 1
+        return self._crc[k]
+
+
+class _Window:
+    """The requested range [start, stop): clips pieces at their absolute positions and
+    gathers small ones into ``COALESCE``-sized writes."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop = start, stop
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._at = 0  # the absolute position of the next piece ``take`` sees
+
+    def overlaps(self, at: int, length: int) -> bool:
+        return at < self.stop and at + length > self.start
+
+    def skip(self, length: int) -> None:
+        self._at += length
+
+    def take(self, at: int, pieces: Iterator[bytes]) -> Iterator[bytes]:
+        self._at = at
+        for piece in pieces:
+            begin, end = self._at, self._at + len(piece)
+            self._at = end
+            if end <= self.start or begin >= self.stop or not piece:
+                continue
+            if begin < self.start or end > self.stop:
+                piece = piece[max(self.start - begin, 0) : len(piece) - max(end - self.stop, 0)]
+            if len(piece) >= COALESCE:
+                yield from self.flush()
+                yield piece
+            else:
+                self._pending.append(piece)
+                self._pending_size += len(piece)
+                if self._pending_size >= COALESCE:
+                    yield from self.flush()
+
+    def flush(self) -> Iterator[bytes]:
+        if self._pending:
+            yield b"".join(self._pending)
+            self._pending, self._pending_size = [], 0
