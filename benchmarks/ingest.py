@@ -10,7 +10,10 @@ and half with a YOLO sidecar (plus classes.txt), then measures, as the median of
   (``[capture] mode`` from ``--mode``, settle time 0); then the same with another thread alive,
   as in the service's watcher, whose worker processes come from a fork server;
 - upload: POST /device/images/upload of the N images (with their JSON metadata) to a real
-  ``edgecatalog serve`` subprocess on a loopback port, from ``--threads`` client threads.
+  ``edgecatalog serve`` subprocess on a loopback port, from ``--threads`` client threads;
+  and the same requests to the upload floor (``upload_floor.py``: a bare WSGI handler on
+  waitress that streams the multipart to a file, fsyncs and answers), whose rate the service's
+  is reported against.
 
 By default every measurement reads warm files (in the page cache), as the floor does; with
 ``--cold`` (root only) the page cache is dropped before each floor and scan run, so both read
@@ -215,22 +218,50 @@ def start_server(work: Path, threads: int) -> tuple[subprocess.Popen, str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    return proc, _answering(proc, f"http://127.0.0.1:{port}", "/health", "server")
+
+
+def _answering(proc: subprocess.Popen, url: str, path: str, what: str) -> str:
+    """``url`` once ``proc`` answers ``path`` (any status), within 30 s."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stderr.read()[-2000:]}")
+            raise SystemExit(f"{what} exited: {proc.stderr.read()[-2000:]}")
         try:
-            requests.get(url + "/health", timeout=1)
-            return proc, url
+            requests.get(url + path, timeout=1)
+            return url
         except requests.ConnectionError:
             time.sleep(0.1)
     proc.kill()
-    raise SystemExit("server did not start within 30 s")
+    raise SystemExit(f"{what} did not start within 30 s")
 
 
-def measure_upload(images: list[Path], work: Path, threads: int) -> float | None:
-    proc, url = start_server(work, threads)
+def start_upload_floor(work: Path, threads: int) -> tuple[subprocess.Popen, str]:
+    folder = work / "floor-uploads"
+    shutil.rmtree(folder, ignore_errors=True)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("upload_floor.py")),
+            "--port",
+            str(port),
+            "--dir",
+            str(folder),
+            "--threads",
+            str(threads),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc, _answering(proc, f"http://127.0.0.1:{port}", "/", "upload floor")
+
+
+def measure_upload(
+    images: list[Path], work: Path, threads: int, start=start_server
+) -> float | None:
+    proc, url = start(work, threads)
     try:
         probe = requests.post(url + "/device/images/upload", timeout=10)
         if probe.status_code == 404:
@@ -323,10 +354,20 @@ def main() -> int:
         # No CPU figure: its workers are the fork server's children, not this process's.
         report("  the same inside serve", args.n, in_service, floor)
         if not args.skip_upload:
-            runs = [measure_upload(images, work, args.threads) for _ in range(args.repeats)]
+            # Alternating, so both see the same machine.
+            runs, floor_runs = [], []
+            for _ in range(args.repeats):
+                floor_runs.append(
+                    measure_upload(images, work, args.threads, start=start_upload_floor)
+                )
+                runs.append(measure_upload(images, work, args.threads))
             if all(r is not None for r in runs):
-                report(
-                    f"HTTP upload ({args.threads} threads)", args.n, statistics.median(runs), floor
+                up, up_floor = statistics.median(runs), statistics.median(floor_runs)
+                report(f"HTTP upload ({args.threads} threads)", args.n, up, floor)
+                print(
+                    f"{'upload floor (bare WSGI, file + fsync)':<38} {args.n / up_floor:>9.0f} "
+                    f"images/s  {up_floor:7.3f} s\n"
+                    f"{'HTTP upload / upload floor':<38} {up_floor / up:>9.1%}"
                 )
     return 0
 

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import pgdriver
+
+pgdriver.hidden_from_peewee()  # before any module imports peewee: pgdriver says why
+
 from .config import Settings, load_settings
 from .version import __version__
 

@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from peewee import PostgresqlDatabase
 
+from .. import pgdriver
 from ..config import ConfigError
 from ..listing import zones
 from ..listing.counts import CountTable
@@ -115,7 +116,7 @@ def open_database(url: str, password: str | None = None) -> CatalogPostgres:
     query parameters such as sslmode passed on); ``password`` from a file wins. Nothing
     connects yet. psycopg 3 missing is a ``ConfigError`` saying how to install it."""
     try:
-        import psycopg  # noqa: F401
+        pgdriver.load()
     except ImportError:
         raise ConfigError(
             "database.url: PostgreSQL needs psycopg: pip install 'edgecatalog[postgres]'"

@@ -81,7 +81,7 @@ def page_ids(
             need -= matches[zone]
             visited += 1
         step *= 2
-        for key, image_id in _rows(group, conds, sort):
+        for key, image_id in _rows(group, conds, sort, desc, wanted):
             item = (key, image_id) if desc else (-key, -image_id)
             if len(best) < wanted:
                 heapq.heappush(best, item)
@@ -155,9 +155,17 @@ def _in_zones(group: Iterable[int]) -> Sql:
     )
 
 
-def _rows(group: list[int], conds: list[Sql], sort: str) -> list[tuple[int, int]]:
-    """(sort key, id) of the rows of the zones in ``group`` meeting ``conds``."""
+def _rows(
+    group: list[int], conds: list[Sql], sort: str, desc: bool, wanted: int
+) -> list[tuple[int, int]]:
+    """(sort key, id) of the best ``wanted`` rows of the zones in ``group`` meeting ``conds``:
+    the engine keeps the top rows (a zone of a common term holds thousands of matches, which
+    Python would otherwise sort under the GIL)."""
+    direction = "DESC" if desc else "ASC"
     statement = compose(
-        f"SELECT t.{sort}, t.id FROM image t{{}}", where([_in_zones(group), *conds])
+        f"SELECT t.{sort}, t.id FROM image t{{}} ORDER BY t.{sort} {direction}, t.id "
+        f"{direction} LIMIT {{}}",
+        where([_in_zones(group), *conds]),
+        Sql("?", (wanted,)),
     )
     return [(int(k), int(i)) for k, i in database.execute_sql(*statement).fetchall()]
