@@ -14,9 +14,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-
-import requests
-import urllib3.exceptions
+from urllib.parse import quote
 
 from .. import safeopen
 from ..config import ConfigError, Settings, read_secret_file
@@ -96,6 +94,9 @@ def classify(status: int, body: Any, headers: Any, *, upload: bool = False) -> O
 
 def _never_connected(exc: BaseException) -> bool:
     """True when no connection was made at all (refused, unreachable, DNS): the link is down."""
+    import requests  # loaded already: only a client's own request raises what comes here
+    import urllib3.exceptions
+
     seen: set[int] = set()
     stack: list[Any] = [exc]
     while stack:
@@ -190,6 +191,11 @@ class UpstreamClient:
         self.timeout = settings["upstream.timeout_seconds"]
         self.credentials = credentials
         self.limiter = limiter or BandwidthLimiter(settings["upstream.max_bytes_per_second"])
+        # requests (5 MB with urllib3) is imported by the client alone: a catalog with no
+        # upstream imports this module (for its credentials and outcomes) but never sends.
+        import requests
+
+        self._requests = requests
         self.session = requests.Session()
         self.session.trust_env = False  # no proxies or netrc picked up from the environment
 
@@ -201,9 +207,10 @@ class UpstreamClient:
             resp = self.session.request(
                 method, self.base + path, timeout=self.timeout, allow_redirects=False, **kw
             )
-        except requests.RequestException as exc:
+        except self._requests.RequestException as exc:
             kind = "offline" if _never_connected(exc) else "transient"
-            reason = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
+            timed_out = isinstance(exc, self._requests.Timeout)
+            reason = "timed out" if timed_out else "connection failed"
             return Outcome(kind, None, f"{reason}: {exc.__class__.__name__}")
         try:
             body = resp.json()
@@ -265,7 +272,7 @@ class UpstreamClient:
     def patch_image(
         self, remote_id: str, fields: dict[str, Any], key: str, *, device: bool = False
     ) -> Outcome:
-        path = f"/data/images/{requests.utils.quote(remote_id, safe='')}"
+        path = f"/data/images/{quote(remote_id, safe='')}"
         return self._json("PATCH", path, fields, key, device)
 
     def create_annotation(self, body: dict[str, Any], key: str) -> Outcome:
@@ -273,7 +280,7 @@ class UpstreamClient:
 
     def put_annotations(self, remote_id: str, body: dict[str, Any], key: str) -> Outcome:
         """A site gateway only: the image's whole annotation set (``views/site.py``)."""
-        path = f"/device/images/{requests.utils.quote(remote_id, safe='')}/annotations"
+        path = f"/device/images/{quote(remote_id, safe='')}/annotations"
         return self._json("PUT", path, body, key, True)
 
     def gateway_mirrors(self) -> tuple[str, ...] | None:
@@ -288,7 +295,7 @@ class UpstreamClient:
                 allow_redirects=False,
             )
             body = resp.json() if resp.status_code == 200 else None
-        except (requests.RequestException, ValueError):
+        except (self._requests.RequestException, ValueError):
             return None
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, dict):
