@@ -120,7 +120,7 @@ def search_terms(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
     """(label, term, matches): terms by selectivity and position in time. Names look like
     ``cam07_20261113_141502_000123.jpg`` (device, capture day, time, per-device number)."""
     (top,) = conn.execute("SELECT max(id) FROM image WHERE filename LIKE 'cam%'").fetchone()
-    out: list[tuple[str, str, int]] = []
+    picked: list[tuple[str, str]] = []
 
     def name_at(share: float) -> str:
         (name,) = conn.execute(
@@ -129,24 +129,24 @@ def search_terms(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
         ).fetchone()
         return name
 
-    out.append(("1 row", name_at(0.5), 0))
+    picked.append(("1 row", name_at(0.5)))
     for where, share in (("newest", 0.995), ("middle", 0.5), ("oldest", 0.005)):
         stamp = name_at(share).split("_", 1)[1]  # 20261113_141502_000123.jpg
-        out += [
-            (f"minute {where}", stamp[:13], 0),
-            (f"hour {where}", stamp[:11], 0),
-            (f"day {where}", stamp[:8], 0),
-            (f"ten days {where}", stamp[:7], 0),
+        picked += [
+            (f"minute {where}", stamp[:13]),
+            (f"hour {where}", stamp[:11]),
+            (f"day {where}", stamp[:8]),
+            (f"ten days {where}", stamp[:7]),
         ]
     device = name_at(0.5).split("_", 1)[0]  # cam07
-    out += [
-        ("device prefix (spread)", f"{device}_", 0),
-        ("tenth of devices (spread)", device[:4], 0),
-        ("time of day (spread)", "_" + name_at(0.5).split("_")[2][:4], 0),
-        ("nothing", "zqzqzq", 0),
+    picked += [
+        ("device prefix (spread)", f"{device}_"),
+        ("tenth of devices (spread)", device[:4]),
+        ("time of day (spread)", "_" + name_at(0.5).split("_")[2][:4]),
+        ("nothing", "zqzqzq"),
     ]
     measured, seen = [], set()
-    for label, term, _ in out:
+    for label, term in picked:
         if term not in seen:  # "ten days" of two positions can be the same term
             seen.add(term)
             measured.append((label, term, _count(conn, term)))

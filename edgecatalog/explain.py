@@ -40,7 +40,6 @@ LIST_PATH = "/data/images"
 PURPOSES: dict[str, str] = {
     "known_device_pk": "device lookup",
     "_candidates": "search candidates",
-    "search_total": "total",
     "search_zones": "search matches per zone",
     "_total": "total",
     "_searchless_count": "other filters' count",

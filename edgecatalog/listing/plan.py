@@ -9,16 +9,22 @@ plan's choices in words (``edgecatalog explain`` prints them). The choices:
   cover every filter's ``counted_by`` columns (with ``class_values``: a per-class table for
   one class; for several, a class-set table summed over the sets holding any of them,
   ``class_sets``);
-  a search alone: its carried total (``scan_cache.search_total``); otherwise ``COUNT(*)``.
+  a search alone: the sum of its carried per-zone counts; otherwise ``COUNT(*)`` (with a
+  search, over the zones holding its matches only).
   The count tables are kept by triggers in the writing transaction: never stale.
 - page: the page's ids from ``image`` alone by the sort index, then the joins for those ids.
+  Where no index gives the filters' rows in the sort order, a walk of the sort index bounded
+  from the exact counts tries first, then the zones of the filters' ``created_at`` window
+  (``zone_page``), before the engine sorts the filters' rows.
 - class: an ``EXISTS`` probe per row when the class is common (the sort-index walk finds a
   page after a few rows), the ``IN`` list when it is rare; decided from the exact counts.
 - search: the engine's substring index gives candidates, bounded by ``FTS_PROBE``, which the
-  exact LIKE rechecks (count and page ids in one statement). A common term (more candidates)
-  or one without 3 literal characters in a row takes the exact LIKE alone: a scan of the
-  filename index for the count (~70-100 ms at 1M), remembered by ``scan_cache`` until the
-  database changes, while its page comes from the sort-index walk at once.
+  exact LIKE rechecks (count and page ids in one statement). A common term (more candidates),
+  one without 3 literal characters in a row, or one already counted is counted per zone over
+  the filename index once and carried across inserts (``scan_cache.search_zones``; a search
+  alone's total is their sum); its page comes from a bounded walk of the sort index where the
+  matches are dense, else from the zones holding them in the order of their bounds
+  (``zone_page``), unless the other filters' own index reads fewer rows.
 
 ``ImageList`` holds the declarations (filters, count tables); ``IMAGES`` is the service's.
 No Flask.
@@ -112,7 +118,12 @@ class _Conditions:
     names_batch: bool  # a batch or project among them
     # The same as ``columns`` without the search's (which no count table has): None when
     # another filter has none either.
-    searchless: set[str] | None = None
+    searchless: set[str] | None
+
+    @property
+    def search_alone(self) -> bool:
+        """Whether the search is the only condition (its per-zone counts are then exact)."""
+        return len(self.entries) == 1 and getattr(self.entries[0][0], "param", None) == "search"
 
     def render(self, *, probe: bool = False, search: bool = True) -> list[Sql]:
         """Every condition; the classes as a probe per row or their IN list."""
@@ -149,7 +160,6 @@ class ImageList:
     ) -> None:
         self.filters = filters
         self.count_tables = count_tables
-        self._search_filter = next((f for f in filters if f.param == "search"), None)
 
     def conditions(self, query: ImageQuery) -> _Conditions:
         filters = dict(query.filters)
@@ -180,8 +190,9 @@ class ImageList:
         return _Conditions(entries, classes, columns, names_batch, searchless)
 
     def select(self, query: ImageQuery) -> Page:
-        """The page and its exact total: a fixed number of statements (device lookup, total,
-        rows, and annotations when asked), whatever the page size."""
+        """The page and its exact total: a bounded number of statements (device lookup, the
+        search's counts, total, page ids, rows, and annotations when asked), whatever the
+        page size."""
         conds = self.conditions(query)
         plan: dict[str, str] = {}
         search = query.filters.get("search")
@@ -238,15 +249,10 @@ class ImageList:
         wanted = query.offset + query.limit
         budget = max(4 * wanted * size // max(total, 1), WALK_MIN)
         if budget <= WALK_BUDGET:
-            found = walk_ids(page_conds, query.sort, query.order, wanted, budget)
-            if len(found) == wanted or budget >= size:  # the page, or every row was read
-                plan["page"] = (
-                    f"the first {budget} rows by {query.sort} {query.order} held the page (a "
-                    f"bounded walk: {wanted}*{size}/{total} rows on average), then the joins "
-                    "for those ids only"
-                )
-                return found[query.offset :]
-        alone = [flt for flt, _ in conds.entries] == [self._search_filter]
+            found = _walk(query, page_conds, budget, total, size, plan)
+            if found is not None:
+                return found
+        alone = conds.search_alone
         plan["page"] = (
             f"zone by zone: the {sum(1 for n in matches.values() if n)} zone(s) holding the "
             f"term's matches (at most {zone_page.cost(matches)} rows) in the order of their "
@@ -284,14 +290,9 @@ class ImageList:
         budget = min(max(16 * wanted * size // max(total, 1), FILTER_WALK_MIN), total)
         if budget > FILTER_WALK_BUDGET:
             return None
-        found = walk_ids(page_conds, query.sort, query.order, wanted, budget)
-        if len(found) == wanted or budget >= size:
-            plan["page"] = (
-                f"the first {budget} rows by {query.sort} {query.order} held the page (a "
-                f"bounded walk: {wanted}*{size}/{total} rows on average), then the joins for "
-                "those ids only"
-            )
-            return found[query.offset :]
+        found = _walk(query, page_conds, budget, total, size, plan)
+        if found is not None:
+            return found
         if query.sort not in zones.BOUNDS or total <= FILTER_WALK_BUDGET:
             return None
         span = zone_page.window(page_conds)
@@ -314,7 +315,7 @@ class ImageList:
         filters select (a batch's few hundred rows are walked through its own index)."""
         if query.sort not in zones.BOUNDS:
             return False
-        if [flt for flt, _ in conds.entries] == [self._search_filter]:
+        if conds.search_alone:
             plan["zones"] = (
                 "a search alone: a bounded walk when its matches fill a page within the first "
                 "rows, else the zones holding them (a deep offset skips whole zones by their "
@@ -342,10 +343,12 @@ class ImageList:
         ]
         if conds.searchless is None:
             return None
-        source = counts.source_for(conds.searchless, per_class=False, tables=self.count_tables)
-        statement = _sum(source, others) if others and source is not None else SIZE
-        if others and source is None:
-            return None
+        statement = SIZE
+        if others:
+            source = counts.source_for(conds.searchless, per_class=False, tables=self.count_tables)
+            if source is None:
+                return None
+            statement = _sum(source, others)
         return int(database.execute_sql(f"SELECT {statement.text}", statement.args).fetchone()[0])
 
     # -- search ---------------------------------------------------------------------------
@@ -353,13 +356,13 @@ class ImageList:
     def _candidates(self, term: str, conds: _Conditions, plan: dict[str, str]) -> list | None:
         """The ids matching ``term`` and every other filter exactly, found through the
         engine's substring index when it gives at most FTS_PROBE candidates; None when it
-        gives more (a common term, whose page the sort-index walk finds at once) or cannot
-        narrow the term at all (no run of 3+ characters without '%' or '_')."""
+        gives more (a common term) or cannot narrow the term at all (no run of 3+ characters
+        without '%' or '_'): its matches are then counted per zone (``scan_cache``)."""
         if max(len(run) for run in re.split(r"[%_]", term)) < 3:
             plan["search"] = (
                 "trigram index not used: the term has no run of 3 literal characters; the "
-                "exact LIKE over the filename index decides (its count is remembered until a "
-                "write)"
+                "exact LIKE over the filename index counts it per zone (carried across "
+                "inserts)"
             )
             return None
         candidates = Sql(*engine().search_candidates(term, FTS_PROBE + 1))
@@ -381,7 +384,7 @@ class ImageList:
         if found > FTS_PROBE:
             plan["search"] = (
                 f"trigram index gave more than {FTS_PROBE} candidates: the exact LIKE over the "
-                "filename index instead (its count is remembered until a write)"
+                "filename index counts it per zone instead (carried across inserts)"
             )
             return None
         plan["search"] = (
@@ -402,8 +405,7 @@ class ImageList:
         """The exact total, the catalog's size (0: not read), and the conditions the page is
         then best selected with. ``matches``: a search's matches per zone
         (``scan_cache.search_zones``)."""
-        given = {p for p, v in query.filters.items() if not (p == "split" and v == "all")}
-        if given == {"search"} and matches is not None:  # carried forward across inserts
+        if conds.search_alone and matches is not None:  # carried forward across inserts
             plan["total"] = (
                 "a search alone: the sum of its exact per-zone LIKE counts over the filename "
                 "index, carried forward across inserts"
@@ -518,6 +520,22 @@ class ImageList:
             raise NotFound(f"image {image_id} does not exist", "id")
         row["annotations"] = list(annotations_in_order([image_id]))
         return row
+
+
+def _walk(
+    query: ImageQuery, conds: list[Sql], budget: int, total: int, size: int, plan: dict[str, str]
+) -> list[int] | None:
+    """The page's ids from the first ``budget`` rows of the sort order, or None when they do
+    not hold a whole page (and are not every row)."""
+    wanted = query.offset + query.limit
+    found = walk_ids(conds, query.sort, query.order, wanted, budget)
+    if len(found) < wanted and budget < size:
+        return None
+    plan["page"] = (
+        f"the first {budget} rows by {query.sort} {query.order} held the page (a bounded walk: "
+        f"{wanted}*{size}/{total} rows on average), then the joins for those ids only"
+    )
+    return found[query.offset :]
 
 
 def _sum(table: CountTable, conds: list[Sql]) -> Sql:

@@ -1,5 +1,6 @@
-"""A search's page found zone by zone: the zones that hold the term's matches, visited in the
-order of their bounds, instead of a walk of the sort index from one end.
+"""A page found zone by zone: the zones that hold a search's matches (or a filter's
+``created_at`` window, ``window``), visited in the order of their bounds, instead of a walk of
+the sort index from one end.
 
 A walk by ``created_at`` finds a term whose matches sit together three weeks back only after
 reading every newer row (~0.5 s at a million images). The carried per-zone counts of the term
