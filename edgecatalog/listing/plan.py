@@ -106,7 +106,7 @@ class _Conditions:
     """A request's filters as conditions, built once, in declaration order (the project's,
     which combines project and stage, last); the class's slot is rendered per use."""
 
-    entries: list[tuple[Filter | None, Sql | None]]  # (None, cond): the project's
+    entries: list[tuple[Filter | None, Sql | None]]  # (None, cond): the project's, a window
     classes: tuple[str, ...] | None
     columns: set[str] | None  # count-table columns the non-class filters read; None: some none
     names_batch: bool  # a batch or project among them
@@ -176,6 +176,13 @@ class ImageList:
         if "project_id" in filters:
             # As upstream: stage narrows by batch stage only when a project is given.
             entries.append((None, project_cond(filters["project_id"], filters.get("stage"))))
+        if "captured_after" in filters or "captured_before" in filters:
+            # captured_at has no index: the range's created_at window (from the zones' bounds)
+            # lets a created_at index serve it.
+            window = zone_page.captured_window(
+                filters.get("captured_after"), filters.get("captured_before")
+            )
+            entries.append((None, window))
         names_batch = "batch_id" in filters or "project_id" in filters
         return _Conditions(entries, classes, columns, names_batch, searchless)
 
