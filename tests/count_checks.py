@@ -69,6 +69,16 @@ RECOUNTS = {
             "count(*) FROM image GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"
         ),
     ),
+    "image_origin_count": (
+        (
+            "SELECT device_id, annotation_status, split, sync_state, source, model_version, n "
+            "FROM image_origin_count WHERE n > 0 ORDER BY 1, 2, 3, 4, 5, 6"
+        ),
+        (
+            "SELECT device_id, annotation_status, split, sync_state, source, model_version, "
+            "count(*) FROM image GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"
+        ),
+    ),
 }
 
 

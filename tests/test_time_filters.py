@@ -22,27 +22,6 @@ def _iso(us: int, offset_hours: int = 0) -> str:
     return datetime.fromtimestamp(us / 1e6, tz=timezone.utc).astimezone(zone).isoformat()
 
 
-def _keep(row: dict, query: dict) -> bool:
-    for key, value in query.items():
-        if key.endswith(("_after", "_before")):
-            column = key.rsplit("_", 1)[0] + "_at"
-            bound = value[1]
-            if (row[column] < bound) if key.endswith("_after") else (row[column] >= bound):
-                return False
-        elif (
-            key == "device_id"
-            and row["device_id"] != value
-            or key in ("split", "annotation_status")
-            and row[key] != value
-            or key == "class_values"
-            and not row["classes"] & set(value.split(","))
-            or key == "search"
-            and value.lower() not in row["filename"].lower()
-        ):
-            return False
-    return True
-
-
 def _bound(us: int, form: str) -> tuple[str, int]:
     """A bound as sent (text) and as meant (microseconds, ms precision for the ms form)."""
     if form == "ms":
@@ -83,7 +62,7 @@ def timed(settings, client, auth_headers):
 
 
 def _oracle(query: dict, sort: str = "created_at", order: str = "desc") -> list[int]:
-    kept = [r for r in timed_catalog.rows() if _keep(r, query)]
+    kept = [r for r in timed_catalog.rows() if timed_catalog.matches(r, query)]
     kept.sort(key=lambda r: (r[sort], r["id"]), reverse=order == "desc")
     return [r["id"] for r in kept]
 

@@ -95,3 +95,31 @@ def rows() -> list[dict[str, Any]]:
         row["annotations"] = classes.get(row["id"], [])
         row["classes"] = {c for c, _ in row["annotations"]}
     return found
+
+
+def matches(row: dict[str, Any], query: dict[str, Any]) -> bool:
+    """Whether a plain row meets a query's filters (time bounds as (text, microseconds)), as
+    the contract says, written without the list's code."""
+    for key, value in query.items():
+        if key.endswith(("_after", "_before")):
+            column = key.rsplit("_", 1)[0] + "_at"
+            bound = value[1]
+            if (row[column] < bound) if key.endswith("_after") else (row[column] >= bound):
+                return False
+        elif key in ("device_id", "split", "annotation_status", "sync_state", "filename"):
+            if row[key] != value and not (key == "split" and value == "all"):
+                return False
+        elif key == "batch_id" and row["batch_id"] != int(value):
+            return False
+        elif key == "project_id":
+            want = None if value == "null" else int(value)
+            if row["project_id"] != want or row["stage"] != query.get("stage", row["stage"]):
+                return False
+        elif (
+            key == "class_values"
+            and not row["classes"] & set(value.split(","))
+            or key == "search"
+            and value.lower() not in row["filename"].lower()
+        ):
+            return False
+    return True
