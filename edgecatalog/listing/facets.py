@@ -18,6 +18,7 @@ the annotations of each class among the same images. No Flask.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -88,24 +89,37 @@ def facet_counts(
 ) -> list[FacetAnswer]:
     """The facets ``names`` (in declaration order) of ``query``'s filters, each with its
     ``size`` best values; ``other`` counts what the values left out hold."""
+    chosen = [f for f in FACETS if f.name in names]
+    # Each facet under the filters other than its own: facets under the same filters that
+    # only the rows can answer share one grouped pass over them.
+    mine = {f.name: {k: v for k, v in query.filters.items() if k not in f.excludes} for f in chosen}
+    conds = {f.name: images.conditions(replace(query, filters=mine[f.name])) for f in chosen}
+    grouped: dict[str, dict[Any, int]] = {}
+    over_rows: dict[tuple, list[Facet]] = {}
+    for facet in chosen:
+        table = _table(facet, conds[facet.name], images)
+        if table is None and facet.key is not None:
+            over_rows.setdefault(_frozen(mine[facet.name]), []).append(facet)
+        else:
+            grouped[facet.name] = _grouped(facet, conds[facet.name], table)
+    for together in over_rows.values():
+        grouped.update(_grouped_rows(together, conds[together[0].name]))
     out = []
-    for facet in FACETS:
-        if facet.name not in names:
-            continue
-        given = {p for p in facet.excludes if p in query.filters}
-        mine = {k: v for k, v in query.filters.items() if k not in facet.excludes}
-        conds = images.conditions(replace(query, filters=mine))
-        grouped = _grouped(facet, conds, images)
-        ranked = sorted(grouped.items(), key=_rank)
-        kept = ranked[:size]
-        values = [{"value": v, "count": n} for v, n in kept]
+    for facet in chosen:
+        ranked = sorted(grouped[facet.name].items(), key=_rank)
+        values = [{"value": v, "count": n} for v, n in ranked[:size]]
         if facet.key is None:
-            per_class = _annotations(conds)
+            per_class = _annotations(conds[facet.name])
             for item in values:
                 item["annotations"] = per_class.get(item["value"], 0)
         left = sum(n for _, n in ranked[size:])
-        out.append(FacetAnswer(facet.name, values, len(ranked) > size, left, bool(given)))
+        given = any(p in query.filters for p in facet.excludes)
+        out.append(FacetAnswer(facet.name, values, len(ranked) > size, left, given))
     return out
+
+
+def _frozen(filters: Mapping[str, Any]) -> tuple:
+    return tuple(sorted(filters.items()))
 
 
 def _rank(item: tuple[Any, int]) -> tuple:
@@ -113,10 +127,10 @@ def _rank(item: tuple[Any, int]) -> tuple:
     return (-count, value is None, "" if value is None else value)
 
 
-def _grouped(facet: Facet, conds: _Conditions, images: ImageList) -> dict[Any, int]:
-    table = _table(facet, conds, images)
-    others = conds.others()
+def _grouped(facet: Facet, conds: _Conditions, table: counts.CountTable | None) -> dict[Any, int]:
+    """One facet from its count table, or the class facet over the annotations."""
     if table is not None:
+        others = conds.others()
         if conds.classes is not None and facet.key is not None:
             others.append(_in_class_sets(conds.classes))
         statement = compose(
@@ -124,18 +138,32 @@ def _grouped(facet: Facet, conds: _Conditions, images: ImageList) -> dict[Any, i
             f"GROUP BY {facet.value} HAVING sum(t.n) > 0",
             where(others),
         )
-    elif facet.key is None:
+    else:
         statement = compose(
             "SELECT a.class_value, count(DISTINCT a.image_id) FROM annotation a "
             "JOIN image t ON t.id = a.image_id{} GROUP BY a.class_value",
             where(conds.render()),
         )
-    else:
-        statement = compose(
-            f"SELECT {facet.value}, count(*) FROM image t{facet.joins}{{}} GROUP BY {facet.value}",
-            where(conds.render()),
-        )
     return _pairs(statement)
+
+
+def _grouped_rows(facets: list[Facet], conds: _Conditions) -> dict[str, dict[Any, int]]:
+    """Facets under the same conditions, from one grouped pass over the image rows: grouped
+    by all their values at once, then summed per facet."""
+    values = [f.value for f in facets]
+    joins = "".join(dict.fromkeys(f.joins for f in facets))
+    statement = compose(
+        f"SELECT {', '.join(values)}, count(*) FROM image t{joins}{{}} "
+        f"GROUP BY {', '.join(values)}",
+        where(conds.render()),
+    )
+    out: dict[str, dict[Any, int]] = {f.name: {} for f in facets}
+    for row in database.execute_sql(*statement):
+        n = int(row[-1])
+        for facet, value in zip(facets, row):
+            mine = out[facet.name]
+            mine[value] = mine.get(value, 0) + n
+    return out
 
 
 def _table(facet: Facet, conds: _Conditions, images: ImageList) -> counts.CountTable | None:
