@@ -90,20 +90,25 @@ def facet_counts(
     """The facets ``names`` (in declaration order) of ``query``'s filters, each with its
     ``size`` best values; ``other`` counts what the values left out hold."""
     chosen = [f for f in FACETS if f.name in names]
-    # Each facet under the filters other than its own: facets under the same filters that
-    # only the rows can answer share one grouped pass over them.
+    # Each facet under the filters other than its own. Facets under the same filters that the
+    # same count table answers share one grouped statement, and so do those only the rows can
+    # answer (a time range or a search reads the rows once, not nine times).
     mine = {f.name: {k: v for k, v in query.filters.items() if k not in f.excludes} for f in chosen}
     conds = {f.name: images.conditions(replace(query, filters=mine[f.name])) for f in chosen}
     grouped: dict[str, dict[Any, int]] = {}
-    over_rows: dict[tuple, list[Facet]] = {}
+    together: dict[tuple, list[Facet]] = {}
+    tables: dict[tuple, counts.CountTable | None] = {}
     for facet in chosen:
-        table = _table(facet, conds[facet.name], images)
-        if table is None and facet.key is not None:
-            over_rows.setdefault(_frozen(mine[facet.name]), []).append(facet)
-        else:
-            grouped[facet.name] = _grouped(facet, conds[facet.name], table)
-    for together in over_rows.values():
-        grouped.update(_grouped_rows(together, conds[together[0].name]))
+        if facet.key is None:  # the class facet: its own per-class table or the annotations
+            table = _table(None, conds[facet.name], images)
+            grouped[facet.name] = _grouped_classes(conds[facet.name], table)
+            continue
+        table = _table({facet.key}, conds[facet.name], images)
+        shared = (_frozen(mine[facet.name]), table.name if table else None)
+        together.setdefault(shared, []).append(facet)
+        tables[shared] = table
+    for shared, facets in together.items():
+        grouped.update(_grouped(facets, conds[facets[0].name], tables[shared]))
     out = []
     for facet in chosen:
         ranked = sorted(grouped[facet.name].items(), key=_rank)
@@ -127,16 +132,13 @@ def _rank(item: tuple[Any, int]) -> tuple:
     return (-count, value is None, "" if value is None else value)
 
 
-def _grouped(facet: Facet, conds: _Conditions, table: counts.CountTable | None) -> dict[Any, int]:
-    """One facet from its count table, or the class facet over the annotations."""
+def _grouped_classes(conds: _Conditions, table: counts.CountTable | None) -> dict[Any, int]:
+    """The class facet from its per-class count table, or over the annotations."""
     if table is not None:
-        others = conds.others()
-        if conds.classes is not None and facet.key is not None:
-            others.append(_in_class_sets(conds.classes))
         statement = compose(
-            f"SELECT {facet.value}, sum(t.n) FROM {table.name} t{facet.joins}{{}} "
-            f"GROUP BY {facet.value} HAVING sum(t.n) > 0",
-            where(others),
+            f"SELECT t.class_value, sum(t.n) FROM {table.name} t{{}} "
+            "GROUP BY t.class_value HAVING sum(t.n) > 0",
+            where(conds.others()),
         )
     else:
         statement = compose(
@@ -147,33 +149,45 @@ def _grouped(facet: Facet, conds: _Conditions, table: counts.CountTable | None) 
     return _pairs(statement)
 
 
-def _grouped_rows(facets: list[Facet], conds: _Conditions) -> dict[str, dict[Any, int]]:
-    """Facets under the same conditions, from one grouped pass over the image rows: grouped
-    by all their values at once, then summed per facet."""
+def _grouped(
+    facets: list[Facet], conds: _Conditions, table: counts.CountTable | None
+) -> dict[str, dict[Any, int]]:
+    """Facets under the same conditions from one statement, grouped by all their values at
+    once (over ``table``, or over the image rows when None), then summed per facet."""
     values = [f.value for f in facets]
     joins = "".join(dict.fromkeys(f.joins for f in facets))
+    if table is not None:
+        others = conds.others()
+        if conds.classes is not None:
+            others.append(_in_class_sets(conds.classes))
+        source, n, having = table.name, "sum(t.n)", " HAVING sum(t.n) > 0"
+    else:
+        others, source, n, having = conds.render(), "image", "count(*)", ""
     statement = compose(
-        f"SELECT {', '.join(values)}, count(*) FROM image t{joins}{{}} "
-        f"GROUP BY {', '.join(values)}",
-        where(conds.render()),
+        f"SELECT {', '.join(values)}, {n} FROM {source} t{joins}{{}} "
+        f"GROUP BY {', '.join(values)}{having}",
+        where(others),
     )
     out: dict[str, dict[Any, int]] = {f.name: {} for f in facets}
     for row in database.execute_sql(*statement):
-        n = int(row[-1])
+        count = int(row[-1])
         for facet, value in zip(facets, row):
             mine = out[facet.name]
-            mine[value] = mine.get(value, 0) + n
+            mine[value] = mine.get(value, 0) + count
     return out
 
 
-def _table(facet: Facet, conds: _Conditions, images: ImageList) -> counts.CountTable | None:
-    """The count table that answers the facet under ``conds``, or None (over the rows)."""
+def _table(
+    keys: set[str] | None, conds: _Conditions, images: ImageList
+) -> counts.CountTable | None:
+    """The first count table keyed by ``keys`` (None: the class) and every column ``conds``
+    read, or None (counted over the rows)."""
     if conds.columns is None:
         return None
     tables = images.count_tables
-    if facet.key is None:
+    if keys is None:
         return counts.source_for(conds.columns, per_class=True, tables=tables)
-    wanted = {*conds.columns, facet.key}
+    wanted = {*conds.columns, *keys}
     if conds.classes is not None:
         wanted.add("class_set_id")
     return counts.source_for(wanted, per_class=False, tables=tables)
