@@ -158,7 +158,9 @@ def _grouped(
     joins = "".join(dict.fromkeys(f.joins for f in facets))
     if table is not None:
         others = conds.others()
-        if conds.classes is not None:
+        if table.per_class:  # one class (``_table``)
+            others.append(Sql("t.class_value = ?", tuple(conds.classes or ())))
+        elif conds.classes is not None:
             others.append(_in_class_sets(conds.classes))
         source, n, having = table.name, "sum(t.n)", " HAVING sum(t.n) > 0"
     else:
@@ -188,6 +190,12 @@ def _table(
     if keys is None:
         return counts.source_for(conds.columns, per_class=True, tables=tables)
     wanted = {*conds.columns, *keys}
+    if conds.classes is not None and len(conds.classes) == 1:
+        # One class: its own rows of a per-class table (a range of its key), where one has
+        # the keys; the class sets would be probed per set over the whole table (~35 ms at 1M).
+        table = counts.source_for(wanted, per_class=True, tables=tables)
+        if table is not None:
+            return table
     if conds.classes is not None:
         wanted.add("class_set_id")
     return counts.source_for(wanted, per_class=False, tables=tables)
