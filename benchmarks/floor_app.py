@@ -120,6 +120,16 @@ def where_clause(q: dict[str, str]) -> tuple[str, list]:
         term = q["search"].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         parts.append("i.filename LIKE ? ESCAPE '\\'")
         args.append(f"%{term}%")
+    # The time ranges as the matrix gives them: epoch milliseconds.
+    for name, sql in (
+        ("captured_after", "i.captured_at >= ?"),
+        ("captured_before", "i.captured_at < ?"),
+        ("created_after", "i.created_at >= ?"),
+        ("created_before", "i.created_at < ?"),
+    ):
+        if name in q:
+            parts.append(sql)
+            args.append(int(q[name]) * 1000)
     if "project_id" in q:
         project = "project_id IS NULL" if q["project_id"] == "null" else "project_id = ?"
         args += [] if q["project_id"] == "null" else [int(q["project_id"])]

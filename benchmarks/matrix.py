@@ -51,6 +51,7 @@ class Facts:
     rare_class: str
     rare_search: str
     filename: str
+    captured_max_ms: int = 0  # the newest capture, epoch milliseconds
 
 
 def read_facts(db_path: Path) -> Facts:
@@ -75,13 +76,85 @@ def read_facts(db_path: Path) -> Facts:
         ]
         middle = conn.execute("SELECT max(id) / 2 FROM image").fetchone()[0]
         filename = conn.execute("SELECT filename FROM image WHERE id = ?", (middle,)).fetchone()[0]
+        captured_max = conn.execute("SELECT max(captured_at) FROM image").fetchone()[0]
     finally:
         conn.close()
     # cam07_20261113_141502_000123.jpg -> "20261113_1415": one minute, ~20 images at 1M.
     rare_search = filename.split("_", 1)[1][:13]
     return Facts(
-        device_id, device_pk, batch_id, project_id, classes[0], classes[-1], rare_search, filename
+        device_id,
+        device_pk,
+        batch_id,
+        project_id,
+        classes[0],
+        classes[-1],
+        rare_search,
+        filename,
+        captured_max // 1000,
     )
+
+
+DAY_MS = 86_400_000
+
+
+def time_cases(f: Facts) -> list[Case]:
+    """The time ranges (epoch ms), alone and beside other filters: the last day, a day three
+    weeks back, the last week, a created_at day; Datasette as column__gte/__lt on the raw
+    microseconds."""
+    end = f.captured_max_ms + 1
+    ranges = {
+        "captured last day": ("captured", end - DAY_MS, end),
+        "captured day 3 weeks back": ("captured", end - 22 * DAY_MS, end - 21 * DAY_MS),
+        "captured last week": ("captured", end - 7 * DAY_MS, end),
+        "created day 2 weeks back": ("created", end - 15 * DAY_MS, end - 14 * DAY_MS),
+    }
+    out = []
+    for name, (stem, after, before) in ranges.items():
+        params = {f"{stem}_after": str(after), f"{stem}_before": str(before)}
+        ds = {f"{stem}_at__gte": str(after * 1000), f"{stem}_at__lt": str(before * 1000)}
+        out.append(Case(name, params, {**ds, "_sort_desc": "created_at"}))
+    after, before = end - 22 * DAY_MS, end - 21 * DAY_MS
+    day = {"captured_after": str(after), "captured_before": str(before)}
+    ds_day = {"captured_at__gte": str(after * 1000), "captured_at__lt": str(before * 1000)}
+    class_where = f"id in (select image_id from annotation where class_value = '{f.common_class}')"
+    out += [
+        Case(
+            "captured day + device",
+            {**day, "device_id": f.device_id},
+            {**ds_day, "device_id": str(f.device_pk), "_sort_desc": "created_at"},
+        ),
+        Case(
+            "captured day + class common",
+            {**day, "class_values": f.common_class},
+            {**ds_day, "_where": class_where, "_sort_desc": "created_at"},
+            "via _where",
+        ),
+        Case(
+            "captured day + status + split",
+            {**day, "annotation_status": "pending", "split": "train"},
+            {
+                **ds_day,
+                "annotation_status": "pending",
+                "split": "train",
+                "_sort_desc": "created_at",
+            },
+        ),
+        Case(
+            "captured last week + search common",
+            {"captured_after": str(end - 7 * DAY_MS), "search": "cam1"},
+            {
+                "captured_at__gte": str((end - 7 * DAY_MS) * 1000),
+                "filename__contains": "cam1",
+                "_sort_desc": "created_at",
+            },
+        ),
+        Case(
+            "captured last day sort filename",
+            {**day, "sort": "filename", "order": "asc"},
+            {**ds_day, "_sort": "filename"},
+        ),
+    ]
+    return out
 
 
 def cases(facts: Facts, real_file_id: int) -> list[Case]:
@@ -198,4 +271,4 @@ def cases(facts: Facts, real_file_id: int) -> list[Case]:
         ),
         Case("file 200 KB", {}, None, NO_FILES, path=f"/files/{real_file_id}"),
     ]
-    return out
+    return out + time_cases(f)

@@ -406,13 +406,37 @@ def _add_export_options(cmd: argparse.ArgumentParser) -> None:
 
     cmd.add_argument("format", metavar="FORMAT", choices=tuple(FORMATS), help=", ".join(FORMATS))
     cmd.add_argument("--out", metavar="FILE", required=True, help="the ZIP to write")
-    for declared in (*FILTERS, *EXPORT_OPTIONS):
+    _add_declared(cmd, (*FILTERS, *EXPORT_OPTIONS))
+
+
+def _add_declared(cmd: argparse.ArgumentParser, declared: tuple) -> None:
+    """One ``--option VALUE`` per declared filter or option, in its query-string form."""
+    for one in declared:
         cmd.add_argument(
-            f"--{declared.param.replace('_', '-')}",
-            dest=declared.param,
+            f"--{one.param.replace('_', '-')}",
+            dest=one.param,
             metavar="VALUE",
-            help=declared.help.replace("%", "%%"),
+            help=one.help.replace("%", "%%"),
         )
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .stats_command import StatsRefused, option_names, run_stats
+
+    settings = _settings(args)
+    setup_logging(settings)
+    options = {n: v for n in option_names() if (v := getattr(args, n)) is not None}
+    try:
+        return run_stats(settings, options, as_json=args.json)
+    except StatsRefused as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _add_stats_options(cmd: argparse.ArgumentParser) -> None:
+    from .listing import FACET_OPTIONS, FILTERS
+
+    _add_declared(cmd, (*FILTERS, *FACET_OPTIONS))
+    cmd.add_argument("--json", action="store_true", help="print the endpoint's JSON instead")
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -455,6 +479,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
         "write a view of the catalog as a dataset archive (as GET /data/exports/FORMAT)",
     ),
     "import": (cmd_import, "add a COCO or YOLO dataset (a ZIP or a folder) to the catalog"),
+    "stats": (
+        cmd_stats,
+        "print how many images of a view have each value, and when (as facets)",
+    ),
 }
 
 
@@ -513,6 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--json", action="store_true", help="print JSON instead")
         if name == "export":
             _add_export_options(cmd)
+        if name == "stats":
+            _add_stats_options(cmd)
         if name == "import":
             cmd.add_argument("path", metavar="PATH", help="the dataset: a ZIP or a folder")
             cmd.add_argument("--format", required=True, choices=("coco", "yolo"))

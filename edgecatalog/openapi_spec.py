@@ -229,6 +229,19 @@ OPERATIONS: dict[str, Operation] = {
         query=lambda: (*listing.FILTERS, *listing.OPTIONS),
         errors=(404,),
     ),
+    "images.image_facets": Operation(
+        "imageFacets",
+        DATA,
+        "Facet counts and histograms of the images a list selects",
+        {"200": ok("The facets (and histograms when asked); meta.total is the list's total")},
+        "Edge catalog extension. The list's filters (same parameters, same meaning) and, per "
+        "facet, [{value, count}] sorted by count then value, with truncated and other (what "
+        "the values left out hold). A facet whose own filter the request gives is counted "
+        "without it (excludes_own_filter: true). Exact, from the trigger-kept count tables "
+        "where they cover the filters, else a grouped count over the rows.",
+        query=lambda: (*listing.FILTERS, *listing.FACET_OPTIONS),
+        errors=(404,),
+    ),
     "images.get_image": Operation(
         "getImage",
         DATA,

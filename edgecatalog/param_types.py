@@ -47,6 +47,11 @@ BOOL = TypedParser(params.parse_bool, {"type": "boolean"})
 # The upstream contract types its id filters as strings (tests/contract): kept, with the form
 # the parser takes as a pattern.
 ID = TypedParser(params.parse_id, {"type": "string", "pattern": "^[0-9]+$"})
+# An instant (``params.parse_instant``): microseconds since the epoch once parsed.
+INSTANT = TypedParser(
+    params.parse_instant,
+    {"type": "string", "pattern": "^(-?[0-9]+|[0-9]{4}-.+T.+([Zz]|[+-][0-9]{2}:?[0-9]{2}))$"},
+)
 NULLABLE_ID = TypedParser(
     params.parse_nullable_id, {"type": "string", "pattern": "^([0-9]+|null)$"}
 )

@@ -7,10 +7,12 @@ silently to a default when a value is given but wrong.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import ValidationError
+from .timeutil import parse_ts
 
 MAX_ID = 2**63 - 1
 MAX_DIGITS = 64
@@ -67,6 +69,30 @@ def parse_nullable_id(name: str, text: str) -> int | None:
         raise ValidationError(
             name, f"{name} must be an integer id or null, got {_show(text)}"
         ) from None
+
+
+def parse_instant(name: str, text: str) -> int:
+    """An instant as microseconds since the epoch: ISO 8601 with an offset or ``Z``, or epoch
+    milliseconds. A time without an offset is refused rather than guessed (the device's
+    zone? UTC?): the same text would select different images on two machines."""
+    stripped = text.strip()
+    body = stripped[1:] if stripped[:1] == "-" else stripped
+    if body.isascii() and body.isdigit() and len(body) <= 16:
+        return int(stripped) * 1000
+    expected = (
+        f"{name} must be ISO 8601 with an offset or Z (2026-11-28T10:00:00Z) or epoch "
+        f"milliseconds, got {_show(text)}"
+    )
+    has_offset = stripped[-1:] in ("Z", "z") or re.search(r"[+-]\d\d:?\d\d$", stripped)
+    if "T" not in stripped.upper() or not has_offset or not stripped.isascii():
+        raise ValidationError(name, expected)
+    try:
+        value = parse_ts(stripped)
+    except (ValueError, OverflowError):
+        raise ValidationError(name, expected) from None
+    if abs(value) > MAX_ID:
+        raise ValidationError(name, expected)
+    return value
 
 
 def parse_csv(name: str, text: str, *, max_items: int) -> tuple[str, ...]:

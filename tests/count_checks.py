@@ -69,6 +69,16 @@ RECOUNTS = {
             "count(*) FROM image GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"
         ),
     ),
+    "image_origin_count": (
+        (
+            "SELECT device_id, annotation_status, split, sync_state, source, model_version, n "
+            "FROM image_origin_count WHERE n > 0 ORDER BY 1, 2, 3, 4, 5, 6"
+        ),
+        (
+            "SELECT device_id, annotation_status, split, sync_state, source, model_version, "
+            "count(*) FROM image GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"
+        ),
+    ),
 }
 
 
@@ -94,11 +104,14 @@ def assert_class_sets_match_annotations() -> None:
 
 
 def assert_zones_bound_rows() -> None:
-    """Every zone holding rows has bounds that hold each of its rows' sort keys."""
+    """Every zone holding rows has bounds that hold each of its rows' keys (every declared
+    one: the sort keys and captured_at)."""
+    outside = " OR ".join(
+        f"i.{key} < z.{lo} OR i.{key} > z.{hi}" for key, (lo, hi) in zones.BOUNDS.items()
+    )
     loose = database.execute_sql(
         "SELECT i.id >> ?, count(*) FROM image i LEFT JOIN image_zone z ON z.zone = i.id >> ? "
-        "WHERE z.zone IS NULL OR i.created_at < z.created_lo OR i.created_at > z.created_hi "
-        "OR i.updated_at < z.updated_lo OR i.updated_at > z.updated_hi GROUP BY 1",
+        f"WHERE z.zone IS NULL OR {outside} GROUP BY 1",
         (zones.ZONE_BITS, zones.ZONE_BITS),
     ).fetchall()
     assert loose == [], f"rows outside their zone's bounds (zone, rows): {loose}"

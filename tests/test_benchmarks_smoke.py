@@ -158,7 +158,7 @@ def test_app_and_floor_serve_the_matrix_alike(catalog: Path) -> None:
     reference = LiveServer(floor.make_app(str(catalog / "catalog.db")))
     try:
         cases = matrix.cases(matrix.read_facts(catalog / "catalog.db"), real_id)
-        assert len(cases) == 27
+        assert len(cases) == 36  # 27, and 9 with time ranges
         for case in cases:
             a = requests.get(service.url + case.url(), headers=headers, timeout=10)
             b = requests.get(reference.url + case.url(), timeout=10)
@@ -184,6 +184,40 @@ def test_app_and_floor_serve_the_matrix_alike(catalog: Path) -> None:
     finally:
         service.close()
         reference.close()
+        if not database.is_closed():
+            database.close()
+
+
+def test_facets_benchmark_oracle_agrees_with_the_service(catalog: Path) -> None:
+    """benchmarks/facets.py's GROUP BY oracle and the service agree on every filter case of
+    the matrix, and on the histogram by hour."""
+    facets, matrix = load_module("facets"), load_module("matrix")
+    settings = load_settings(
+        environ={},
+        overrides={"storage.data_dir": str(catalog), "auth.jwt_secret": "b" * 40},
+    )
+    headers = {"Authorization": f"Bearer {Authenticator(settings).issue_token('b', 'read')}"}
+    real_id = json.loads((catalog / "generate.json").read_text())["real_files"][0]
+    service = LiveServer(create_app(settings))
+    conn = sqlite3.connect(catalog / "catalog.db")
+    try:
+        cases = facets.filter_cases(matrix.read_facts(catalog / "catalog.db"), real_id)
+        assert len(cases) == 26
+        for case in cases:
+            got = requests.get(
+                f"{service.url}/data/images/facets", params=case.params, headers=headers, timeout=10
+            ).json()
+            assert got["data"]["facets"] == facets.oracle(conn, case.params), case.name
+        got = requests.get(
+            f"{service.url}/data/images/facets",
+            params={"histogram": "captured_at:hour", "facets": "split"},
+            headers=headers,
+            timeout=10,
+        ).json()
+        assert got["data"]["histogram"]["buckets"] == facets.hour_oracle(conn, {})
+    finally:
+        conn.close()
+        service.close()
         if not database.is_closed():
             database.close()
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any, ClassVar
@@ -366,19 +366,21 @@ class PostgresEngine:
 
     # -- zones --------------------------------------------------------------------------------
 
-    def zone_ddl(self) -> list[str]:
-        bounds = ", ".join(f"{c} BIGINT NOT NULL" for c in zones.columns())
+    def zone_ddl(self, keys: Mapping[str, tuple[str, str]] = zones.BOUNDS) -> list[str]:
+        bounds = ", ".join(f"{c} BIGINT NOT NULL" for c in zones.columns(keys))
         return [f"CREATE TABLE IF NOT EXISTS {zones.TABLE} (zone BIGINT PRIMARY KEY, {bounds})"]
 
-    def zone_triggers(self) -> dict[str, list[str]]:
+    def zone_triggers(
+        self, keys: Mapping[str, tuple[str, str]] = zones.BOUNDS
+    ) -> dict[str, list[str]]:
         # Writers take the catalog's one write lock, so the newest zone's row is never a
         # point of contention between two inserts.
-        widen = zone_widen(zones, zone_values(zones, "NEW")) + ";"
+        widen = zone_widen(zones, zone_values(zones, "NEW", keys), keys) + ";"
         gate = f"NOT EXISTS (SELECT 1 FROM {GATE_TABLE})"
         out = {}
         for name, when, body in (
             ("image_zone_ai", "AFTER INSERT", f"IF {gate} THEN {widen} END IF;"),
-            ("image_zone_au", f"AFTER UPDATE OF {cols(tuple(zones.BOUNDS))}", widen),
+            ("image_zone_au", f"AFTER UPDATE OF {cols(tuple(keys))}", widen),
         ):
             out[name] = [
                 _function(name, body),
@@ -386,11 +388,13 @@ class PostgresEngine:
             ]
         return out
 
-    def zone_backfill(self) -> list[str]:
-        return [f"DELETE FROM {zones.TABLE}", zone_widen(zones, zone_select(zones, "true"))]
+    def zone_backfill(self, keys: Mapping[str, tuple[str, str]] = zones.BOUNDS) -> list[str]:
+        fill = zone_widen(zones, zone_select(zones, "true", keys), keys)
+        return [f"DELETE FROM {zones.TABLE}", fill]
 
     def zone_grouped(self) -> list[str]:
-        return [zone_widen(zones, zone_select(zones, "id BETWEEN ? AND ?"))]
+        keys = zones.BOUNDS
+        return [zone_widen(zones, zone_select(zones, "id BETWEEN ? AND ?", keys), keys)]
 
     def search_index_grouped(self) -> list[str]:
         return []

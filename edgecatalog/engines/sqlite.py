@@ -14,7 +14,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -262,13 +262,15 @@ class SqliteEngine:
 
     # -- zones --------------------------------------------------------------------------------
 
-    def zone_ddl(self) -> list[str]:
-        bounds = ", ".join(f"{c} INTEGER NOT NULL" for c in zones.columns())
+    def zone_ddl(self, keys: Mapping[str, tuple[str, str]] = zones.BOUNDS) -> list[str]:
+        bounds = ", ".join(f"{c} INTEGER NOT NULL" for c in zones.columns(keys))
         return [f"CREATE TABLE IF NOT EXISTS {zones.TABLE} (zone INTEGER PRIMARY KEY, {bounds})"]
 
-    def zone_triggers(self) -> dict[str, list[str]]:
-        widen = zone_widen(zones, zone_values(zones, "new")) + ";"
-        keys = cols(tuple(zones.BOUNDS))
+    def zone_triggers(
+        self, keys: Mapping[str, tuple[str, str]] = zones.BOUNDS
+    ) -> dict[str, list[str]]:
+        widen = zone_widen(zones, zone_values(zones, "new", keys), keys) + ";"
+        keys = cols(tuple(keys))
         return {
             "image_zone_ai": [
                 f"CREATE TRIGGER image_zone_ai AFTER INSERT ON image WHEN {GATE} BEGIN {widen} END"
@@ -278,11 +280,13 @@ class SqliteEngine:
             ],
         }
 
-    def zone_backfill(self) -> list[str]:
-        return [f"DELETE FROM {zones.TABLE}", zone_widen(zones, zone_select(zones, "true"))]
+    def zone_backfill(self, keys: Mapping[str, tuple[str, str]] = zones.BOUNDS) -> list[str]:
+        fill = zone_widen(zones, zone_select(zones, "true", keys), keys)
+        return [f"DELETE FROM {zones.TABLE}", fill]
 
     def zone_grouped(self) -> list[str]:
-        return [zone_widen(zones, zone_select(zones, "id BETWEEN ?1 AND ?2"))]
+        keys = zones.BOUNDS
+        return [zone_widen(zones, zone_select(zones, "id BETWEEN ?1 AND ?2", keys), keys)]
 
     def search_index_grouped(self) -> list[str]:
         return [

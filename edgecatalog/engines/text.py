@@ -3,6 +3,7 @@ of the package's own at runtime."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -47,30 +48,32 @@ def backfill(table: CountTable) -> list[str]:
 # -- zones (``listing.zones``, passed in): portable text; the engines add their triggers ------
 
 
-def zone_select(zones: Any, where: str) -> str:
-    """Each zone's bounds, computed from the image rows matching ``where``."""
-    bounds = ", ".join(f"min({key}), max({key})" for key in zones.BOUNDS)
+def zone_select(zones: Any, where: str, keys: Mapping[str, tuple[str, str]]) -> str:
+    """Each zone's bounds of ``keys`` (column -> its bound columns), computed from the image
+    rows matching ``where``."""
+    bounds = ", ".join(f"min({key}), max({key})" for key in keys)
     zone = f"id >> {zones.ZONE_BITS}"
     return f"SELECT {zone}, {bounds} FROM image WHERE {where} GROUP BY {zone}"
 
 
-def zone_values(zones: Any, row: str) -> str:
-    """One image row (``new`` in a trigger) as its zone's bounds."""
-    bounds = ", ".join(f"{row}.{key}, {row}.{key}" for key in zones.BOUNDS)
+def zone_values(zones: Any, row: str, keys: Mapping[str, tuple[str, str]]) -> str:
+    """One image row (``new`` in a trigger) as its zone's bounds of ``keys``."""
+    bounds = ", ".join(f"{row}.{key}, {row}.{key}" for key in keys)
     return f"VALUES ({row}.id >> {zones.ZONE_BITS}, {bounds})"
 
 
-def zone_widen(zones: Any, source: str) -> str:
-    """Add the bounds ``source`` gives (``zone_select`` or ``zone_values``) to the zones:
-    a zone's bounds widen, never narrow; a row that widens nothing writes nothing."""
+def zone_widen(zones: Any, source: str, keys: Mapping[str, tuple[str, str]]) -> str:
+    """Add the bounds ``source`` gives (``zone_select`` or ``zone_values`` of the same
+    ``keys``) to the zones: a zone's bounds widen, never narrow; a row that widens nothing
+    writes nothing."""
     t, sets, wider = zones.TABLE, [], []
-    for lo, hi in zones.BOUNDS.values():
+    for lo, hi in keys.values():
         sets += [
             f"{lo} = CASE WHEN excluded.{lo} < {t}.{lo} THEN excluded.{lo} ELSE {t}.{lo} END",
             f"{hi} = CASE WHEN excluded.{hi} > {t}.{hi} THEN excluded.{hi} ELSE {t}.{hi} END",
         ]
         wider += [f"excluded.{lo} < {t}.{lo}", f"excluded.{hi} > {t}.{hi}"]
     return (
-        f"INSERT INTO {t} (zone, {cols(zones.columns())}) {source} ON CONFLICT (zone) DO UPDATE "
+        f"INSERT INTO {t} (zone, {cols(zones.columns(keys))}) {source} ON CONFLICT (zone) DO UPDATE "
         f"SET {', '.join(sets)} WHERE {' OR '.join(wider)}"
     )

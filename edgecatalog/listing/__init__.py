@@ -9,6 +9,9 @@
 - ``sql``: render. Conditions and statements as ``Sql`` fragments that carry their values.
 - ``scan_cache``: the results of the statements that scan, kept until a write, and a search's
   matches per zone, carried across inserts.
+- ``facets``, ``histograms``, ``stats``: how many of each value, when (``facet_query`` parses
+  the request: the list's filters and ``FACET_OPTIONS``), from the count tables where they
+  cover the filters.
 - ``zones``: the zones declared (runs of ids with bounds of their sort keys, kept by triggers);
   ``zone_page``: a page found zone by zone, in the order of those bounds.
 
@@ -18,6 +21,8 @@ asked of ``edgecatalog.engines``. No Flask.
 
 from __future__ import annotations
 
+from .facet_query import FACET_OPTIONS, FacetRequest, parse_facet_request
+from .facets import FACET_NAMES, FACETS
 from .plan import IMAGES, ImageList, Page, get_image_row, known_device_pk, select_images
 from .query import (
     DEFAULT_LIMIT,
@@ -33,24 +38,32 @@ from .query import (
     parse_filtered_page,
     parse_image_query,
 )
+from .stats import answer_stats, stats_table
 
 __all__ = [
     "DEFAULT_LIMIT",
+    "FACETS",
+    "FACET_NAMES",
+    "FACET_OPTIONS",
     "FILTERS",
     "IMAGES",
     "MAX_LIMIT",
     "OPTIONS",
     "OPTION_PARAMS",
     "SORTS",
+    "FacetRequest",
     "Filter",
     "FilteredPage",
     "ImageList",
     "ImageQuery",
     "Page",
+    "answer_stats",
     "get_image_row",
     "known_device_pk",
+    "parse_facet_request",
     "parse_filter_values",
     "parse_filtered_page",
     "parse_image_query",
     "select_images",
+    "stats_table",
 ]

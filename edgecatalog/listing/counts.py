@@ -62,6 +62,10 @@ CLASS_SET = Key("class_set_id", "INTEGER")
 # Without the batch, a few hundred rows on a device with a handful of cameras; with it, the
 # rows multiply by the batches (22,594 at 1M images over 2,000 batches).
 TOTAL_KEYS = (DEVICE, STATUS, SPLIT, SYNC)
+# Where an image came from: no filter reads them, the facets do (``listing.facets``); beside
+# the total's keys so a facet of them honours those filters from the table too.
+SOURCE = Key("source", "TEXT")
+MODEL_VERSION = Key("model_version", "TEXT")
 FACET_KEYS = (BATCH, *TOTAL_KEYS)
 
 # Smallest first within each kind: the planner takes the first that covers the filters.
@@ -76,6 +80,9 @@ COUNT_TABLES: tuple[CountTable, ...] = (
     CountTable("image_set_total", (CLASS_SET,)),
     CountTable("image_set_count", (DEVICE, CLASS_SET, STATUS, SPLIT, SYNC)),
     CountTable("image_set_facet", (BATCH, CLASS_SET, DEVICE, STATUS, SPLIT, SYNC)),
+    # Only the facets of source and model_version read it (no filter has their columns, so
+    # the list's totals never pick it).
+    CountTable("image_origin_count", (*TOTAL_KEYS, SOURCE, MODEL_VERSION)),
 )
 
 

@@ -112,7 +112,7 @@ class _Conditions:
     """A request's filters as conditions, built once, in declaration order (the project's,
     which combines project and stage, last); the class's slot is rendered per use."""
 
-    entries: list[tuple[Filter | None, Sql | None]]  # (None, cond): the project's
+    entries: list[tuple[Filter | None, Sql | None]]  # (None, cond): the project's, a window
     classes: tuple[str, ...] | None
     columns: set[str] | None  # count-table columns the non-class filters read; None: some none
     names_batch: bool  # a batch or project among them
@@ -186,6 +186,13 @@ class ImageList:
         if "project_id" in filters:
             # As upstream: stage narrows by batch stage only when a project is given.
             entries.append((None, project_cond(filters["project_id"], filters.get("stage"))))
+        if "captured_after" in filters or "captured_before" in filters:
+            # captured_at has no index: the range's created_at window (from the zones' bounds)
+            # lets a created_at index serve it.
+            window = zone_page.captured_window(
+                filters.get("captured_after"), filters.get("captured_before")
+            )
+            entries.append((None, window))
         names_batch = "batch_id" in filters or "project_id" in filters
         return _Conditions(entries, classes, columns, names_batch, searchless)
 
@@ -195,22 +202,7 @@ class ImageList:
         page size."""
         conds = self.conditions(query)
         plan: dict[str, str] = {}
-        search = query.filters.get("search")
-        ids = None
-        if search is not None and not scan_cache.is_carried(like_pattern(search)):
-            ids = self._candidates(search, conds, plan)
-        matches: dict[int, int] | None = None
-        size = 0
-        if ids is not None:
-            total, page_conds = len(ids), [ids_cond(ids)]
-            plan["total"] = "the count of the rechecked trigram candidates (no count statement)"
-            plan["page"] = "the rechecked trigram candidates' ids"
-        else:
-            if search is not None:
-                carried = scan_cache.search_zones(like_pattern(search))
-                matches, size = carried.zones, carried.max_id
-            total, counted_size, page_conds = self._total(query, conds, plan, matches)
-            size = size or counted_size
+        ids, matches, total, size, page_conds = self._counted(query, conds, plan)
         rows: list[dict[str, Any]] = []
         if total <= query.offset:
             plan["page"] = f"no page statement: the total is not above offset {query.offset}"
@@ -231,6 +223,32 @@ class ImageList:
                 + ("; the ids are the rechecked trigram candidates" if ids is not None else "")
             )
         return Page(rows, total, query.limit, query.offset, query.include_annotations, plan)
+
+    def count(self, query: ImageQuery) -> int:
+        """The exact total of ``query``'s filters, as ``select`` answers it, without a page."""
+        return self._counted(query, self.conditions(query), {})[2]
+
+    def _counted(
+        self, query: ImageQuery, conds: _Conditions, plan: dict[str, str]
+    ) -> tuple[list | None, dict[int, int] | None, int, int, list[Sql]]:
+        """(the trigram candidates' ids or None, a search's matches per zone or None, the
+        exact total, the catalog's size (0: not read), the conditions the page is selected
+        with)."""
+        search = query.filters.get("search")
+        ids = None
+        if search is not None and not scan_cache.is_carried(like_pattern(search)):
+            ids = self._candidates(search, conds, plan)
+        if ids is not None:
+            plan["total"] = "the count of the rechecked trigram candidates (no count statement)"
+            plan["page"] = "the rechecked trigram candidates' ids"
+            return ids, None, len(ids), 0, [ids_cond(ids)]
+        matches: dict[int, int] | None = None
+        size = 0
+        if search is not None:
+            carried = scan_cache.search_zones(like_pattern(search))
+            matches, size = carried.zones, carried.max_id
+        total, counted_size, page_conds = self._total(query, conds, plan, matches)
+        return None, matches, total, size or counted_size, page_conds
 
     def _search_page(
         self,

@@ -67,6 +67,12 @@ def column_cond(column: str, value: Any) -> Sql:
     return Sql(f"t.{column} = ?", (value,))
 
 
+def time_cond(column: str, op: str, value: int) -> Sql:
+    """``column`` (a timestamp in microseconds) at or after (``>=``) or before (``<``) a value:
+    ``op`` is one of the two, fixed by the filter's declaration."""
+    return Sql(f"t.{column} {op} ?", (value,))
+
+
 def project_cond(project_id: int | None, stage: str | None) -> Sql:
     text = "project_id IS NULL" if project_id is None else "project_id = ?"
     args: tuple = () if project_id is None else (project_id,)

@@ -134,6 +134,22 @@ def window(conds: list[Sql]) -> dict[int, int]:
     return {int(z): ZONE_ROWS for (z,) in database.execute_sql(*statement).fetchall()}
 
 
+def captured_window(after: int | None, before: int | None) -> Sql:
+    """The created_at window a captured_at range implies: every row captured in [after,
+    before) sits in a zone whose captured bounds meet the range, so its created_at lies within
+    those zones' created_at bounds (bounds only widen: exact, whatever the ids' order). Added
+    beside the range, it lets a created_at index serve both the count and the page (no zone
+    meets the range: the bounds are NULL and nothing matches, as it should)."""
+    lo, hi = zones.BOUNDS["created_at"]
+    c_lo, c_hi = zones.BOUNDS["captured_at"]
+    meets = [Sql(f"{c_hi} >= ?", (after,))] if after is not None else []
+    if before is not None:
+        meets.append(Sql(f"{c_lo} < ?", (before,)))
+    first = compose(f"(SELECT min({lo}) FROM {zones.TABLE}{{}})", where(meets))
+    last = compose(f"(SELECT max({hi}) FROM {zones.TABLE}{{}})", where(meets))
+    return compose("t.created_at >= {} AND t.created_at <= {}", first, last)
+
+
 def within(matches: Mapping[int, int]) -> Sql:
     """A condition on ``t.id``: in a zone holding a match (runs of consecutive zones as one
     id range each)."""

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 ZONE_BITS = 12  # 4,096 ids: ~245 zones at a million images, one statement's worth of rows
 TABLE = "image_zone"
-# A sort key -> its (least, greatest) bound columns in ``image_zone``.
+# A key -> its (least, greatest) bound columns in ``image_zone``. created_at and updated_at
+# are the sort keys a page is found by (``zone_page``); captured_at (migration 0015) is a
+# filter's: a captured_at range is only in the zones whose captured bounds meet it, so their
+# created_at bounds imply an exact created_at window that the created_at indexes serve.
 BOUNDS: dict[str, tuple[str, str]] = {
     "created_at": ("created_lo", "created_hi"),
     "updated_at": ("updated_lo", "updated_hi"),
+    "captured_at": ("captured_lo", "captured_hi"),
 }
 
 
-def columns() -> tuple[str, ...]:
-    return tuple(c for pair in BOUNDS.values() for c in pair)
+def columns(keys: dict[str, tuple[str, str]] | None = None) -> tuple[str, ...]:
+    return tuple(c for pair in (BOUNDS if keys is None else keys).values() for c in pair)
 
 
 def id_range(zone: int) -> tuple[int, int]:

@@ -4,6 +4,7 @@
 import { api, clearToken, describeError, getToken, setToken, takeTokenFromFragment,
   tokenScopes } from "./api.js";
 import { Detail } from "./detail.js";
+import { recount, showFacets } from "./facets.js";
 import { applyToForm, fillSources, formState, readQuery, writeQuery } from "./filters.js";
 import { Grid } from "./grid.js";
 import { startStatus } from "./status.js";
@@ -48,9 +49,17 @@ function showScope() {
   document.body.classList.toggle("read-only", !canWrite);
 }
 
+// A brushed range of the timeline: a filter like any other (in the URL, bookmarkable).
+function setRange(after, before) {
+  const state = { ...formState(form), captured_after: after, captured_before: before };
+  writeQuery(state);
+  load(state);
+}
+
 function load(state) {
   showMessage("");
   applyToForm(form, state);
+  showFacets(form, state, setRange).catch((err) => onError(err, describeError(err)));
   return grid.reset(state);
 }
 
@@ -62,7 +71,10 @@ function enterApp() {
   writeQuery(state, { replace: true });
   load(state);
   // Fill project/batch choices, then show the bookmarked values in them.
-  fillSources(form).then(() => applyToForm(form, readQuery()));
+  fillSources(form).then(() => {
+    applyToForm(form, readQuery());
+    recount(form);
+  });
   if (statusTimer === null) statusTimer = startStatus();
 }
 
@@ -96,12 +108,19 @@ form.addEventListener("submit", (event) => {
   $("filters-toggle").setAttribute("aria-expanded", "false");
 });
 
+$("time-range-clear").addEventListener("click", () => {
+  form.querySelector('[name="captured_after"]').value = "";
+  form.querySelector('[name="captured_before"]').value = "";
+  form.requestSubmit();
+});
+
 $("filters-reset").addEventListener("click", () => {
   applyToForm(form, {});
   form.requestSubmit();
 });
 
-form.querySelector('select[name="project_id"]').addEventListener("change", () => fillSources(form));
+form.querySelector('select[name="project_id"]').addEventListener("change", () =>
+  fillSources(form).then(() => recount(form)));
 
 // Beside the grid a choice applies at once; in the phone overlay, on "Apply".
 const sidebar = window.matchMedia("(min-width: 900px)");

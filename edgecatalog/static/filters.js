@@ -5,7 +5,8 @@ import { api, ApiError } from "./api.js";
 import { classColour } from "./overlay.js";
 
 export const FILTER_KEYS = ["search", "class_values", "project_id", "stage", "batch_id",
-  "device_id", "annotation_status", "split", "sync_state", "sort", "order"];
+  "device_id", "annotation_status", "split", "sync_state", "captured_after", "captured_before",
+  "sort", "order"];
 const DEFAULTS = { sort: "created_at", order: "desc" };
 
 function clean(entries) {

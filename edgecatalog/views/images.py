@@ -45,6 +45,19 @@ def list_images():
     return jsonify(envelope.ok([image_to_dict(row, url) for row in page.rows], meta))
 
 
+@bp.get("/data/images/facets")
+@requires("read")
+def image_facets():
+    cfg = settings()
+    stats_request = listing.parse_facet_request(
+        request.args,
+        max_class_values=cfg["limits.max_class_values"],
+        max_chars=cfg["limits.max_param_chars"],
+    )
+    data, total = listing.answer_stats(stats_request)
+    return jsonify(envelope.ok(data, {"total": total}))
+
+
 @bp.get("/data/images/<int:image_id>")
 @requires("read")
 def get_image(image_id: int):
