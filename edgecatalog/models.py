@@ -133,6 +133,7 @@ class Image(BaseModel):
     annotation_status = CharField(default="pending")
     split = CharField(default="none")
     split_locked = BooleanField(default=False)
+    pinned = BooleanField(default=False)  # kept by retention; see migration 0017
     version = ForeignKeyField(DatasetVersion, null=True, index=False)
     created_at = BigIntegerField()
     updated_at = BigIntegerField()
