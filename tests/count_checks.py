@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from edgecatalog.engines import current as engine
 from edgecatalog.listing import zones
+from edgecatalog.listing.counts import COUNT_TABLES
 from edgecatalog.models import database
 
 # table: (what the table holds, the same computed from image/annotation rows)
@@ -30,19 +31,41 @@ RECOUNTS = {
             "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
         ),
     ),
+    # Per class: the images and the annotations (a row left with no image must hold no
+    # annotation either).
     "image_class_count": (
-        "SELECT class_value, n FROM image_class_count WHERE n > 0 ORDER BY 1",
-        "SELECT class_value, count(DISTINCT image_id) FROM annotation GROUP BY 1 ORDER BY 1",
+        (
+            "SELECT class_value, n, annotations FROM image_class_count "
+            "WHERE n > 0 OR annotations <> 0 ORDER BY 1"
+        ),
+        (
+            "SELECT class_value, count(DISTINCT image_id), count(*) FROM annotation "
+            "GROUP BY 1 ORDER BY 1"
+        ),
+    ),
+    "image_class_total": (
+        (
+            "SELECT class_value, device_id, annotation_status, split, sync_state, source, "
+            "model_version, n, annotations FROM image_class_total "
+            "WHERE n > 0 OR annotations <> 0 ORDER BY 1, 2, 3, 4, 5, 6, 7"
+        ),
+        (
+            "SELECT a.class_value, i.device_id, i.annotation_status, i.split, i.sync_state, "
+            "i.source, i.model_version, count(DISTINCT i.id), count(*) FROM annotation a "
+            "JOIN image i ON i.id = a.image_id GROUP BY 1, 2, 3, 4, 5, 6, 7 "
+            "ORDER BY 1, 2, 3, 4, 5, 6, 7"
+        ),
     ),
     "image_class_facet": (
         (
-            "SELECT class_value, batch_id, device_id, annotation_status, split, sync_state, n "
-            "FROM image_class_facet WHERE n > 0 ORDER BY 1, 2, 3, 4, 5, 6"
+            "SELECT class_value, batch_id, device_id, annotation_status, split, sync_state, n, "
+            "annotations FROM image_class_facet WHERE n > 0 OR annotations <> 0 "
+            "ORDER BY 1, 2, 3, 4, 5, 6"
         ),
         (
             "SELECT a.class_value, i.batch_id, i.device_id, i.annotation_status, i.split, "
-            "i.sync_state, count(DISTINCT i.id) FROM annotation a JOIN image i ON i.id = a.image_id "
-            "GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"
+            "i.sync_state, count(DISTINCT i.id), count(*) FROM annotation a "
+            "JOIN image i ON i.id = a.image_id GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"
         ),
     ),
     "image_set_total": (
@@ -77,6 +100,28 @@ RECOUNTS = {
         (
             "SELECT device_id, annotation_status, split, sync_state, source, model_version, "
             "count(*) FROM image GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"
+        ),
+    ),
+    "image_origin_facet": (
+        (
+            "SELECT batch_id, device_id, annotation_status, split, sync_state, source, "
+            "model_version, n FROM image_origin_facet WHERE n > 0 ORDER BY 1, 2, 3, 4, 5, 6, 7"
+        ),
+        (
+            "SELECT batch_id, device_id, annotation_status, split, sync_state, source, "
+            "model_version, count(*) FROM image GROUP BY 1, 2, 3, 4, 5, 6, 7 "
+            "ORDER BY 1, 2, 3, 4, 5, 6, 7"
+        ),
+    ),
+    "image_origin_set": (
+        (
+            "SELECT class_set_id, device_id, annotation_status, split, sync_state, source, "
+            "model_version, n FROM image_origin_set WHERE n > 0 ORDER BY 1, 2, 3, 4, 5, 6, 7"
+        ),
+        (
+            "SELECT class_set_id, device_id, annotation_status, split, sync_state, source, "
+            "model_version, count(*) FROM image GROUP BY 1, 2, 3, 4, 5, 6, 7 "
+            "ORDER BY 1, 2, 3, 4, 5, 6, 7"
         ),
     ),
 }
@@ -137,6 +182,7 @@ def assert_counts_match_rows() -> dict[str, list[tuple]]:
     returns the recounts by table."""
     assert_class_sets_match_annotations()
     assert_zones_bound_rows()
+    assert set(RECOUNTS) == {t.name for t in COUNT_TABLES}  # every declared table checked
     recounted = {}
     for table, (kept, recount) in RECOUNTS.items():
         have = database.execute_sql(kept).fetchall()

@@ -10,6 +10,7 @@ import importlib.util
 import itertools
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,8 @@ def test_planner_takes_the_first_declared_table_that_covers_the_filters():
     )
     assert counts.source_for({"batch_id"}, per_class=False) is by_name["image_facet_count"]
     assert counts.source_for((), per_class=True) is by_name["image_class_count"]
-    assert counts.source_for({"sync_state"}, per_class=True) is by_name["image_class_facet"]
+    assert counts.source_for({"sync_state"}, per_class=True) is by_name["image_class_total"]
+    assert counts.source_for({"batch_id"}, per_class=True) is by_name["image_class_facet"]
     assert counts.source_for({"filename"}, per_class=False) is None
 
 
@@ -70,7 +72,8 @@ def test_the_migrated_tables_are_the_declared_ones(tmp_path: Path):
             declared = [("class_value", "TEXT")] * table.per_class + [
                 (k.name, k.type) for k in table.keys
             ]
-            assert columns == [*declared, ("n", "INTEGER")], table.name
+            counted = [("n", "INTEGER")] + [("annotations", "INTEGER")] * table.annotations
+            assert columns == [*declared, *counted], table.name
             primary_key = [row[1] for row in sorted(info, key=lambda r: r[5]) if row[5]]
             assert primary_key == list(table.columns), table.name
 
@@ -79,8 +82,7 @@ def test_the_migrated_tables_are_the_declared_ones(tmp_path: Path):
 
 LENS = Key("lens", "TEXT")
 EXTENDED = tuple(
-    CountTable(t.name, t.keys + (LENS,) if t.keys else t.keys, per_class=t.per_class)
-    for t in counts.COUNT_TABLES
+    replace(t, keys=t.keys + (LENS,) if t.keys else t.keys) for t in counts.COUNT_TABLES
 )
 LENS_FILTER = Filter(
     "lens",
@@ -187,6 +189,8 @@ def test_a_facet_column_is_one_declaration_and_its_migration(scratch: ImageList)
             ("a.class_value",) * table.per_class + tuple(f"i.{k}" for k in table.key_names)
         )
         counted = "count(DISTINCT i.id)" if table.per_class else "count(*)"
+        if table.annotations:
+            counted += ", count(*)"
         source = "annotation a JOIN image i ON i.id = a.image_id" if table.per_class else "image i"
         group = f" GROUP BY {keys} ORDER BY {keys}" if keys else ""
         recount = database.execute_sql(
@@ -194,7 +198,8 @@ def test_a_facet_column_is_one_declaration_and_its_migration(scratch: ImageList)
         ).fetchall()
         cols = ", ".join(table.columns)
         kept = database.execute_sql(
-            f"SELECT {cols}, n FROM {table.name} WHERE n > 0 ORDER BY {cols}"
+            f"SELECT {cols}, n{', annotations' * table.annotations} FROM {table.name} "
+            f"WHERE n > 0 ORDER BY {cols}"
         ).fetchall()
         assert kept == recount, table.name
 
@@ -221,7 +226,7 @@ def test_a_facet_column_is_one_declaration_and_its_migration(scratch: ImageList)
         if set(filters) == {"lens", "batch_id"}:
             assert "image_facet_count" in page.plan["total"], page.plan
         if set(filters) == {"lens", "class_values"} and len(filters["class_values"]) == 1:
-            assert "image_class_facet" in page.plan["total"], page.plan
+            assert "image_class_total" in page.plan["total"], page.plan
         checked += 1
     assert checked == 2 * 2 * 2 * 2 * 3 * 2
 

@@ -124,7 +124,7 @@ def test_choices_follow_what_ran(cat):
     counted = explained(cat, "/data/images?filename=dup.jpg&class_values=cat")
     assert counted.choices["total"].startswith("COUNT(*) over image")
     faceted = explained(cat, "/data/images?class_values=cat&split=val")
-    assert "image_class_facet" in faceted.choices["total"]
+    assert "image_class_total" in faceted.choices["total"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

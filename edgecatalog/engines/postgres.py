@@ -35,7 +35,10 @@ from ..listing import zones
 from ..listing.counts import CountTable
 from .text import (
     backfill,
+    class_annotations,
     cols,
+    count_columns,
+    count_update,
     grouped_select,
     like_pattern,
     zone_select,
@@ -165,15 +168,16 @@ class PostgresEngine:
         return [
             f"DROP TABLE IF EXISTS {table.name}",
             (
-                f"CREATE TABLE {table.name} ({defs}, n BIGINT NOT NULL, "
+                f"CREATE TABLE {table.name} ({defs}, {count_columns(table, big=True)}, "
                 f"PRIMARY KEY ({cols(table.columns)}))"
             ),
         ]
 
-    def _add(self, table: CountTable, select: str, n: str) -> str:
+    def _add(self, table: CountTable, select: str, n: str, annotations: str | None = None) -> str:
         return (
             f"INSERT INTO {table.name} AS c {select} "
-            f"ON CONFLICT ({cols(table.columns)}) DO UPDATE SET n = c.n + {n}"
+            f"ON CONFLICT ({cols(table.columns)}) DO UPDATE SET "
+            + count_update(table, n, annotations, "c.")
         )
 
     def count_triggers(self, table: CountTable) -> dict[str, list[str]]:
@@ -215,61 +219,79 @@ class PostgresEngine:
             "NOT EXISTS (SELECT 1 FROM annotation a WHERE a.class_value = OLD.class_value "
             "AND a.image_id = OLD.image_id AND a.id <> OLD.id)"
         )
-        ann_add = (
-            self._add(
+        # With ``annotations`` every annotation counts itself (see engines.sqlite).
+        counted = table.annotations
+        if counted:
+            ann_add = self._add(
+                table,
+                f"SELECT NEW.class_value{image_keys}, CASE WHEN {first} THEN 1 ELSE 0 END, 1 "
+                "FROM image WHERE id = NEW.image_id",
+                "excluded.n",
+                "1",
+            )
+        else:
+            ann_add = self._add(
                 table,
                 f"SELECT NEW.class_value{image_keys}, 1 FROM image WHERE id = NEW.image_id",
                 "1",
             )
-            + ";"
-        )
+        ann_add += ";"
         if keys:
             of_image = f"({cols(keys, t + '.')}) = (SELECT {cols(keys)} FROM image WHERE id = OLD.image_id)"
         else:
             of_image = "EXISTS (SELECT 1 FROM image WHERE id = OLD.image_id)"
+        less = f"n = n - CASE WHEN {gone} THEN 1 ELSE 0 END, annotations = annotations - 1"
         ann_sub = (
-            f"UPDATE {t} SET n = n - 1 WHERE {t}.class_value = OLD.class_value AND {of_image};"
+            f"UPDATE {t} SET {less if counted else 'n = n - 1'} "
+            f"WHERE {t}.class_value = OLD.class_value AND {of_image};"
         )
         classes_of_old = (
             f"{t}.class_value IN (SELECT class_value FROM annotation WHERE image_id = OLD.id)"
         )
+        img_less = "n = n - 1" + (
+            f", annotations = annotations - {class_annotations(t, 'OLD.id')}" if counted else ""
+        )
         img_sub = (
-            f"UPDATE {t} SET n = n - 1 WHERE "
+            f"UPDATE {t} SET {img_less} WHERE "
             + " AND ".join([_key_match(keys, "OLD", t)] * bool(keys) + [classes_of_old])
             + ";"
         )
         moved = "OLD.class_value IS DISTINCT FROM NEW.class_value OR OLD.image_id IS DISTINCT FROM NEW.image_id"
-        trigger(
-            f"{t}_ann_bi",
-            "BEFORE INSERT",
-            "annotation",
-            f"IF {gate} AND {first} THEN {ann_add} END IF;",
-        )
-        trigger(f"{t}_ann_bd", "BEFORE DELETE", "annotation", f"IF {gone} THEN {ann_sub} END IF;")
+        if counted:
+            insert, delete = f"IF {gate} THEN {ann_add} END IF;", ann_sub
+            update = f"{ann_sub} {ann_add}"
+        else:
+            insert = f"IF {gate} AND {first} THEN {ann_add} END IF;"
+            delete = f"IF {gone} THEN {ann_sub} END IF;"
+            update = f"IF {gone} THEN {ann_sub} END IF; IF {first} THEN {ann_add} END IF;"
+        trigger(f"{t}_ann_bi", "BEFORE INSERT", "annotation", insert)
+        trigger(f"{t}_ann_bd", "BEFORE DELETE", "annotation", delete)
         # Before the row changes: the old class may lose its image, the new one gain it.
         trigger(
-            f"{t}_ann_bu",
-            "BEFORE UPDATE OF class_value, image_id",
-            "annotation",
-            f"IF {gone} THEN {ann_sub} END IF; IF {first} THEN {ann_add} END IF;",
-            moved,
+            f"{t}_ann_bu", "BEFORE UPDATE OF class_value, image_id", "annotation", update, moved
         )
         trigger(f"{t}_img_bd", "BEFORE DELETE", "image", img_sub)
         if keys:
-            img_add = (
-                self._add(
+            if counted:
+                img_add = self._add(
+                    table,
+                    f"SELECT class_value, {cols(keys, 'NEW.')}, 1, count(*) FROM annotation "
+                    "WHERE image_id = NEW.id GROUP BY class_value",
+                    "excluded.n",
+                    "excluded.annotations",
+                )
+            else:
+                img_add = self._add(
                     table,
                     f"SELECT DISTINCT class_value, {cols(keys, 'NEW.')}, 1 FROM annotation "
                     "WHERE image_id = NEW.id",
                     "1",
                 )
-                + ";"
-            )
             trigger(
                 f"{t}_img_au",
                 f"AFTER UPDATE OF {cols(keys)}",
                 "image",
-                f"{img_sub} {img_add}",
+                f"{img_sub} {img_add};",
                 _changed(keys),
             )
         return out
@@ -282,7 +304,12 @@ class PostgresEngine:
         return backfill(table)
 
     def grouped_counts(self, table: CountTable) -> str:
-        return self._add(table, grouped_select(table, "{id} BETWEEN ? AND ?"), "excluded.n")
+        return self._add(
+            table,
+            grouped_select(table, "{id} BETWEEN ? AND ?"),
+            "excluded.n",
+            "excluded.annotations",
+        )
 
     # -- substring search ---------------------------------------------------------------------
 

@@ -21,7 +21,17 @@ from typing import Any, ClassVar
 
 from ..listing import zones
 from ..listing.counts import CountTable
-from .text import backfill, cols, grouped_select, zone_select, zone_values, zone_widen
+from .text import (
+    backfill,
+    class_annotations,
+    cols,
+    count_columns,
+    count_update,
+    grouped_select,
+    zone_select,
+    zone_values,
+    zone_widen,
+)
 
 GATE_TABLE = "ingest_bulk"
 GATE = f"NOT EXISTS (SELECT 1 FROM {GATE_TABLE})"
@@ -62,15 +72,16 @@ class SqliteEngine:
         return [
             f"DROP TABLE IF EXISTS {table.name}",
             (
-                f"CREATE TABLE {table.name} ({defs}, n INTEGER NOT NULL, "
+                f"CREATE TABLE {table.name} ({defs}, {count_columns(table)}, "
                 f"PRIMARY KEY ({cols(table.columns)})) WITHOUT ROWID"
             ),
         ]
 
-    def _add(self, table: CountTable, select: str, n: str) -> str:
+    def _add(self, table: CountTable, select: str, n: str, annotations: str | None = None) -> str:
         return (
             f"INSERT INTO {table.name} {select} "
-            f"ON CONFLICT ({cols(table.columns)}) DO UPDATE SET n = n + {n}"
+            f"ON CONFLICT ({cols(table.columns)}) DO UPDATE SET "
+            + count_update(table, n, annotations)
         )
 
     def count_triggers(self, table: CountTable) -> dict[str, list[str]]:
@@ -93,7 +104,9 @@ class SqliteEngine:
         # its last; the (class_value, image_id) index makes both probes cheap); the image side
         # moves all of an image's classes when its key changes. A deleted image: its BEFORE
         # DELETE trigger removes its classes while its annotations still exist; the cascaded
-        # annotation deletes then find no image and do nothing.
+        # annotation deletes then find no image and do nothing. With ``annotations``, every
+        # annotation also counts itself, so those triggers fire for each one, not only for an
+        # image's first or last of a class.
         image_keys = f", {cols(keys)}" if keys else ""
         first = (
             "NOT EXISTS (SELECT 1 FROM annotation a WHERE a.class_value = new.class_value "
@@ -103,53 +116,78 @@ class SqliteEngine:
             "NOT EXISTS (SELECT 1 FROM annotation a WHERE a.class_value = old.class_value "
             "AND a.image_id = old.image_id)"
         )
-        ann_add = (
-            self._add(
+        counted = table.annotations
+        if counted:
+            ann_add = self._add(
+                table,
+                f"SELECT new.class_value{image_keys}, CASE WHEN {first} THEN 1 ELSE 0 END, 1 "
+                "FROM image WHERE id = new.image_id",
+                "excluded.n",
+                "1",
+            )
+        else:
+            ann_add = self._add(
                 table,
                 f"SELECT new.class_value{image_keys}, 1 FROM image WHERE id = new.image_id",
                 "1",
             )
-            + ";"
-        )
+        ann_add += ";"
         if keys:
             of_image = f"({cols(keys)}) = (SELECT {cols(keys)} FROM image WHERE id = old.image_id)"
         else:
             of_image = "EXISTS (SELECT 1 FROM image WHERE id = old.image_id)"
-        ann_sub = f"UPDATE {t} SET n = n - 1 WHERE class_value = old.class_value AND {of_image};"
+        less = f"n = n - CASE WHEN {gone} THEN 1 ELSE 0 END, annotations = annotations - 1"
+        ann_sub = (
+            f"UPDATE {t} SET {less if counted else 'n = n - 1'} "
+            f"WHERE class_value = old.class_value AND {of_image};"
+        )
         classes_of_old = (
             "class_value IN (SELECT class_value FROM annotation WHERE image_id = old.id)"
         )
+        img_less = "n = n - 1" + (
+            f", annotations = annotations - {class_annotations(t, 'old.id')}" if counted else ""
+        )
         img_sub = (
-            f"UPDATE {t} SET n = n - 1 WHERE "
+            f"UPDATE {t} SET {img_less} WHERE "
             + " AND ".join([_key_match(keys, "old")] * bool(keys) + [classes_of_old])
             + ";"
         )
         moved = "(old.class_value IS NOT new.class_value OR old.image_id IS NOT new.image_id)"
+        # Without annotation counts only an image's first (last) annotation of a class moves
+        # a count; with them every annotation does.
+        when_first, when_gone = ("", "") if counted else (f" AND {first}", f" AND {gone}")
         triggers = {
             f"{t}_ann_ai": f"CREATE TRIGGER {t}_ann_ai AFTER INSERT ON annotation "
-            f"WHEN {GATE} AND {first} BEGIN {ann_add} END",
+            f"WHEN {GATE}{when_first} BEGIN {ann_add} END",
             f"{t}_ann_ad": f"CREATE TRIGGER {t}_ann_ad AFTER DELETE ON annotation "
-            f"WHEN {gone} BEGIN {ann_sub} END",
+            + (f"WHEN {gone} " if not counted else "")
+            + f"BEGIN {ann_sub} END",
             # Two for an update: the old class may lose its image and the new one gain it.
             f"{t}_ann_au_old": f"CREATE TRIGGER {t}_ann_au_old AFTER UPDATE OF class_value, "
-            f"image_id ON annotation WHEN {moved} AND {gone} BEGIN {ann_sub} END",
+            f"image_id ON annotation WHEN {moved}{when_gone} BEGIN {ann_sub} END",
             f"{t}_ann_au_new": f"CREATE TRIGGER {t}_ann_au_new AFTER UPDATE OF class_value, "
-            f"image_id ON annotation WHEN {moved} AND {first} BEGIN {ann_add} END",
+            f"image_id ON annotation WHEN {moved}{when_first} BEGIN {ann_add} END",
             f"{t}_img_bd": f"CREATE TRIGGER {t}_img_bd BEFORE DELETE ON image BEGIN {img_sub} END",
         }
         if keys:
-            img_add = (
-                self._add(
+            if counted:
+                img_add = self._add(
+                    table,
+                    f"SELECT class_value, {cols(keys, 'new.')}, 1, count(*) FROM annotation "
+                    "WHERE image_id = new.id GROUP BY class_value",
+                    "excluded.n",
+                    "excluded.annotations",
+                )
+            else:
+                img_add = self._add(
                     table,
                     f"SELECT DISTINCT class_value, {cols(keys, 'new.')}, 1 FROM annotation "
                     "WHERE image_id = new.id",
                     "1",
                 )
-                + ";"
-            )
             triggers[f"{t}_img_au"] = (
                 f"CREATE TRIGGER {t}_img_au AFTER UPDATE OF {cols(keys)} ON image "
-                f"WHEN {_changed(keys)} BEGIN {img_sub} {img_add} END"
+                f"WHEN {_changed(keys)} BEGIN {img_sub} {img_add}; END"
             )
         return triggers
 
@@ -161,7 +199,12 @@ class SqliteEngine:
 
     def grouped_counts(self, table: CountTable) -> str:
         # The WHERE also keeps SQLite from reading the upsert's ON CONFLICT as a join's ON.
-        return self._add(table, grouped_select(table, "{id} BETWEEN ?1 AND ?2"), "excluded.n")
+        return self._add(
+            table,
+            grouped_select(table, "{id} BETWEEN ?1 AND ?2"),
+            "excluded.n",
+            "excluded.annotations",
+        )
 
     # -- substring search ---------------------------------------------------------------------
 

@@ -30,10 +30,34 @@ def grouped_select(table: CountTable, where: str) -> str:
             f"GROUP BY {cols(keys)}"
         )
     image_keys = f", {cols(keys, 'i.')}" if keys else ""
+    annotations = ", count(*)" if table.annotations else ""
     return (
-        f"SELECT a.class_value{image_keys}, count(DISTINCT i.id) FROM annotation a "
+        f"SELECT a.class_value{image_keys}, count(DISTINCT i.id){annotations} FROM annotation a "
         f"JOIN image i ON i.id = a.image_id WHERE {where.format(id='a.image_id')} "
         f"GROUP BY a.class_value{image_keys}"
+    )
+
+
+def count_columns(table: CountTable, *, big: bool = False) -> str:
+    """The count columns after a table's keys: ``n``, and ``annotations`` when it has it."""
+    kind = "BIGINT" if big else "INTEGER"
+    extra = f", annotations {kind} NOT NULL" if table.annotations else ""
+    return f"n {kind} NOT NULL{extra}"
+
+
+def count_update(table: CountTable, n: str, annotations: str | None, prefix: str = "") -> str:
+    """An upsert's SET: ``n`` (and ``annotations``, when the table has it) plus the values."""
+    out = f"n = {prefix}n + {n}"
+    if table.annotations:
+        out += f", annotations = {prefix}annotations + {annotations}"
+    return out
+
+
+def class_annotations(table: str, image: str) -> str:
+    """How many annotations of a count-table row's class the image ``image`` carries."""
+    return (
+        f"(SELECT count(*) FROM annotation x WHERE x.image_id = {image} "
+        f"AND x.class_value = {table}.class_value)"
     )
 
 

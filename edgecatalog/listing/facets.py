@@ -13,7 +13,8 @@ column that groups it and the value it shows. Each facet is one grouped statemen
   them (docs/performance.md).
 
 The class facet counts images carrying at least one annotation of each class and, beside it,
-the annotations of each class among the same images. No Flask.
+the annotations of each class among the same images (from the same per-class table when one
+answers the filters: it counts both). No Flask.
 """
 
 from __future__ import annotations
@@ -95,13 +96,18 @@ def facet_counts(
     # answer (a time range or a search reads the rows once, not nine times).
     mine = {f.name: {k: v for k, v in query.filters.items() if k not in f.excludes} for f in chosen}
     conds = {f.name: images.conditions(replace(query, filters=mine[f.name])) for f in chosen}
+    term = query.filters.get("search")
+    found = images.search_matches(term) if term is not None else None
+    if found is not None:  # a rare term: its matching rows by id, not a LIKE over them all
+        conds = {name: c.with_search_ids(found) for name, c in conds.items()}
     grouped: dict[str, dict[Any, int]] = {}
+    annotated: dict[str, dict[Any, int] | None] = {}  # the class facet's, when its table has them
     together: dict[tuple, list[Facet]] = {}
     tables: dict[tuple, counts.CountTable | None] = {}
     for facet in chosen:
         if facet.key is None:  # the class facet: its own per-class table or the annotations
             table = _table(None, conds[facet.name], images)
-            grouped[facet.name] = _grouped_classes(conds[facet.name], table)
+            grouped[facet.name], annotated[facet.name] = _grouped_classes(conds[facet.name], table)
             continue
         table = _table({facet.key}, conds[facet.name], images)
         shared = (_frozen(mine[facet.name]), table.name if table else None)
@@ -114,7 +120,9 @@ def facet_counts(
         ranked = sorted(grouped[facet.name].items(), key=_rank)
         values = [{"value": v, "count": n} for v, n in ranked[:size]]
         if facet.key is None:
-            per_class = _annotations(conds[facet.name])
+            per_class = annotated[facet.name]
+            if per_class is None:  # its table counts images only (or none answers)
+                per_class = _over_rows(conds[facet.name])[1]
             for item in values:
                 item["annotations"] = per_class.get(item["value"], 0)
         left = sum(n for _, n in ranked[size:])
@@ -132,29 +140,47 @@ def _rank(item: tuple[Any, int]) -> tuple:
     return (-count, value is None, "" if value is None else value)
 
 
-def _grouped_classes(conds: _Conditions, table: counts.CountTable | None) -> dict[Any, int]:
-    """The class facet from its per-class count table, or over the annotations."""
+def _grouped_classes(
+    conds: _Conditions, table: counts.CountTable | None
+) -> tuple[dict[Any, int], dict[Any, int] | None]:
+    """The class facet from its per-class count table (with its annotations, when the table
+    counts them), or over the rows."""
     if table is not None:
+        annotations = ", sum(t.annotations)" if table.annotations else ""
         statement = compose(
-            f"SELECT t.class_value, sum(t.n) FROM {table.name} t{{}} "
+            f"SELECT t.class_value, sum(t.n){annotations} FROM {table.name} t{{}} "
             "GROUP BY t.class_value HAVING sum(t.n) > 0",
             where(conds.others()),
         )
-    else:
-        statement = compose(
-            "SELECT a.class_value, count(DISTINCT a.image_id) FROM annotation a "
-            "JOIN image t ON t.id = a.image_id{} GROUP BY a.class_value",
-            where(conds.render()),
-        )
-    return _pairs(statement)
+        rows = database.execute_sql(*statement).fetchall()
+        # int(): a sum is a NUMERIC on PostgreSQL.
+        images = {row[0]: int(row[1]) for row in rows}
+        return images, ({row[0]: int(row[2]) for row in rows} if table.annotations else None)
+    return _over_rows(conds)
+
+
+def _over_rows(conds: _Conditions) -> tuple[dict[Any, int], dict[Any, int]]:
+    """Images and annotations per class among the images ``conds`` select, in one statement
+    driven by those images (each one's annotations by the image_id index), not by every
+    annotation joined to its image."""
+    statement = compose(
+        "SELECT a.class_value, count(DISTINCT a.image_id), count(*) FROM annotation a "
+        "WHERE a.image_id IN (SELECT t.id FROM image t{}) GROUP BY a.class_value",
+        where(conds.render()),
+    )
+    rows = database.execute_sql(*statement).fetchall()
+    return {r[0]: int(r[1]) for r in rows}, {r[0]: int(r[2]) for r in rows}
 
 
 def _grouped(
     facets: list[Facet], conds: _Conditions, table: counts.CountTable | None
 ) -> dict[str, dict[Any, int]]:
-    """Facets under the same conditions from one statement, grouped by all their values at
-    once (over ``table``, or over the image rows when None), then summed per facet."""
+    """Facets under the same conditions from one statement, grouped by all their keys at
+    once (over ``table``, or over the image rows when None), then summed per facet. Over a
+    table, the joins that give a key its value (a device's name, a batch's project and stage)
+    run on the grouped rows, not on every row counted."""
     values = [f.value for f in facets]
+    keys = ", ".join(f"t.{k}" for k in dict.fromkeys(f.key for f in facets))
     joins = "".join(dict.fromkeys(f.joins for f in facets))
     if table is not None:
         others = conds.others()
@@ -165,11 +191,19 @@ def _grouped(
         source, n, having = table.name, "sum(t.n)", " HAVING sum(t.n) > 0"
     else:
         others, source, n, having = conds.render(), "image", "count(*)", ""
-    statement = compose(
-        f"SELECT {', '.join(values)}, {n} FROM {source} t{joins}{{}} "
-        f"GROUP BY {', '.join(values)}{having}",
-        where(others),
-    )
+    if table is not None:
+        grouped = compose(
+            f"SELECT {keys}, {n} AS n FROM {source} t{{}} GROUP BY {keys}{having}", where(others)
+        )
+        statement = Sql(
+            f"SELECT {', '.join(values)}, t.n FROM ({grouped.text}) t{joins}", grouped.args
+        )
+    else:  # over the rows: grouped by their keys first, SQLite would walk an index to do it
+        statement = compose(
+            f"SELECT {', '.join(values)}, {n} FROM {source} t{joins}{{}} "
+            f"GROUP BY {', '.join(values)}",
+            where(others),
+        )
     out: dict[str, dict[Any, int]] = {f.name: {} for f in facets}
     for row in database.execute_sql(*statement):
         count = int(row[-1])
@@ -207,22 +241,3 @@ def _in_class_sets(classes: tuple[str, ...]) -> Sql:
         f"t.class_set_id IN (SELECT set_id FROM class_set_member WHERE class_value IN ({marks}))",
         classes,
     )
-
-
-def _annotations(conds: _Conditions) -> dict[str, int]:
-    """Annotations per class among the images ``conds`` select (all of them: one grouped
-    read of the class index)."""
-    if not conds.entries:
-        return _pairs(Sql("SELECT class_value, count(*) FROM annotation GROUP BY class_value"))
-    return _pairs(
-        compose(
-            "SELECT a.class_value, count(*) FROM annotation a JOIN image t ON t.id = a.image_id{} "
-            "GROUP BY a.class_value",
-            where(conds.render()),
-        )
-    )
-
-
-def _pairs(statement: Sql) -> dict[Any, int]:
-    # int(): a sum is a NUMERIC on PostgreSQL.
-    return {v: int(n) for v, n in database.execute_sql(*statement).fetchall()}

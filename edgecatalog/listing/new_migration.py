@@ -30,7 +30,10 @@ def _literal(tables: tuple[CountTable, ...]) -> str:
             lines.append("        ),")
         else:
             lines.append("        (),")
-        lines += [f"        per_class={t.per_class},", "    ),"]
+        lines.append(f"        per_class={t.per_class},")
+        if t.annotations:
+            lines.append("        annotations=True,")
+        lines.append("    ),")
     lines.append(")")
     return "\n".join(lines)
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..engines import current as engine
@@ -134,6 +134,16 @@ class _Conditions:
             elif search or flt is None or flt.param != "search":
                 out.append(cond)
         return out
+
+    def with_search_ids(self, ids: list[int]) -> _Conditions:
+        """The same conditions with the search's LIKE replaced by its matching ids (found
+        once by ``ImageList.search_matches``), so a statement over the rows reads those rows
+        alone instead of every filename."""
+        entries = [
+            (flt, ids_cond(ids) if getattr(flt, "param", None) == "search" else cond)
+            for flt, cond in self.entries
+        ]
+        return replace(self, entries=entries)
 
     def others(self, *, batch_first: bool = False) -> list[Sql]:
         """The conditions of the filters other than the class. ``batch_first``: with a batch
@@ -370,6 +380,12 @@ class ImageList:
         return int(database.execute_sql(f"SELECT {statement.text}", statement.args).fetchone()[0])
 
     # -- search ---------------------------------------------------------------------------
+
+    def search_matches(self, term: str) -> list[int] | None:
+        """The ids whose filename contains ``term``, when the substring index narrows it to
+        at most FTS_PROBE candidates; None otherwise (the LIKE then reads every filename)."""
+        alone = self.conditions(ImageQuery(filters={"search": term}))
+        return self._candidates(term, alone, {})
 
     def _candidates(self, term: str, conds: _Conditions, plan: dict[str, str]) -> list | None:
         """The ids matching ``term`` and every other filter exactly, found through the
