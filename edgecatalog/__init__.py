@@ -24,11 +24,15 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fla
     """Wire settings, database, auth, error handling and blueprints into one app."""
     from flask import Flask
 
+    from . import jwtload
+
+    settings = settings if settings is not None else load_settings()
+    # Before anything imports jwt: jwtload says why.
+    jwtload.prepare(public_keys=not settings["auth.jwt_algorithms"][0].startswith("HS"))
     from . import db, web
     from .auth import Authenticator
     from .views import exports, files, images
 
-    settings = settings if settings is not None else load_settings()
     app = Flask(__name__, static_folder=None)
     app.config["EDGECATALOG"] = settings
     app.config["MAX_CONTENT_LENGTH"] = max(

@@ -341,6 +341,11 @@ def load_verify_key(settings: Settings) -> object:
     pem = read_secret_file(path, "auth.jwt_public_key_file")
     algorithms = get_default_algorithms()
     for name in settings["auth.jwt_algorithms"]:
+        if name not in algorithms:  # PyJWT without cryptography (jwtload)
+            raise ConfigError(
+                f"auth.jwt_algorithms: {name} needs the cryptography package, which this "
+                "process has not loaded; install it (pip install cryptography) and restart"
+            )
         try:
             key = algorithms[name].prepare_key(pem)
         except (jwt_exc.InvalidKeyError, ValueError, TypeError) as exc:
