@@ -346,6 +346,10 @@ class ClassSetMember(BaseModel):
         primary_key = CompositeKey("class_value", "set_id")
 
 
+# Columns the engine computes from others (generated columns): in the tables, never in a
+# model, so no insert or update names them. image.captured_hour: migration 0019.
+GENERATED_COLUMNS = (("image", "captured_hour"),)
+
 MODELS = (
     Project,
     Device,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from edgecatalog.engines import current as engine
 from edgecatalog.listing import zones
 from edgecatalog.listing.counts import COUNT_TABLES
-from edgecatalog.models import database
+from edgecatalog.models import GENERATED_COLUMNS, database
 
 # table: (what the table holds, the same computed from image/annotation rows)
 RECOUNTS = {
@@ -102,6 +102,32 @@ RECOUNTS = {
             "count(*) FROM image GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"
         ),
     ),
+    "image_hour_count": (
+        "SELECT captured_hour, n FROM image_hour_count WHERE n > 0 ORDER BY 1",
+        "SELECT captured_hour, count(*) FROM image GROUP BY 1 ORDER BY 1",
+    ),
+    "image_hour_facet": (
+        (
+            "SELECT captured_hour, batch_id, device_id, annotation_status, split, sync_state, "
+            "source, model_version, n FROM image_hour_facet WHERE n > 0 "
+            "ORDER BY 1, 2, 3, 4, 5, 6, 7, 8"
+        ),
+        (
+            "SELECT captured_hour, batch_id, device_id, annotation_status, split, sync_state, "
+            "source, model_version, count(*) FROM image GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 "
+            "ORDER BY 1, 2, 3, 4, 5, 6, 7, 8"
+        ),
+    ),
+    "image_hour_class": (
+        (
+            "SELECT class_value, captured_hour, n, annotations FROM image_hour_class "
+            "WHERE n > 0 OR annotations <> 0 ORDER BY 1, 2"
+        ),
+        (
+            "SELECT a.class_value, i.captured_hour, count(DISTINCT i.id), count(*) "
+            "FROM annotation a JOIN image i ON i.id = a.image_id GROUP BY 1, 2 ORDER BY 1, 2"
+        ),
+    ),
     "image_origin_facet": (
         (
             "SELECT batch_id, device_id, annotation_status, split, sync_state, source, "
@@ -165,7 +191,8 @@ def assert_zones_bound_rows() -> None:
 def copy_image(source_id: int, new_id: int | None, filename: str) -> int:
     """A raw copy of an image row under another id (None: the next one) and filename, through
     the row triggers alone."""
-    cols = [c.name for c in database.get_columns("image")]
+    generated = {column for table, column in GENERATED_COLUMNS if table == "image"}
+    cols = [c.name for c in database.get_columns("image") if c.name not in generated]
     given = {"id": new_id, "filename": filename, "sha256": f"{filename}-{new_id}"}
     picked = [c for c in cols if c != "id" or new_id is not None]
     select = ", ".join("?" if c in given else c for c in picked)

@@ -77,6 +77,9 @@ def timed(settings, client, auth_headers):
 def _queries(batches: list[int], projects: dict) -> list[dict]:
     after = (str((START + 60 * HOUR) // 1000), (START + 60 * HOUR) // 1000 * 1000)
     before = ("2026-04-02T12:00:00+02:00", START + (7 * 24 + 10) * HOUR)
+    minute = HOUR // 60
+    cut_after = (str((START + 24 * HOUR + 10 * minute) // 1000), START + 24 * HOUR + 10 * minute)
+    cut_before = (str((START + 96 * HOUR + 40 * minute) // 1000), START + 96 * HOUR + 40 * minute)
     return [
         {},
         {"device_id": "cam02"},
@@ -96,6 +99,13 @@ def _queries(batches: list[int], projects: dict) -> list[dict]:
         {"captured_after": after, "captured_before": before, "device_id": "cam03"},
         {"created_before": before, "class_values": "rust", "annotation_status": "completed"},
         {"filename": "line2_005.jpg"},
+        # Ranges cutting hours that hold captures: whole hours from the hour tables, the cut
+        # ones from the rows.
+        {"captured_after": cut_after},
+        {"captured_after": cut_after, "captured_before": cut_before},
+        {"captured_before": cut_before, "device_id": "cam02", "split": "val"},
+        {"captured_after": cut_after, "project_id": str(projects["Alpha"])},
+        {"captured_after": cut_after, "class_values": "crack"},
     ]
 
 

@@ -44,6 +44,12 @@ def oracle(rows: list[dict], column: str, unit: str, zone: str) -> list[dict]:
     return [{"start": k, "count": counted.get(k, 0)} for k in keys]
 
 
+# 10 minutes into hour 24 and 40 minutes into hour 96 of the catalog (captures at 24h+18min
+# and 96h+12min): both cut hours hold an image.
+CUT_AFTER = timed_catalog.START_US + 24 * timed_catalog.HOUR_US + 600_000_000
+CUT_BEFORE = timed_catalog.START_US + 96 * timed_catalog.HOUR_US + 2_400_000_000
+
+
 @pytest.fixture
 def timed(settings, client, auth_headers):
     timed_catalog.build(settings)
@@ -64,6 +70,17 @@ def test_time_histogram_matches_the_wall_clock(timed, zone, unit):
     for column, query, kept in (
         ("captured_at", {}, rows),
         ("created_at", {"device_id": "cam02"}, [r for r in rows if r["device_id"] == "cam02"]),
+        # A range cutting hours that hold captures: whole hours from the hour tables.
+        (
+            "captured_at",
+            {"captured_after": str(CUT_AFTER // 1000), "captured_before": str(CUT_BEFORE // 1000)},
+            [r for r in rows if CUT_AFTER <= r["captured_at"] < CUT_BEFORE],
+        ),
+        (
+            "captured_at",
+            {"captured_after": str(CUT_AFTER // 1000), "device_id": "cam01"},
+            [r for r in rows if CUT_AFTER <= r["captured_at"] and r["device_id"] == "cam01"],
+        ),
     ):
         params = {**query, "histogram": f"{column}:{unit}", "facets": "split"}
         if zone != "UTC":

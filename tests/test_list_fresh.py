@@ -244,6 +244,8 @@ def test_counts_equal_a_full_recount(cat, settings):
     database.execute_sql("DELETE FROM annotation WHERE id % 3 = 0")
     database.execute_sql("UPDATE annotation SET class_value = 'cat' WHERE id % 4 = 1")
     database.execute_sql("UPDATE image SET annotation_status = 'completed' WHERE id % 3 = 1")
+    # Captures moved by two hours (the hour tables' key is computed from captured_at).
+    database.execute_sql("UPDATE image SET captured_at = captured_at + 7200000000 WHERE id % 3 = 2")
     # Annotations moved to another image (their classes and annotation counts move with them).
     database.execute_sql(
         "UPDATE annotation SET image_id = (SELECT min(id) FROM image) "

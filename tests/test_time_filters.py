@@ -11,9 +11,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import timed_catalog
 from test_list_errors import assert_error
+from werkzeug.datastructures import MultiDict
+
+from edgecatalog.listing.plan import select_images
+from edgecatalog.listing.query import parse_image_query
+from edgecatalog.models import database
 
 pytestmark = pytest.mark.both_engines
 HOUR = timed_catalog.HOUR_US
+MINUTE = HOUR // 60
 START = timed_catalog.START_US
 
 
@@ -41,6 +47,18 @@ RANGES = [
     {"created_after": START + 10 * HOUR, "created_before": START + 20 * HOUR},
     {"created_after": START + 40 * HOUR, "captured_before": START + 200 * HOUR},
     {"captured_after": START + 10_000 * HOUR},  # nothing
+    # Cutting hours that hold captures (24h+18min, 96h+12min): whole hours from the hour
+    # tables, the cut ones from the rows.
+    {
+        "captured_after": START + 24 * HOUR + 10 * MINUTE,
+        "captured_before": START + 96 * HOUR + 40 * MINUTE,
+    },
+    {"captured_after": START + 24 * HOUR + 20 * MINUTE},
+    {"captured_before": START + 96 * HOUR + 5 * MINUTE},
+    {
+        "captured_after": START + 24 * HOUR + 5 * MINUTE,
+        "captured_before": START + 24 * HOUR + 50 * MINUTE,
+    },
     {"created_before": START},  # nothing
 ]
 OTHERS = [
@@ -86,6 +104,32 @@ def test_every_range_with_every_other_filter_matches_the_oracle(timed):
             body = _get(client, headers, params)
             assert [r["id"] for r in body["data"]] == want, (params, form)
             assert body["meta"]["total"] == len(want), params
+
+
+def test_a_range_is_whole_hours_from_the_tables_and_its_cut_hours_from_the_rows(timed):
+    """The oracle test above holds every total; this one holds which way it was counted."""
+    database.connect(reuse_if_open=True)
+    cut = {"captured_after": str((START + 24 * HOUR + 10 * MINUTE) // 1000)}
+    cases = [
+        ({**cut, "device_id": "cam02"}, "image_hour_facet over the range's whole hours plus"),
+        ({**cut, "class_values": "crack"}, "image_hour_class (one class) over the range's"),
+        (
+            {"captured_after": str((START + 24 * HOUR) // 1000)},
+            "image_hour_count over the range's whole hours",
+        ),
+        ({**cut, "search": "line1"}, "COUNT(*) over image"),
+    ]
+    for params, how in cases:
+        page = select_images(parse_image_query(MultiDict(params)))
+        assert page.plan["total"].startswith(f"count table kept by triggers: {how}") or (
+            how.startswith("COUNT") and "trigram" in page.plan.get("search", "")
+        ), (params, page.plan)
+        assert page.total == len(_oracle(params_as_meant(params))), params
+
+
+def params_as_meant(params: dict) -> dict:
+    """The query as the oracle takes it: time bounds as (text, microseconds)."""
+    return {k: (v, int(v) * 1000) if k.startswith("captured") else v for k, v in params.items()}
 
 
 @pytest.mark.parametrize("sort", ["created_at", "updated_at", "filename"])

@@ -207,7 +207,11 @@ class PostgresEngine:
             trigger(f"{t}_ai", "AFTER INSERT", "image", f"IF {gate} THEN {add} END IF;")
             trigger(f"{t}_ad", "AFTER DELETE", "image", sub)
             trigger(
-                f"{t}_au", f"AFTER UPDATE OF {cols(keys)}", "image", f"{sub} {add}", _changed(keys)
+                f"{t}_au",
+                f"AFTER UPDATE OF {cols(table.update_of)}",
+                "image",
+                f"{sub} {add}",
+                _changed(keys),
             )
             return out
         image_keys = f", {cols(keys)}" if keys else ""
@@ -289,7 +293,7 @@ class PostgresEngine:
                 )
             trigger(
                 f"{t}_img_au",
-                f"AFTER UPDATE OF {cols(keys)}",
+                f"AFTER UPDATE OF {cols(table.update_of)}",
                 "image",
                 f"{img_sub} {img_add};",
                 _changed(keys),

@@ -96,7 +96,7 @@ class SqliteEngine:
                 f"{t}_ai": f"CREATE TRIGGER {t}_ai AFTER INSERT ON image WHEN {GATE} "
                 f"BEGIN {add} END",
                 f"{t}_ad": f"CREATE TRIGGER {t}_ad AFTER DELETE ON image BEGIN {sub} END",
-                f"{t}_au": f"CREATE TRIGGER {t}_au AFTER UPDATE OF {cols(keys)} ON image "
+                f"{t}_au": f"CREATE TRIGGER {t}_au AFTER UPDATE OF {cols(table.update_of)} ON image "
                 f"WHEN {_changed(keys)} BEGIN {sub} {add} END",
             }
         # Per class: an image counts once per class it carries. The annotation side adds or
@@ -186,7 +186,7 @@ class SqliteEngine:
                     "1",
                 )
             triggers[f"{t}_img_au"] = (
-                f"CREATE TRIGGER {t}_img_au AFTER UPDATE OF {cols(keys)} ON image "
+                f"CREATE TRIGGER {t}_img_au AFTER UPDATE OF {cols(table.update_of)} ON image "
                 f"WHEN {_changed(keys)} BEGIN {img_sub} {img_add}; END"
             )
         return triggers

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..models import database
-from . import counts
+from . import counts, hours
 from .plan import IMAGES, ImageList, _Conditions
 from .query import ImageQuery
 from .sql import Sql, compose, where
@@ -122,7 +122,7 @@ def facet_counts(
         if facet.key is None:
             per_class = annotated[facet.name]
             if per_class is None:  # its table counts images only (or none answers)
-                per_class = _over_rows(conds[facet.name])[1]
+                per_class = _over_rows(conds[facet.name].render())[1]
             for item in values:
                 item["annotations"] = per_class.get(item["value"], 0)
         left = sum(n for _, n in ranked[size:])
@@ -140,33 +140,55 @@ def _rank(item: tuple[Any, int]) -> tuple:
     return (-count, value is None, "" if value is None else value)
 
 
+def _hourly(table: counts.CountTable | None) -> bool:
+    """Whether ``table`` is keyed by the capture's hour (``_table`` picks one only for a
+    captured_at range it answers)."""
+    return table is not None and hours.COLUMN in table.key_names
+
+
+def _table_conds(conds: _Conditions, table: counts.CountTable) -> list[Sql]:
+    """``conds`` over a count table (a range as its whole hours over an hour table)."""
+    return conds.hour_others() if _hourly(table) else conds.others()
+
+
 def _grouped_classes(
     conds: _Conditions, table: counts.CountTable | None
 ) -> tuple[dict[Any, int], dict[Any, int] | None]:
     """The class facet from its per-class count table (with its annotations, when the table
-    counts them), or over the rows."""
-    if table is not None:
-        annotations = ", sum(t.annotations)" if table.annotations else ""
-        statement = compose(
-            f"SELECT t.class_value, sum(t.n){annotations} FROM {table.name} t{{}} "
-            "GROUP BY t.class_value HAVING sum(t.n) > 0",
-            where(conds.others()),
-        )
-        rows = database.execute_sql(*statement).fetchall()
-        # int(): a sum is a NUMERIC on PostgreSQL.
-        images = {row[0]: int(row[1]) for row in rows}
-        return images, ({row[0]: int(row[2]) for row in rows} if table.annotations else None)
-    return _over_rows(conds)
+    counts them; a range's cut hours from their rows), or over the rows."""
+    if table is None:
+        return _over_rows(conds.render())
+    annotations = ", sum(t.annotations)" if table.annotations else ""
+    statement = compose(
+        f"SELECT t.class_value, sum(t.n){annotations} FROM {table.name} t{{}} "
+        "GROUP BY t.class_value HAVING sum(t.n) > 0",
+        where(_table_conds(conds, table)),
+    )
+    rows = database.execute_sql(*statement).fetchall()
+    # int(): a sum is a NUMERIC on PostgreSQL.
+    images = {row[0]: int(row[1]) for row in rows}
+    counted = {row[0]: int(row[2]) for row in rows} if table.annotations else None
+    for edge in conds.edge_rows() if _hourly(table) else []:
+        more, more_counted = _over_rows(edge)
+        _add(images, more)
+        if counted is not None:
+            _add(counted, more_counted)
+    return images, counted
 
 
-def _over_rows(conds: _Conditions) -> tuple[dict[Any, int], dict[Any, int]]:
-    """Images and annotations per class among the images ``conds`` select, in one statement
+def _add(into: dict[Any, int], more: Mapping[Any, int]) -> None:
+    for value, n in more.items():
+        into[value] = into.get(value, 0) + n
+
+
+def _over_rows(every: list[Sql]) -> tuple[dict[Any, int], dict[Any, int]]:
+    """Images and annotations per class among the images ``every`` selects, in one statement
     driven by those images (each one's annotations by the image_id index), not by every
     annotation joined to its image."""
     statement = compose(
         "SELECT a.class_value, count(DISTINCT a.image_id), count(*) FROM annotation a "
         "WHERE a.image_id IN (SELECT t.id FROM image t{}) GROUP BY a.class_value",
-        where(conds.render()),
+        where(every),
     )
     rows = database.execute_sql(*statement).fetchall()
     return {r[0]: int(r[1]) for r in rows}, {r[0]: int(r[2]) for r in rows}
@@ -178,38 +200,47 @@ def _grouped(
     """Facets under the same conditions from one statement, grouped by all their keys at
     once (over ``table``, or over the image rows when None), then summed per facet. Over a
     table, the joins that give a key its value (a device's name, a batch's project and stage)
-    run on the grouped rows, not on every row counted."""
-    values = [f.value for f in facets]
-    keys = ", ".join(f"t.{k}" for k in dict.fromkeys(f.key for f in facets))
+    run on the grouped rows, not on every row counted; over an hour table, a range's cut
+    hours are grouped from their rows beside it."""
+    values = ", ".join(f.value for f in facets)
     joins = "".join(dict.fromkeys(f.joins for f in facets))
+    statements = []
     if table is not None:
-        others = conds.others()
+        keys = ", ".join(f"t.{k}" for k in dict.fromkeys(f.key for f in facets))
+        others = _table_conds(conds, table)
         if table.per_class:  # one class (``_table``)
             others.append(Sql("t.class_value = ?", tuple(conds.classes or ())))
         elif conds.classes is not None:
             others.append(_in_class_sets(conds.classes))
-        source, n, having = table.name, "sum(t.n)", " HAVING sum(t.n) > 0"
-    else:
-        others, source, n, having = conds.render(), "image", "count(*)", ""
-    if table is not None:
         grouped = compose(
-            f"SELECT {keys}, {n} AS n FROM {source} t{{}} GROUP BY {keys}{having}", where(others)
-        )
-        statement = Sql(
-            f"SELECT {', '.join(values)}, t.n FROM ({grouped.text}) t{joins}", grouped.args
-        )
-    else:  # over the rows: grouped by their keys first, SQLite would walk an index to do it
-        statement = compose(
-            f"SELECT {', '.join(values)}, {n} FROM {source} t{joins}{{}} "
-            f"GROUP BY {', '.join(values)}",
+            f"SELECT {keys}, sum(t.n) AS n FROM {table.name} t{{}} GROUP BY {keys} "
+            "HAVING sum(t.n) > 0",
             where(others),
         )
+        statements.append(Sql(f"SELECT {values}, t.n FROM ({grouped.text}) t{joins}", grouped.args))
+    # With a time range, the range's rows are few: each probes the classes (a common
+    # class's IN list would be read whole).
+    probe = conds.window is not None
+    if _hourly(table):
+        rows = conds.edge_rows(probe=True)
+    else:
+        rows = [conds.render(probe=probe)] if table is None else []
+    for every in rows:
+        # Over the rows grouped by the values at once: grouped by their keys first, SQLite
+        # would walk an index to do it.
+        statements.append(
+            compose(
+                f"SELECT {values}, count(*) FROM image t{joins}{{}} GROUP BY {values}",
+                where(every),
+            )
+        )
     out: dict[str, dict[Any, int]] = {f.name: {} for f in facets}
-    for row in database.execute_sql(*statement):
-        count = int(row[-1])
-        for facet, value in zip(facets, row):
-            mine = out[facet.name]
-            mine[value] = mine.get(value, 0) + count
+    for statement in statements:
+        for row in database.execute_sql(*statement):
+            count = int(row[-1])
+            for facet, value in zip(facets, row):
+                mine = out[facet.name]
+                mine[value] = mine.get(value, 0) + count
     return out
 
 
@@ -217,10 +248,18 @@ def _table(
     keys: set[str] | None, conds: _Conditions, images: ImageList
 ) -> counts.CountTable | None:
     """The first count table keyed by ``keys`` (None: the class) and every column ``conds``
-    read, or None (counted over the rows)."""
-    if conds.columns is None:
-        return None
+    read (a captured_at range: a table keyed by the hour), or None (counted over the
+    rows)."""
     tables = images.count_tables
+    if conds.columns is None:
+        wanted = conds.hour_columns
+        if wanted is None:
+            return None
+        if keys is None:  # the class facet: per class and hour
+            return counts.source_for(wanted, per_class=True, tables=tables)
+        if conds.classes is not None:  # no hour table holds the class sets
+            return None
+        return counts.source_for({*wanted, *keys}, per_class=False, tables=tables)
     if keys is None:
         return counts.source_for(conds.columns, per_class=True, tables=tables)
     wanted = {*conds.columns, *keys}

@@ -1,11 +1,13 @@
 """Histograms of the list's filtered images: captures (or creations) per hour, day or week in
 a time zone's calendar, optionally per class, and their annotations' confidences in bins.
 
-The rows are counted per UTC quarter-hour in one grouped statement (every zone's offset from
-UTC is a whole number of quarter-hours, so no quarter-hour straddles a local hour, day or
-week); Python then adds the quarter-hours into the zone's buckets, stepping the calendar with
-``zoneinfo``: a day across a change to or from summer time is 23 or 25 hours, and the hour
-repeated in autumn is two buckets with their own offsets. Exact; nothing cached. No Flask.
+Captures are counted per UTC hour from a count table keyed by the hour when one covers the
+other filters and the zone is a whole number of hours from UTC (a range's cut hours from their
+rows); otherwise the rows are counted per UTC quarter-hour in one grouped statement (every
+zone's offset from UTC is a whole number of quarter-hours, so no quarter-hour straddles a
+local hour, day or week). Python then adds the hours and quarter-hours into the zone's
+buckets, stepping the calendar with ``zoneinfo``: a day across a change to or from summer time
+is 23 or 25 hours, and the hour repeated in autumn is two buckets with their own offsets. Exact; nothing cached. No Flask.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from zoneinfo import ZoneInfo
 
 from ..errors import ValidationError
 from ..models import database
-from .plan import IMAGES, ImageList
+from . import counts, hours
+from .plan import IMAGES, ImageList, _Conditions
 from .query import ImageQuery
 from .sql import Sql, compose, where
 
@@ -72,24 +75,68 @@ def time_histogram(
     """``[{start, count}]`` from the first bucket holding an image to the last, empty ones
     included; ``by_class``: each with ``classes`` ``[{value, count}]`` (images carrying the
     class; the ``size`` commonest over the range, the rest summed as ``other``)."""
-    conds = images.conditions(query).render()
+    conditions = images.conditions(query)
+    conds = conditions.render()
     quarter = f"t.{column} / {QUARTER_US}"
-    counted = compose(
-        f"SELECT {quarter}, count(*) FROM image t{{}} GROUP BY {quarter}", where(conds)
+    # Each instant (a quarter-hour's or a whole hour's start) with its images.
+    instants = (
+        _from_hours(conditions, images, tz) if column == "captured_at" and not by_class else None
     )
-    quarters = {int(q): int(n) for q, n in database.execute_sql(*counted).fetchall()}
-    if not quarters:
+    if instants is None:
+        counted = compose(
+            f"SELECT {quarter}, count(*) FROM image t{{}} GROUP BY {quarter}", where(conds)
+        )
+        instants = {
+            int(q) * QUARTER_US: int(n) for q, n in database.execute_sql(*counted).fetchall()
+        }
+    if not instants:
         return []
     totals: dict[int, int] = {}
-    for q, n in quarters.items():
-        key = _us(_start(q * QUARTER_US, unit, tz))
+    for instant, n in instants.items():
+        key = _us(_start(instant, unit, tz))
         totals[key] = totals.get(key, 0) + n
     out = [
         {"start": moment.isoformat(), "count": totals.get(_us(moment), 0)}
-        for moment in _buckets(min(quarters) * QUARTER_US, max(quarters) * QUARTER_US, unit, tz)
+        for moment in _buckets(min(instants), max(instants), unit, tz)
     ]
     if by_class:
         _split_by_class(out, conds, quarter, unit, tz, size)
+    return out
+
+
+def _from_hours(conds: _Conditions, images: ImageList, tz: ZoneInfo) -> dict[int, int] | None:
+    """Captures per UTC hour from a count table keyed by the hour (a range's cut hours per
+    quarter-hour from their rows), or None when no table covers the other filters or ``tz``
+    is not a whole number of hours from UTC over them (a local hour, day or week would then
+    start inside a UTC hour)."""
+    if conds.classes is not None:
+        return None
+    if conds.hours is not None:
+        wanted, others, edges = conds.hour_columns, conds.hour_others(), conds.edge_rows()
+    elif conds.columns is not None:
+        wanted, others, edges = {*conds.columns, hours.COLUMN}, conds.others(), []
+    else:
+        return None
+    table = counts.source_for(wanted or (), per_class=False, tables=images.count_tables)
+    if wanted is None or table is None:
+        return None
+    statement = compose(
+        f"SELECT t.{hours.COLUMN}, sum(t.n) FROM {table.name} t{{}} GROUP BY t.{hours.COLUMN} "
+        "HAVING sum(t.n) > 0",
+        where(others),
+    )
+    out = {int(h) * hours.HOUR_US: int(n) for h, n in database.execute_sql(*statement)}
+    for instant in out:
+        offset = datetime.fromtimestamp(instant / 1e6, tz=timezone.utc).astimezone(tz).utcoffset()
+        if offset is None or offset.total_seconds() % 3600:
+            return None
+    quarter = f"t.captured_at / {QUARTER_US}"
+    for edge in edges:
+        counted = compose(
+            f"SELECT {quarter}, count(*) FROM image t{{}} GROUP BY {quarter}", where(edge)
+        )
+        for q, n in database.execute_sql(*counted).fetchall():
+            out[int(q) * QUARTER_US] = out.get(int(q) * QUARTER_US, 0) + int(n)
     return out
 
 

@@ -13,7 +13,12 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from .counts import COUNT_TABLES, CountTable
+from .counts import COUNT_TABLES, CountTable, Key
+
+
+def _key(key: Key) -> str:
+    of = f', of="{key.of}"' if key.of else ""
+    return f'Key("{key.name}", "{key.type}"{of})'
 
 
 def _literal(tables: tuple[CountTable, ...]) -> str:
@@ -23,10 +28,10 @@ def _literal(tables: tuple[CountTable, ...]) -> str:
         lines += ["    CountTable(", f'        "{t.name}",']
         if len(t.keys) == 1:  # a one-element tuple stays on one line in the project format
             (k,) = t.keys
-            lines.append(f'        (Key("{k.name}", "{k.type}"),),')
+            lines.append(f"        ({_key(k)},),")
         elif t.keys:
             lines.append("        (")
-            lines += [f'            Key("{k.name}", "{k.type}"),' for k in t.keys]
+            lines += [f"            {_key(k)}," for k in t.keys]
             lines.append("        ),")
         else:
             lines.append("        (),")

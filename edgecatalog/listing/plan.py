@@ -42,6 +42,7 @@ from ..engines import current as engine
 from ..errors import NotFound
 from ..models import Device, database
 from . import counts, scan_cache, zone_page, zones
+from . import hours as hours_mod
 from .counts import CountTable
 from .query import FILTERS, Filter, ImageQuery
 from .sql import (
@@ -73,6 +74,7 @@ WALK_MIN, WALK_BUDGET = 1_024, 2_048
 # at most FILTER_WALK_BUDGET (~16 ms) and never more than the filter's rows.
 FILTER_WALK_MIN, FILTER_WALK_BUDGET = 8_192, 16_384
 SIZE = Sql("(SELECT coalesce(max(id), 0) FROM image)")
+CAPTURED = ("captured_after", "captured_before")
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,53 @@ class _Conditions:
     # The same as ``columns`` without the search's (which no count table has): None when
     # another filter has none either.
     searchless: set[str] | None
+    # A captured_at range as whole hours and the rest (``hours``), with the count-table
+    # columns of the other filters (None: one has none) and the range's created_at window.
+    hours: hours_mod.Hours | None = None
+    timeless: set[str] | None = None
+    window: Sql | None = None
+
+    @property
+    def hour_columns(self) -> set[str] | None:
+        """The count-table columns a table keyed by the hour must have, or None (no range,
+        or another filter no table keys)."""
+        if self.hours is None or self.timeless is None:
+            return None
+        return {*self.timeless, hours_mod.COLUMN}
+
+    def hour_others(self) -> list[Sql]:
+        """``others()`` over a table keyed by the hour: the range as its whole hours."""
+        out = []
+        for flt, cond in self.entries:
+            if flt is not None and flt.param in CAPTURED:
+                continue
+            if cond is self.window or (flt is not None and flt.param == "class_values"):
+                continue
+            out.append(cond)
+        return [*out, *self.hours.whole()] if self.hours is not None else out
+
+    def edge_rows(self, *, probe: bool = False, classes: bool = True) -> list[list[Sql]]:
+        """For each hour the range covers in part, every condition (``classes``: the class's
+        too) with the range narrowed to that hour's part and the created_at window of that
+        part alone, which the created_at index serves (the whole range's window can be the
+        whole catalog)."""
+        if self.hours is None:
+            return []
+        timeless = [
+            cond
+            for (flt, entry), cond in zip(self.entries, self.render(probe=probe))
+            if not (flt is not None and flt.param in CAPTURED)
+            and entry is not self.window
+            and (classes or getattr(flt, "param", None) != "class_values")
+        ]
+        return [
+            [
+                *timeless,
+                Sql("t.captured_at >= ? AND t.captured_at < ?", (lo, hi)),
+                zone_page.captured_window(lo, hi),
+            ]
+            for lo, hi in self.hours.edges()
+        ]
 
     @property
     def search_alone(self) -> bool:
@@ -179,6 +228,7 @@ class ImageList:
         entries: list[tuple[Filter | None, Sql | None]] = []
         columns: set[str] | None = set()
         searchless: set[str] | None = set()
+        timeless: set[str] | None = set()
         for flt in self.filters:
             if flt.param not in filters or (flt.param == "split" and filters["split"] == "all"):
                 continue
@@ -190,21 +240,26 @@ class ImageList:
                 columns = None if flt.counted_by is None else columns | set(flt.counted_by)
             if searchless is not None and flt.param != "search":
                 searchless = None if flt.counted_by is None else searchless | set(flt.counted_by)
+            if timeless is not None and flt.param not in CAPTURED:
+                timeless = None if flt.counted_by is None else timeless | set(flt.counted_by)
             cond = flt.condition(filters[flt.param])
             if cond is not None:
                 entries.append((flt, cond))
         if "project_id" in filters:
             # As upstream: stage narrows by batch stage only when a project is given.
             entries.append((None, project_cond(filters["project_id"], filters.get("stage"))))
+        window = hours = None
         if "captured_after" in filters or "captured_before" in filters:
             # captured_at has no index: the range's created_at window (from the zones' bounds)
-            # lets a created_at index serve it.
-            window = zone_page.captured_window(
-                filters.get("captured_after"), filters.get("captured_before")
-            )
+            # lets a created_at index serve it. Its whole hours can come from count tables.
+            after, before = filters.get("captured_after"), filters.get("captured_before")
+            window = zone_page.captured_window(after, before)
             entries.append((None, window))
+            hours = hours_mod.split(after, before)
         names_batch = "batch_id" in filters or "project_id" in filters
-        return _Conditions(entries, classes, columns, names_batch, searchless)
+        return _Conditions(
+            entries, classes, columns, names_batch, searchless, hours, timeless, window
+        )
 
     def select(self, query: ImageQuery) -> Page:
         """The page and its exact total: a bounded number of statements (device lookup, the
@@ -483,6 +538,9 @@ class ImageList:
         classes' images summed (exact for one class, an upper bound for several). With a
         search's ``matches`` per zone, a count over the rows reads only the zones holding
         them."""
+        by_hours = self._hourly_count(conds, plan)
+        if by_hours is not None:
+            return by_hours
         others = conds.others()
         # Counted over the rows: with a search, only the zones holding its matches.
         # (The classes as a probe per row there: the zones' ranges, not a common class's
@@ -546,6 +604,48 @@ class ImageList:
         counted = compose("(SELECT count(*) FROM image t{})", where(every))
         return compose("SELECT {}, {}, {}, {}", counted, SIZE, SIZE, class_images)
 
+    def _hourly_count(self, conds: _Conditions, plan: dict[str, str]) -> Sql | None:
+        """``_count``'s statement for a captured_at range that tables keyed by the hour
+        answer (its whole hours; the rows of the hours it covers in part counted beside), or
+        None. With one class and no other filter: the class's hour table, and the images of
+        the range for the page's choice."""
+        wanted = conds.hour_columns
+        if wanted is None or (
+            conds.classes is not None and (len(conds.classes) != 1 or wanted != {hours_mod.COLUMN})
+        ):
+            return None
+        images = counts.source_for(wanted, per_class=False, tables=self.count_tables)
+        if images is None:
+            return None
+        in_range = _plus(_sum(images, conds.hour_others()), _rows(conds.edge_rows(classes=False)))
+        cut = (
+            " plus COUNT(*) over the rows of the hours it covers in part"
+            if conds.edge_rows()
+            else ""
+        )
+        if conds.classes is None:
+            plan["total"] = (
+                f"count table kept by triggers: {images.name} over the range's whole hours{cut}"
+            )
+            return compose("SELECT {}, {}, 0, 0", in_range, SIZE)
+        table = counts.source_for(wanted, per_class=True, tables=self.count_tables)
+        if table is None:
+            return None
+        classes = conds.classes
+        plan["total"] = (
+            f"count table kept by triggers: {table.name} (one class) over the range's whole "
+            f"hours{cut}"
+        )
+        total = _plus(
+            _sum(table, [Sql("t.class_value = ?", classes), *conds.hour_others()]),
+            _rows(conds.edge_rows(probe=True)),
+        )
+        per_class = counts.source_for((), per_class=True, tables=self.count_tables)
+        class_images = Sql(
+            f"(SELECT coalesce(sum(n), 0) FROM {per_class.name} WHERE class_value = ?)", classes
+        )
+        return compose("SELECT {}, {}, {}, {}", total, SIZE, in_range, class_images)
+
     # -- one image ------------------------------------------------------------------------
 
     def get_image_row(self, image_id: int) -> dict[str, Any]:
@@ -574,6 +674,18 @@ def _walk(
 
 def _sum(table: CountTable, conds: list[Sql]) -> Sql:
     return compose(f"(SELECT coalesce(sum(t.n), 0) FROM {table.name} t{{}})", where(conds))
+
+
+def _rows(parts: list[list[Sql]]) -> Sql:
+    """COUNT(*) of the image rows each part's conditions select, summed (0 for none)."""
+    out = Sql("0")
+    for every in parts:
+        out = _plus(out, compose("(SELECT count(*) FROM image t{})", where(every)))
+    return out
+
+
+def _plus(a: Sql, b: Sql) -> Sql:
+    return compose("({} + {})", a, b)
 
 
 IMAGES = ImageList()

@@ -66,9 +66,10 @@ def _column(name: str, *, weak_index: bool = False, counted: bool = True):
 
 def _time_range(column: str) -> tuple[Filter, Filter]:
     """``<stem>_after`` (inclusive) and ``<stem>_before`` (exclusive) on a timestamp column.
-    No count table is keyed by time, so a total with them counts the rows: ``created_at``
-    through its index (and the (column, created_at) indexes beside another filter),
-    ``captured_at`` without one (docs/performance.md has the figures)."""
+    A captured_at range's whole hours are counted from the tables keyed by the capture's hour
+    (``listing.hours``), its cut hours and any created_at range from the rows: ``created_at``
+    through its index (and the (column, created_at) indexes beside another filter)
+    (docs/performance.md has the figures)."""
     stem = column.removesuffix("_at")
     form = "ISO 8601 with an offset or Z, or epoch milliseconds"
     return (
