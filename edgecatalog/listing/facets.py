@@ -159,10 +159,16 @@ def _grouped_classes(
     if table is None:
         return _over_rows(conds.render())
     annotations = ", sum(t.annotations)" if table.annotations else ""
+    others = _table_conds(conds, table)
+    if table.keys and others:
+        # Every class named: the rows are led by the class, so a filter on the next key
+        # (a project's batches) is then a seek per class, not a read of the whole table.
+        every = counts.source_for((), per_class=True)
+        others.append(Sql(f"t.class_value IN (SELECT class_value FROM {every.name})"))
     statement = compose(
         f"SELECT t.class_value, sum(t.n){annotations} FROM {table.name} t{{}} "
         "GROUP BY t.class_value HAVING sum(t.n) > 0",
-        where(_table_conds(conds, table)),
+        where(others),
     )
     rows = database.execute_sql(*statement).fetchall()
     # int(): a sum is a NUMERIC on PostgreSQL.
@@ -218,13 +224,13 @@ def _grouped(
             where(others),
         )
         statements.append(Sql(f"SELECT {values}, t.n FROM ({grouped.text}) t{joins}", grouped.args))
-    # With a time range, the range's rows are few: each probes the classes (a common
-    # class's IN list would be read whole).
-    probe = conds.window is not None
+    # With a time range or a batch, the rows are found through their index: each probes the
+    # classes (a common class's IN list would be read whole).
+    probe = conds.window is not None or conds.names_batch
     if _hourly(table):
         rows = conds.edge_rows(probe=True)
     else:
-        rows = [conds.render(probe=probe)] if table is None else []
+        rows = [conds.render(probe=probe, batch_first=True)] if table is None else []
     for every in rows:
         # Over the rows grouped by the values at once: grouped by their keys first, SQLite
         # would walk an index to do it.

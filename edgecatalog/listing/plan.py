@@ -174,14 +174,18 @@ class _Conditions:
         """Whether the search is the only condition (its per-zone counts are then exact)."""
         return len(self.entries) == 1 and getattr(self.entries[0][0], "param", None) == "search"
 
-    def render(self, *, probe: bool = False, search: bool = True) -> list[Sql]:
-        """Every condition; the classes as a probe per row or their IN list."""
+    def render(
+        self, *, probe: bool = False, search: bool = True, batch_first: bool = False
+    ) -> list[Sql]:
+        """Every condition; the classes as a probe per row or their IN list; ``batch_first``:
+        as in ``others``."""
         out = []
         for flt, cond in self.entries:
             if flt is not None and flt.param == "class_values":
                 out.append(class_probe(self.classes) if probe else class_in(self.classes))
             elif search or flt is None or flt.param != "search":
-                out.append(cond)
+                weak = flt is not None and flt.weak_index and batch_first and self.names_batch
+                out.append(unindexed(cond) if weak else cond)
         return out
 
     def with_search_ids(self, ids: list[int]) -> _Conditions:
