@@ -167,6 +167,7 @@ class Image(BaseModel):
             (("annotation_status", "created_at"), False),
             (("split", "created_at"), False),
             (("sync_state", "created_at"), False),
+            (("pinned", "created_at"), False),  # the pinned queue (migration 0018)
         )
 
 
@@ -186,7 +187,11 @@ class Annotation(BaseModel):
     updated_at = BigIntegerField()
 
     class Meta:
-        indexes = ((("class_value", "image"), False),)
+        indexes = (
+            (("class_value", "image"), False),
+            # The review queues' confidence range gives its images from the index alone.
+            (("confidence", "image"), False),
+        )
 
 
 class Outbox(BaseModel):

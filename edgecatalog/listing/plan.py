@@ -50,6 +50,7 @@ from .sql import (
     class_in,
     class_probe,
     compose,
+    confidence_cond,
     ids_cond,
     image_row,
     like_pattern,
@@ -186,6 +187,17 @@ class ImageList:
         if "project_id" in filters:
             # As upstream: stage narrows by batch stage only when a project is given.
             entries.append((None, project_cond(filters["project_id"], filters.get("stage"))))
+        if "min_confidence" in filters or "max_confidence" in filters:
+            # One annotation meets both bounds (and the classes): an uncertain box of a class,
+            # not one class's box and another's uncertain score.
+            entries.append(
+                (
+                    None,
+                    confidence_cond(
+                        filters.get("min_confidence"), filters.get("max_confidence"), classes
+                    ),
+                )
+            )
         if "captured_after" in filters or "captured_before" in filters:
             # captured_at has no index: the range's created_at window (from the zones' bounds)
             # lets a created_at index serve it.
