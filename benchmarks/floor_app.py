@@ -116,6 +116,18 @@ def where_clause(q: dict[str, str]) -> tuple[str, list]:
         marks = ",".join("?" * len(values))
         parts.append(f"i.id IN (SELECT image_id FROM annotation WHERE class_value IN ({marks}))")
         args += values
+    # The review queues: one annotation in the confidence range; no annotation at all; pinned.
+    if "min_confidence" in q or "max_confidence" in q:
+        parts.append(
+            "i.id IN (SELECT image_id FROM annotation WHERE confidence >= ? AND confidence <= ?)"
+        )
+        args += [float(q.get("min_confidence", 0)), float(q.get("max_confidence", 1))]
+    if "has_annotations" in q:
+        no = "NOT " if q["has_annotations"] in ("false", "0") else ""
+        parts.append(f"{no}EXISTS (SELECT 1 FROM annotation a WHERE a.image_id = i.id)")
+    if "pinned" in q:
+        parts.append("i.pinned = ?")
+        args.append(1 if q["pinned"] in ("true", "1") else 0)
     if "search" in q:
         term = q["search"].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         parts.append("i.filename LIKE ? ESCAPE '\\'")

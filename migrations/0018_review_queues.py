@@ -1,11 +1,191 @@
-"""The review queues' indexes: ``annotation (confidence, image_id)``, so a confidence range
-(``min_confidence``/``max_confidence``) reads its images from the index alone, and
-``image (pinned, created_at)``, so the pinned queue is a range of an index in the list's
-default order. Both are plain indexes, made the same way on either engine.
+"""The review queues: their indexes, and ``image.confidence_bits`` with its count table.
+
+- ``annotation (confidence, image_id)``: a confidence range (``min_confidence`` /
+  ``max_confidence``) reads its annotations' images from the index alone;
+- ``image (pinned, created_at)``: the pinned queue is a range of an index in the list's
+  default order;
+- ``image.confidence_bits`` (``edgecatalog.confidence_bits``: one bit per 0.05-wide bucket
+  its annotations' confidences fall in), filled from the annotations and kept by triggers on
+  ``annotation``; and the count table ``image_confidence_count`` keyed by it, so the
+  uncertainty queue's total is a sum over a few hundred rows.
+
+The count tables as ``edgecatalog.listing.counts`` declared them when this migration was
+written are frozen below (a later declaration needs its own migration).
 """
+
+from __future__ import annotations
+
+from edgecatalog.engines import engine_of, install_counts
+from edgecatalog.listing.counts import CountTable, Key
+
+# What the previous count migration installed.
+PREVIOUS = (
+    CountTable(
+        "image_total_count",
+        (
+            Key("device_id", "INTEGER"),
+            Key("annotation_status", "TEXT"),
+            Key("split", "TEXT"),
+            Key("sync_state", "TEXT"),
+        ),
+        per_class=False,
+    ),
+    CountTable(
+        "image_facet_count",
+        (
+            Key("batch_id", "INTEGER"),
+            Key("device_id", "INTEGER"),
+            Key("annotation_status", "TEXT"),
+            Key("split", "TEXT"),
+            Key("sync_state", "TEXT"),
+        ),
+        per_class=False,
+    ),
+    CountTable(
+        "image_class_count",
+        (),
+        per_class=True,
+    ),
+    CountTable(
+        "image_class_facet",
+        (
+            Key("batch_id", "INTEGER"),
+            Key("device_id", "INTEGER"),
+            Key("annotation_status", "TEXT"),
+            Key("split", "TEXT"),
+            Key("sync_state", "TEXT"),
+        ),
+        per_class=True,
+    ),
+    CountTable(
+        "image_set_total",
+        (Key("class_set_id", "INTEGER"),),
+        per_class=False,
+    ),
+    CountTable(
+        "image_set_count",
+        (
+            Key("device_id", "INTEGER"),
+            Key("class_set_id", "INTEGER"),
+            Key("annotation_status", "TEXT"),
+            Key("split", "TEXT"),
+            Key("sync_state", "TEXT"),
+        ),
+        per_class=False,
+    ),
+    CountTable(
+        "image_set_facet",
+        (
+            Key("batch_id", "INTEGER"),
+            Key("class_set_id", "INTEGER"),
+            Key("device_id", "INTEGER"),
+            Key("annotation_status", "TEXT"),
+            Key("split", "TEXT"),
+            Key("sync_state", "TEXT"),
+        ),
+        per_class=False,
+    ),
+    CountTable(
+        "image_origin_count",
+        (
+            Key("device_id", "INTEGER"),
+            Key("annotation_status", "TEXT"),
+            Key("split", "TEXT"),
+            Key("sync_state", "TEXT"),
+            Key("source", "TEXT"),
+            Key("model_version", "TEXT"),
+        ),
+        per_class=False,
+    ),
+)
+TABLES = (
+    CountTable(
+        "image_total_count",
+        (
+            Key("device_id", "INTEGER"),
+            Key("annotation_status", "TEXT"),
+            Key("split", "TEXT"),
+            Key("sync_state", "TEXT"),
+        ),
+        per_class=False,
+    ),
+    CountTable(
+        "image_facet_count",
+        (
+            Key("batch_id", "INTEGER"),
+            Key("device_id", "INTEGER"),
+            Key("annotation_status", "TEXT"),
+            Key("split", "TEXT"),
+            Key("sync_state", "TEXT"),
+        ),
+        per_class=False,
+    ),
+    CountTable(
+        "image_class_count",
+        (),
+        per_class=True,
+    ),
+    CountTable(
+        "image_class_facet",
+        (
+            Key("batch_id", "INTEGER"),
+            Key("device_id", "INTEGER"),
+            Key("annotation_status", "TEXT"),
+            Key("split", "TEXT"),
+            Key("sync_state", "TEXT"),
+        ),
+        per_class=True,
+    ),
+    CountTable(
+        "image_set_total",
+        (Key("class_set_id", "INTEGER"),),
+        per_class=False,
+    ),
+    CountTable(
+        "image_set_count",
+        (
+            Key("device_id", "INTEGER"),
+            Key("class_set_id", "INTEGER"),
+            Key("annotation_status", "TEXT"),
+            Key("split", "TEXT"),
+            Key("sync_state", "TEXT"),
+        ),
+        per_class=False,
+    ),
+    CountTable(
+        "image_set_facet",
+        (
+            Key("batch_id", "INTEGER"),
+            Key("class_set_id", "INTEGER"),
+            Key("device_id", "INTEGER"),
+            Key("annotation_status", "TEXT"),
+            Key("split", "TEXT"),
+            Key("sync_state", "TEXT"),
+        ),
+        per_class=False,
+    ),
+    CountTable(
+        "image_origin_count",
+        (
+            Key("device_id", "INTEGER"),
+            Key("annotation_status", "TEXT"),
+            Key("split", "TEXT"),
+            Key("sync_state", "TEXT"),
+            Key("source", "TEXT"),
+            Key("model_version", "TEXT"),
+        ),
+        per_class=False,
+    ),
+    CountTable(
+        "image_confidence_count",
+        (Key("confidence_bits", "INTEGER"),),
+        per_class=False,
+    ),
+)
 
 
 def up(migrator, db):
+    engine = engine_of(db)
     db.execute_sql(
         "CREATE INDEX IF NOT EXISTS annotation_confidence_image_id "
         "ON annotation (confidence, image_id)"
@@ -13,3 +193,10 @@ def up(migrator, db):
     db.execute_sql(
         "CREATE INDEX IF NOT EXISTS image_pinned_created_at ON image (pinned, created_at)"
     )
+    db.execute_sql("ALTER TABLE image ADD COLUMN confidence_bits INTEGER NOT NULL DEFAULT 0")
+    for sql in engine.confidence_backfill():
+        db.execute_sql(sql)
+    for statements in engine.confidence_triggers().values():
+        for sql in statements:
+            db.execute_sql(sql)
+    install_counts(db.execute_sql, TABLES, previous=PREVIOUS, engine=engine)

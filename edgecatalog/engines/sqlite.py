@@ -21,7 +21,15 @@ from typing import Any, ClassVar
 
 from ..listing import zones
 from ..listing.counts import CountTable
-from .text import backfill, cols, grouped_select, zone_select, zone_values, zone_widen
+from .text import (
+    backfill,
+    cols,
+    confidence_bits,
+    grouped_select,
+    zone_select,
+    zone_values,
+    zone_widen,
+)
 
 GATE_TABLE = "ingest_bulk"
 GATE = f"NOT EXISTS (SELECT 1 FROM {GATE_TABLE})"
@@ -239,6 +247,57 @@ class SqliteEngine:
                 )
             ],
         }
+
+    # -- confidence bits (``confidence_bits``): kept by triggers on annotation ----------
+
+    def confidence_bucket(self, column: str) -> str:
+        # CAST truncates toward zero: the floor of a confidence (never negative).
+        return f"min(19, CAST({column} * 20 AS INTEGER))"
+
+    def stored_confidence(self, value: float) -> float:
+        return value  # REAL is a double: stored as given
+
+    def confidence_triggers(self) -> dict[str, list[str]]:
+        def bit(c: str) -> str:
+            return f"(1 << {self.confidence_bucket(c)})"
+
+        def refresh(img: str) -> str:
+            bits = confidence_bits(img, self.confidence_bucket("confidence"))
+            return (
+                f"UPDATE image SET confidence_bits = {bits} WHERE id = {img} "
+                f"AND confidence_bits IS NOT {bits};"
+            )
+
+        # An insert only adds its bit (and the bulk writer set it already: nothing to do);
+        # a delete or a change recomputes the image's bits from its annotations.
+        return {
+            "annotation_conf_ai": [
+                (
+                    "CREATE TRIGGER IF NOT EXISTS annotation_conf_ai AFTER INSERT ON annotation "
+                    "WHEN new.confidence IS NOT NULL BEGIN UPDATE image SET confidence_bits = "
+                    f"confidence_bits | {bit('new.confidence')} WHERE id = new.image_id AND "
+                    f"(confidence_bits & {bit('new.confidence')}) = 0; END"
+                )
+            ],
+            "annotation_conf_ad": [
+                (
+                    "CREATE TRIGGER IF NOT EXISTS annotation_conf_ad AFTER DELETE ON annotation "
+                    f"WHEN old.confidence IS NOT NULL BEGIN {refresh('old.image_id')} END"
+                )
+            ],
+            "annotation_conf_au": [
+                (
+                    "CREATE TRIGGER IF NOT EXISTS annotation_conf_au AFTER UPDATE OF confidence, "
+                    "image_id ON annotation WHEN old.confidence IS NOT new.confidence OR "
+                    f"old.image_id IS NOT new.image_id BEGIN {refresh('old.image_id')} "
+                    f"{refresh('new.image_id')} END"
+                )
+            ],
+        }
+
+    def confidence_backfill(self) -> list[str]:
+        bits = confidence_bits("image.id", self.confidence_bucket("confidence"))
+        return [f"UPDATE image SET confidence_bits = {bits}"]
 
     def class_set_backfill(self) -> list[str]:
         key = _set_key("image.id")

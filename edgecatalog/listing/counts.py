@@ -67,6 +67,7 @@ TOTAL_KEYS = (DEVICE, STATUS, SPLIT, SYNC)
 SOURCE = Key("source", "TEXT")
 MODEL_VERSION = Key("model_version", "TEXT")
 FACET_KEYS = (BATCH, *TOTAL_KEYS)
+CONFIDENCE_BITS = Key("confidence_bits", "INTEGER")
 
 # Smallest first within each kind: the planner takes the first that covers the filters.
 COUNT_TABLES: tuple[CountTable, ...] = (
@@ -80,9 +81,12 @@ COUNT_TABLES: tuple[CountTable, ...] = (
     CountTable("image_set_total", (CLASS_SET,)),
     CountTable("image_set_count", (DEVICE, CLASS_SET, STATUS, SPLIT, SYNC)),
     CountTable("image_set_facet", (BATCH, CLASS_SET, DEVICE, STATUS, SPLIT, SYNC)),
-    # Only the facets of source and model_version read it (no filter has their columns, so
-    # the list's totals never pick it).
+    # The facets of source and model_version read it, and the model_version filter's totals.
     CountTable("image_origin_count", (*TOTAL_KEYS, SOURCE, MODEL_VERSION)),
+    # The review queue's confidence range alone: the images per set of confidence buckets
+    # (``confidence_bits``; a few hundred rows). No filter declares the column, so no other
+    # total picks it; the planner reads it for a confidence range without other filters.
+    CountTable("image_confidence_count", (CONFIDENCE_BITS,)),
 )
 
 

@@ -112,6 +112,46 @@ def confidence_cond(low: float | None, high: float | None, classes: tuple[str, .
     return Sql(f"t.id IN (SELECT a.image_id FROM annotation a WHERE {text})", args)
 
 
+def _partial_ids(parts: tuple[tuple[int, float, float], ...]) -> Sql:
+    """The images with a confidence in a partly covered end bucket's part of the range: its
+    index range, each confidence's bucket rechecked (``confidence_bits.split``)."""
+    bucket = engine().confidence_bucket("a.confidence")
+    tests = " OR ".join(
+        f"(a.confidence >= ? AND a.confidence <= ? AND {bucket} = ?)" for _ in parts
+    )
+    args = tuple(v for k, lo, hi in parts for v in (lo, hi, k))
+    return Sql(f"t.id IN (SELECT a.image_id FROM annotation a WHERE {tests})", args)
+
+
+def bits_cond(full: int, parts: tuple[tuple[int, float, float], ...]) -> Sql:
+    """A confidence range without classes from the image's own ``confidence_bits`` (the
+    buckets wholly inside it) or, for the partly covered end buckets, the annotations."""
+    whole = Sql("(t.confidence_bits & ?) <> 0", (full,))
+    if not parts:
+        return whole
+    if not full:
+        return _partial_ids(parts)
+    return compose("({} OR {})", whole, _partial_ids(parts))
+
+
+def bits_total(table: str, full: int, parts: tuple[tuple[int, float, float], ...]) -> Sql:
+    """The exact total of a confidence range alone: the images with a bit of a bucket wholly
+    inside it (summed from the count table ``table``, keyed by the bits), plus those without
+    one that have a confidence in a partly covered end bucket's part of it."""
+    whole = Sql(
+        f"(SELECT coalesce(sum(t.n), 0) FROM {table} t WHERE (t.confidence_bits & ?) <> 0)",
+        (full,),
+    )
+    if not parts:
+        return whole
+    partial = _partial_ids(parts)
+    rest = Sql(
+        f"(SELECT count(*) FROM image t WHERE (t.confidence_bits & ?) = 0 AND {partial.text})",
+        (full, *partial.args),
+    )
+    return compose("({} + {})", whole, rest)
+
+
 # What ``annotation_source`` names: "model" is every inference (the word itself or a model's
 # own name), the other two are the reviewed sources (``catalog.REVIEWED_SOURCES``).
 ANNOTATION_SOURCES = ("model", "manual", "import")
