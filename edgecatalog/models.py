@@ -338,6 +338,19 @@ class FieldEdit(BaseModel):
         primary_key = CompositeKey("image", "field")
 
 
+class DatasetExport(BaseModel):
+    """A dataset export this catalog planned (``GET /data/exports/<format>``, a whole archive):
+    when its snapshot was taken, the format and the filters. The page's "changed since the
+    last export" queue lists the images updated after the newest one (migration 0018)."""
+
+    format = TextField()
+    filters = TextField(default="{}")  # the list filters it selected with, as JSON
+    planned_at = BigIntegerField()
+
+    class Meta:
+        indexes = ((("planned_at",), False),)
+
+
 class ClassSet(BaseModel):
     """A set of annotation classes some image has (``class_sets``): ``classes`` sorted and
     joined by U+001F. Never deleted: a set no image has any more counts zero."""
@@ -375,4 +388,5 @@ MODELS = (
     FieldEdit,
     ClassSet,
     ClassSetMember,
+    DatasetExport,
 )

@@ -395,6 +395,16 @@ OPERATIONS: dict[str, Operation] = {
         path={"image_id": "Image id"},
         errors=(410, 416),
     ),
+    "exports.list_exports": Operation(
+        "listExports",
+        DATA,
+        "List the dataset exports planned so far",
+        {"200": ok("Exports, newest first", ref("DatasetExport"), page=True)},
+        "One entry per whole archive served (a resumed range or a 304 adds none): its format, "
+        "the filters it selected with, and when its snapshot was taken. The page's \"changed "
+        'since the last export" queue is the images with updated_after the newest one.',
+        query=lambda: PAGE,
+    ),
     "exports.export_dataset": Operation(
         "exportDataset",
         DATA,
@@ -553,6 +563,15 @@ TIMESTAMP = {"type": "string", "description": "RFC 3339 UTC timestamp; empty str
 
 # Schemas of the envelope (envelope.py) and of the bodies no field table declares.
 SCHEMAS: dict[str, Any] = {
+    "DatasetExport": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "format": {"type": "string", "enum": ["coco", "yolo", "jsonl", "csv"]},
+            "filters": {"type": "object", "description": "the list filters it selected with"},
+            "created_at": {"type": "string", "description": "when its snapshot was taken"},
+        },
+    },
     "BulkUpdateResult": {
         "type": "object",
         "properties": {

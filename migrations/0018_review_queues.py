@@ -4,6 +4,8 @@
   ``max_confidence``) reads its annotations' images from the index alone;
 - ``image (pinned, created_at)``: the pinned queue is a range of an index in the list's
   default order;
+- ``dataset_export``: when each dataset export was planned, its format and filters (the
+  "changed since the last export" queue);
 - ``image.confidence_bits`` (``edgecatalog.confidence_bits``: one bit per 0.05-wide bucket
   its annotations' confidences fall in), filled from the annotations and kept by triggers on
   ``annotation``; and the count table ``image_confidence_count`` keyed by it, so the
@@ -14,6 +16,8 @@ written are frozen below (a later declaration needs its own migration).
 """
 
 from __future__ import annotations
+
+from peewee import BigIntegerField, Model, TextField
 
 from edgecatalog.engines import engine_of, install_counts
 from edgecatalog.listing.counts import CountTable, Key
@@ -185,6 +189,17 @@ TABLES = (
 
 
 def up(migrator, db):
+    class DatasetExport(Model):  # frozen copy of edgecatalog.models.DatasetExport
+        format = TextField()
+        filters = TextField(default="{}")
+        planned_at = BigIntegerField()
+
+        class Meta:
+            database = db
+            legacy_table_names = False
+            indexes = ((("planned_at",), False),)
+
+    db.create_tables([DatasetExport])
     engine = engine_of(db)
     db.execute_sql(
         "CREATE INDEX IF NOT EXISTS annotation_confidence_image_id "

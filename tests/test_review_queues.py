@@ -280,3 +280,36 @@ def test_the_queue_follows_annotation_edits(client, auth_headers, settings):
             "UPDATE annotation SET image_id = ? WHERE id = ?", (images[0].id, anns[5])
         )
     check()
+
+
+@pytest.mark.both_engines
+def test_changed_since_the_last_export(client, auth_headers, settings):
+    """Each whole archive served is remembered (a resumed range is not); the images updated
+    after the newest one are the "changed since the last export" queue."""
+    images = [seed_image(settings, filename=f"x{i}.jpg", seed=i) for i in range(4)]
+    assert client.get("/data/exports", headers=auth_headers()).get_json()["data"] == []
+    resp = client.get("/data/exports/jsonl?split=all", headers=auth_headers())
+    assert resp.status_code == 200
+    resp.get_data()
+    again = client.get("/data/exports/jsonl", headers={**auth_headers(), "Range": "bytes=0-9"})
+    assert again.status_code == 206
+    again.get_data()
+    listed = client.get("/data/exports", headers=auth_headers()).get_json()
+    assert listed["meta"]["total"] == 1
+    (last,) = listed["data"]
+    assert last["format"] == "jsonl" and last["filters"] == {"split": "all"}
+    write = auth_headers("write")
+    for image in images[1:3]:
+        resp = client.patch(f"/data/images/{image.id}", json={"pinned": True}, headers=write)
+        assert resp.status_code == 200
+    changed = client.get(
+        "/data/images",
+        query_string={"updated_after": last["created_at"]},
+        headers=auth_headers(),
+    ).get_json()
+    want = _sql(
+        "SELECT i.id FROM image i WHERE i.updated_at >= "
+        "(SELECT max(planned_at) FROM dataset_export)"
+    )
+    assert {row["id"] for row in changed["data"]} == want == {i.id for i in images[1:3]}
+    assert changed["meta"]["total"] == 2

@@ -164,6 +164,8 @@ FILTERS: tuple[Filter, ...] = (
     ),
     *_time_range("captured_at"),
     *_time_range("created_at"),
+    # "Changed since the last export": the review queue of edits (``updated_at``, indexed).
+    *_time_range("updated_at"),
     # The review queues. The two confidence bounds combine into one condition (``plan``),
     # with the classes when class_values is given: one annotation must meet them all.
     Filter(
