@@ -2,9 +2,12 @@
 "a confidence in [low, high]" is counted from a count table instead of a distinct count over
 the annotations (half a million images at 1M, about a second). No Flask.
 
-Confidence 0..1 is cut into ``BUCKETS`` buckets of 0.05: ``bucket(c) = min(19, floor(c*20))``
-(the engines compute the same in SQL, on the same doubles), and bit ``k`` of an image is set
-when one of its annotations has a confidence in bucket ``k``. Triggers on ``annotation``
+Confidence 0..1 is cut at every multiple of 0.05 into ``BUCKETS`` buckets: the multiples
+themselves (0, 0.05, ..., 1: even buckets) and the open intervals between them (odd ones), so
+that a queue with round bounds, [0.4, 0.6] inclusive, is a set of whole buckets. With
+``x = c*20``: ``bucket(c) = 2*floor(x) + (x > floor(x))`` (the engines compute the same in SQL,
+on the same doubles), and bit ``k`` of an image is set when one of its annotations has a
+confidence in bucket ``k`` (41 bits: a BIGINT). Triggers on ``annotation``
 (migration 0018) keep the bits; the bulk writer gives a new image its bits as it inserts it
 (``bits_of``), so its annotations' triggers find them set and do nothing.
 
@@ -12,8 +15,8 @@ A range [low, high] is exact from the bits because ``bucket`` is monotone: a buc
 between ``bucket(low)`` and ``bucket(high)`` holds only confidences inside the range, and so
 do the end buckets when no confidence outside the range can fall into them (``full_mask``).
 Only a partly covered end bucket is rechecked against the annotations themselves, through
-the confidence index, over that bucket's part of the range (``Split.partial``): for the
-queue's round bounds (0.4..0.6) that part is the confidences equal to 0.6.
+the confidence index, over that bucket's part of the range (``Split.partial``): for round
+bounds (0.4..0.6) there is none.
 """
 
 from __future__ import annotations
@@ -22,14 +25,23 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-BUCKETS = 20
-# Confidences in a bucket lie within this of its nominal bounds k/20..(k+1)/20 (rounding of
-# c*20 is ~1e-16): a generous margin for the index range a partial bucket is rechecked over.
+STEPS = 20  # multiples of 0.05
+BUCKETS = 2 * STEPS + 1
+# Confidences in a bucket lie within this of its nominal bounds (rounding of c*20 is ~1e-16):
+# a generous margin for the index range a partial bucket is rechecked over.
 MARGIN = 1e-9
 
 
 def bucket(confidence: float) -> int:
-    return min(BUCKETS - 1, math.floor(confidence * BUCKETS))
+    x = confidence * STEPS
+    whole = math.floor(x)
+    return 2 * whole + (x > whole)
+
+
+def _nominal(k: int) -> tuple[float, float]:
+    """The values bucket ``k`` stands for: a multiple of 0.05, or the interval above one."""
+    step = k // 2
+    return step / STEPS, (step + k % 2) / STEPS
 
 
 def bits_of(confidences: Iterable[float | None]) -> int:
@@ -69,7 +81,7 @@ def split(low: float, high: float) -> Split:
         if inside:
             full |= 1 << k
         else:
-            lo = max(low, k / BUCKETS - MARGIN)
-            hi = min(high, (k + 1) / BUCKETS + MARGIN)
+            start, end = _nominal(k)
+            lo, hi = max(low, start - MARGIN), min(high, end + MARGIN)
             partial.append((k, lo, hi))
     return Split(full, tuple(partial))

@@ -156,10 +156,9 @@ class Image(BaseModel):
     # The image's distinct annotation classes as one id (``class_sets``; 0: none), kept by
     # triggers on annotation (migration 0013), set by the bulk writer for new images.
     class_set_id = IntegerField(default=0)
-    # Which 0.05-wide buckets its annotations' confidences fall in, one bit each
-    # (``confidence_bits``), kept by triggers on annotation (migration 0018), set by the bulk
-    # writer for new images.
-    confidence_bits = IntegerField(default=0)
+    # Which buckets of 0.05 (``confidence_bits``) its annotations' confidences fall in, one
+    # bit each, kept by triggers on annotation (migration 0018), set by the bulk writer.
+    confidence_bits = BigIntegerField(default=0)
 
     class Meta:
         indexes = (

@@ -6,7 +6,7 @@
   default order;
 - ``dataset_export``: when each dataset export was planned, its format and filters (the
   "changed since the last export" queue);
-- ``image.confidence_bits`` (``edgecatalog.confidence_bits``: one bit per 0.05-wide bucket
+- ``image.confidence_bits`` (``edgecatalog.confidence_bits``: one bit per bucket of 0.05
   its annotations' confidences fall in), filled from the annotations and kept by triggers on
   ``annotation``; and the count table ``image_confidence_count`` keyed by it, so the
   uncertainty queue's total is a sum over a few hundred rows.
@@ -208,7 +208,8 @@ def up(migrator, db):
     db.execute_sql(
         "CREATE INDEX IF NOT EXISTS image_pinned_created_at ON image (pinned, created_at)"
     )
-    db.execute_sql("ALTER TABLE image ADD COLUMN confidence_bits INTEGER NOT NULL DEFAULT 0")
+    wide = "BIGINT" if engine.name == "postgres" else "INTEGER"  # 41 bits
+    db.execute_sql(f"ALTER TABLE image ADD COLUMN confidence_bits {wide} NOT NULL DEFAULT 0")
     for sql in engine.confidence_backfill():
         db.execute_sql(sql)
     for statements in engine.confidence_triggers().values():

@@ -5,10 +5,14 @@ order, and the exact total."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from conftest import ENGINES, engine_database, make_settings, seed_image
+from hypothesis import given
+from hypothesis import strategies as st
 
-from edgecatalog import create_app
+from edgecatalog import confidence_bits, create_app
 from edgecatalog.auth import Authenticator
 from edgecatalog.catalog import NewAnnotation
 from edgecatalog.models import Image, database
@@ -313,3 +317,30 @@ def test_changed_since_the_last_export(client, auth_headers, settings):
     )
     assert {row["id"] for row in changed["data"]} == want == {i.id for i in images[1:3]}
     assert changed["meta"]["total"] == 2
+
+
+_UNIT = st.floats(min_value=0, max_value=1, allow_nan=False)
+_ROUND = st.integers(min_value=0, max_value=20).map(lambda k: k / 20)
+
+
+@given(
+    values=st.lists(
+        st.one_of(_UNIT, _ROUND, _UNIT.map(lambda v: math.nextafter(v, 2))), max_size=30
+    ),
+    low=st.one_of(_UNIT, _ROUND),
+    high=st.one_of(_UNIT, _ROUND),
+)
+def test_a_range_split_into_buckets_is_exact(values, low, high):
+    """Whole buckets need no recheck: a value in one is in the range; a value in the range is
+    in a whole bucket or in a rechecked end bucket within its index range."""
+    values = [min(v, 1.0) for v in values]
+    split = confidence_bits.split(low, high)
+    parts = {k: (lo, hi) for k, lo, hi in split.partial}
+    for v in values:
+        k = confidence_bits.bucket(v)
+        whole = bool(split.full >> k & 1)
+        inside = low <= v <= high
+        if whole:
+            assert inside, (v, k)
+        elif inside:
+            assert k in parts and parts[k][0] <= v <= parts[k][1], (v, k, parts)

@@ -72,6 +72,10 @@ class Engine(Protocol):
         """``confidence_bits.bucket`` of ``column`` in SQL, on the same doubles."""
         ...
 
+    def confidence_bit(self, column: str) -> str:
+        """The bit of that bucket, as a 64-bit integer."""
+        ...
+
     def stored_confidence(self, value: float) -> float:
         """A confidence as the engine stores it (a bound is compared as one)."""
         ...

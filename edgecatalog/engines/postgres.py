@@ -347,7 +347,11 @@ class PostgresEngine:
     def confidence_bucket(self, column: str) -> str:
         # On the stored single-precision value widened to a double, as ``stored_confidence``
         # gives Python the same value: both sides bucket the same doubles.
-        return f"least(19, floor({column}::float8 * 20)::integer)"
+        x = f"({column}::float8 * 20)"
+        return f"(2 * floor({x})::integer + ({x} > floor({x}))::integer)"
+
+    def confidence_bit(self, column: str) -> str:
+        return f"(1::bigint << {self.confidence_bucket(column)})"  # 41 bits
 
     def stored_confidence(self, value: float) -> float:
         # FloatField is REAL here: 0.6 is stored as 0.60000002384..., and a bound of 0.6 must
@@ -355,12 +359,12 @@ class PostgresEngine:
         return struct.unpack("f", struct.pack("f", value))[0]
 
     def confidence_triggers(self) -> dict[str, list[str]]:
-        bit = f"(1 << {self.confidence_bucket('NEW.confidence')})"
-        bits = confidence_bits("img", self.confidence_bucket("confidence"))
+        bit = self.confidence_bit("NEW.confidence")
+        bits = confidence_bits("img", self.confidence_bit("confidence"))
         statements = [
             (
                 "CREATE OR REPLACE FUNCTION image_confidence_bits_refresh(img bigint) RETURNS "
-                "void LANGUAGE plpgsql AS $$ DECLARE found_bits integer; BEGIN "
+                "void LANGUAGE plpgsql AS $$ DECLARE found_bits bigint; BEGIN "
                 f"found_bits := {bits}; "
                 "UPDATE image SET confidence_bits = found_bits WHERE id = img "
                 "AND confidence_bits IS DISTINCT FROM found_bits; END $$"
@@ -392,11 +396,11 @@ class PostgresEngine:
         return {"annotation_confidence_bits": statements}
 
     def confidence_backfill(self) -> list[str]:
-        bucket = self.confidence_bucket("confidence")
+        bit = self.confidence_bit("confidence")
         return [
             (
                 "UPDATE image SET confidence_bits = d.b FROM (SELECT image_id, sum(x) AS b FROM "
-                f"(SELECT DISTINCT image_id, 1 << {bucket} AS x FROM annotation "
+                f"(SELECT DISTINCT image_id, {bit} AS x FROM annotation "
                 "WHERE confidence IS NOT NULL) e GROUP BY image_id) d WHERE image.id = d.image_id"
             )
         ]

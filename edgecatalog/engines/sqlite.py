@@ -251,18 +251,22 @@ class SqliteEngine:
     # -- confidence bits (``confidence_bits``): kept by triggers on annotation ----------
 
     def confidence_bucket(self, column: str) -> str:
-        # CAST truncates toward zero: the floor of a confidence (never negative).
-        return f"min(19, CAST({column} * 20 AS INTEGER))"
+        # CAST truncates toward zero: the floor of a confidence (never negative); a boolean
+        # is 0 or 1.
+        x = f"({column} * 20)"
+        return f"(2 * CAST({x} AS INTEGER) + ({x} > CAST({x} AS INTEGER)))"
+
+    def confidence_bit(self, column: str) -> str:
+        return f"(1 << {self.confidence_bucket(column)})"  # integers are 64-bit
 
     def stored_confidence(self, value: float) -> float:
         return value  # REAL is a double: stored as given
 
     def confidence_triggers(self) -> dict[str, list[str]]:
-        def bit(c: str) -> str:
-            return f"(1 << {self.confidence_bucket(c)})"
+        bit = self.confidence_bit
 
         def refresh(img: str) -> str:
-            bits = confidence_bits(img, self.confidence_bucket("confidence"))
+            bits = confidence_bits(img, bit("confidence"))
             return (
                 f"UPDATE image SET confidence_bits = {bits} WHERE id = {img} "
                 f"AND confidence_bits IS NOT {bits};"
@@ -296,7 +300,7 @@ class SqliteEngine:
         }
 
     def confidence_backfill(self) -> list[str]:
-        bits = confidence_bits("image.id", self.confidence_bucket("confidence"))
+        bits = confidence_bits("image.id", self.confidence_bit("confidence"))
         return [f"UPDATE image SET confidence_bits = {bits}"]
 
     def class_set_backfill(self) -> list[str]:
