@@ -344,3 +344,13 @@ def test_a_range_split_into_buckets_is_exact(values, low, high):
             assert inside, (v, k)
         elif inside:
             assert k in parts and parts[k][0] <= v <= parts[k][1], (v, k, parts)
+
+
+@pytest.mark.parametrize("query, oracle", CASES[:3] + CASES[8:12], ids=lambda c: repr(c)[:40])
+def test_facets_take_the_queue_filters(queue, query, oracle):
+    client, headers = queue
+    want = _sql(oracle)
+    facets = client.get("/data/images/facets", query_string=query, headers=headers).get_json()
+    assert facets["meta"]["total"] == len(want)
+    statuses = facets["data"]["facets"]["annotation_status"]["values"]
+    assert sum(row["count"] for row in statuses) == len(want)
