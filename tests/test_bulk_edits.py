@@ -279,15 +279,16 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("body, field", BAD, ids=lambda v: repr(v)[:50])
-def test_bad_bodies_are_refused_naming_the_field(client, auth_headers, settings, body, field):
+def test_bad_bodies_are_refused_naming_the_field(client, auth_headers, settings):
+    # One catalog for every case (a fresh one each would cost a database per case).
     seed_many(settings, 3)
     before = rows()
-    resp = bulk(client, auth_headers, body)
-    assert resp.status_code == 400, resp.get_json()
-    error = resp.get_json()["error"]
-    assert error["code"] == "VALIDATION_ERROR" and error["details"] == field, error
-    assert rows() == before
+    for body, field in BAD:
+        resp = bulk(client, auth_headers, body)
+        assert resp.status_code == 400, (body, resp.get_json())
+        error = resp.get_json()["error"]
+        assert error["code"] == "VALIDATION_ERROR" and error["details"] == field, (body, error)
+        assert rows() == before, body
 
 
 def test_read_scope_and_unknown_device(client, auth_headers, settings):
