@@ -85,6 +85,7 @@ IMAGE_COLUMNS = (
     "remote_batch_id",
     "remote_storage_key",
     "evicted_at",
+    "pinned",
 )
 IMG_COL = {name: i for i, name in enumerate(IMAGE_COLUMNS)}
 ANNOTATION_COLUMNS = (
@@ -293,6 +294,9 @@ def iter_images(plan: Plan, rng: random.Random):
             "2026.10.1",
             "upload" if uploaded else "capture",
             *sync_fields(rng, created, batch_id, image_id, key),
+            # One image in a thousand pinned, from its id (no draw from rng: the rest of the
+            # catalog is the one earlier figures were measured on).
+            int(image_id % 1000 == 0),
         )
         classes = rng.choices(CLASSES, cum_weights=CLASS_CUM_WEIGHTS, k=plan.annotation_counts[i])
         yield row, classes

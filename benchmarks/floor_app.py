@@ -29,7 +29,7 @@ from urllib.parse import parse_qs
 
 ROW_SQL = """SELECT i.id, i.filename, i.storage_key, i.width, i.height, d.device_id, i.batch_id,
  b.name, p.name, i.annotation_status, i.split, i.split_locked, v.version_name, i.created_at,
- i.updated_at, i.sync_state, i.synced_at
+ i.updated_at, i.sync_state, i.synced_at, i.pinned
  FROM image i JOIN device d ON d.id = i.device_id JOIN batch b ON b.id = i.batch_id
  LEFT JOIN project p ON p.id = b.project_id LEFT JOIN dataset_version v ON v.id = i.version_id"""
 ANN_SQL = """SELECT id, image_id, class_value, type, geometry, x_center, y_center, width, height,
@@ -53,6 +53,7 @@ IMAGE_KEYS = (
     "updated_at",
     "sync_state",
     "synced_at",
+    "pinned",
 )
 ANN_KEYS = (
     "id",
@@ -116,6 +117,18 @@ def where_clause(q: dict[str, str]) -> tuple[str, list]:
         marks = ",".join("?" * len(values))
         parts.append(f"i.id IN (SELECT image_id FROM annotation WHERE class_value IN ({marks}))")
         args += values
+    # The review queues: one annotation in the confidence range; no annotation at all; pinned.
+    if "min_confidence" in q or "max_confidence" in q:
+        parts.append(
+            "i.id IN (SELECT image_id FROM annotation WHERE confidence >= ? AND confidence <= ?)"
+        )
+        args += [float(q.get("min_confidence", 0)), float(q.get("max_confidence", 1))]
+    if "has_annotations" in q:
+        no = "NOT " if q["has_annotations"] in ("false", "0") else ""
+        parts.append(f"{no}EXISTS (SELECT 1 FROM annotation a WHERE a.image_id = i.id)")
+    if "pinned" in q:
+        parts.append("i.pinned = ?")
+        args.append(1 if q["pinned"] in ("true", "1") else 0)
     if "search" in q:
         term = q["search"].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         parts.append("i.filename LIKE ? ESCAPE '\\'")
@@ -155,6 +168,7 @@ def list_images(conn: sqlite3.Connection, q: dict[str, str]) -> dict:
         )
         item["version_name"] = item["version_name"] or ""
         item["split_locked"] = bool(item["split_locked"])
+        item["pinned"] = bool(item["pinned"])
         for key in ("created_at", "updated_at", "synced_at"):
             item[key] = fmt_ts(item[key])
         data.append(item)

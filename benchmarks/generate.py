@@ -48,6 +48,7 @@ def list_triggers() -> dict[str, list[str]]:
     name -> the statements that create it."""
     triggers = dict(engine().search_index_triggers())
     triggers.update(engine().class_set_triggers())
+    triggers.update(engine().confidence_triggers())
     triggers.update(engine().zone_triggers())
     for table in COUNT_TABLES:
         triggers.update(engine().count_triggers(table))
@@ -97,6 +98,8 @@ def finish_bulk(conn: sqlite3.Connection, indexes: list[str]) -> None:
         conn.execute(sql)
     conn.execute("BEGIN")
     for sql in engine().class_set_backfill():  # the class sets first: counted by them
+        conn.execute(sql)
+    for sql in engine().confidence_backfill():  # likewise the confidence bits
         conn.execute(sql)
     for table in COUNT_TABLES:
         for sql in engine().backfill(table):

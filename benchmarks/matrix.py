@@ -162,6 +162,9 @@ def cases(facts: Facts, real_file_id: int) -> list[Case]:
     ds_sort = {"_sort_desc": "created_at"}
     class_where = "id in (select image_id from annotation where class_value = '{}')"
     project_where = "batch_id in (select id from batch where project_id {})"
+    conf_where = (
+        "id in (select image_id from annotation where confidence >= 0.4 and confidence <= 0.6)"
+    )
     out = [
         Case("no filter", {}, ds_sort),
         Case(
@@ -252,6 +255,22 @@ def cases(facts: Facts, real_file_id: int) -> list[Case]:
             },
             "via _where",
         ),
+    ]
+    # The review queues (the page's "Review queues" menu).
+    out += [
+        Case(
+            "queue uncertain 0.4-0.6",
+            {"min_confidence": "0.4", "max_confidence": "0.6"},
+            {"_where": conf_where, **ds_sort},
+            "via _where",
+        ),
+        Case(
+            "queue unlabelled",
+            {"has_annotations": "false"},
+            {"_where": "id not in (select image_id from annotation)", **ds_sort},
+            "via _where",
+        ),
+        Case("queue pinned", {"pinned": "true"}, {"pinned": "1", **ds_sort}),
     ]
     for sort in ("created_at", "updated_at", "filename"):
         for order in ("asc", "desc"):

@@ -271,6 +271,7 @@ def count_trigger_statements() -> dict[str, list[str]]:
     from edgecatalog.listing.counts import COUNT_TABLES
 
     out: dict[str, list[str]] = dict(ENGINE.class_set_triggers())
+    out.update(ENGINE.confidence_triggers())
     out.update(ENGINE.zone_triggers())
     for table in COUNT_TABLES:
         out.update(ENGINE.count_triggers(table))
@@ -502,6 +503,8 @@ def generate(cluster: Cluster, n_images: int, n_devices: int, data_dir: Path) ->
     for sql in ENGINE.class_set_backfill():  # the class sets first: counted by them
         conn.execute(sql)
     log(f"  class sets: {time.monotonic() - started:.1f} s")
+    for sql in ENGINE.confidence_backfill():  # likewise the confidence bits
+        conn.execute(sql)
     for table in COUNT_TABLES:
         started = time.monotonic()
         for sql in ENGINE.backfill(table):

@@ -39,8 +39,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, openapi_spec, param_types, projects, serialize, site
-from .models import ANNOTATION_TYPES
+from . import bulk_edits, catalog, listing, openapi_spec, param_types, projects, serialize, site
+from .models import ANNOTATION_TYPES, SPLITS
 from .openapi_spec import ERRORS, OPERATIONS, Operation, QueryParam, ref
 from .version import __version__
 from .views import bodies
@@ -127,6 +127,32 @@ def _annotation_request(names: Iterable[str]) -> dict[str, Any]:
     return {name: dict(known[name]) for name in names}
 
 
+def _bulk_request() -> dict[str, Any]:
+    """PATCH /data/images: the selection (ids, or the list's filters as their query-string
+    text), and the change (set and/or assign_split, force)."""
+    unit = dict(openapi_spec.UNIT)
+    filters = {f.param: {"type": "string", "description": f.help} for f in listing.FILTERS}
+    return _request(
+        {
+            "ids": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1},
+                "minItems": 1,
+                "maxItems": bulk_edits.MAX_IDS,
+            },
+            "filter": {"type": "object", "additionalProperties": False, "properties": filters},
+            "set": _request(_fields(serialize.IMAGE_FIELDS, bulk_edits.SETTABLE), patch=True),
+            "assign_split": {
+                "type": "object",
+                "additionalProperties": False,
+                "minProperties": 1,
+                "properties": {name: dict(unit) for name in SPLITS},
+            },
+            "force": {"type": "boolean"},
+        }
+    )
+
+
 def schemas() -> dict[str, Any]:
     """Every component schema: the declared envelope first, then the ones from the code."""
     found = copy.deepcopy(openapi_spec.SCHEMAS)
@@ -135,8 +161,9 @@ def schemas() -> dict[str, Any]:
     found["Project"] = object_schema(serialize.PROJECT_FIELDS)
     found["Batch"] = object_schema(serialize.BATCH_FIELDS)
     found["ImageUpdateRequest"] = _request(
-        _fields(serialize.IMAGE_FIELDS, catalog.PATCHABLE), patch=True
+        _fields(serialize.IMAGE_FIELDS, catalog.EDITABLE), patch=True
     )
+    found["ImageBulkUpdateRequest"] = _bulk_request()
     found["BatchUpdateRequest"] = _request(
         _fields(serialize.BATCH_FIELDS, bodies.BATCH_PATCH_FIELDS), patch=True
     )

@@ -417,15 +417,20 @@ def idempotency_key(device_id: str, sha256: str) -> str:
     return hashlib.sha256(f"{device_id}\n{sha256}".encode()).hexdigest()
 
 
-PATCHABLE = ("annotation_status", "split", "split_locked")  # PATCH /data/images
+# The image fields upstream's PATCH takes: queued for it, and mirrored between catalogs.
+PATCHABLE = ("annotation_status", "split", "split_locked")
+# What this catalog's API may change (PATCH /data/images): those, and the fields only this
+# catalog keeps (``pinned``: retention's, never sent upstream).
+EDITABLE = (*PATCHABLE, "pinned")
 
 
 class ImageChanges(TypedDict, total=False):
-    """A partial update of an image: only the fields given (``PATCHABLE``), checked values."""
+    """A partial update of an image: only the fields given (``EDITABLE``), checked values."""
 
     annotation_status: str  # one of models.ANNOTATION_STATUSES
     split: str  # one of models.SPLITS
     split_locked: bool
+    pinned: bool
 
 
 def update_image(
@@ -472,8 +477,12 @@ def update_image(
         if not any(getattr(image, k) != v for k, v in changes.items()):
             return kept
         Image.update(updated_at=now, **changes).where(Image.id == image_id).execute()
-        edit_clock.record(image_id, changes, edited_at if mirrored and edited_at else now, origin)
-        queue_change(image, "patch_image", dict(changes), now)
+        upstream = {k: v for k, v in changes.items() if k in PATCHABLE}
+        if upstream:  # a pin alone is this catalog's business
+            edit_clock.record(
+                image_id, upstream, edited_at if mirrored and edited_at else now, origin
+            )
+            queue_change(image, "patch_image", upstream, now)
     return kept
 
 

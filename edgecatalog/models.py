@@ -156,6 +156,9 @@ class Image(BaseModel):
     # The image's distinct annotation classes as one id (``class_sets``; 0: none), kept by
     # triggers on annotation (migration 0013), set by the bulk writer for new images.
     class_set_id = IntegerField(default=0)
+    # Which buckets of 0.05 (``confidence_bits``) its annotations' confidences fall in, one
+    # bit each, kept by triggers on annotation (migration 0018), set by the bulk writer.
+    confidence_bits = BigIntegerField(default=0)
 
     class Meta:
         indexes = (
@@ -167,6 +170,7 @@ class Image(BaseModel):
             (("annotation_status", "created_at"), False),
             (("split", "created_at"), False),
             (("sync_state", "created_at"), False),
+            (("pinned", "created_at"), False),  # the pinned queue (migration 0018)
         )
 
 
@@ -186,7 +190,11 @@ class Annotation(BaseModel):
     updated_at = BigIntegerField()
 
     class Meta:
-        indexes = ((("class_value", "image"), False),)
+        indexes = (
+            (("class_value", "image"), False),
+            # The review queues' confidence range gives its images from the index alone.
+            (("confidence", "image"), False),
+        )
 
 
 class Outbox(BaseModel):
@@ -329,6 +337,19 @@ class FieldEdit(BaseModel):
         primary_key = CompositeKey("image", "field")
 
 
+class DatasetExport(BaseModel):
+    """A dataset export this catalog planned (``GET /data/exports/<format>``, a whole archive):
+    when its snapshot was taken, the format and the filters. The page's "changed since the
+    last export" queue lists the images updated after the newest one (migration 0018)."""
+
+    format = TextField()
+    filters = TextField(default="{}")  # the list filters it selected with, as JSON
+    planned_at = BigIntegerField()
+
+    class Meta:
+        indexes = ((("planned_at",), False),)
+
+
 class ClassSet(BaseModel):
     """A set of annotation classes some image has (``class_sets``): ``classes`` sorted and
     joined by U+001F. Never deleted: a set no image has any more counts zero."""
@@ -370,4 +391,5 @@ MODELS = (
     FieldEdit,
     ClassSet,
     ClassSetMember,
+    DatasetExport,
 )

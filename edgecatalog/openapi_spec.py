@@ -250,6 +250,30 @@ OPERATIONS: dict[str, Operation] = {
         query=lambda: (_option("include_image_url"),),
         path={"image_id": "Image id"},
     ),
+    "images.patch_images": Operation(
+        "updateImages",
+        DATA,
+        "Change many images at once",
+        {
+            "200": ok(
+                "How many images the selection held, how many changed, and how many kept "
+                "their split for its lock",
+                ref("BulkUpdateResult"),
+            )
+        },
+        "Bulk change: ids (at most 10,000) or filter (the list's filters, each as its "
+        "query-string text; any number of images, those matching when the request starts), "
+        "and set (annotation_status, split, split_locked, pinned) and/or assign_split "
+        "(shares of train/val/test/none: each image's split from its content hash, the same "
+        "image always in the same split). A locked split never moves unless force is true. "
+        "Applied 1,000 images per transaction; every changed image's updated_at is set and a "
+        "synced image's change is queued for upstream as a single edit's. With an "
+        "Idempotency-Key header the whole request is idempotent: a retry goes on from the "
+        "last committed chunk, or gets the first answer once done; the same key with another "
+        "body is a 400.",
+        body=json_body("ImageBulkUpdateRequest"),
+        errors=(404,),
+    ),
     "images.patch_image": Operation(
         "updateImage",
         DATA,
@@ -370,6 +394,16 @@ OPERATIONS: dict[str, Operation] = {
         "image_url. Supports Range and conditional requests.",
         path={"image_id": "Image id"},
         errors=(410, 416),
+    ),
+    "exports.list_exports": Operation(
+        "listExports",
+        DATA,
+        "List the dataset exports planned so far",
+        {"200": ok("Exports, newest first", ref("DatasetExport"), page=True)},
+        "One entry per whole archive served (a resumed range or a 304 adds none): its format, "
+        "the filters it selected with, and when its snapshot was taken. The page's \"changed "
+        'since the last export" queue is the images with updated_after the newest one.',
+        query=lambda: PAGE,
     ),
     "exports.export_dataset": Operation(
         "exportDataset",
@@ -529,6 +563,26 @@ TIMESTAMP = {"type": "string", "description": "RFC 3339 UTC timestamp; empty str
 
 # Schemas of the envelope (envelope.py) and of the bodies no field table declares.
 SCHEMAS: dict[str, Any] = {
+    "DatasetExport": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "format": {"type": "string", "enum": ["coco", "yolo", "jsonl", "csv"]},
+            "filters": {"type": "object", "description": "the list filters it selected with"},
+            "created_at": {"type": "string", "description": "when its snapshot was taken"},
+        },
+    },
+    "BulkUpdateResult": {
+        "type": "object",
+        "properties": {
+            "matched": {"type": "integer", "description": "images selected (that exist)"},
+            "changed": {"type": "integer", "description": "images whose fields changed"},
+            "skipped_locked": {
+                "type": "integer",
+                "description": "images whose locked split stayed (without force)",
+            },
+        },
+    },
     "types.APIResponse": {
         "type": "object",
         "properties": {

@@ -44,6 +44,7 @@ def _text(name: str, text: str) -> str:
 
 TEXT = TypedParser(_text, {"type": "string"})
 BOOL = TypedParser(params.parse_bool, {"type": "boolean"})
+UNIT = TypedParser(params.parse_unit, {"type": "number", "minimum": 0, "maximum": 1})
 # The upstream contract types its id filters as strings (tests/contract): kept, with the form
 # the parser takes as a pattern.
 ID = TypedParser(params.parse_id, {"type": "string", "pattern": "^[0-9]+$"})

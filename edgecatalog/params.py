@@ -50,6 +50,18 @@ def parse_bool(name: str, text: str) -> bool:
     raise ValidationError(name, f"{name} must be true, false, 1 or 0, got {_show(text)}")
 
 
+def parse_unit(name: str, text: str) -> float:
+    """A number in 0..1 (a confidence): plain decimal notation, no NaN or infinity."""
+    stripped = text.strip()
+    try:
+        value = float(stripped) if stripped and len(stripped) <= 32 else None
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= 1:  # NaN fails it too
+        raise ValidationError(name, f"{name} must be a number in 0..1, got {_show(text)}")
+    return value
+
+
 def parse_choice(name: str, text: str, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if text not in choices:

@@ -6,7 +6,8 @@ than ``[retention] min_free_bytes`` free. Eviction deletes the file and keeps th
 ``evicted_at`` set (the list then gives an empty ``image_url`` and /files answers 410). Only
 ``synced`` images are ever evicted; pending, quarantined and local_only files stay: a site
 gateway evicts only what its own upstream confirmed, and with no upstream evicts nothing
-(uploads then get 507 and its devices keep their queues).
+(uploads then get 507 and its devices keep their queues). A pinned image's file is never
+evicted, whatever the disk: a reviewer asked for it to stay.
 
 One eviction at a time among every process on the catalog (the engine's job lock
 ``retention``: a file lock in ``data_dir`` on SQLite, an advisory lock on PostgreSQL), so two
@@ -81,7 +82,7 @@ def _candidates(limit: int) -> list[Image]:
             Image.id, Image.path, Image.byte_size, Image.sha256, FileRoot.path.alias("root_path")
         )
         .join(FileRoot, on=(Image.root == FileRoot.id))
-        .where((Image.sync_state == "synced") & Image.evicted_at.is_null())
+        .where((Image.sync_state == "synced") & Image.evicted_at.is_null() & ~Image.pinned)
         .order_by(Image.created_at, Image.id)
         .limit(limit)
     )
@@ -137,7 +138,15 @@ def evict_if_needed(settings: Settings, incoming: int = 0) -> EvictionReport:
                     Image.id.in_([img.id for img in chunk])
                     & Image.evicted_at.is_null()
                     & (Image.sync_state == "synced")
+                    & ~Image.pinned  # pinned since it was picked: it stays
                 ).execute()
+                marked = {
+                    row.id
+                    for row in Image.select(Image.id).where(
+                        Image.id.in_([img.id for img in chunk]) & (Image.evicted_at == now)
+                    )
+                }
+            chunk = [img for img in chunk if img.id in marked]
             thumbs = settings.data_dir / thumbnails.CACHE_DIRNAME
             for img in chunk:
                 report.freed_bytes += _remove_file(img.root_path, img.path)

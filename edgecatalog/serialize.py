@@ -119,6 +119,12 @@ IMAGE_FIELDS: tuple[FieldSpec, ...] = (
         "Edge catalog extension: when it reached upstream; empty until then",
     ),
     FieldSpec(
+        "pinned",
+        "boolean",
+        lambda row: bool(row["pinned"]),
+        "Edge catalog extension: kept by retention, whatever the disk",
+    ),
+    FieldSpec(
         "annotations",
         "array",
         None,

@@ -102,6 +102,10 @@ RECOUNTS = {
             "count(*) FROM image GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"
         ),
     ),
+    "image_confidence_count": (
+        "SELECT confidence_bits, n FROM image_confidence_count WHERE n > 0 ORDER BY 1",
+        "SELECT confidence_bits, count(*) FROM image GROUP BY 1 ORDER BY 1",
+    ),
     "image_hour_count": (
         "SELECT captured_hour, n FROM image_hour_count WHERE n > 0 ORDER BY 1",
         "SELECT captured_hour, count(*) FROM image GROUP BY 1 ORDER BY 1",
@@ -135,17 +139,6 @@ RECOUNTS = {
         ),
         (
             "SELECT batch_id, device_id, annotation_status, split, sync_state, source, "
-            "model_version, count(*) FROM image GROUP BY 1, 2, 3, 4, 5, 6, 7 "
-            "ORDER BY 1, 2, 3, 4, 5, 6, 7"
-        ),
-    ),
-    "image_origin_set": (
-        (
-            "SELECT class_set_id, device_id, annotation_status, split, sync_state, source, "
-            "model_version, n FROM image_origin_set WHERE n > 0 ORDER BY 1, 2, 3, 4, 5, 6, 7"
-        ),
-        (
-            "SELECT class_set_id, device_id, annotation_status, split, sync_state, source, "
             "model_version, count(*) FROM image GROUP BY 1, 2, 3, 4, 5, 6, 7 "
             "ORDER BY 1, 2, 3, 4, 5, 6, 7"
         ),

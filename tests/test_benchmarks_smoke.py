@@ -158,7 +158,7 @@ def test_app_and_floor_serve_the_matrix_alike(catalog: Path) -> None:
     reference = LiveServer(floor.make_app(str(catalog / "catalog.db")))
     try:
         cases = matrix.cases(matrix.read_facts(catalog / "catalog.db"), real_id)
-        assert len(cases) == 36  # 27, and 9 with time ranges
+        assert len(cases) == 39  # 27, 3 review queues and 9 with time ranges
         for case in cases:
             a = requests.get(service.url + case.url(), headers=headers, timeout=10)
             b = requests.get(reference.url + case.url(), timeout=10)
@@ -202,7 +202,7 @@ def test_facets_benchmark_oracle_agrees_with_the_service(catalog: Path) -> None:
     conn = sqlite3.connect(catalog / "catalog.db")
     try:
         cases = facets.filter_cases(matrix.read_facts(catalog / "catalog.db"), real_id)
-        assert len(cases) == 26
+        assert len(cases) == 29
         for case in cases:
             got = requests.get(
                 f"{service.url}/data/images/facets", params=case.params, headers=headers, timeout=10

@@ -242,9 +242,9 @@ def test_a_field_added_to_the_serializer_is_in_the_schema(app, monkeypatch):
 
 
 def test_a_patchable_field_is_in_the_update_body(app, monkeypatch):
-    monkeypatch.setattr(catalog, "PATCHABLE", (*catalog.PATCHABLE, "version_name"))
+    monkeypatch.setattr(catalog, "EDITABLE", (*catalog.EDITABLE, "version_name"))
     body = apidoc.generate(app)["components"]["schemas"]["ImageUpdateRequest"]
-    assert list(body["properties"]) == list(catalog.PATCHABLE)
+    assert list(body["properties"]) == list(catalog.EDITABLE)
     assert body["properties"]["version_name"] == {"type": "string"}
 
 
@@ -268,6 +268,7 @@ def test_image_schema_lists_the_serializers_fields_in_order():
         "updated_at": 1,
         "sync_state": "pending",
         "synced_at": None,
+        "pinned": 0,
         "annotations": [],
     }
     served = serialize.image_to_dict(row, lambda image_id: f"/files/{image_id}")
@@ -326,6 +327,7 @@ def test_single_image_variant_of_the_field_table():
         "updated_at": 1,
         "sync_state": "synced",
         "synced_at": 1,
+        "pinned": 1,
         "evicted_at": 5,
     }
     served = serialize.image_to_dict(row, lambda image_id: "unused")

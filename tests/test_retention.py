@@ -109,6 +109,30 @@ def test_eviction_takes_the_oldest_synced_files_and_never_an_unsynced_one(disk_s
     assert refused.value.status == 507 and "waiting to be synced" in refused.value.message
 
 
+def test_eviction_never_takes_a_pinned_image(disk_settings):
+    """Pinned through the API (single and bulk), the oldest synced files stay whatever the
+    disk; the next oldest go instead, and when only pinned ones are left nothing goes."""
+    settings, app, disk = disk_settings
+    images = _seed(settings, 6, synced=6)
+    client = app.test_client()
+    auth = {"Authorization": "Bearer " + Authenticator(settings).issue_token("t", "write")}
+    resp = client.patch(f"/data/images/{images[0].id}", json={"pinned": True}, headers=auth)
+    assert resp.status_code == 200 and resp.json["data"]["pinned"] is True
+    resp = client.patch(
+        "/data/images", json={"ids": [images[1].id], "set": {"pinned": True}}, headers=auth
+    )
+    assert resp.json["data"] == {"matched": 1, "changed": 1, "skipped_locked": 0}
+    disk.other = disk.total // 2 - disk.used() + disk.other + 150_000
+    report = retention.evict_if_needed(settings)
+    assert report.image_ids == [images[2].id, images[3].id]
+    disk.other += 2 * MB
+    report = retention.evict_if_needed(settings)
+    assert report.image_ids == [images[4].id, images[5].id] and report.still_short > 0
+    for image in images[:2]:
+        assert os.path.exists(_file(settings, image))
+        assert Image.get_by_id(image.id).evicted_at is None
+
+
 def test_eviction_removes_the_cached_thumbnails_of_evicted_images(disk_settings):
     settings, app, disk = disk_settings
     images = _seed(settings, 4, synced=2)

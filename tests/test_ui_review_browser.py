@@ -87,16 +87,54 @@ def test_split_change_and_lock_are_persisted(settings, live_server, tokens, page
     expect(page.locator("#d-message")).to_be_hidden()
 
 
-def test_read_token_gets_a_clear_message_on_review(settings, live_server, tokens, page):
-    ids = seed(settings, 2, fancy=False)
+def test_read_only_sign_in_shows_no_control_that_would_fail(settings, live_server, tokens, page):
+    ids = seed(settings, 3, fancy=True)
     sign_in(page, live_server, tokens["read"])
+    wait_for_tiles(page, 3)
+    expect(page.locator("#scope-badge")).to_have_text("read only")
+    expect(page.locator("#grid .tile-select").first).to_be_hidden()
+    page.keyboard.press("Control+a")  # selects nothing: there is nothing a reader could do
+    expect(page.locator("#bulk-bar")).to_be_hidden()
+    page.click(f'#grid li.tile[data-id="{ids[0]}"] button')
+    expect(page.locator("#detail")).to_be_visible()
+    for control in ("#d-split", "#d-status", "#d-locked", "#d-pinned", "#d-draw"):
+        expect(page.locator(control)).to_be_hidden()
+    expect(page.locator("#d-annotations button")).to_have_count(3)
+    for i in range(3):
+        expect(page.locator("#d-annotations button").nth(i)).to_be_hidden()
+    page.keyboard.press("a")  # the accept key: no request, no error
+    page.keyboard.press("?")
+    expect(page.locator("#keys-help")).to_be_visible()
+    expect(page.locator("#keys-help dt", has_text="a")).to_be_hidden()
+    page.keyboard.press("Escape")
+    expect(page.locator("#d-message")).to_be_hidden()
+    shot(page, "detail-read-only.png")
+    record = api(live_server, tokens["read"], f"/data/images/{ids[0]}")["data"]
+    assert record["annotation_status"] == "pending" and record["split"] == "none"
+
+
+def test_a_failing_write_shows_its_error_and_leaves_the_view(settings, live_server, tokens, page):
+    """Locked behind the page's back, the split change fails (409): the page says why and
+    shows what the server holds."""
+    import requests
+
+    ids = seed(settings, 2, fancy=False)
+    sign_in(page, live_server, tokens["write"])
     wait_for_tiles(page, 2)
     page.click(f'#grid li.tile[data-id="{ids[0]}"] button')
+    expect(page.locator("#d-split")).to_be_enabled()
+    resp = requests.patch(
+        f"{live_server.url}/data/images/{ids[0]}",
+        json={"split": "test", "split_locked": True},
+        headers={"Authorization": f"Bearer {tokens['write']}"},
+        timeout=10,
+    )
+    assert resp.status_code == 200
     page.select_option("#d-split", "val")
-    expect(page.locator("#d-message")).to_contain_text("write scope")
-    expect(page.locator("#d-split")).to_have_value("none")  # put back to what the server holds
-    shot(page, "detail-read-only.png")
-    assert api(live_server, tokens["read"], f"/data/images/{ids[0]}")["data"]["split"] == "none"
+    expect(page.locator("#d-message")).to_contain_text("locked split")
+    expect(page.locator("#d-split")).to_have_value("test")  # what the server holds
+    expect(page.locator("#d-split")).to_be_disabled()
+    assert api(live_server, tokens["read"], f"/data/images/{ids[0]}")["data"]["split"] == "test"
 
 
 def test_keyboard_moves_between_images_and_escape_closes(settings, live_server, tokens, page):

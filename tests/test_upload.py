@@ -224,8 +224,8 @@ BAD_INPUT = [
         "text named .jpg",
         upload_body(b"hello, not an image at all"),
         None,
-        415,
-        "UNSUPPORTED_MEDIA_TYPE",
+        400,
+        "VALIDATION_ERROR",
         "image",
     ),
     (

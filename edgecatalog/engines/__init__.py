@@ -67,6 +67,23 @@ class Engine(Protocol):
 
     def search_index_grouped(self) -> list[str]: ...
 
+    # -- confidence bits (``confidence_bits``): kept by triggers on annotation ---------
+    def confidence_bucket(self, column: str) -> str:
+        """``confidence_bits.bucket`` of ``column`` in SQL, on the same doubles."""
+        ...
+
+    def confidence_bit(self, column: str) -> str:
+        """The bit of that bucket, as a 64-bit integer."""
+        ...
+
+    def stored_confidence(self, value: float) -> float:
+        """A confidence as the engine stores it (a bound is compared as one)."""
+        ...
+
+    def confidence_triggers(self) -> dict[str, list[str]]: ...
+
+    def confidence_backfill(self) -> list[str]: ...
+
     # -- zones (``listing.zones``): bounds of the sort keys per run of ids ---------------
     def zone_ddl(self) -> list[str]: ...
 

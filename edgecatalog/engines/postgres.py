@@ -19,6 +19,7 @@ No Flask, no models.
 from __future__ import annotations
 
 import json
+import struct
 import time
 import zlib
 from collections.abc import Iterator, Mapping
@@ -37,6 +38,7 @@ from .text import (
     backfill,
     class_annotations,
     cols,
+    confidence_bits,
     count_columns,
     count_update,
     grouped_select,
@@ -370,6 +372,69 @@ class PostgresEngine:
             ),
         ]
         return {"annotation_class_set": statements}
+
+    # -- confidence bits (``confidence_bits``): kept by triggers on annotation ----------
+
+    def confidence_bucket(self, column: str) -> str:
+        # On the stored single-precision value widened to a double, as ``stored_confidence``
+        # gives Python the same value: both sides bucket the same doubles.
+        x = f"({column}::float8 * 20)"
+        return f"(2 * floor({x})::integer + ({x} > floor({x}))::integer)"
+
+    def confidence_bit(self, column: str) -> str:
+        return f"(1::bigint << {self.confidence_bucket(column)})"  # 41 bits
+
+    def stored_confidence(self, value: float) -> float:
+        # FloatField is REAL here: 0.6 is stored as 0.60000002384..., and a bound of 0.6 must
+        # take it in, so bounds are compared as stored values too.
+        return struct.unpack("f", struct.pack("f", value))[0]
+
+    def confidence_triggers(self) -> dict[str, list[str]]:
+        bit = self.confidence_bit("NEW.confidence")
+        bits = confidence_bits("img", self.confidence_bit("confidence"))
+        statements = [
+            (
+                "CREATE OR REPLACE FUNCTION image_confidence_bits_refresh(img bigint) RETURNS "
+                "void LANGUAGE plpgsql AS $$ DECLARE found_bits bigint; BEGIN "
+                f"found_bits := {bits}; "
+                "UPDATE image SET confidence_bits = found_bits WHERE id = img "
+                "AND confidence_bits IS DISTINCT FROM found_bits; END $$"
+            ),
+            (
+                # An insert only adds its bit (the bulk writer set it already: nothing to do);
+                # a delete or a change recomputes the image's bits from its annotations.
+                "CREATE OR REPLACE FUNCTION annotation_confidence_bits() RETURNS trigger "
+                "LANGUAGE plpgsql AS $$ BEGIN "
+                "IF TG_OP = 'INSERT' THEN IF NEW.confidence IS NOT NULL THEN "
+                f"UPDATE image SET confidence_bits = confidence_bits | {bit} "
+                f"WHERE id = NEW.image_id AND (confidence_bits & {bit}) = 0; "
+                "END IF; RETURN NULL; END IF; "
+                "IF TG_OP = 'DELETE' THEN IF OLD.confidence IS NOT NULL THEN "
+                "PERFORM image_confidence_bits_refresh(OLD.image_id); END IF; RETURN NULL; "
+                "END IF; "
+                "IF OLD.confidence IS DISTINCT FROM NEW.confidence OR OLD.image_id IS DISTINCT "
+                "FROM NEW.image_id THEN PERFORM image_confidence_bits_refresh(OLD.image_id); "
+                "PERFORM image_confidence_bits_refresh(NEW.image_id); END IF; "
+                "RETURN NULL; END $$"
+            ),
+            "DROP TRIGGER IF EXISTS annotation_confidence_bits ON annotation",
+            (
+                "CREATE TRIGGER annotation_confidence_bits AFTER INSERT OR DELETE OR UPDATE OF "
+                "confidence, image_id ON annotation FOR EACH ROW "
+                "EXECUTE FUNCTION annotation_confidence_bits()"
+            ),
+        ]
+        return {"annotation_confidence_bits": statements}
+
+    def confidence_backfill(self) -> list[str]:
+        bit = self.confidence_bit("confidence")
+        return [
+            (
+                "UPDATE image SET confidence_bits = d.b FROM (SELECT image_id, sum(x) AS b FROM "
+                f"(SELECT DISTINCT image_id, {bit} AS x FROM annotation "
+                "WHERE confidence IS NOT NULL) e GROUP BY image_id) d WHERE image.id = d.image_id"
+            )
+        ]
 
     def class_set_backfill(self) -> list[str]:
         keys = (

@@ -25,6 +25,7 @@ from .text import (
     backfill,
     class_annotations,
     cols,
+    confidence_bits,
     count_columns,
     count_update,
     grouped_select,
@@ -282,6 +283,61 @@ class SqliteEngine:
                 )
             ],
         }
+
+    # -- confidence bits (``confidence_bits``): kept by triggers on annotation ----------
+
+    def confidence_bucket(self, column: str) -> str:
+        # CAST truncates toward zero: the floor of a confidence (never negative); a boolean
+        # is 0 or 1.
+        x = f"({column} * 20)"
+        return f"(2 * CAST({x} AS INTEGER) + ({x} > CAST({x} AS INTEGER)))"
+
+    def confidence_bit(self, column: str) -> str:
+        return f"(1 << {self.confidence_bucket(column)})"  # integers are 64-bit
+
+    def stored_confidence(self, value: float) -> float:
+        return value  # REAL is a double: stored as given
+
+    def confidence_triggers(self) -> dict[str, list[str]]:
+        bit = self.confidence_bit
+
+        def refresh(img: str) -> str:
+            bits = confidence_bits(img, bit("confidence"))
+            return (
+                f"UPDATE image SET confidence_bits = {bits} WHERE id = {img} "
+                f"AND confidence_bits IS NOT {bits};"
+            )
+
+        # An insert only adds its bit (and the bulk writer set it already: nothing to do);
+        # a delete or a change recomputes the image's bits from its annotations.
+        return {
+            "annotation_conf_ai": [
+                (
+                    "CREATE TRIGGER IF NOT EXISTS annotation_conf_ai AFTER INSERT ON annotation "
+                    "WHEN new.confidence IS NOT NULL BEGIN UPDATE image SET confidence_bits = "
+                    f"confidence_bits | {bit('new.confidence')} WHERE id = new.image_id AND "
+                    f"(confidence_bits & {bit('new.confidence')}) = 0; END"
+                )
+            ],
+            "annotation_conf_ad": [
+                (
+                    "CREATE TRIGGER IF NOT EXISTS annotation_conf_ad AFTER DELETE ON annotation "
+                    f"WHEN old.confidence IS NOT NULL BEGIN {refresh('old.image_id')} END"
+                )
+            ],
+            "annotation_conf_au": [
+                (
+                    "CREATE TRIGGER IF NOT EXISTS annotation_conf_au AFTER UPDATE OF confidence, "
+                    "image_id ON annotation WHEN old.confidence IS NOT new.confidence OR "
+                    f"old.image_id IS NOT new.image_id BEGIN {refresh('old.image_id')} "
+                    f"{refresh('new.image_id')} END"
+                )
+            ],
+        }
+
+    def confidence_backfill(self) -> list[str]:
+        bits = confidence_bits("image.id", self.confidence_bit("confidence"))
+        return [f"UPDATE image SET confidence_bits = {bits}"]
 
     def class_set_backfill(self) -> list[str]:
         key = _set_key("image.id")

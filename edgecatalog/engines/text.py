@@ -101,3 +101,13 @@ def zone_widen(zones: Any, source: str, keys: Mapping[str, tuple[str, str]]) -> 
         f"INSERT INTO {t} (zone, {cols(zones.columns(keys))}) {source} ON CONFLICT (zone) DO UPDATE "
         f"SET {', '.join(sets)} WHERE {' OR '.join(wider)}"
     )
+
+
+def confidence_bits(img: str, bit: str) -> str:
+    """The confidence bits (``confidence_bits``) of image ``img`` from its annotations, as
+    one scalar subquery; ``bit``: the engine's bit of ``confidence``. A sum of distinct
+    powers of two is their bitwise OR (neither engine's OR aggregate is portable)."""
+    return (
+        f"(SELECT coalesce(sum(b), 0) FROM (SELECT DISTINCT {bit} AS b FROM annotation "
+        f"WHERE image_id = {img} AND confidence IS NOT NULL) d)"
+    )

@@ -31,7 +31,7 @@ from typing import Any
 
 from peewee import Model
 
-from .. import class_sets
+from .. import class_sets, confidence_bits
 from ..catalog import (
     ANNOTATION_COLUMNS,
     DEFAULT_LIMITS,
@@ -102,7 +102,9 @@ IMAGE_FIELDS = (
     "model_version",
     "source",
     "class_set_id",
+    "confidence_bits",
 )
+_CONFIDENCE = ANNOTATION_COLUMNS.index("confidence")
 # The Annotation columns as the writer inserts them: the image, its stored columns
 # (``catalog.ANNOTATION_COLUMNS``, as ``annotation_values`` gives them), the timestamps.
 ANNOTATION_INSERT_FIELDS = ("image", *ANNOTATION_COLUMNS, "created_at", "updated_at")
@@ -285,6 +287,7 @@ def _insert(
     # nothing to move); the stored rows start with their class_value.
     set_keys = [class_sets.set_key(row[0] for row in rows) for rows in annotations]
     set_ids = class_sets.ids_for(set_keys)
+    stored = engine().stored_confidence
     image = row_shape(Image, IMAGE_FIELDS)
     rows = [
         (
@@ -305,9 +308,13 @@ def _insert(
             new.model_version,
             new.source,
             set_ids[key],
+            # Its confidence buckets likewise: the annotations' triggers find their bits set.
+            confidence_bits.bits_of(
+                stored(row[_CONFIDENCE]) for row in rows_of if row[_CONFIDENCE] is not None
+            ),
         )
         + image.tail
-        for new, batch_id, key in zip(fresh, batches, set_keys)
+        for new, batch_id, key, rows_of in zip(fresh, batches, set_keys, annotations)
     ]
     cursor = database.cursor()
     (last,) = cursor.execute('SELECT max("id") FROM "image"').fetchone()

@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import imagesize
 
-from ..errors import PayloadTooLarge, UnsupportedMediaType, ValidationError
+from ..errors import PayloadTooLarge, ValidationError
 from .durable import fsync_dir
 from .imagecheck import structure_problem
 
@@ -148,10 +148,12 @@ class IncomingFile:
             raise ValidationError(self.param, f"the {self.param} part is empty")
         fmt = sniff_format(self._head)
         if fmt is None:
-            raise UnsupportedMediaType(
+            # A 400 like every other bad part (the upload contract asks for it): the request's
+            # media type, multipart, was right; the part's content is what is wrong.
+            raise ValidationError(
+                self.param,
                 f"{self.param} is not a supported image (JPEG, PNG, WebP or BMP, judged by "
                 "its bytes)",
-                self.param,
             )
         self.width, self.height = image_size(self.tmp, fmt)
         with open(self.tmp, "rb") as written:

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .. import confidence_bits
 from ..engines import current as engine
 from ..errors import NotFound
 from ..models import Device, database
@@ -48,9 +49,12 @@ from .query import FILTERS, Filter, ImageQuery
 from .sql import (
     Sql,
     annotations_in_order,
+    bits_cond,
+    bits_total,
     class_in,
     class_probe,
     compose,
+    confidence_cond,
     ids_cond,
     image_row,
     like_pattern,
@@ -121,6 +125,8 @@ class _Conditions:
     # The same as ``columns`` without the search's (which no count table has): None when
     # another filter has none either.
     searchless: set[str] | None
+    # A confidence range without classes, as buckets (``confidence_bits.split``); None: none.
+    confidence: confidence_bits.Split | None = None
     # A captured_at range as whole hours and the rest (``hours``), with the count-table
     # columns of the other filters (None: one has none) and the range's created_at window.
     hours: hours_mod.Hours | None = None
@@ -253,6 +259,18 @@ class ImageList:
             # As upstream: stage narrows by batch stage only when a project is given.
             entries.append((None, project_cond(filters["project_id"], filters.get("stage"))))
         window = hours = None
+        confidence = None
+        if "min_confidence" in filters or "max_confidence" in filters:
+            stored = engine().stored_confidence
+            low = stored(filters.get("min_confidence", 0.0))
+            high = stored(filters.get("max_confidence", 1.0))
+            if classes:
+                # One annotation meets both bounds and the classes: an uncertain box of a
+                # class, not one class's box and another's uncertain score.
+                entries.append((None, confidence_cond(low, high, classes)))
+            else:  # any annotation: the image's confidence bits answer (``confidence_bits``)
+                confidence = confidence_bits.split(low, high)
+                entries.append((None, bits_cond(confidence.full, confidence.partial)))
         if "captured_after" in filters or "captured_before" in filters:
             # captured_at has no index: the range's created_at window (from the zones' bounds)
             # lets a created_at index serve it. Its whole hours can come from count tables.
@@ -262,7 +280,15 @@ class ImageList:
             hours = hours_mod.split(after, before)
         names_batch = "batch_id" in filters or "project_id" in filters
         return _Conditions(
-            entries, classes, columns, names_batch, searchless, hours, timeless, window
+            entries,
+            classes,
+            columns,
+            names_batch,
+            searchless,
+            confidence=confidence,
+            hours=hours,
+            timeless=timeless,
+            window=window,
         )
 
     def select(self, query: ImageQuery) -> Page:
@@ -556,6 +582,18 @@ class ImageList:
         covered = conds.columns is not None
         images = counts.source_for(conds.columns or (), per_class=False, tables=self.count_tables)
         source = images if covered else None
+        if conds.confidence is not None and len(conds.entries) == 1:
+            table = counts.source_for(
+                ("confidence_bits",), per_class=False, tables=self.count_tables
+            )
+            if table is not None:
+                plan["total"] = (
+                    f"count table kept by triggers: {table.name} (the buckets wholly inside the "
+                    f"confidence range), plus {len(conds.confidence.partial)} partly covered end "
+                    "bucket(s) rechecked through the confidence index"
+                )
+                total = bits_total(table.name, conds.confidence.full, conds.confidence.partial)
+                return compose("SELECT {}, {}, 0, 0", total, SIZE)
         if conds.classes is None:
             if source is not None:
                 plan["total"] = f"count table kept by triggers: {source.name}"

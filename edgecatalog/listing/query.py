@@ -15,7 +15,14 @@ from typing import Any
 
 from .. import param_types, params
 from ..models import ANNOTATION_STATUSES, SPLITS, STAGES, SYNC_STATES
-from .sql import column_cond, search_cond, time_cond
+from .sql import (
+    ANNOTATION_SOURCES,
+    annotated_cond,
+    column_cond,
+    search_cond,
+    source_cond,
+    time_cond,
+)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -158,6 +165,54 @@ FILTERS: tuple[Filter, ...] = (
     ),
     *_time_range("captured_at"),
     *_time_range("created_at"),
+    # "Changed since the last export": the review queue of edits (``updated_at``, indexed).
+    *_time_range("updated_at"),
+    # The review queues. The two confidence bounds combine into one condition (``plan``),
+    # with the classes when class_values is given: one annotation must meet them all.
+    Filter(
+        "min_confidence",
+        param_types.UNIT,
+        lambda v: None,
+        "edge catalog extension: images with an annotation (of class_values, when given) "
+        "whose confidence is at least this (0..1)",
+        counted_by=UNCOUNTED,
+    ),
+    Filter(
+        "max_confidence",
+        param_types.UNIT,
+        lambda v: None,
+        "edge catalog extension: images with an annotation (of class_values, when given) "
+        "whose confidence is at most this (0..1); with min_confidence, the same annotation",
+        counted_by=UNCOUNTED,
+    ),
+    Filter(
+        "has_annotations",
+        param_types.BOOL,
+        annotated_cond,
+        "edge catalog extension: true, images with at least one annotation; false, none",
+        counted_by=("class_set_id",),
+    ),
+    Filter(
+        "annotation_source",
+        param_types.choice(ANNOTATION_SOURCES),
+        source_cond,
+        "edge catalog extension: images with an annotation from a model (any inference), "
+        "drawn or checked by hand (manual) or imported with a dataset (import)",
+        counted_by=UNCOUNTED,
+    ),
+    Filter(
+        "model_version",
+        param_types.TEXT,
+        help="edge catalog extension: exact model_version the image was captured with",
+        **_column("model_version"),
+    ),
+    Filter(
+        "pinned",
+        param_types.BOOL,
+        help="edge catalog extension: true, images kept by retention whatever the disk; false, "
+        "the others",
+        **_column("pinned", counted=False),
+    ),
 )
 
 

@@ -45,7 +45,7 @@ def where(conds: list[Sql]) -> Sql:
 ROW_COLUMNS = """i.id, i.filename, i.storage_key, i.width, i.height, d.device_id,
  i.batch_id AS batch, b.name AS batch_name, p.name AS project_name, i.annotation_status,
  i.split, i.split_locked, v.version_name, i.created_at, i.updated_at, i.sync_state,
- i.synced_at, i.evicted_at"""
+ i.synced_at, i.evicted_at, i.pinned"""
 ROW_JOINS = """image i JOIN device d ON d.id = i.device_id JOIN batch b ON b.id = i.batch_id
  LEFT JOIN project p ON p.id = b.project_id LEFT JOIN dataset_version v ON v.id = i.version_id"""
 ROW_SELECT = f"SELECT {ROW_COLUMNS}\n FROM {ROW_JOINS}"
@@ -99,6 +99,78 @@ def class_probe(values: tuple[str, ...]) -> Sql:
         f"AND a.image_id = t.id)",
         values,
     )
+
+
+def confidence_cond(low: float | None, high: float | None, classes: tuple[str, ...] | None) -> Sql:
+    """The images with an annotation (of ``classes``, when given) whose confidence is in
+    [low, high]: the annotation's confidence index gives their ids (a range of it)."""
+    text, args = "a.confidence >= ?", (0.0 if low is None else low,)
+    if high is not None:
+        text, args = f"{text} AND a.confidence <= ?", (*args, high)
+    if classes:
+        text, args = f"{text} AND a.class_value IN ({_marks(classes)})", (*args, *classes)
+    return Sql(f"t.id IN (SELECT a.image_id FROM annotation a WHERE {text})", args)
+
+
+def _partial_ids(parts: tuple[tuple[int, float, float], ...]) -> Sql:
+    """The images with a confidence in a partly covered end bucket's part of the range: its
+    index range, each confidence's bucket rechecked (``confidence_bits.split``)."""
+    bucket = engine().confidence_bucket("a.confidence")
+    tests = " OR ".join(
+        f"(a.confidence >= ? AND a.confidence <= ? AND {bucket} = ?)" for _ in parts
+    )
+    args = tuple(v for k, lo, hi in parts for v in (lo, hi, k))
+    return Sql(f"t.id IN (SELECT a.image_id FROM annotation a WHERE {tests})", args)
+
+
+def bits_cond(full: int, parts: tuple[tuple[int, float, float], ...]) -> Sql:
+    """A confidence range without classes from the image's own ``confidence_bits`` (the
+    buckets wholly inside it) or, for the partly covered end buckets, the annotations."""
+    whole = Sql("(t.confidence_bits & ?) <> 0", (full,))
+    if not parts:
+        return whole
+    if not full:
+        return _partial_ids(parts)
+    return compose("({} OR {})", whole, _partial_ids(parts))
+
+
+def bits_total(table: str, full: int, parts: tuple[tuple[int, float, float], ...]) -> Sql:
+    """The exact total of a confidence range alone: the images with a bit of a bucket wholly
+    inside it (summed from the count table ``table``, keyed by the bits), plus those without
+    one that have a confidence in a partly covered end bucket's part of it."""
+    whole = Sql(
+        f"(SELECT coalesce(sum(t.n), 0) FROM {table} t WHERE (t.confidence_bits & ?) <> 0)",
+        (full,),
+    )
+    if not parts:
+        return whole
+    partial = _partial_ids(parts)
+    rest = Sql(
+        f"(SELECT count(*) FROM image t WHERE (t.confidence_bits & ?) = 0 AND {partial.text})",
+        (full, *partial.args),
+    )
+    return compose("({} + {})", whole, rest)
+
+
+# What ``annotation_source`` names: "model" is every inference (the word itself or a model's
+# own name), the other two are the reviewed sources (``catalog.REVIEWED_SOURCES``).
+ANNOTATION_SOURCES = ("model", "manual", "import")
+
+
+def source_cond(source: str) -> Sql:
+    """The images with an annotation of that source, probed per row through the annotation's
+    image index (no index on the source: every annotation written would pay for it)."""
+    if source == "model":
+        test, args = "a.source NOT IN (?, ?)", ("manual", "import")
+    else:
+        test, args = "a.source = ?", (source,)
+    return Sql(f"EXISTS (SELECT 1 FROM annotation a WHERE a.image_id = t.id AND {test})", args)
+
+
+def annotated_cond(annotated: bool) -> Sql:
+    """Images with (or without) annotations: class set 0 is the empty set (``class_sets``),
+    a key column of the class-set count tables, so the total is read from them."""
+    return Sql("t.class_set_id <> 0" if annotated else "t.class_set_id = 0")
 
 
 def search_cond(term: str) -> Sql:

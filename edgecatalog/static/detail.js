@@ -24,6 +24,7 @@ export class Detail {
     this.image = null;
     this.drawing = false;
     this.selected = null;
+    this.hiddenBoxes = new Set(); // boxes hidden with "h", for this image
     this.root = $("detail");
     $("d-close").addEventListener("click", () => this.close());
     $("d-prev").addEventListener("click", () => this.step(-1));
@@ -42,6 +43,7 @@ export class Detail {
     $("d-locked").addEventListener("change", (e) => this.patch({ split_locked: e.target.checked }));
     $("d-status").addEventListener("change",
       (e) => this.patch({ annotation_status: e.target.value }));
+    $("d-pinned").addEventListener("change", (e) => this.patch({ pinned: e.target.checked }));
     enableBoxDrawing($("d-overlay"), () => this.drawing, (g) => this.addBox(g));
     $("d-overlay").addEventListener("click", (e) => {
       const id = e.target.dataset && e.target.dataset.id;
@@ -56,6 +58,7 @@ export class Detail {
   open(index) {
     const image = this.grid.images[index];
     if (!image) return;
+    if (index !== this.index) this.hiddenBoxes.clear();
     this.index = index;
     this.selected = null;
     this.setDrawing(false);
@@ -97,6 +100,7 @@ export class Detail {
     $("d-locked").checked = Boolean(image.split_locked);
     $("d-split").disabled = Boolean(image.split_locked);
     $("d-status").value = image.annotation_status;
+    $("d-pinned").checked = Boolean(image.pinned);
     this.renderFields();
     this.render();
   }
@@ -133,7 +137,7 @@ export class Detail {
     const all = image.annotations || [];
     const threshold = Number($("d-threshold").value);
     $("d-threshold-out").textContent = threshold.toFixed(2);
-    const shown = visibleAnnotations(all, threshold);
+    const shown = visibleAnnotations(all, threshold).filter((a) => !this.hiddenBoxes.has(a.id));
     const img = $("d-image");
     const width = image.width || img.naturalWidth || 1;
     const height = image.height || img.naturalHeight || 1;
@@ -157,7 +161,7 @@ export class Detail {
       text.addEventListener("click", () => this.select(ann.id));
       const del = document.createElement("button");
       del.type = "button";
-      del.className = "small";
+      del.className = "small write-only";
       del.textContent = "Delete";
       del.setAttribute("aria-label", `Delete ${ann.class_value} annotation ${ann.id}`);
       del.addEventListener("click", () => this.confirmDelete(del, ann.id));
@@ -207,14 +211,47 @@ export class Detail {
     box.hidden = !text;
   }
 
+  // True when the action went through. On failure its message shows, and the controls go
+  // back to what the server holds: the view is as it was.
   async run(action) {
     this.message("");
+    let done = true;
     try {
       await action();
     } catch (err) {
       this.message(describeError(err));
+      done = false;
     }
-    await this.refresh(); // on failure too: put the controls back to what the server holds
+    await this.refresh();
+    return done;
+  }
+
+  // -- keyboard review ------------------------------------------------------------------
+
+  // An action that moves on: the next image of the queue once the change is stored.
+  async decide(changes) {
+    if (await this.patch(changes)) await this.step(1);
+  }
+
+  // "b": the next box becomes the selected one (the first after the last).
+  nextBox() {
+    const all = this.image ? this.image.annotations || [] : [];
+    if (!all.length) return;
+    const at = all.findIndex((a) => a.id === this.selected);
+    this.selected = all[(at + 1) % all.length].id;
+    this.render();
+  }
+
+  // "h": hide or show the selected box, or every box when none is selected.
+  toggleBox() {
+    const all = this.image ? this.image.annotations || [] : [];
+    const ids = this.selected !== null ? [this.selected] : all.map((a) => a.id);
+    const hide = ids.some((id) => !this.hiddenBoxes.has(id));
+    for (const id of ids) {
+      if (hide) this.hiddenBoxes.add(id);
+      else this.hiddenBoxes.delete(id);
+    }
+    this.render();
   }
 
   patch(changes) {

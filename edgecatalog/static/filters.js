@@ -6,7 +6,17 @@ import { classColour } from "./overlay.js";
 
 export const FILTER_KEYS = ["search", "class_values", "project_id", "stage", "batch_id",
   "device_id", "annotation_status", "split", "sync_state", "captured_after", "captured_before",
+  "min_confidence", "max_confidence", "has_annotations", "pinned", "updated_after",
   "sort", "order"];
+// The keys that select images (PATCH /data/images takes them as its filter); the rest order.
+export const SELECTING_KEYS = FILTER_KEYS.filter((k) => k !== "sort" && k !== "order");
+
+// The review queues: a queue is a set of filters, replacing the others.
+export const QUEUES = {
+  uncertain: { min_confidence: "0.4", max_confidence: "0.6" },
+  unlabelled: { has_annotations: "false" },
+  pinned: { pinned: "true" },
+};
 const DEFAULTS = { sort: "created_at", order: "desc" };
 
 function clean(entries) {

@@ -76,8 +76,8 @@ function thumbnailImage(image) {
 }
 
 export class Grid {
-  constructor({ list, empty, more, count, onOpen, onError }) {
-    Object.assign(this, { list, empty, more, count, onOpen, onError });
+  constructor({ list, empty, more, count, onOpen, onError, onPick }) {
+    Object.assign(this, { list, empty, more, count, onOpen, onError, onPick });
     this.images = [];
     this.total = null;
     this.loading = null;
@@ -143,6 +143,7 @@ export class Grid {
     const shown = this.images.length;
     this.empty.hidden = this.total !== 0;
     this.count.textContent = this.total === null ? "" : `${shown} of ${this.total} images`;
+    if (this.onPick) this.onPick(null); // new tiles show whether they are selected
     this.more.querySelector("button").hidden = this.done || (this.total === null && !this.failed);
   }
 
@@ -156,15 +157,30 @@ export class Grid {
   }
 
   tile(image, index) {
-    const item = el("li", "tile");
+    const item = el("li", image.pinned ? "tile pinned" : "tile");
     item.dataset.id = image.id;
     const button = el("button", "tile-button");
     button.type = "button";
     button.dataset.index = String(index);
     button.setAttribute("aria-label", `Open ${image.filename}`);
     this.fillTile(button, image);
-    button.addEventListener("click", () => this.onOpen(index));
-    item.append(button);
+    // Ctrl/Cmd-click and shift-click select, as in a file manager; a plain click opens.
+    button.addEventListener("click", (event) => {
+      if (this.onPick && (event.ctrlKey || event.metaKey || event.shiftKey)) {
+        event.preventDefault();
+        this.onPick(index, event.shiftKey);
+      } else {
+        this.onOpen(index);
+      }
+    });
+    const box = el("input", "tile-select write-only");
+    box.type = "checkbox";
+    box.setAttribute("aria-label", `Select ${image.filename}`);
+    box.addEventListener("click", (event) => {
+      event.preventDefault(); // the selection decides what the box shows
+      if (this.onPick) this.onPick(index, event.shiftKey);
+    });
+    item.append(box, button);
     return item;
   }
 
@@ -184,7 +200,14 @@ export class Grid {
     meta.lastChild.title = `sync: ${image.sync_state}`;
     caption.append(meta);
     children.push(caption);
+    if (image.pinned) {
+      const pin = el("span", "pin-mark", "\u{1F4CC}");
+      pin.title = "pinned: kept on this device";
+      pin.setAttribute("aria-label", "pinned");
+      children.push(pin);
+    }
     button.replaceChildren(...children);
+    button.closest("li")?.classList.toggle("pinned", Boolean(image.pinned));
   }
 
   // After a review action: show the new state without reloading the list.

@@ -14,15 +14,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
+from .. import listing
 from ..annotation_edits import AnnotationChanges, ManualAnnotation, new_manual_annotation
 from ..batches import BatchChanges
-from ..catalog import DEFAULT_LIMITS, PATCHABLE, AnnotationLimits, ImageChanges, unsafe_text
+from ..bulk_edits import MAX_IDS, SETTABLE, BulkChange, parse_shares
+from ..catalog import DEFAULT_LIMITS, EDITABLE, AnnotationLimits, ImageChanges, unsafe_text
 from ..errors import ValidationError
 from ..models import ANNOTATION_STATUSES, SPLITS, STAGES
 from ..params import MAX_ID, parse_choice
 from ..projects import MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, NewProject
 
 BATCH_PATCH_FIELDS = ("project_id", "stage")
+BULK_PATCH_FIELDS = ("ids", "filter", "set", "assign_split", "force")
 PROJECT_CREATE_FIELDS = ("name", "description")
 ANNOTATION_CREATE_FIELDS = ("image_id", "class_value", "type", "geometry", "z_order", "confidence")
 # confidence: a PATCH may clear a model's score (null) or set one; a new manual annotation
@@ -75,15 +78,91 @@ def _is_id(value: Any) -> bool:
 
 def parse_image_patch(body: Any) -> ImageChanges:
     """PATCH /data/images/<id>."""
-    patch_body(body, PATCHABLE)
+    patch_body(body, EDITABLE)
+    return _image_values(body)
+
+
+def _image_values(body: Mapping[str, Any], where: str = "") -> ImageChanges:
+    """The image fields of a patch (``where``: the object they sit in, for error names)."""
     changes = ImageChanges()
-    if "annotation_status" in body:
-        changes["annotation_status"] = body_choice(body, "annotation_status", ANNOTATION_STATUSES)
-    if "split" in body:
-        changes["split"] = body_choice(body, "split", SPLITS)
-    if "split_locked" in body:
-        changes["split_locked"] = body_bool(body, "split_locked")
+    try:
+        if "annotation_status" in body:
+            changes["annotation_status"] = body_choice(
+                body, "annotation_status", ANNOTATION_STATUSES
+            )
+        if "split" in body:
+            changes["split"] = body_choice(body, "split", SPLITS)
+        for name in ("split_locked", "pinned"):
+            if name in body:
+                changes[name] = body_bool(body, name)  # type: ignore[literal-required]
+    except ValidationError as err:
+        raise ValidationError(f"{where}{err.param}", err.message) from None
     return changes
+
+
+def parse_bulk_patch(body: Any, *, max_class_values: int, max_chars: int) -> BulkChange:
+    """PATCH /data/images: ``ids`` or ``filter``, ``set`` and/or ``assign_split``, ``force``."""
+    require_object(body)
+    reject_unknown(body, BULK_PATCH_FIELDS)
+    if ("ids" in body) == ("filter" in body):
+        raise ValidationError(
+            "ids", f"give either ids (at most {MAX_IDS} image ids) or filter (the list's filters)"
+        )
+    ids = _bulk_ids(body["ids"]) if "ids" in body else None
+    filters = None
+    if "filter" in body:
+        filters = _bulk_filter(body["filter"], max_class_values, max_chars)
+    values: ImageChanges = ImageChanges()
+    if "set" in body:
+        given = require_object(body["set"], "set")
+        try:
+            reject_unknown(given, SETTABLE)
+        except ValidationError as err:
+            raise ValidationError(f"set.{err.param}", err.message) from None
+        values = _image_values(given, "set.")
+    shares = parse_shares(body["assign_split"]) if "assign_split" in body else ()
+    if shares and "split" in values:
+        raise ValidationError("assign_split", "give set.split or assign_split, not both")
+    if not values and not shares:
+        raise ValidationError(
+            "set", f"give set (one or more of {', '.join(SETTABLE)}) or assign_split"
+        )
+    force = body_bool(body, "force") if "force" in body else False
+    return BulkChange(ids, filters, dict(values), shares, force)
+
+
+def _bulk_ids(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or len(value) > MAX_IDS:
+        raise ValidationError("ids", f"ids must be a list of 1 to {MAX_IDS} image ids")
+    if not all(_is_id(v) for v in value):
+        raise ValidationError("ids", "ids must be integer image ids")
+    return tuple(value)
+
+
+def _bulk_filter(value: Any, max_class_values: int, max_chars: int) -> dict[str, Any]:
+    """The list's filters, each value as its query-string text (a number or a boolean is
+    taken as the text it would be written as)."""
+    given = require_object(value, "filter")
+    names = [f.param for f in listing.FILTERS]
+    texts = {}
+    for name, raw in given.items():
+        if name not in names:
+            raise ValidationError(
+                f"filter.{name}", f"unknown filter {name!r}; the list's filters: {', '.join(names)}"
+            )
+        if isinstance(raw, bool):
+            raw = "true" if raw else "false"
+        elif isinstance(raw, (int, float)):
+            raw = repr(raw)
+        if not isinstance(raw, str) or len(raw) > max_chars:
+            raise ValidationError(
+                f"filter.{name}", f"filter.{name} must be a string of at most {max_chars} chars"
+            )
+        texts[name] = raw
+    try:
+        return listing.parse_filter_values(texts, max_class_values=max_class_values)
+    except ValidationError as err:
+        raise ValidationError(f"filter.{err.param}", err.message) from None
 
 
 def parse_batch_patch(body: Any) -> BatchChanges:

@@ -1,4 +1,5 @@
-"""GET /data/exports/<format>: a view of the catalog as a dataset archive, streamed.
+"""GET /data/exports/<format>: a view of the catalog as a dataset archive, streamed; GET
+/data/exports: the exports planned so far, newest first.
 
 The archive is planned first (``datasets.build_export``), so its length and ETag are known
 before the first byte. Range (one range; several, or a unit other than bytes, get the whole
@@ -14,12 +15,14 @@ import logging
 import time
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, jsonify, request
 from werkzeug.http import parse_range_header
 
-from .. import datasets
+from .. import datasets, envelope, listing
 from ..access import requires
+from ..datasets import history
 from ..errors import RangeNotSatisfiable
+from ..timeutil import now_us
 from ..web import settings
 
 bp = Blueprint("exports", __name__)
@@ -36,7 +39,7 @@ def export_dataset(fmt: str):
         max_class_values=cfg["limits.max_class_values"],
         max_chars=cfg["limits.max_param_chars"],
     )
-    started = time.monotonic()
+    started, planned_at = time.monotonic(), now_us()
     archive = datasets.build_export(wanted, cfg.data_dir / "exports")
     log.info(
         "export %s planned in %.0f ms: %d members, %d bytes",
@@ -46,10 +49,21 @@ def export_dataset(fmt: str):
         archive.size,
     )
     try:
-        return _answer(archive, fmt)
+        response = _answer(archive, fmt)
     except BaseException:
         archive.close()
         raise
+    if response.status_code == 200:  # a whole archive (not a resumed range, not a 304)
+        history.record(fmt, wanted.filters, planned_at)
+    return response
+
+
+@bp.get("/data/exports")
+@requires("read")
+def list_exports():
+    page = listing.parse_filtered_page(request.args, max_chars=settings()["limits.max_param_chars"])
+    rows, total = history.recent(page.limit, page.offset)
+    return jsonify(envelope.ok(rows, envelope.page_meta(len(rows), page.limit, page.offset, total)))
 
 
 def _answer(archive: datasets.Archive, fmt: str) -> Response:

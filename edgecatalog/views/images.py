@@ -1,12 +1,15 @@
-"""GET /data/images, GET /data/images/<id>, PATCH /data/images/<id>."""
+"""GET /data/images, PATCH /data/images (bulk), GET /data/images/<id>, PATCH
+/data/images/<id>."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
-from .. import catalog, envelope, listing, params
+from .. import bulk_edits, catalog, envelope, listing, params, site
 from ..access import authenticator, requires
 from ..serialize import image_to_dict
 from ..web import json_body, public_base, settings
@@ -43,6 +46,28 @@ def list_images():
         items = (image_to_dict(row, url) for row in page.items())
         return Response(envelope.stream_ok(items, meta), mimetype="application/json")
     return jsonify(envelope.ok([image_to_dict(row, url) for row in page.rows], meta))
+
+
+@bp.patch("/data/images")
+@requires("write")
+def patch_images():
+    cfg = settings()
+    body = json_body()
+    change = bodies.parse_bulk_patch(
+        body,
+        max_class_values=cfg["limits.max_class_values"],
+        max_chars=cfg["limits.max_param_chars"],
+    )
+    key = request.headers.get("Idempotency-Key", "")
+    idem = None
+    if key:
+        # The key belongs to this body: the same key with another change is refused.
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+        idem = bulk_edits.Idempotency(
+            f"token:{g.principal.subject}", site.check_key(key), f"PATCH /data/images {digest}"
+        )
+        site.forget_expired(cfg["site.idempotency_hours"])
+    return jsonify(envelope.ok(bulk_edits.apply(change, idem)))
 
 
 @bp.get("/data/images/facets")
