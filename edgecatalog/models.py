@@ -71,7 +71,7 @@ STAGES = ("collecting", "complete", "unassigned", "annotating")
 ANNOTATION_STATUSES = ("pending", "in_progress", "completed")
 SPLITS = ("train", "val", "test", "none")
 ANNOTATION_TYPES = ("bbox", "polygon")
-SYNC_STATES = ("pending", "synced", "quarantined", "local_only")
+SYNC_STATES = ("pending", "synced", "quarantined", "local_only", "skipped", "deferred")
 
 
 class BaseModel(Model):
@@ -204,12 +204,17 @@ class Outbox(BaseModel):
     byte_size = BigIntegerField(default=0)
     created_at = BigIntegerField()
     updated_at = BigIntegerField()
+    # The selection rules' decision (migration 0019; ``sync/selection.py``): the upload's
+    # priority (1 goes first; 0: a change; -1: not yet decided) and its rule's name.
+    priority = IntegerField(default=-1)
+    rule = TextField(default="")
 
     class Meta:
         indexes = (
             (("state", "next_attempt_at"), False),
             (("image",), False),
             (("kind", "state"), False),
+            (("state", "priority", "id"), False),
         )
 
 
@@ -236,6 +241,26 @@ class SyncStatus(BaseModel):
     last_error_message = TextField(default="")
     auth_fingerprint = CharField(default="")  # digest of the rejected credentials, never them
     updated_at = BigIntegerField(default=0)
+
+
+class SyncSelection(BaseModel):
+    """The digest of the selection rules the queue was last decided by (one row, id 1)."""
+
+    fingerprint = TextField(default="")
+    updated_at = BigIntegerField(default=0)
+
+
+class SyncUsage(BaseModel):
+    """Images and bytes sent per selection rule per minute (``period``: the minute's start,
+    microseconds; 0: totals since the catalog began): quotas, throughput and metrics."""
+
+    rule = TextField()
+    period = BigIntegerField()
+    images = IntegerField(default=0)
+    bytes = BigIntegerField(default=0)
+
+    class Meta:
+        primary_key = CompositeKey("rule", "period")
 
 
 class CaptureFile(BaseModel):
@@ -357,6 +382,8 @@ MODELS = (
     Outbox,
     RejectedFile,
     SyncStatus,
+    SyncUsage,
+    SyncSelection,
     CaptureFile,
     ImageNameEpoch,
     DeviceKey,
