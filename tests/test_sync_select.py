@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 import time
 from collections import Counter
 
@@ -233,6 +234,27 @@ def test_quota_defers_to_the_next_period(env, emulator):
     assert Counter(plain_states().values()) == {"synced": 8, "deferred": 1}
 
 
+@pytest.mark.both_engines
+def test_a_daily_quota_waits_for_the_next_local_day(env, emulator):
+    start = time.time()
+    local = dt.datetime.fromtimestamp(start)
+    rules = [{"match": "*", "per_day": 2}]
+    settings, worker = env(upstream__select=rules, clock=lambda: start)
+    for i in range(5):
+        seed_image(settings, filename=f"d{i}.jpg", seed=i)
+    drain(worker)
+    assert len(emulator.images) == 2
+    if (local + dt.timedelta(hours=1)).date() == local.date():
+        _, later = env(upstream__select=rules, clock=lambda: start + 3600)
+        drain(later)
+        assert len(emulator.images) == 2  # the same day: still held
+    tomorrow = (local + dt.timedelta(days=1)).replace(hour=12).timestamp()
+    _, next_day = env(upstream__select=rules, clock=lambda: tomorrow)
+    drain(next_day)
+    assert len(emulator.images) == 4
+    assert Counter(plain_states().values()) == {"synced": 4, "deferred": 1}
+
+
 def local_window(start_ts: float, minutes_from_now: int, length: int) -> str:
     """A window in the device's local time, starting ``minutes_from_now`` after ``start_ts``."""
     base = dt.datetime.fromtimestamp(start_ts) + dt.timedelta(minutes=minutes_from_now)
@@ -346,3 +368,45 @@ def test_a_rules_report_is_json(env, emulator):
     seed_specs(settings, make_specs(6))
     drain(worker)
     json.dumps(status_report(settings))  # every figure is plain JSON
+
+
+def test_skipped_files_are_evicted_like_synced_ones_and_stay_skipped(env, emulator):
+    from test_retention import MB, SimulatedDisk
+
+    from edgecatalog import retention
+
+    settings, worker = env(
+        upstream__select=[{"match": "class:keep"}],
+        retention__max_disk_percent=50.0,
+        retention__min_free_bytes=0,
+    )
+    images = [
+        seed_image(
+            settings,
+            filename=f"r{i}.jpg",
+            data=jpeg_bytes(seed=i) + os.urandom(100_000),
+            annotations=(box("keep" if i % 3 == 0 else "other", *[0.5] * 4),),
+        )
+        for i in range(9)
+    ]
+    drain(worker)
+    kept = [img for i, img in enumerate(images) if i % 3 == 0]
+    assert set(emulator.images) == {img.sha256 for img in kept}
+    # One image is past a quota instead: its file must stay.
+    Image.update(sync_state="deferred").where(Image.id == images[8].id).execute()
+    disk = SimulatedDisk(settings.data_dir, total=10 * MB, other=0)
+    retention.use_disk_usage(disk)
+    try:
+        disk.other = disk.total // 2 - disk.used() + 450_000  # ~5 files over the line
+        report = retention.evict_if_needed(settings)
+    finally:
+        retention.use_disk_usage(None)
+    assert report.image_ids == [img.id for img in images[:5]]  # oldest first, either state
+    # Deciding again with wider rules cannot bring back a file that is gone.
+    _, wider = env(upstream__select=[{"match": "*"}])
+    drain(wider)
+    evicted_skipped = {img.sha256 for img in images[:5]} - {img.sha256 for img in kept}
+    assert not evicted_skipped & set(emulator.images)
+    states = dict(database.execute_sql("SELECT id, sync_state FROM image").fetchall())
+    assert all(states[img.id] == "skipped" for img in images[:5] if img.sha256 in evicted_skipped)
+    assert all(states[img.id] == "synced" for img in images[5:8])
