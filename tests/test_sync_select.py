@@ -410,3 +410,33 @@ def test_skipped_files_are_evicted_like_synced_ones_and_stay_skipped(env, emulat
     states = dict(database.execute_sql("SELECT id, sync_state FROM image").fetchall())
     assert all(states[img.id] == "skipped" for img in images[:5] if img.sha256 in evicted_skipped)
     assert all(states[img.id] == "synced" for img in images[5:8])
+
+
+@pytest.mark.both_engines
+def test_a_site_gateway_forwards_by_its_own_rules(tmp_path, emulator, database_url):
+    from test_site_gateway import KEY_A, KEY_B, gateway_settings, upload
+    from upload_helpers import image_bytes
+
+    settings = gateway_settings(
+        tmp_path,
+        database_url,
+        upstream__base_url=emulator.base_url,
+        upstream__device_key=emulator.device_key,
+        upstream__select=[{"match": "device:cam-a"}, {"match": "*", "share": 0.0}],
+    )
+    client = create_app(settings).test_client()
+    sent = {}
+    for i in range(8):
+        data = image_bytes(seed=300 + i)
+        key = KEY_A if i % 2 else KEY_B
+        got = upload(client, key, data, {"device_id": "cam-a" if i % 2 else "cam-b"})
+        assert got.status_code == 201, got.get_data(as_text=True)
+        sent[hashlib.sha256(data).hexdigest()] = i % 2 == 1
+    worker = SyncWorker(settings)
+    try:
+        drain(worker)
+    finally:
+        worker.close()
+    assert set(emulator.images) == {sha for sha, from_a in sent.items() if from_a}
+    states = Counter(s for (s,) in database.execute_sql("SELECT sync_state FROM image"))
+    assert states == {"synced": 4, "skipped": 4}

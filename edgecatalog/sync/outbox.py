@@ -104,14 +104,6 @@ def has_pending() -> bool:
     return Outbox.select().where(Outbox.state == "pending").exists()
 
 
-def has_due(max_priority: int | None) -> bool:
-    """Something ``due_rows`` would give (decided, and allowed now)."""
-    which = (Outbox.state == "pending") & (Outbox.priority >= 0)
-    if max_priority is not None:
-        which &= (Outbox.priority >= 1) & (Outbox.priority <= max_priority)
-    return Outbox.select(Outbox.id).where(which).exists()
-
-
 def _key(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 

@@ -13,23 +13,37 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from peewee import EXCLUDED
 
+from ..config import Settings
 from ..db import write_tx
 from ..models import Annotation, Device, Image, Outbox, SyncSelection
 from ..timeutil import now_us
 from . import usage
-from .rules import SEND_ALL, Facts, Rule, decide, parse_rules, period_starts
+from .rules import (
+    SEND_ALL,
+    Facts,
+    Rule,
+    decide,
+    in_window,
+    parse_rules,
+    parse_windows,
+    period_starts,
+)
 
+log = logging.getLogger("edgecatalog.sync")
 UPLOAD = "upload"
 UNDECIDED = -1
 CHANGE_PRIORITY = 0  # changes to images already upstream go first, oldest first
 NO_RULE = ""  # the rule of an image no rule matched
 DECIDE_CHUNK = 500
 OPEN_STATES = ("pending", "skipped", "deferred")  # an upload's states before it is sent
+PRUNE_EVERY_SECONDS = 3600.0  # how often minutes of sent counts no quota reads are dropped
 
 
 def rules_of(select: list) -> tuple[Rule, ...]:
@@ -242,3 +256,46 @@ def release(exhausted: set[str]) -> int:
             & (Image.sync_state == "deferred")
         ).execute()
         return Outbox.update(state="pending").where(which).execute()
+
+
+class Selector:
+    """The rules, windows and quotas of one worker, applied at the start of each pass."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.rules = rules_of(settings["upstream.select"])
+        self.windows = parse_windows(settings["upstream.windows"])
+        self.always_priority: int = settings["upstream.always_priority"]
+        self.clock = clock  # wall time: windows and quota periods are the device's local time
+        self._checked = False  # the queue is decided again once if the rules changed
+        self._pruned = -PRUNE_EVERY_SECONDS
+
+    def reselect(self) -> DecideReport:
+        self._checked = True
+        return reselect(self.rules)
+
+    def prepare(self) -> tuple[int | None, Quotas]:
+        """Decide new rows (the whole queue again, once, if the rules changed since it was
+        decided), defer or release by quota. Returns the highest priority number allowed
+        now (None: any; outside the windows, ``always_priority``) and the quotas' use, which
+        the pass counts on as it sends."""
+        if not self._checked:
+            decided = reselect_if_changed(self.rules)
+            if decided is not None:
+                log.info(
+                    "selection rules changed: %d upload(s) to send, %d skipped",
+                    decided.selected,
+                    decided.skipped,
+                )
+            self._checked = True
+        decide_pending(self.rules)
+        now = self.clock()
+        quotas = Quotas(self.rules, now)
+        if quotas.limits:
+            exhausted = quotas.exhausted()
+            release(exhausted)
+            defer(exhausted)
+            if time.monotonic() - self._pruned >= PRUNE_EVERY_SECONDS:
+                with write_tx():
+                    usage.prune()
+                self._pruned = time.monotonic()
+        return (None if in_window(self.windows, now) else self.always_priority), quotas

@@ -31,7 +31,7 @@ from ..db import write_tx
 from ..engines import current as engine
 from ..models import Annotation, Image, Outbox, database
 from ..timeutil import format_ts, now_us
-from . import outbox, selection, usage
+from . import outbox, selection
 from .client import Outcome, UpstreamClient, load_credentials
 from .payload import (
     LocalFileProblem,
@@ -41,12 +41,10 @@ from .payload import (
     mirror_set,
     upload_request,
 )
-from .rules import in_window, parse_windows
 from .state import backoff_left_us, load_status, save_status
 from .throttle import backoff_delay
 
 log = logging.getLogger("edgecatalog.sync")
-PRUNE_EVERY_SECONDS = 3600.0  # how often minutes of sent counts no quota reads are dropped
 MARK_EVERY_SECONDS = 1.0  # accepted rows wait at most this long for their commit
 GATEWAY_RECHECK_SECONDS = 600.0  # how often GET /device/self is asked what upstream is
 ANNOTATION_KINDS = ("create_annotation", "update_annotation", "delete_annotation")
@@ -117,12 +115,8 @@ class SyncWorker:
         # GET /device/self at most every GATEWAY_RECHECK_SECONDS; None until an answer came.
         self.mirrors: tuple[str, ...] | None = None
         self._mirrors_asked = -GATEWAY_RECHECK_SECONDS
-        # What goes, in which order, and when (checked at start-up by config).
-        self.rules = selection.rules_of(settings["upstream.select"])
-        self.windows = parse_windows(settings["upstream.windows"])
-        self._rules_checked = False  # the queue is decided again once if the rules changed
-        self._pruned = -PRUNE_EVERY_SECONDS
-        self.clock = clock  # wall time, epoch seconds: windows and quota periods (tests move it)
+        # What goes, in which order, and when; ``clock``: wall time, which tests move.
+        self.selector = selection.Selector(settings, clock)
 
     def close(self) -> None:
         self.client.close()
@@ -164,7 +158,7 @@ class SyncWorker:
         unknown = self.mirrors is None and outbox.has_pending()
         gateway = self._gateway() if unknown or outbox.has_changes() else bool(self.mirrors)
         outbox.promote_waiting(bool(self.credentials.api_token) or gateway)
-        max_priority, quotas = self._select()
+        max_priority, quotas = self.selector.prepare()
         rows = outbox.due_rows(
             self.settings["upstream.order"], self.settings["upstream.batch_size"], max_priority
         )
@@ -193,37 +187,7 @@ class SyncWorker:
         """Decide again every upload not yet sent (``sync --reselect``), under the pass lock."""
         with pass_lock(self.settings, 0.0), database.connection_context():
             outbox.release_local_only()
-            self._rules_checked = True
-            return selection.reselect(self.rules)
-
-    def _select(self) -> tuple[int | None, selection.Quotas]:
-        """Apply the selection rules before rows are picked: decide new rows (the whole queue
-        again, once, if the rules changed since it was decided), defer or release by quota.
-        Returns the highest priority number allowed now (None: any; outside the windows,
-        ``always_priority``) and the quotas' use, which the pass counts on."""
-        if not self._rules_checked:
-            decided = selection.reselect_if_changed(self.rules)
-            if decided is not None:
-                log.info(
-                    "selection rules changed: %d upload(s) to send, %d skipped",
-                    decided.selected,
-                    decided.skipped,
-                )
-            self._rules_checked = True
-        selection.decide_pending(self.rules)
-        now = self.clock()  # wall time: windows and quota periods are the device's local time
-        quotas = selection.Quotas(self.rules, now)
-        if quotas.limits:
-            exhausted = quotas.exhausted()
-            selection.release(exhausted)
-            selection.defer(exhausted)
-            if time.monotonic() - self._pruned >= PRUNE_EVERY_SECONDS:
-                with write_tx():
-                    usage.prune()
-                self._pruned = time.monotonic()
-        if in_window(self.windows, now):
-            return None, quotas
-        return self.settings["upstream.always_priority"], quotas
+            return self.selector.reselect()
 
     def _gateway(self) -> bool:
         """Whether upstream is a site gateway, asked again every GATEWAY_RECHECK_SECONDS. When
