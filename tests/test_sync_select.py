@@ -112,6 +112,18 @@ def uploads_in_order(emulator) -> list[str]:
     return [s.sha256 for s in stored]
 
 
+def metrics_text(settings) -> str:
+    from edgecatalog.auth import Authenticator
+
+    token = Authenticator(settings).issue_token("t", "read")
+    got = (
+        create_app(settings)
+        .test_client()
+        .get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    )
+    return got.get_data(as_text=True)
+
+
 def plain_states() -> dict[int, str]:
     return dict(database.execute_sql("SELECT id, sync_state FROM image").fetchall())
 
@@ -167,7 +179,7 @@ def test_rules_decide_what_goes_and_priority_decides_the_order(env, emulator):
         "/data/images?sync_state=skipped&limit=100", headers={"Authorization": f"Bearer {token}"}
     ).get_json()["data"]
     assert {img["id"] for img in got} == skipped
-    metrics = client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).text
+    metrics = metrics_text(settings)
     assert f'edgecatalog_sync_rule_skipped{{rule="*"}} {float(len(skipped))}' in metrics
     crack = sum(1 for sha in expected if expected_priority(by_sha[sha]) == 1)
     assert f'edgecatalog_sync_rule_sent_images_total{{rule="class:crack,dent"}} {float(crack)}' in (
@@ -227,6 +239,9 @@ def test_quota_defers_to_the_next_period(env, emulator):
             "SELECT byte_size FROM image WHERE sync_state = 'deferred'"
         ).fetchall()
     )
+    metrics = metrics_text(settings)
+    assert 'edgecatalog_sync_rule_deferred{rule="class:crack"} 3.0' in metrics
+    assert 'edgecatalog_sync_rule_deferred{rule="*"} 2.0' in metrics
     # The next hour: three more cracks, one more plain image.
     _, later = env(upstream__select=rules, clock=lambda: start + 3600)
     drain(later)
@@ -287,6 +302,13 @@ def test_windows_hold_all_but_always_priority(env, emulator):
     assert report["next_window_at"] == format_ts(int(opens.timestamp()) * 1_000_000)
     pending = {p["priority"]: p["count"] for p in report["pending_by_priority"]}
     assert pending == {2: 4}
+    # The time to drain: the pending bytes at the rate the cracks just went.
+    (left,) = database.execute_sql(
+        "SELECT sum(byte_size) FROM image WHERE sync_state = 'pending'"
+    ).fetchone()
+    assert report["drain_eta_seconds"] == pytest.approx(
+        int(left) / report["throughput_bytes_per_second"], rel=0.01, abs=0.1
+    )
     now[0] += 125 * 60  # inside the window
     drain(worker)
     assert set(emulator.images) == {img.sha256 for img in cracks + others}

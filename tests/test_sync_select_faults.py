@@ -47,8 +47,9 @@ def bulk_seed(
     writer; sha256 -> bytes."""
     made: dict[str, bytes] = {}
     news = []
+    pictures = [jpeg_bytes(seed=s) for s in range(min(count, 64))]
     for i in range(count):
-        data = jpeg_bytes(seed=i % 4096) + f"{prefix}{i}".encode() + b"\0" * pad  # distinct
+        data = pictures[i % len(pictures)] + f"{prefix}{i}".encode() + b"\0" * pad  # distinct
         digest = hashlib.sha256(data).hexdigest()
         key = f"raw-data/{digest[:12]}_{prefix}{i}.jpg"
         target = settings.images_dir / key
@@ -83,7 +84,11 @@ def duplicate_answers(emulator: UpstreamEmulator) -> int:
     )
 
 
-@pytest.mark.both_engines
+# On PostgreSQL too, in the slow run: 10,000 decisions there cost ~10 s more (each changed
+# sync_state updates the declared count tables), more than the normal run's budget.
+@pytest.mark.parametrize(
+    "engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)], indirect=True
+)
 def test_five_percent_of_10000_reach_upstream_exactly_once_through_faults(tmp_path, database_url):
     emulator = UpstreamEmulator()
     emulator.random_faults(0.08, ("500", "drop", "429"), seed=7)
@@ -188,7 +193,7 @@ def test_sigkill_and_clock_jumps_across_a_window_lose_and_repeat_nothing(tmp_pat
         open_db(settings)
         crack = (box("crack", 0.5, 0.5, 0.2, 0.2),)
         urgent = bulk_seed(settings, 6, "u", classes=crack)
-        ordinary = bulk_seed(settings, 120, "o")
+        ordinary = bulk_seed(settings, 60, "o")
         config = _config(tmp_path, settings, window)
         database.close()
 
@@ -199,23 +204,23 @@ def test_sigkill_and_clock_jumps_across_a_window_lose_and_repeat_nothing(tmp_pat
         offset_file.write_text("+0")
         proc = Clocked(lib, config, offset_file)
         assert wait_for(lambda: arrived(urgent) == len(urgent), 30)
-        time.sleep(1.0)
+        time.sleep(0.8)
         assert arrived(ordinary) == 0
         # The clock jumps forward into the window: it opens now, not a day later.
         offset_file.write_text(f"+{int(inside)}")
         assert wait_for(lambda: arrived(ordinary) >= 10, 30)
         proc.kill()  # killed while the window's first sends are in flight
         proc = Clocked(lib, config, offset_file)
-        assert wait_for(lambda: arrived(ordinary) >= 40, 30)
+        assert wait_for(lambda: arrived(ordinary) >= 25, 30)
         # The clock jumps back before the opening: the window closes again at once.
         offset_file.write_text("+0")
         time.sleep(0.6)  # a send already under way may finish
         held = arrived(ordinary)
-        time.sleep(1.5)
+        time.sleep(1.0)
         assert arrived(ordinary) == held < len(ordinary)
         proc.kill()  # killed at the window's edge
         proc = Clocked(lib, config, offset_file)
-        time.sleep(1.5)
+        time.sleep(1.2)
         assert arrived(ordinary) == held  # still outside after a restart
         offset_file.write_text(f"+{int(inside)}")  # the same window, reached again
         assert wait_for(lambda: arrived(ordinary) == len(ordinary), 60)
@@ -304,7 +309,7 @@ def priority_latency(tmp_path: Path, backlog: int, probes: int) -> dict[str, flo
 
 
 def test_a_priority_image_overtakes_a_backlog(tmp_path):
-    figures = priority_latency(tmp_path, backlog=2000, probes=3)
+    figures = priority_latency(tmp_path, backlog=1000, probes=3)
     print(figures)
     assert figures["max_s"] <= figures["bound_s"], figures
 
