@@ -135,8 +135,11 @@ def format_report(report: dict[str, Any]) -> str:
     lines = []
     for key, value in report.items():
         if key == "pending_by_priority":
-            value = ", ".join(
-                f"{_priority_name(p['priority'])}: {p['count']} ({p['bytes']} B)" for p in value
+            value = (
+                ", ".join(
+                    f"{_priority_name(p['priority'])}: {p['count']} ({p['bytes']} B)" for p in value
+                )
+                or "-"
             )
         elif key == "last_error":
             value = (
