@@ -205,7 +205,7 @@ class Outbox(BaseModel):
     created_at = BigIntegerField()
     updated_at = BigIntegerField()
     # The selection rules' decision (migration 0019; ``sync/selection.py``): the upload's
-    # priority (1 goes first; 0: a change; -1: not yet decided) and its rule's name.
+    # priority (1 goes first; -1: not yet decided) and its rule's name.
     priority = IntegerField(default=-1)
     rule = TextField(default="")
 

@@ -641,8 +641,9 @@ SCHEMAS: dict[str, Any] = {
             "next_attempt_at": TIMESTAMP,
             "pending_by_priority": {
                 "type": "array",
-                "description": "Pending rows per priority (1 goes first; 0: changes to images "
-                "already upstream; -1: not yet decided by the selection rules)",
+                "description": "Pending rows per priority (1 goes first; changes to images "
+                "already upstream share the rules' last priority; -1: not yet decided by the "
+                "selection rules)",
                 "items": {
                     "type": "object",
                     "properties": {

@@ -1,8 +1,8 @@
 """What the upstream selection rules decide, and what they have sent (both engines):
 
-* ``outbox.priority``: the rule's priority for an upload (1 goes first), 0 for a change to an
-  image already upstream (sent first, oldest first, as before), -1 while not yet decided (what
-  every row written before this migration, or by a writer that does not decide, starts as).
+* ``outbox.priority``: the rule's priority for an upload (1 goes first; a change to an image
+  already upstream takes the rules' last priority), -1 while not yet decided (what every row
+  written before this migration, or by a writer that does not decide, starts as).
 * ``outbox.rule``: the name of the rule that decided an upload ('' until decided).
 * ``outbox_state_priority``: the next rows to send, highest priority then oldest, in one seek
   however long the queue.

@@ -462,3 +462,26 @@ def test_a_site_gateway_forwards_by_its_own_rules(tmp_path, emulator, database_u
     assert set(emulator.images) == {sha for sha, from_a in sent.items() if from_a}
     states = Counter(s for (s,) in database.execute_sql("SELECT sync_state FROM image"))
     assert states == {"synced": 4, "skipped": 4}
+
+
+@pytest.mark.both_engines
+def test_changes_keep_their_order_and_priority_images_overtake_them(env, emulator):
+    from edgecatalog import catalog
+
+    rules = [{"match": "class:crack"}, {"match": "*"}]
+    settings, worker = env(
+        upstream__select=rules, upstream__batch_size=1, upstream__api_token=emulator.api_token
+    )
+    plain = seed_image(settings, filename="plain.jpg", seed=1)
+    drain(worker)
+    assert plain.sha256 in emulator.images
+    for split in ("train", "val", "test"):  # three edits of one image upstream, in order
+        catalog.update_image(plain.id, {"split": split})
+    crack = seed_image(settings, filename="c.jpg", seed=2, annotations=(box("crack", *[0.5] * 4),))
+    worker.run_pass(manual=True)  # one row a pass: the priority image first
+    assert crack.sha256 in emulator.images
+    assert not [e for e in emulator.log if e.method == "PATCH"]
+    drain(worker)
+    remote = emulator.images[plain.sha256].image_id
+    assert emulator.by_id[str(remote)].fields.get("split") == "test"  # the last edit won
+    assert [e for e in emulator.log if e.method == "PATCH" and e.status == 200]

@@ -49,11 +49,11 @@ function duration(seconds) {
   return `${(seconds / 3600).toFixed(1)} h`;
 }
 
-// "P1 3 · P9 120 (2.4 MB)": pending uploads per priority (1 goes first); changes to images
-// already upstream are "changes", rows not yet decided "new".
+// "P1 3 (12 kB) · P9 120 (2.4 MB)": pending rows per priority (1 goes first); rows the worker
+// has not decided yet are "new".
 function queueText(rows) {
   if (!Array.isArray(rows) || !rows.length) return "empty";
-  const name = (p) => (p === 0 ? "changes" : p < 0 ? "new" : `P${p}`);
+  const name = (p) => (p < 0 ? "new" : `P${p}`);
   return rows.map((r) => `${name(r.priority)} ${r.count} (${formatBytes(r.bytes)})`).join(" · ");
 }
 

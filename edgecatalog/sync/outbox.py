@@ -68,20 +68,19 @@ def release_unsupported(kinds: Sequence[str]) -> int:
 
 
 def due_rows(order: str, limit: int, max_priority: int | None = None) -> list[Outbox]:
-    """The next rows to send, decided by the selection rules (``sync/selection.py``):
-    changes to synced images first, oldest first (their order matters), then uploads by
-    priority (1 first), ``order`` deciding within a priority. ``max_priority``: outside the
-    sync windows, only uploads of priority 1 to this go (none when it is 0)."""
-    pending = Outbox.select().where(Outbox.state == "pending")
-    uploads = pending.where(Outbox.priority >= 1)
+    """The next rows to send, as the selection rules decided them (``sync/selection.py``):
+    priority 1 first; within a priority, oldest first, or with ``order = "newest"`` uploads
+    newest first after the changes, which always go oldest first (their order matters).
+    ``max_priority``: outside the sync windows, only rows of priority 1 to this go."""
+    due = Outbox.select().where((Outbox.state == "pending") & (Outbox.priority >= 1))
     if max_priority is not None:
-        uploads = uploads.where(Outbox.priority <= max_priority)
-        changes: list[Outbox] = []
-    else:
-        changes = list(pending.where(Outbox.priority == 0).order_by(Outbox.id).limit(limit))
-    within = Outbox.id if order == "oldest" else Outbox.id.desc()
-    rest = max(limit - len(changes), 0)
-    return changes + list(uploads.order_by(Outbox.priority, within).limit(rest))
+        due = due.where(Outbox.priority <= max_priority)
+    if order == "oldest":
+        return list(due.order_by(Outbox.priority, Outbox.id).limit(limit))
+    changes = due.where(Outbox.kind != UPLOAD).order_by(Outbox.priority, Outbox.id).limit(limit)
+    uploads = due.where(Outbox.kind == UPLOAD).order_by(Outbox.priority, Outbox.id.desc())
+    rows = sorted([*changes, *uploads.limit(limit)], key=lambda row: row.priority)  # stable
+    return rows[:limit]
 
 
 CHANGE_KINDS = ("patch_image", "create_annotation", "update_annotation", "delete_annotation")

@@ -39,7 +39,6 @@ from .rules import (
 log = logging.getLogger("edgecatalog.sync")
 UPLOAD = "upload"
 UNDECIDED = -1
-CHANGE_PRIORITY = 0  # changes to images already upstream go first, oldest first
 NO_RULE = ""  # the rule of an image no rule matched
 DECIDE_CHUNK = 500
 OPEN_STATES = ("pending", "skipped", "deferred")  # an upload's states before it is sent
@@ -97,9 +96,18 @@ def facts_of(image_ids: Sequence[int]) -> dict[int, Facts]:
     return facts
 
 
+def change_priority(rules: Sequence[Rule]) -> int:
+    """The priority of a change to an image already upstream: the rules' last (largest)
+    number. All changes share it, so they keep their order among themselves (a later patch
+    never overtakes an earlier one), images of higher priority still overtake them, and with
+    no rules everything is priority 1 and leaves oldest first, changes and uploads alike."""
+    return max(rule.priority for rule in rules)
+
+
 def decide_pending(rules: Sequence[Rule]) -> DecideReport:
     """Decide every pending row not yet decided, a chunk per transaction."""
     report = DecideReport()
+    changes_at = change_priority(rules)
     while True:
         rows = list(
             Outbox.select(Outbox.id, Outbox.image, Outbox.kind)
@@ -115,20 +123,25 @@ def decide_pending(rules: Sequence[Rule]) -> DecideReport:
         for row_id, image_id in uploads.items():
             image = facts.get(image_id)
             if image is None:  # deleted meanwhile: the worker drops the row when it comes
-                groups.setdefault((NO_RULE, CHANGE_PRIORITY, True), []).append(row_id)
+                groups.setdefault((NO_RULE, changes_at, True), []).append(row_id)
                 continue
             rule, selected = decide(rules, image)
             key = (rule.name, rule.priority, selected) if rule else (NO_RULE, 0, False)
             groups.setdefault(key, []).append(row_id)
         changes = [row.id for row in rows if row.kind != UPLOAD]
         with write_tx():
-            _apply(groups, changes, report)
+            _apply(groups, changes, changes_at, report)
 
 
-def _apply(groups: dict[tuple[str, int, bool], list[int]], changes: list[int], report) -> None:
+def _apply(
+    groups: dict[tuple[str, int, bool], list[int]],
+    changes: list[int],
+    changes_at: int,
+    report: DecideReport,
+) -> None:
     still = (Outbox.state == "pending") & (Outbox.priority == UNDECIDED)
     if changes:
-        Outbox.update(priority=CHANGE_PRIORITY).where(still & Outbox.id.in_(changes)).execute()
+        Outbox.update(priority=changes_at).where(still & Outbox.id.in_(changes)).execute()
     for (rule, priority, selected), ids in groups.items():
         if selected:
             Outbox.update(priority=priority, rule=rule).where(still & Outbox.id.in_(ids)).execute()
@@ -158,6 +171,10 @@ def reopen() -> int:
             .where(open_uploads)
             .execute()
         )
+        # Changes take the new rules' change priority (the same for all: their order holds).
+        Outbox.update(priority=UNDECIDED).where(
+            (Outbox.kind != UPLOAD) & (Outbox.priority != UNDECIDED)
+        ).execute()
         Image.update(sync_state="pending").where(
             Image.sync_state.in_(("skipped", "deferred")) & Image.evicted_at.is_null()
         ).execute()

@@ -127,7 +127,7 @@ def _selection_report(settings: Settings, counts: QueueCounts, now: int) -> dict
 
 
 def _priority_name(priority: int) -> str:
-    return {-1: "undecided", 0: "changes"}.get(priority, f"priority {priority}")
+    return "undecided" if priority < 0 else f"priority {priority}"
 
 
 def format_report(report: dict[str, Any]) -> str:
