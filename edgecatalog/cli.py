@@ -73,6 +73,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             value = settings[setting.name]
             shown = "<set>" if setting.name in secret_keys and value else value
             print(f"{setting.name} = {shown!r}")
+    from .sync.rules import parse_rules, unreachable
+
+    for warning in unreachable(parse_rules(settings["upstream.select"])):
+        print(f"warning: upstream.select: {warning}", file=sys.stderr)
     print(f"configuration OK ({settings.source})")
     return 0
 
@@ -307,7 +311,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     settings = _settings(args)
     setup_logging(settings)
     try:
-        return run_sync(settings, once=args.once, retry=args.retry_quarantined)
+        return run_sync(
+            settings, once=args.once, retry=args.retry_quarantined, reselect=args.reselect
+        )
     except SyncCommandError as exc:
         raise UsageError(str(exc)) from None
 
@@ -517,6 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "--retry-quarantined",
                 action="store_true",
                 help="put quarantined items back in the queue first",
+            )
+            cmd.add_argument(
+                "--reselect",
+                action="store_true",
+                help="decide again, by the [upstream] select rules, every image not yet sent "
+                "(alone, it does only that)",
             )
         if name == "status":
             cmd.add_argument("--json", action="store_true", help="print JSON instead")

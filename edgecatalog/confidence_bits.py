@@ -8,7 +8,7 @@ that a queue with round bounds, [0.4, 0.6] inclusive, is a set of whole buckets.
 ``x = c*20``: ``bucket(c) = 2*floor(x) + (x > floor(x))`` (the engines compute the same in SQL,
 on the same doubles), and bit ``k`` of an image is set when one of its annotations has a
 confidence in bucket ``k`` (41 bits: a BIGINT). Triggers on ``annotation``
-(migration 0018) keep the bits; the bulk writer gives a new image its bits as it inserts it
+(migration 0020) keep the bits; the bulk writer gives a new image its bits as it inserts it
 (``bits_of``), so its annotations' triggers find them set and do nothing.
 
 A range [low, high] is exact from the bits because ``bucket`` is monotone: a bucket strictly

@@ -9,9 +9,10 @@ the key and where it came from. ``config.example.toml`` mirrors this table (a te
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -42,6 +43,8 @@ class Setting:
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
+    # Checks what the type alone cannot (a rule, a window); raises ValueError saying what.
+    check: Callable[[Any], Any] | None = None
 
     @property
     def name(self) -> str:
@@ -50,6 +53,20 @@ class Setting:
     @property
     def env_name(self) -> str:
         return f"{ENV_PREFIX}{self.section.upper()}_{self.key.upper()}"
+
+
+def _check_select(value: Any) -> Any:
+    from .sync.rules import parse_rules
+
+    parse_rules(value)
+    return value
+
+
+def _check_windows(value: Any) -> Any:
+    from .sync.rules import parse_windows
+
+    parse_windows(value)
+    return value
 
 
 S = Setting
@@ -381,6 +398,32 @@ SETTINGS: tuple[Setting, ...] = (
         "Which records leave first.",
         choices=("oldest", "newest"),
     ),
+    S(
+        "upstream",
+        "select",
+        list,
+        [],
+        'Ordered rules of what is sent, e.g. [{ match = "class:crack", share = 1.0 }, '
+        '{ match = "*", share = 0.05 }]; the first that matches decides; empty = everything '
+        "(docs/operations.md#what-goes-upstream). As an environment variable: a JSON array.",
+        check=_check_select,
+    ),
+    S(
+        "upstream",
+        "windows",
+        list,
+        [],
+        'Local times uploads may go, e.g. ["22:00-06:00"]; empty = any time.',
+        check=_check_windows,
+    ),
+    S(
+        "upstream",
+        "always_priority",
+        int,
+        0,
+        "Rules of this priority or higher (1 is highest) send outside the windows too; 0 = none.",
+        minimum=0,
+    ),
     # [retention]
     S(
         "retention",
@@ -503,6 +546,10 @@ def _coerce(setting: Setting, value: Any, origin: str) -> Any:
     elif t is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
+    elif t is list and setting.name == "upstream.select":
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list of rules, got {value!r}")
+        value = list(value)
     elif t is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
@@ -517,6 +564,11 @@ def _coerce(setting: Setting, value: Any, origin: str) -> Any:
             if item not in setting.choices:
                 allowed = ", ".join(setting.choices)
                 raise ConfigError(f"{where}: {item!r} is not one of {allowed}")
+    if setting.check is not None:
+        try:
+            setting.check(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     return value
 
 
@@ -539,6 +591,11 @@ def _parse_env(setting: Setting, text: str, where: str) -> Any:
             return float(text.strip())
         except ValueError:
             raise ConfigError(f"{where}: expected a number, got {text!r}") from None
+    if t is list and setting.name == "upstream.select":
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a JSON array of rules, got {text!r}") from None
     if t is list:
         return [item.strip() for item in text.split(",") if item.strip()]
     return text

@@ -275,9 +275,20 @@ def check_postgres(settings: Settings) -> list[Check]:
         database.close()
 
 
+def check_select_rules(settings: Settings) -> list[Check]:
+    """Rules that can never decide an image (after a ``*``): a warning each."""
+    from .sync.rules import parse_rules, unreachable
+
+    return [
+        Check("upstream.select", False, warning, warning=True)
+        for warning in unreachable(parse_rules(settings["upstream.select"]))
+    ]
+
+
 def run_checks(settings: Settings, config_path: str | None = None) -> list[Check]:
     config_path = config_path or os.environ.get(CONFIG_ENV) or None
     checks = [Check("configuration", True, f"valid ({settings.source})")]
+    checks += check_select_rules(settings)
     if settings["database.url"]:
         checks += check_postgres(settings)
     else:

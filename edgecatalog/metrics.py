@@ -85,8 +85,44 @@ class CatalogCollector:
             return
         up.add_metric([], 1)
         yield up
-        for name, help_text, value in figures:
+        for name, help_text, value in figures[:-1]:
             yield GaugeMetricFamily(name, help_text, value=value)
+        yield from figures[-1]  # per selection rule
+
+
+def _rule_metrics() -> list[Metric]:
+    """Per ``[upstream] select`` rule (label ``rule``: its name; "" for images no rule
+    matched): uploads sent since the catalog began, and those skipped or deferred now."""
+    from .models import Outbox
+    from .sync.usage import totals
+
+    sent = CounterMetricFamily(
+        "edgecatalog_sync_rule_sent_images", "Uploads sent per selection rule.", labels=["rule"]
+    )
+    sent_bytes = CounterMetricFamily(
+        "edgecatalog_sync_rule_sent_bytes", "Bytes uploaded per selection rule.", labels=["rule"]
+    )
+    for rule, spent in sorted(totals().items()):
+        sent.add_metric([rule], spent.images)
+        sent_bytes.add_metric([rule], spent.bytes)
+    held = {
+        state: GaugeMetricFamily(
+            f"edgecatalog_sync_rule_{state}",
+            f"Uploads {state} now per selection rule"
+            + (" (kept local)." if state == "skipped" else " (past a quota)."),
+            labels=["rule"],
+        )
+        for state in ("skipped", "deferred")
+    }
+    rows = (
+        Outbox.select(Outbox.state, Outbox.rule, fn.COUNT(SQL("*")))
+        .where(Outbox.state.in_(tuple(held)))
+        .group_by(Outbox.state, Outbox.rule)
+        .tuples()
+    )
+    for state, rule, count in rows:
+        held[state].add_metric([rule], count)
+    return [sent, sent_bytes, *held.values()]
 
 
 def _count(model, *where) -> int:
@@ -96,14 +132,14 @@ def _count(model, *where) -> int:
     return (query.where(*where) if where else query).scalar()
 
 
-def _database_figures() -> list[tuple[str, str, float]]:
+def _database_figures() -> list:
     from .health import _connection
     from .models import Annotation, Image, Outbox, RejectedFile
 
     with _connection():
         queue = (
             Outbox.select(fn.COUNT(SQL("*")), fn.COALESCE(fn.SUM(Outbox.byte_size), 0))
-            .where(Outbox.state != "quarantined")
+            .where(Outbox.state.not_in(("quarantined", "skipped")))
             .scalar(as_tuple=True)
         )
         last_sync = _last_sync_success()
@@ -127,6 +163,7 @@ def _database_figures() -> list[tuple[str, str, float]]:
                 "Unix time of the newest successful sync; 0 = never.",
                 (last_sync or 0) / 1_000_000,
             ),
+            _rule_metrics(),
         ]
 
 

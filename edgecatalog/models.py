@@ -71,7 +71,7 @@ STAGES = ("collecting", "complete", "unassigned", "annotating")
 ANNOTATION_STATUSES = ("pending", "in_progress", "completed")
 SPLITS = ("train", "val", "test", "none")
 ANNOTATION_TYPES = ("bbox", "polygon")
-SYNC_STATES = ("pending", "synced", "quarantined", "local_only")
+SYNC_STATES = ("pending", "synced", "quarantined", "local_only", "skipped", "deferred")
 
 
 class BaseModel(Model):
@@ -157,7 +157,7 @@ class Image(BaseModel):
     # triggers on annotation (migration 0013), set by the bulk writer for new images.
     class_set_id = IntegerField(default=0)
     # Which buckets of 0.05 (``confidence_bits``) its annotations' confidences fall in, one
-    # bit each, kept by triggers on annotation (migration 0018), set by the bulk writer.
+    # bit each, kept by triggers on annotation (migration 0020), set by the bulk writer.
     confidence_bits = BigIntegerField(default=0)
 
     class Meta:
@@ -170,7 +170,7 @@ class Image(BaseModel):
             (("annotation_status", "created_at"), False),
             (("split", "created_at"), False),
             (("sync_state", "created_at"), False),
-            (("pinned", "created_at"), False),  # the pinned queue (migration 0018)
+            (("pinned", "created_at"), False),  # the pinned queue (migration 0020)
         )
 
 
@@ -212,12 +212,17 @@ class Outbox(BaseModel):
     byte_size = BigIntegerField(default=0)
     created_at = BigIntegerField()
     updated_at = BigIntegerField()
+    # The selection rules' decision (migration 0021; ``sync/selection.py``): the upload's
+    # priority (1 goes first; -1: not yet decided) and its rule's name.
+    priority = IntegerField(default=-1)
+    rule = TextField(default="")
 
     class Meta:
         indexes = (
             (("state", "next_attempt_at"), False),
             (("image",), False),
             (("kind", "state"), False),
+            (("state", "priority", "id"), False),
         )
 
 
@@ -244,6 +249,26 @@ class SyncStatus(BaseModel):
     last_error_message = TextField(default="")
     auth_fingerprint = CharField(default="")  # digest of the rejected credentials, never them
     updated_at = BigIntegerField(default=0)
+
+
+class SyncSelection(BaseModel):
+    """The digest of the selection rules the queue was last decided by (one row, id 1)."""
+
+    fingerprint = TextField(default="")
+    updated_at = BigIntegerField(default=0)
+
+
+class SyncUsage(BaseModel):
+    """Images and bytes sent per selection rule per minute (``period``: the minute's start,
+    microseconds; 0: totals since the catalog began): quotas, throughput and metrics."""
+
+    rule = TextField()
+    period = BigIntegerField()
+    images = IntegerField(default=0)
+    bytes = BigIntegerField(default=0)
+
+    class Meta:
+        primary_key = CompositeKey("rule", "period")
 
 
 class CaptureFile(BaseModel):
@@ -340,7 +365,7 @@ class FieldEdit(BaseModel):
 class DatasetExport(BaseModel):
     """A dataset export this catalog planned (``GET /data/exports/<format>``, a whole archive):
     when its snapshot was taken, the format and the filters. The page's "changed since the
-    last export" queue lists the images updated after the newest one (migration 0018)."""
+    last export" queue lists the images updated after the newest one (migration 0020)."""
 
     format = TextField()
     filters = TextField(default="{}")  # the list filters it selected with, as JSON
@@ -382,6 +407,8 @@ MODELS = (
     Outbox,
     RejectedFile,
     SyncStatus,
+    SyncUsage,
+    SyncSelection,
     CaptureFile,
     ImageNameEpoch,
     DeviceKey,

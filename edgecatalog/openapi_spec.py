@@ -690,8 +690,51 @@ SCHEMAS: dict[str, Any] = {
             "oldest_pending_age_seconds": {"type": "number", "nullable": True},
             "waiting_for_token_count": {"type": "integer"},
             "quarantined_count": {"type": "integer"},
+            "unsupported_count": {"type": "integer"},
             "last_success_at": TIMESTAMP,
             "next_attempt_at": TIMESTAMP,
+            "pending_by_priority": {
+                "type": "array",
+                "description": "Pending rows per priority (1 goes first; changes to images "
+                "already upstream share the rules' last priority; -1: not yet decided by the "
+                "selection rules)",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "priority": {"type": "integer"},
+                        "count": {"type": "integer"},
+                        "bytes": {"type": "integer"},
+                    },
+                },
+            },
+            "skipped_count": {
+                "type": "integer",
+                "description": "Uploads the selection rules keep local",
+            },
+            "deferred_count": {
+                "type": "integer",
+                "description": "Uploads past their rule's quota, waiting for the next period",
+            },
+            "deferred_bytes": {"type": "integer"},
+            "throughput_images_per_minute": {
+                "type": "number",
+                "description": "Uploads sent over about the last five minutes",
+            },
+            "throughput_bytes_per_second": {"type": "number"},
+            "drain_eta_seconds": {
+                "type": "number",
+                "nullable": True,
+                "description": "Pending bytes at the recent throughput; null when nothing was "
+                "sent lately or nothing is pending",
+            },
+            "in_window": {
+                "type": "boolean",
+                "description": "Inside an [upstream] windows window (true when none are set)",
+            },
+            "next_window_at": {
+                **TIMESTAMP,
+                "description": "When the next sync window opens; empty inside one or without",
+            },
             "last_error": {
                 "type": "object",
                 "nullable": True,

@@ -4,7 +4,9 @@ when only unsynced data is left to fill the disk. No Flask.
 "Crossed" means the data disk is fuller than ``[retention] max_disk_percent`` or has less
 than ``[retention] min_free_bytes`` free. Eviction deletes the file and keeps the row with
 ``evicted_at`` set (the list then gives an empty ``image_url`` and /files answers 410). Only
-``synced`` images are ever evicted; pending, quarantined and local_only files stay: a site
+``synced`` images and ``skipped`` ones (the selection rules keep them local: they are never
+to be sent, so their bytes are as dispensable) are ever evicted, oldest first, one as the
+other; pending, deferred, quarantined and local_only files stay: a site
 gateway evicts only what its own upstream confirmed, and with no upstream evicts nothing
 (uploads then get 507 and its devices keep their queues). A pinned image's file is never
 evicted, whatever the disk: a reviewer asked for it to stay.
@@ -38,6 +40,7 @@ log = logging.getLogger("edgecatalog.retention")
 DiskUsage = Callable[[Path], "tuple[int, int]"]
 EVICT_CHUNK = 32  # rows marked per transaction before the disk is measured again
 _lock = threading.Lock()  # one eviction at a time per process (and the job lock across them)
+EVICTABLE = ("synced", "skipped")  # sync states whose files may go
 LOCK_WAIT_SECONDS = 60.0  # how long an upload waits for another process's eviction
 
 
@@ -82,7 +85,7 @@ def _candidates(limit: int) -> list[Image]:
             Image.id, Image.path, Image.byte_size, Image.sha256, FileRoot.path.alias("root_path")
         )
         .join(FileRoot, on=(Image.root == FileRoot.id))
-        .where((Image.sync_state == "synced") & Image.evicted_at.is_null() & ~Image.pinned)
+        .where(Image.sync_state.in_(EVICTABLE) & Image.evicted_at.is_null() & ~Image.pinned)
         .order_by(Image.created_at, Image.id)
         .limit(limit)
     )
@@ -137,7 +140,7 @@ def evict_if_needed(settings: Settings, incoming: int = 0) -> EvictionReport:
                 Image.update(evicted_at=now).where(
                     Image.id.in_([img.id for img in chunk])
                     & Image.evicted_at.is_null()
-                    & (Image.sync_state == "synced")
+                    & Image.sync_state.in_(EVICTABLE)
                     & ~Image.pinned  # pinned since it was picked: it stays
                 ).execute()
                 marked = {

@@ -109,7 +109,8 @@ IMAGE_FIELDS: tuple[FieldSpec, ...] = (
         "sync_state",
         "string",
         _column("sync_state"),
-        "Edge catalog extension: pending, synced, quarantined or local_only",
+        "Edge catalog extension: pending, synced, quarantined, local_only, skipped (the "
+        "selection rules keep it local) or deferred (past a quota)",
         enum=SYNC_STATES,
     ),
     FieldSpec(

@@ -13,6 +13,7 @@ and every open connection; ``queue_faults`` applies faults to the next requests 
 with a fixed status forever. Fault kinds: ``500``, ``429`` (with Retry-After), ``401``,
 ``413``, ``400``, ``slow`` (answer after ``slow_seconds``, past the client's timeout) and
 ``drop`` (the upload is stored, then the connection is closed without an answer).
+``bandwidth`` caps how fast request bodies are read (a thin uplink).
 """
 
 from __future__ import annotations
@@ -71,10 +72,14 @@ class UpstreamEmulator:
         slow_seconds: float = 2.0,
         latency: float = 0.0,
         record_bodies: bool = False,
+        bandwidth: int = 0,
     ) -> None:
         self.device_key, self.api_token = device_key, api_token
         self.id_style, self.honour_idempotency = id_style, honour_idempotency
         self.retry_after, self.slow_seconds, self.latency = retry_after, slow_seconds, latency
+        # A thin uplink: request bodies are read at most this many bytes a second (0: as fast
+        # as they come), so an upload takes as long as it would on the link.
+        self.bandwidth = bandwidth
         self.lock = threading.RLock()
         self.images: dict[str, Stored] = {}  # by sha256
         self.by_id: dict[str, Stored] = {}
@@ -268,6 +273,8 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             length -= len(piece)
             parts.append(piece)
+            if self.emulator.bandwidth:
+                time.sleep(len(piece) / self.emulator.bandwidth)
             with self.emulator.lock:
                 self.emulator.received.append((time.monotonic(), len(piece)))
         if length > 0:  # the client went away mid-body: a server drops such a request

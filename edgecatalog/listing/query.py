@@ -160,7 +160,8 @@ FILTERS: tuple[Filter, ...] = (
     Filter(
         "sync_state",
         param_types.choice(SYNC_STATES),
-        help="edge catalog extension: pending, synced, quarantined or local_only",
+        help="edge catalog extension: pending, synced, quarantined, local_only, skipped (the "
+        "selection rules keep it local) or deferred (past a quota)",
         **_column("sync_state", weak_index=True),
     ),
     *_time_range("captured_at"),

@@ -1,4 +1,6 @@
-// The status bar: sync state, pending work, last sync and free disk, from /sync/status and
+// The status bar: sync state, pending work, last sync, the queue per priority, what the
+// selection rules keep local or hold past a quota, the recent rate with the time the queue
+// would take to drain at it, the sync window, and free disk, from /sync/status and
 // /readyz. Either endpoint may be missing on a device (404): its fields say "unavailable"
 // and the rest of the page carries on.
 
@@ -38,9 +40,41 @@ export function ago(iso) {
   return `${Math.round(s / 86400)} d ago`;
 }
 
+const SYNC_FIELDS = ["st-sync", "st-pending", "st-last", "st-queue", "st-held", "st-rate",
+  "st-window"];
+
+function duration(seconds) {
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+// "P1 3 (12 kB) · P9 120 (2.4 MB)": pending rows per priority (1 goes first); rows the worker
+// has not decided yet are "new".
+function queueText(rows) {
+  if (!Array.isArray(rows) || !rows.length) return "empty";
+  const name = (p) => (p < 0 ? "new" : `P${p}`);
+  return rows.map((r) => `${name(r.priority)} ${r.count} (${formatBytes(r.bytes)})`).join(" · ");
+}
+
+function showSelection(d) {
+  set("st-queue", queueText(d.pending_by_priority));
+  const held = `${d.skipped_count ?? 0} / ${d.deferred_count ?? 0}`;
+  set("st-held", held, d.deferred_count ? "warning" : "");
+  const rate = d.throughput_images_per_minute;
+  set("st-rate", typeof rate !== "number" ? "unknown" : `${rate}/min` +
+    (typeof d.drain_eta_seconds === "number" ? `, drains in ${duration(d.drain_eta_seconds)}`
+      : ""));
+  const opens = d.next_window_at ? new Date(d.next_window_at) : null;
+  const clock = { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+  set("st-window", d.in_window === false && opens
+    ? `closed, opens ${opens.toLocaleTimeString([], clock)}` : "open",
+  d.in_window === false ? "warning" : "");
+}
+
 function showSync(result) {
   if (!result.available) {
-    for (const id of ["st-sync", "st-pending", "st-last"]) set(id, result.reason, "unavailable");
+    for (const id of SYNC_FIELDS) set(id, result.reason, "unavailable");
     return;
   }
   const d = result.data || {};
@@ -53,6 +87,7 @@ function showSync(result) {
   const last = d.last_success_at ?? d.last_success ?? d.last_success_time ??
     (d.last_success && d.last_success.time);
   set("st-last", ago(typeof last === "object" && last ? last.time : last));
+  showSelection(d);
 }
 
 function showDisk(result) {

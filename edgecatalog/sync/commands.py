@@ -3,7 +3,8 @@
 ``sync`` runs the worker loop until SIGTERM/SIGINT; ``sync --once`` drains the queue by hand
 (passes until nothing is due or a failure stops it; backoff and a previous auth failure are
 ignored) and exits 1 when upstream could not take everything; ``--retry-quarantined`` first
-puts quarantined items back in the queue (alone, it does only that).
+puts quarantined items back in the queue (alone, it does only that); ``--reselect`` decides
+again, by the current ``[upstream] select`` rules, every upload not yet sent (alone, likewise).
 """
 
 from __future__ import annotations
@@ -35,17 +36,27 @@ def _open(settings: Settings) -> None:
     db.migrate()
 
 
-def run_sync(settings: Settings, once: bool, retry: bool, out: TextIO = sys.stdout) -> int:
+def run_sync(
+    settings: Settings, once: bool, retry: bool, reselect: bool = False, out: TextIO = sys.stdout
+) -> int:
     _open(settings)
     if retry:
         with database.connection_context():
             print(f"requeued {retry_quarantined()} quarantined item(s)", file=out)
-        if not once:
+        if not once and not reselect:
             return 0
     if not settings["upstream.base_url"]:
         raise SyncCommandError("upstream.base_url is not set: there is nowhere to sync to")
     worker = SyncWorker(settings)
     try:
+        if reselect:
+            try:
+                decided = worker.reselect()
+            except SyncBusy as exc:
+                raise SyncCommandError(str(exc)) from None
+            print(f"reselected: {decided.selected} to send, {decided.skipped} skipped", file=out)
+            if not once:
+                return 0
         return _drain(settings, worker, out) if once else _loop(settings, worker)
     finally:
         worker.close()

@@ -5,7 +5,9 @@ Row states: ``pending`` (will be sent), ``waiting_token`` (a change to a synced 
 ``[upstream] api_token`` is configured), ``quarantined`` (rejected upstream, or out of
 attempts; kept with the upstream message until ``sync --retry-quarantined``), ``unsupported``
 (a change upstream documents no endpoint for: annotation updates and deletions, until a site
-gateway that takes them is found upstream: ``release_unsupported``). A row that
+gateway that takes them is found upstream: ``release_unsupported``), ``skipped`` (an upload
+the selection rules do not send) and ``deferred`` (an upload past its rule's quota, until the
+next period): both in ``sync/selection.py``. A row that
 reached upstream is deleted: the image row keeps the result (``sync_state``, remote ids).
 """
 
@@ -14,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from peewee import fn
 
 from ..db import write_tx
 from ..models import Annotation, Image, Outbox
 from ..timeutil import now_us
+from . import usage
 from .client import Outcome
 from .payload import annotation_to_upload, fields_after_upload
 
@@ -64,15 +67,20 @@ def release_unsupported(kinds: Sequence[str]) -> int:
         )
 
 
-def due_rows(order: str, limit: int) -> list[Outbox]:
-    """The next rows to send. Changes to synced images always go oldest first (their order
-    matters); ``order`` decides which uploads go first."""
-    pending = Outbox.select().where(Outbox.state == "pending")
+def due_rows(order: str, limit: int, max_priority: int | None = None) -> list[Outbox]:
+    """The next rows to send, as the selection rules decided them (``sync/selection.py``):
+    priority 1 first; within a priority, oldest first, or with ``order = "newest"`` uploads
+    newest first after the changes, which always go oldest first (their order matters).
+    ``max_priority``: outside the sync windows, only rows of priority 1 to this go."""
+    due = Outbox.select().where((Outbox.state == "pending") & (Outbox.priority >= 1))
+    if max_priority is not None:
+        due = due.where(Outbox.priority <= max_priority)
     if order == "oldest":
-        return list(pending.order_by(Outbox.id).limit(limit))
-    changes = list(pending.where(Outbox.kind != UPLOAD).order_by(Outbox.id).limit(limit))
-    uploads = pending.where(Outbox.kind == UPLOAD).order_by(Outbox.id.desc())
-    return changes + list(uploads.limit(max(limit - len(changes), 0)))
+        return list(due.order_by(Outbox.priority, Outbox.id).limit(limit))
+    changes = due.where(Outbox.kind != UPLOAD).order_by(Outbox.priority, Outbox.id).limit(limit)
+    uploads = due.where(Outbox.kind == UPLOAD).order_by(Outbox.priority, Outbox.id.desc())
+    rows = sorted([*changes, *uploads.limit(limit)], key=lambda row: row.priority)  # stable
+    return rows[:limit]
 
 
 CHANGE_KINDS = ("patch_image", "create_annotation", "update_annotation", "delete_annotation")
@@ -135,6 +143,9 @@ def mark_sent(
             .tuples()
         ):
             current.setdefault(image_id, {})[ann_id] = updated_at
+        usage.record_sent(
+            (row.rule, row.byte_size) for row, _, _ in uploads if row.image_id in images
+        )
         for row, outcome, sent in uploads:
             image = images.get(row.image_id)
             if image is not None:
@@ -257,23 +268,45 @@ class QueueCounts:
     waiting_token: int
     quarantined: int
     unsupported: int
+    skipped: int = 0
+    deferred: int = 0
+    deferred_bytes: int = 0
+    # priority -> (count, bytes) of pending rows; 0: changes, -1: not yet decided
+    by_priority: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 def queue_counts() -> QueueCounts:
     rows = (
         Outbox.select(
-            Outbox.state, fn.COUNT(Outbox.id), fn.SUM(Outbox.byte_size), fn.MIN(Outbox.created_at)
+            Outbox.state,
+            Outbox.priority,
+            fn.COUNT(Outbox.id),
+            fn.SUM(Outbox.byte_size),
+            fn.MIN(Outbox.created_at),
         )
-        .group_by(Outbox.state)
+        .group_by(Outbox.state, Outbox.priority)
         .tuples()
     )
-    by_state = {state: (count, size or 0, oldest) for state, count, size, oldest in rows}
-    pending = by_state.get("pending", (0, 0, None))
+    by_state: dict[str, list] = {}
+    by_priority: dict[int, tuple[int, int]] = {}
+    for state, priority, count, size, oldest in rows:
+        tally = by_state.setdefault(state, [0, 0, None])
+        tally[0] += count
+        tally[1] += int(size or 0)
+        tally[2] = oldest if tally[2] is None else min(tally[2], oldest)
+        if state == "pending":
+            by_priority[priority] = (count, int(size or 0))
+    none = [0, 0, None]
+    pending = by_state.get("pending", none)
     return QueueCounts(
         pending[0],
         pending[1],
         pending[2],
-        by_state.get("waiting_token", (0, 0, None))[0],
-        by_state.get("quarantined", (0, 0, None))[0],
-        by_state.get("unsupported", (0, 0, None))[0],
+        by_state.get("waiting_token", none)[0],
+        by_state.get("quarantined", none)[0],
+        by_state.get("unsupported", none)[0],
+        by_state.get("skipped", none)[0],
+        by_state.get("deferred", none)[0],
+        by_state.get("deferred", none)[1],
+        dict(sorted(by_priority.items())),
     )

@@ -16,7 +16,9 @@ from ..config import Settings
 from ..db import write_tx
 from ..models import SyncStatus
 from ..timeutil import format_ts, now_us
-from .outbox import queue_counts
+from .outbox import QueueCounts, queue_counts
+from .rules import in_window, next_open, parse_windows
+from .usage import recent
 
 ROW_ID = 1
 LIVE_STATES = ("syncing",)
@@ -89,14 +91,57 @@ def status_report(settings: Settings, fingerprint: str | None = None) -> dict[st
         "last_success_at": format_ts(row.last_success_at),
         "last_error": last_error,
         "next_attempt_at": format_ts(row.next_attempt_at),
+        **_selection_report(settings, counts, now),
     }
+
+
+def _selection_report(settings: Settings, counts: QueueCounts, now: int) -> dict[str, Any]:
+    """What the selection rules, quotas and windows make of the queue: depth per priority,
+    skipped and deferred, throughput over the last minutes and the time the queue would take
+    to drain at that rate (None while nothing was sent lately), and the sync windows."""
+    spent, seconds = recent(now)
+    per_second = spent.bytes / seconds
+    eta = None
+    if spent.images and counts.pending:
+        eta = round(
+            counts.pending_bytes / per_second if per_second else counts.pending / spent.images,
+            1,
+        )
+    windows = parse_windows(settings["upstream.windows"])
+    ts = now / 1e6
+    opens = None if not windows or in_window(windows, ts) else next_open(windows, ts)
+    return {
+        "pending_by_priority": [
+            {"priority": priority, "count": count, "bytes": size}
+            for priority, (count, size) in counts.by_priority.items()
+        ],
+        "skipped_count": counts.skipped,
+        "deferred_count": counts.deferred,
+        "deferred_bytes": counts.deferred_bytes,
+        "throughput_images_per_minute": round(spent.images * 60 / seconds, 2),
+        "throughput_bytes_per_second": round(per_second, 1),
+        "drain_eta_seconds": eta,
+        "in_window": in_window(windows, ts),
+        "next_window_at": format_ts(int(opens * 1e6)) if opens is not None else "",
+    }
+
+
+def _priority_name(priority: int) -> str:
+    return "undecided" if priority < 0 else f"priority {priority}"
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as aligned ``key: value`` lines for a terminal."""
     lines = []
     for key, value in report.items():
-        if key == "last_error":
+        if key == "pending_by_priority":
+            value = (
+                ", ".join(
+                    f"{_priority_name(p['priority'])}: {p['count']} ({p['bytes']} B)" for p in value
+                )
+                or "-"
+            )
+        elif key == "last_error":
             value = (
                 "-"
                 if value is None

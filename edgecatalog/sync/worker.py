@@ -22,7 +22,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..catalog import PATCHABLE  # the image fields a patch_image change may carry
@@ -31,7 +31,7 @@ from ..db import write_tx
 from ..engines import current as engine
 from ..models import Annotation, Image, Outbox, database
 from ..timeutil import format_ts, now_us
-from . import outbox
+from . import outbox, selection
 from .client import Outcome, UpstreamClient, load_credentials
 from .payload import (
     LocalFileProblem,
@@ -97,7 +97,12 @@ class _Accepted:
 
 
 class SyncWorker:
-    def __init__(self, settings: Settings, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.credentials = load_credentials(settings)
         if not self.credentials.device_key:
@@ -110,6 +115,8 @@ class SyncWorker:
         # GET /device/self at most every GATEWAY_RECHECK_SECONDS; None until an answer came.
         self.mirrors: tuple[str, ...] | None = None
         self._mirrors_asked = -GATEWAY_RECHECK_SECONDS
+        # What goes, in which order, and when; ``clock``: wall time, which tests move.
+        self.selector = selection.Selector(settings, clock)
 
     def close(self) -> None:
         self.client.close()
@@ -151,13 +158,14 @@ class SyncWorker:
         unknown = self.mirrors is None and outbox.has_pending()
         gateway = self._gateway() if unknown or outbox.has_changes() else bool(self.mirrors)
         outbox.promote_waiting(bool(self.credentials.api_token) or gateway)
+        max_priority, quotas = self.selector.prepare()
         rows = outbox.due_rows(
-            self.settings["upstream.order"], self.settings["upstream.batch_size"]
+            self.settings["upstream.order"], self.settings["upstream.batch_size"], max_priority
         )
         if rows:
             save_status(state="syncing")
         accepted = _Accepted("update_annotation" in (self.mirrors or ()))
-        if not self._send_rows(rows, accepted, report):
+        if not self._send_rows(rows, accepted, report, quotas):
             return report
         done = {
             "state": "idle",
@@ -175,6 +183,12 @@ class SyncWorker:
         )
         return report
 
+    def reselect(self) -> selection.DecideReport:
+        """Decide again every upload not yet sent (``sync --reselect``), under the pass lock."""
+        with pass_lock(self.settings, 0.0), database.connection_context():
+            outbox.release_local_only()
+            return self.selector.reselect()
+
     def _gateway(self) -> bool:
         """Whether upstream is a site gateway, asked again every GATEWAY_RECHECK_SECONDS. When
         one is found, changes parked as ``unsupported`` that it takes go back in the queue."""
@@ -188,13 +202,24 @@ class SyncWorker:
                 self.mirrors = found
         return bool(self.mirrors)
 
-    def _send_rows(self, rows: list[Outbox], accepted: _Accepted, report: PassReport) -> bool:
+    def _send_rows(
+        self,
+        rows: list[Outbox],
+        accepted: _Accepted,
+        report: PassReport,
+        quotas: selection.Quotas,
+    ) -> bool:
         """Send each row and apply its answer; False when a failure ended the pass."""
         images = load_images([row.image_id for row in rows])
         annotations = load_annotations([r.image_id for r in rows if r.kind == outbox.UPLOAD])
         for row in rows:
             if self.stopping.is_set():
                 break
+            if row.kind == outbox.UPLOAD and not quotas.allows(row.rule, row.byte_size):
+                # Past a quota: this rule's uploads wait for the next period; others go on.
+                quotas.hold(row.rule)
+                selection.defer([row.rule])
+                continue
             try:
                 outcome, sent_annotations = self._send(
                     row, images.get(row.image_id), annotations.get(row.image_id, [])
@@ -210,6 +235,8 @@ class SyncWorker:
                 )
             report.sent += 1
             if outcome.kind in ("ok", "duplicate"):
+                if row.kind == outbox.UPLOAD:
+                    quotas.spend(row.rule, row.byte_size)
                 accepted.add(row, outcome, sent_annotations)
                 report.synced += 1
                 continue
