@@ -161,8 +161,7 @@ class SqliteEngine:
             f"{t}_ann_ai": f"CREATE TRIGGER {t}_ann_ai AFTER INSERT ON annotation "
             f"WHEN {GATE}{when_first} BEGIN {ann_add} END",
             f"{t}_ann_ad": f"CREATE TRIGGER {t}_ann_ad AFTER DELETE ON annotation "
-            + (f"WHEN {gone} " if not counted else "")
-            + f"BEGIN {ann_sub} END",
+            f"{'' if counted else f'WHEN {gone} '}BEGIN {ann_sub} END",
             # Two for an update: the old class may lose its image and the new one gain it.
             f"{t}_ann_au_old": f"CREATE TRIGGER {t}_ann_au_old AFTER UPDATE OF class_value, "
             f"image_id ON annotation WHEN {moved}{when_gone} BEGIN {ann_sub} END",

@@ -8,9 +8,12 @@ column that groups it and the value it shows. Each facet is one grouped statemen
   every other filter's columns (with classes: a class-set table, summed over the sets that
   hold any of them; the class facet: a per-class table). Kept by triggers in the writing
   transaction, so never stale, and nothing is cached between requests;
-- otherwise (a search, a filename, a time range, or a combination no table keys) a grouped
-  count over the image rows that meet every other condition: exact, at the cost of reading
-  them (docs/performance.md).
+- a captured_at range: its whole hours from a table keyed by the capture's hour, plus the
+  rows of the one or two hours it cuts (``hours``);
+- otherwise (a search, a filename, a created_at range, classes with a time range, a review
+  queue, or a combination no table keys) a grouped count over the image rows that meet every
+  other condition: exact, at the cost of reading them (docs/performance.md); a rare search
+  term's rows are found by their ids first (``ImageList.search_matches``).
 
 The class facet counts images carrying at least one annotation of each class and, beside it,
 the annotations of each class among the same images (from the same per-class table when one

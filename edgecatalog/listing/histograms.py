@@ -112,14 +112,20 @@ def _from_hours(conds: _Conditions, images: ImageList, tz: ZoneInfo) -> dict[int
     if conds.classes is not None:
         return None
     if conds.hours is not None:
-        wanted, others, edges = conds.hour_columns, conds.hour_others(), conds.edge_rows()
-    elif conds.columns is not None:
-        wanted, others, edges = {*conds.columns, hours.COLUMN}, conds.others(), []
+        wanted = conds.hour_columns
     else:
+        wanted = None if conds.columns is None else {*conds.columns, hours.COLUMN}
+    table = (
+        None
+        if wanted is None
+        else counts.source_for(wanted, tables=images.count_tables, per_class=False)
+    )
+    if table is None:
         return None
-    table = counts.source_for(wanted or (), per_class=False, tables=images.count_tables)
-    if wanted is None or table is None:
-        return None
+    if conds.hours is not None:
+        others, edges = conds.hour_others(), conds.edge_rows()
+    else:
+        others, edges = conds.others(), []
     statement = compose(
         f"SELECT t.{hours.COLUMN}, sum(t.n) FROM {table.name} t{{}} GROUP BY t.{hours.COLUMN} "
         "HAVING sum(t.n) > 0",

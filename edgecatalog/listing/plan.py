@@ -9,8 +9,10 @@ plan's choices in words (``edgecatalog explain`` prints them). The choices:
   cover every filter's ``counted_by`` columns (with ``class_values``: a per-class table for
   one class; for several, a class-set table summed over the sets holding any of them,
   ``class_sets``);
-  a search alone: the sum of its carried per-zone counts; otherwise ``COUNT(*)`` (with a
-  search, over the zones holding its matches only).
+  a search alone: the sum of its carried per-zone counts; a captured_at range: its whole
+  hours from a table keyed by the capture's hour plus ``COUNT(*)`` of the one or two hours it
+  cuts (``hours``); a confidence range alone: its buckets (``confidence_bits``); otherwise
+  ``COUNT(*)`` (with a search, over the zones holding its matches only).
   The count tables are kept by triggers in the writing transaction: never stale.
 - page: the page's ids from ``image`` alone by the sort index, then the joins for those ids.
   Where no index gives the filters' rows in the sort order, a walk of the sort index bounded
@@ -32,6 +34,7 @@ No Flask.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -143,14 +146,7 @@ class _Conditions:
 
     def hour_others(self) -> list[Sql]:
         """``others()`` over a table keyed by the hour: the range as its whole hours."""
-        out = []
-        for flt, cond in self.entries:
-            if flt is not None and flt.param in CAPTURED:
-                continue
-            if cond is self.window or (flt is not None and flt.param == "class_values"):
-                continue
-            out.append(cond)
-        return [*out, *self.hours.whole()] if self.hours is not None else out
+        return [*self._untimed(self.render(), classes=False), *self.hours.whole()]
 
     def edge_rows(self, *, probe: bool = False, classes: bool = True) -> list[list[Sql]]:
         """For each hour the range covers in part, every condition (``classes``: the class's
@@ -159,20 +155,25 @@ class _Conditions:
         whole catalog)."""
         if self.hours is None:
             return []
-        timeless = [
-            cond
-            for (flt, entry), cond in zip(self.entries, self.render(probe=probe))
-            if not (flt is not None and flt.param in CAPTURED)
-            and entry is not self.window
-            and (classes or getattr(flt, "param", None) != "class_values")
-        ]
+        untimed = self._untimed(self.render(probe=probe), classes=classes)
         return [
             [
-                *timeless,
+                *untimed,
                 Sql("t.captured_at >= ? AND t.captured_at < ?", (lo, hi)),
                 zone_page.captured_window(lo, hi),
             ]
             for lo, hi in self.hours.edges()
+        ]
+
+    def _untimed(self, rendered: list[Sql], *, classes: bool) -> list[Sql]:
+        """``rendered`` (one condition per entry, as ``render`` gives them) without the
+        captured range's conditions and window, and without the class's unless ``classes``."""
+        return [
+            cond
+            for (flt, entry), cond in zip(self.entries, rendered)
+            if entry is not self.window
+            and getattr(flt, "param", None) not in CAPTURED
+            and (classes or getattr(flt, "param", None) != "class_values")
         ]
 
     @property
@@ -660,10 +661,8 @@ class ImageList:
         if images is None:
             return None
         in_range = _plus(_sum(images, conds.hour_others()), _rows(conds.edge_rows(classes=False)))
-        cut = (
-            " plus COUNT(*) over the rows of the hours it covers in part"
-            if conds.edge_rows()
-            else ""
+        cut = " plus COUNT(*) over the rows of the hours it covers in part" * bool(
+            conds.hours.edges()
         )
         if conds.classes is None:
             plan["total"] = (
@@ -720,10 +719,8 @@ def _sum(table: CountTable, conds: list[Sql]) -> Sql:
 
 def _rows(parts: list[list[Sql]]) -> Sql:
     """COUNT(*) of the image rows each part's conditions select, summed (0 for none)."""
-    out = Sql("0")
-    for every in parts:
-        out = _plus(out, compose("(SELECT count(*) FROM image t{})", where(every)))
-    return out
+    counted = [compose("(SELECT count(*) FROM image t{})", where(every)) for every in parts]
+    return functools.reduce(_plus, counted) if counted else Sql("0")
 
 
 def _plus(a: Sql, b: Sql) -> Sql:
