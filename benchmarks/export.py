@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 import zipfile
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -88,6 +89,7 @@ def make_catalog(data_dir: Path, n: int, kb: int) -> None:
                         filename=f"cam{i % 4:02d}_{i}.jpg",
                         storage_key=key,
                         sha256=hashlib.sha256(data).hexdigest(),
+                        crc32=zlib.crc32(data),  # as every way in counts it
                         byte_size=len(data),
                         width=64,
                         height=64,

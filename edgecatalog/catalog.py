@@ -97,6 +97,7 @@ class NewImage:
     model_id: str = ""
     model_version: str = ""
     source: str = ""
+    crc32: int | None = None  # of the bytes, when they were read in (else NULL)
     annotations: Sequence[NewAnnotation] = field(default_factory=tuple)
 
 

@@ -141,7 +141,21 @@ def configure(settings: Settings | None = None, stream: IO[str] | None = None) -
     # waitress warns for every request that waits for a free thread: under a burst, a line per
     # request (CPU and journal churn on a small device); once a minute says the same.
     queue.addFilter(OncePer(60.0))
+    server = logging.getLogger("waitress")
+    for old in [f for f in server.filters if isinstance(f, SaidAlready)]:
+        server.removeFilter(old)
+    server.addFilter(SaidAlready())
     return handler
+
+
+class SaidAlready(logging.Filter):
+    """Drops a record whose exception was logged where it was raised (``logged`` set on it):
+    an export whose file broke its plan ends the connection through an ``OSError``, which
+    waitress would log again with a traceback as a socket error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not getattr(exc, "logged", False)
 
 
 class OncePer(logging.Filter):

@@ -141,6 +141,10 @@ class Image(BaseModel):
     # What the catalog needs for itself.
     sha256 = CharField(unique=True)
     byte_size = BigIntegerField()
+    # The bytes' CRC-32 (migration 0022), counted beside the SHA-256 as they are read in: an
+    # export writes it in the ZIP headers without reading the file twice. NULL for an image
+    # indexed before it: the export counts it from the bytes.
+    crc32 = BigIntegerField(null=True)
     root = ForeignKeyField(FileRoot, index=False)
     path = TextField()  # relative to root; never taken from a client
     model_id = CharField(default="")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from edgecatalog.auth import Authenticator
 from edgecatalog.catalog import NewAnnotation, NewImage
 from edgecatalog.config import Settings, load_settings
 from edgecatalog.ingest.bulk import add_image
-from edgecatalog.models import database
+from edgecatalog.models import FileRoot, Image, database
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -129,6 +130,19 @@ def jpeg_bytes(width: int = 64, height: int = 48, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
+def assert_crcs_are_the_files() -> int:
+    """Every image's ``crc32`` is its file's CRC-32 counted here; how many were checked."""
+    images = list(
+        Image.select(Image.crc32, Image.path, FileRoot.path.alias("root_path"))
+        .join(FileRoot)
+        .dicts()
+    )
+    for row in images:
+        data = (Path(row["root_path"]) / row["path"]).read_bytes()
+        assert row["crc32"] == zlib.crc32(data), row
+    return len(images)
+
+
 def seed_image(
     settings: Settings,
     *,
@@ -153,6 +167,7 @@ def seed_image(
             filename=filename,
             storage_key=key,
             sha256=digest,
+            crc32=zlib.crc32(data),
             byte_size=len(data),
             width=width,
             height=height,

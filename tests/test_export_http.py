@@ -1,11 +1,14 @@
 """An export over a real waitress server: the Content-Length before the first byte, a
 download cut at random offsets and resumed with Range and If-Range giving the very bytes of a
-whole one, a stale If-Range getting the whole new archive, a range past the end, and a client
-that goes away mid-stream leaving nothing behind."""
+whole one, a stale If-Range getting the whole new archive, a range past the end, a client
+that goes away mid-stream leaving nothing behind, and a file changed mid-stream ending the
+download short of its length with one log line."""
 
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
 import os
 import random
 import socket
@@ -17,6 +20,7 @@ from conftest import seed_image
 from export_helpers import open_zip, seed_catalog
 from serve_process import wait_until
 
+from edgecatalog import logsetup
 from edgecatalog.models import Image
 
 pytestmark = pytest.mark.both_engines
@@ -124,3 +128,38 @@ def test_a_client_gone_mid_stream_leaves_nothing(settings, live_server, auth_hea
         assert os.listdir(spool) == []  # and has no name, even now
     assert wait_until(lambda: not spool_handles(spool), timeout=10), spool_handles(spool)
     assert os.listdir(spool) == []
+
+
+def test_a_file_changed_mid_stream_ends_the_download_short(settings, live_server, auth_headers):
+    for seed in range(12):  # ~36 MB: more than the socket buffers hold before the last file
+        seed_image(settings, filename=f"f{seed}.jpg", data=os.urandom(3_000_000), seed=seed)
+    Image.update(split="train").execute()
+    last = Image.select().order_by(Image.id.desc()).get()  # the archive's order is by id
+    stream = io.StringIO()
+    handler = logsetup.configure(settings, stream=stream)
+    try:
+        request = (
+            f"GET /data/exports/yolo HTTP/1.1\r\nHost: 127.0.0.1:{live_server.port}\r\n"
+            f"Authorization: {auth_headers()['Authorization']}\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", live_server.port), timeout=10) as sock:
+            sock.sendall(request.encode())
+            got = sock.recv(65536)
+            head, _, body = got.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            length = int(
+                next(
+                    h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")
+                ).split(b":")[1]
+            )
+            (settings.images_dir / last.path).write_bytes(os.urandom(1000))
+            received = len(body)
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        assert received < length  # closed short: the client knows the download failed
+        assert wait_until(lambda: "stopped short" in stream.getvalue(), timeout=5)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    log = stream.getvalue()
+    assert f"{last.filename}: 1000 bytes, 3000000 planned" in log
+    assert "Traceback" not in log and "Socket error" not in log, log

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import engine_database, jpeg_bytes, make_settings
+from conftest import assert_crcs_are_the_files, engine_database, jpeg_bytes, make_settings
 from export_helpers import seed_catalog
 
 from edgecatalog import create_app
@@ -75,6 +75,7 @@ def test_export_then_import_into_an_empty_catalog(settings, app, tmp_path, reque
         for (_, _, mine), (_, _, theirs) in zip(got, anns):
             assert len(mine) == len(theirs) and max(abs(p - q) for p, q in zip(mine, theirs)) <= 1
     assert {a.source for a in Annotation.select()} == {"import"}
+    assert assert_crcs_are_the_files() == len(after)
     assert {i.annotation_status for i in Image.select()} == {"completed"}
     batch = Batch.get()
     assert batch.project.name == "from-export" and batch.image_count == len(after)

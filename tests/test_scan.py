@@ -25,7 +25,7 @@ from capture_helpers import (
     sha,
     unique_jpeg,
 )
-from conftest import LiveServer, jpeg_bytes, make_settings
+from conftest import LiveServer, assert_crcs_are_the_files, jpeg_bytes, make_settings
 
 from edgecatalog import create_app, db
 from edgecatalog.ingest.commands import ScanRefused, run_scan
@@ -71,6 +71,7 @@ def test_scan_indexes_images_with_sidecars_once(scan_settings, tmp_path):
     # Indexed in place: the file is where it was, under the scanned folder as root.
     assert file_of(f0) == Path(os.path.realpath(folder / "f0.jpg"))
     assert Outbox.select().where(Outbox.kind == "upload").count() == 4
+    assert assert_crcs_are_the_files() == 4  # counted as they were read, for exports
 
     again, out, _ = scan(scan_settings, folder)
     assert (again.indexed, again.duplicates, again.rejected) == (0, 0, 0)

@@ -12,7 +12,7 @@ import time
 import tracemalloc
 
 import pytest
-from conftest import make_settings
+from conftest import assert_crcs_are_the_files, make_settings
 from upload_helpers import (
     CONTENT_TYPE,
     DEVICE_KEY,
@@ -88,6 +88,7 @@ def test_upload_stores_file_row_and_annotations(client, settings, auth_headers):
         row = Image.get_by_id(got["image_id"])
         assert (row.model_id, row.model_version, row.source) == ("mdl_123", "1.0.0", "camera-1")
         assert row.captured_at == 1_795_860_000 * 1_000_000  # 2026-11-28T10:00:00Z
+        assert assert_crcs_are_the_files() == 1
 
 
 @pytest.mark.parametrize("fmt,ext", [("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp")])

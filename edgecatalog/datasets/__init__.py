@@ -17,13 +17,14 @@ validated whole before anything is stored, then stored through ``ingest``.
 
 from __future__ import annotations
 
-from .archive import Archive, ExportBroken
+from .archive import Archive, ArchiveFile, ExportBroken
 from .export import EXPORT_OPTIONS, FORMATS, ExportRequest, build_export, parse_export
 
 __all__ = [
     "EXPORT_OPTIONS",
     "FORMATS",
     "Archive",
+    "ArchiveFile",
     "ExportBroken",
     "ExportRequest",
     "build_export",

@@ -180,6 +180,7 @@ def _plan(request: ExportRequest, builder: ArchiveBuilder, classes: list[str], i
                 row["root_path"],
                 row["rel_path"],
                 dos_of(row["captured_at"]),
+                row["crc32"],
             )
         else:
             _index_line(index, placed)

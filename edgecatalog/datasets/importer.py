@@ -240,6 +240,7 @@ def _new_image(one: _Stored, images_dir: Path, device_id: str) -> NewImage:
         filename=one.filename,
         storage_key=file.storage_key,
         sha256=file.sha256,
+        crc32=file.crc32,
         byte_size=file.byte_size,
         width=file.width,
         height=file.height,

@@ -27,9 +27,7 @@ from ..models import database
 
 CHUNK = 500  # images read (with their annotations) per statement pair
 
-EXPORT_COLUMNS = (
-    f"{ROW_COLUMNS}, i.sha256, i.byte_size, i.captured_at, r.path AS root_path, i.path AS rel_path"
-)
+EXPORT_COLUMNS = f"{ROW_COLUMNS}, i.sha256, i.crc32, i.byte_size, i.captured_at, r.path AS root_path, i.path AS rel_path"
 
 
 def matching_ids(filters: Mapping[str, Any]) -> array:

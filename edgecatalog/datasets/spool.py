@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 BUFFER = 256 * 1024
@@ -62,14 +63,12 @@ class Spool:
             data += more
         return data
 
-    def pieces(self, segments: list[tuple[int, int]]) -> list[bytes]:
+    def pieces(self, segments: list[tuple[int, int]]) -> Iterator[bytes]:
         """The bytes of ``segments`` ((offset, length) in order), in reads of at most
-        ``READ_CHUNK``."""
-        out = []
+        ``READ_CHUNK``, one at a time (a COCO file of a large view is tens of MB)."""
         for offset, length in segments:
             for start in range(0, length, READ_CHUNK):
-                out.append(self.read(offset + start, min(READ_CHUNK, length - start)))
-        return out
+                yield self.read(offset + start, min(READ_CHUNK, length - start))
 
     def writer(self) -> SpoolWriter:
         return SpoolWriter(self)

@@ -103,6 +103,7 @@ IMAGE_FIELDS = (
     "source",
     "class_set_id",
     "confidence_bits",
+    "crc32",
 )
 _CONFIDENCE = ANNOTATION_COLUMNS.index("confidence")
 # The Annotation columns as the writer inserts them: the image, its stored columns
@@ -312,6 +313,7 @@ def _insert(
             confidence_bits.bits_of(
                 stored(row[_CONFIDENCE]) for row in rows_of if row[_CONFIDENCE] is not None
             ),
+            new.crc32,
         )
         + image.tail
         for new, batch_id, key, rows_of in zip(fresh, batches, set_keys, annotations)

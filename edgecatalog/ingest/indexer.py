@@ -243,6 +243,7 @@ class FolderIndexer:
             filename=filename,
             storage_key=rel,
             sha256=probe.sha256,
+            crc32=probe.crc32,
             byte_size=file.size,
             width=probe.width,
             height=probe.height,

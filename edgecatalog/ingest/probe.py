@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +114,7 @@ class Probe:
     sidecar_error: str = ""
     rows: tuple[tuple, ...] = ()  # catalog.annotation_values of each sidecar annotation
     ident: tuple[int, int, int, int] | None = None  # (dev, inode, size, mtime_ns) read
+    crc32: int | None = None  # of the bytes read, beside the SHA-256
 
     @property
     def root(self) -> str:
@@ -142,11 +144,12 @@ class Probe:
             self.sidecar_error,
             self.rows,
             self.ident,
+            self.crc32,
         )
 
     @classmethod
     def from_wire(cls, file: FileStat, wire: tuple, hint: FileStat | None) -> Probe:
-        sha, width, height, error, changing, side, meta, sidecar_error, rows, ident = wire
+        sha, width, height, error, changing, side, meta, sidecar_error, rows, ident, crc = wire
         sidecar = None
         if side is not None:
             sidecar = hint if hint is not None and hint.rel == side[1] else FileStat(*side)
@@ -162,6 +165,7 @@ class Probe:
             sidecar_error,
             rows,
             ident,
+            crc,
         )
 
 
@@ -202,6 +206,7 @@ def probe_image(
     probe.error = _check_image(probe, data)
     if not probe.error:
         probe.sha256 = hashlib.sha256(data).hexdigest()
+        probe.crc32 = zlib.crc32(data)
         if sidecar is None and look:
             sidecar = _find_sidecar(file)
         if sidecar is not None and sidecar.settled(options.settle_seconds):

@@ -17,6 +17,7 @@ import logging
 import os
 import time
 import uuid
+import zlib
 from array import array
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ class StoredFile:
     width: int
     height: int
     format: str
+    crc32: int
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -113,6 +115,7 @@ class IncomingFile:
         # Held open across write() calls, closed by persist() or discard().
         self._out: BinaryIO | None = open(self.tmp, "wb")  # noqa: SIM115
         self._digest = hashlib.sha256()
+        self.crc32 = 0
         self._head = b""
         self.byte_size = 0
         self.format = ""
@@ -132,6 +135,7 @@ class IncomingFile:
         if len(self._head) < 32:
             self._head += chunk[: 32 - len(self._head)]
         self._digest.update(chunk)
+        self.crc32 = zlib.crc32(chunk, self.crc32)
         assert self._out is not None, "write after persist or discard"
         self._out.write(chunk)
 
@@ -184,7 +188,14 @@ class IncomingFile:
         if sync_dir:
             fsync_dir(final.parent)
         return StoredFile(
-            key, final, self.sha256, self.byte_size, self.width, self.height, self.format
+            key,
+            final,
+            self.sha256,
+            self.byte_size,
+            self.width,
+            self.height,
+            self.format,
+            self.crc32,
         )
 
     def discard(self) -> None:

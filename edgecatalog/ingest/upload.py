@@ -343,6 +343,7 @@ def _index(
                         filename=filename,
                         storage_key=stored.storage_key,
                         sha256=stored.sha256,
+                        crc32=stored.crc32,
                         byte_size=stored.byte_size,
                         width=stored.width,
                         height=stored.height,

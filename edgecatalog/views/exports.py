@@ -5,7 +5,9 @@ The archive is planned first (``datasets.build_export``), so its length and ETag
 before the first byte. Range (one range; several, or a unit other than bytes, get the whole
 archive, as RFC 9110 lets a server do), If-Range (the archive's strong ETag only: a date or
 another tag gets the whole archive) and If-None-Match are answered here; every range of the
-same plan is the same bytes. The spool behind the archive has no name and is closed when the
+same plan is the same bytes. The bytes go out through the server's ``wsgi.file_wrapper``
+(``datasets.ArchiveFile``), which waitress sends from its I/O thread without copying them
+through its output buffer. The spool behind the archive has no name and is closed when the
 response ends, however it ends (a client gone mid-stream included).
 """
 
@@ -13,10 +15,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.http import parse_range_header
+from werkzeug.wsgi import wrap_file
 
 from .. import datasets, envelope, listing
 from ..access import requires
@@ -27,6 +29,7 @@ from ..web import settings
 
 bp = Blueprint("exports", __name__)
 log = logging.getLogger("edgecatalog.exports")
+BLOCK = 256 * 1024  # what a server iterating the file (not waitress: it reads) asks for
 
 
 @bp.get("/data/exports/<fmt>")
@@ -96,15 +99,12 @@ def _answer(archive: datasets.Archive, fmt: str) -> Response:
         start, stop = bounds
         status = 206
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{archive.size}"
+    # Closing the file (the server does, however the response ends) closes the archive.
+    body = wrap_file(request.environ, datasets.ArchiveFile(archive, start, stop), BLOCK)
     response = Response(
-        _stream(archive, start, stop),
-        status=status,
-        headers=headers,
-        mimetype="application/zip",
-        direct_passthrough=True,
+        body, status=status, headers=headers, mimetype="application/zip", direct_passthrough=True
     )
     response.content_length = stop - start
-    response.call_on_close(archive.close)
     return response
 
 
@@ -117,13 +117,3 @@ def _if_range_holds(etag: str) -> bool:
     """No If-Range, or this very (strong) ETag: the range may be sent."""
     given = request.headers.get("If-Range")
     return given is None or given.strip() == etag
-
-
-def _stream(archive: datasets.Archive, start: int, stop: int) -> Iterator[bytes]:
-    try:
-        yield from archive.chunks(start, stop)
-    except datasets.ExportBroken as exc:
-        # Headers are sent: ending short of Content-Length is how the client learns.
-        log.warning("export stopped short of its length: %s", exc)
-    finally:
-        archive.close()
