@@ -56,6 +56,16 @@ RECOUNTS = {
             "ORDER BY 1, 2, 3, 4, 5, 6, 7"
         ),
     ),
+    "image_class_batch": (
+        (
+            "SELECT class_value, batch_id, n, annotations FROM image_class_batch "
+            "WHERE n > 0 OR annotations <> 0 ORDER BY 1, 2"
+        ),
+        (
+            "SELECT a.class_value, i.batch_id, count(DISTINCT i.id), count(*) FROM annotation a "
+            "JOIN image i ON i.id = a.image_id GROUP BY 1, 2 ORDER BY 1, 2"
+        ),
+    ),
     "image_class_facet": (
         (
             "SELECT class_value, batch_id, device_id, annotation_status, split, sync_state, n, "

@@ -58,7 +58,8 @@ def test_planner_takes_the_first_declared_table_that_covers_the_filters():
     assert counts.source_for({"batch_id"}, per_class=False) is by_name["image_facet_count"]
     assert counts.source_for((), per_class=True) is by_name["image_class_count"]
     assert counts.source_for({"sync_state"}, per_class=True) is by_name["image_class_total"]
-    assert counts.source_for({"batch_id"}, per_class=True) is by_name["image_class_facet"]
+    assert counts.source_for({"batch_id"}, per_class=True) is by_name["image_class_batch"]
+    assert counts.source_for({"batch_id", "split"}, per_class=True) is by_name["image_class_facet"]
     assert counts.source_for({"filename"}, per_class=False) is None
 
 
