@@ -7,6 +7,9 @@ it stops accepting, lets in-flight requests (including responses still being str
 within ``[server] shutdown_timeout``, stops background services, checkpoints and closes the
 database, and returns 0. The loop is ours (one ``wasyncore`` poll at a time) rather than
 ``server.run()`` because waitress's own loop stops sending the moment it is interrupted.
+
+Its channels (``SendingChannel``) let a response body that can send itself do so: an export
+archive gives its image bytes to the socket with ``sendfile``, never through Python.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import waitress
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
+from waitress.wasyncore import _DISCONNECTED
 
 from . import background, sdnotify
 from .config import Settings
@@ -30,9 +34,60 @@ log = logging.getLogger("edgecatalog.server")
 BODY_HEADROOM = 64 * 1024  # multipart framing and the metadata part around an upload
 
 
+class SendingChannel(HTTPChannel):
+    """waitress's channel, but a body that can send itself (``send_into(fd, limit)``, as
+    ``datasets.ArchiveFile`` can) is given the socket, up to what remains of it, instead of
+    being read into Python and sent: an export's images go with ``sendfile``. About twice the
+    bytes a second on loopback with a warm page cache.
+
+    ``_flush_some`` is waitress 3.0's own loop over the output buffers (send what each holds,
+    drop each one emptied but the last), with that one branch added.
+    """
+
+    def _flush_some(self, do_close: bool = True) -> bool:
+        sent = 0
+        while True:
+            outbuf = self.outbufs[0]
+            send_into = getattr(getattr(outbuf, "file", None), "send_into", None)
+            remaining = len(outbuf)
+            while remaining > 0:
+                if send_into is None:
+                    n = self.send(outbuf.get(self.sendbuf_len), do_close=do_close)
+                else:
+                    n = self._send_into(send_into, remaining, do_close)
+                if not n:  # the socket is full (or gone): the loop calls again if need be
+                    return self._sent(sent)
+                outbuf.skip(n, True)
+                remaining -= n
+                sent += n
+                self.total_outbufs_len -= n
+            if len(self.outbufs) == 1:  # the last one stays: the next response's
+                return self._sent(sent)
+            emptied = self.outbufs.pop(0)
+            try:
+                emptied.close()
+            except Exception:
+                self.logger.exception("Unexpected error when closing an outbuf")
+
+    def _send_into(self, send_into: Any, limit: int, do_close: bool) -> int:
+        try:
+            return int(send_into(self.socket.fileno(), limit))
+        except OSError as exc:
+            if exc.errno not in _DISCONNECTED:
+                raise  # ExportBroken among them: waitress logs it and closes the connection
+            if do_close:
+                self.handle_close()
+            return 0
+
+    def _sent(self, sent: int) -> bool:
+        if sent:
+            self.last_activity = time.time()
+        return bool(sent)
+
+
 def build_server(app: Any, settings: Settings) -> Any:
     """A bound (listening) waitress server with every client-facing limit from the settings."""
-    return waitress.create_server(
+    server = waitress.create_server(
         app,
         host=settings["server.host"],
         port=settings["server.port"],
@@ -55,6 +110,11 @@ def build_server(app: Any, settings: Settings) -> Any:
         # of addresses and networks, which waitress's single trusted_proxy cannot express).
         clear_untrusted_proxy_headers=False,
     )
+    listeners = server.map.values() if hasattr(server, "map") else [server]
+    for listener in listeners:
+        if isinstance(listener, BaseWSGIServer):
+            listener.channel_class = SendingChannel
+    return server
 
 
 class GracefulServer:

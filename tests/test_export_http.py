@@ -2,7 +2,8 @@
 download cut at random offsets and resumed with Range and If-Range giving the very bytes of a
 whole one, a stale If-Range getting the whole new archive, a range past the end, a client
 that goes away mid-stream leaving nothing behind, and a file changed mid-stream ending the
-download short of its length with one log line."""
+download short of its length with one log line. Each over waitress's own channel (the body
+read through ``wsgi.file_wrapper``) and over the service's (images sent with ``sendfile``)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,32 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import seed_image
+from conftest import LiveServer, seed_image
 from export_helpers import open_zip, seed_catalog
-from serve_process import wait_until
+from serve_process import free_port, wait_until
 
 from edgecatalog import logsetup
 from edgecatalog.models import Image
+from edgecatalog.server import SendingChannel, build_server
 
 pytestmark = pytest.mark.both_engines
+
+
+@pytest.fixture(params=["read", "sendfile"])
+def live_server(app, request):
+    server = LiveServer(app)
+    if request.param == "sendfile":  # as build_server makes the service's
+        server.server.channel_class = SendingChannel
+    yield server
+    server.close()
+
+
+def test_the_service_sends_with_sendfile(app, settings):
+    server = build_server(app, settings.replace(server__host="127.0.0.1", server__port=free_port()))
+    try:
+        assert server.channel_class is SendingChannel
+    finally:
+        server.close()
 
 
 def url(server, fmt="yolo", query=""):

@@ -38,6 +38,7 @@ import os
 import zlib
 from array import array
 from collections.abc import Iterator
+from typing import NamedTuple, NoReturn
 
 from .. import safeopen
 from . import zipformat as zf
@@ -185,6 +186,15 @@ class Archive:
 
     def chunks(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
         """The bytes ``start`` to ``stop`` (exclusive; default: the end), in pieces."""
+        for piece in self.spans(start, stop):
+            if isinstance(piece, Span):
+                yield from self.read_span(piece)
+            else:
+                yield piece
+
+    def spans(self, start: int = 0, stop: int | None = None) -> Iterator[bytes | Span]:
+        """The same range as pieces of bytes and, for each image whose CRC the plan has, a
+        ``Span`` of its file: left for the sender to read, or to send without reading."""
         stop = self.size if stop is None else min(stop, self.size)
         out = _Window(start, stop)
         if start < self.cd_offset:
@@ -197,7 +207,7 @@ class Archive:
             yield from out.take(self.cd_offset, self._central(out))
         yield from out.flush()
 
-    def _member(self, k: int, out: _Window) -> Iterator[bytes]:
+    def _member(self, k: int, out: _Window) -> Iterator[bytes | Span]:
         name, size = self.name(k), self._size[k]
         if self._kind[k] == GENERATED:
             yield zf.local_header(name, size, self._crc[k], self._dos[k])
@@ -210,7 +220,7 @@ class Archive:
             return
         if self._crc_known[k]:
             yield zf.local_header(name, size, self._crc[k], self._dos[k])
-            yield from self._pieces_of(k)
+            yield Span(k, 0, size)
             return
         data = self._read_file(k)
         yield zf.local_header(name, size, self._crc[k], self._dos[k])
@@ -234,35 +244,41 @@ class Archive:
 
     # -- image files -----------------------------------------------------------------------
 
-    def _open(self, k: int) -> int:
+    def open_file(self, k: int) -> int:
+        """Member ``k``'s file, opened beneath its root without following a link, and still
+        the size the plan has (``ExportBroken`` otherwise); the caller closes it."""
         root, rel = self.spool.read(self._src[k], self._src_len[k]).decode().split("\0", 1)
         try:
-            return safeopen.open_fd(root, rel)
+            fd = safeopen.open_fd(root, rel)
         except (OSError, ValueError) as exc:
             raise ExportBroken(f"{rel}: {exc}") from None
+        found = os.fstat(fd).st_size
+        if found != self._size[k]:
+            os.close(fd)
+            raise self.broken(k, found)
+        return fd
 
-    def _pieces_of(self, k: int) -> Iterator[bytes]:
-        """The file's bytes as read, ``READ_CHUNK`` at a time; ``ExportBroken`` (after what
-        was read) when it has more or fewer than planned."""
-        size, got = self._size[k], 0
-        fd = self._open(k)
+    def broken(self, k: int, found: int | str) -> ExportBroken:
+        return ExportBroken(f"{self.name(k).decode()}: {found} bytes, {self._size[k]} planned")
+
+    def read_span(self, span: Span) -> Iterator[bytes]:
+        """A span's bytes, read ``READ_CHUNK`` at a time."""
+        fd = self.open_file(span.k)
         try:
-            while got < size:
-                piece = os.read(fd, min(READ_CHUNK, size - got))
-                if not piece:
-                    break
-                got += len(piece)
+            at, end = span.offset, span.offset + span.length
+            while at < end:
+                piece = os.pread(fd, min(READ_CHUNK, end - at), at)
+                if not piece:  # shorter since it was opened
+                    raise self.broken(span.k, at)
+                at += len(piece)
                 yield piece
-            longer = got == size and os.read(fd, 1) != b""
         finally:
             os.close(fd)
-        if got != size or longer:
-            found = f"more than {size}" if longer else f"{got}"
-            raise ExportBroken(f"{self.name(k).decode()}: {found} bytes, {size} planned")
 
     def _read_file(self, k: int) -> bytes:
+        """A file without a planned CRC: read whole (to count it before its header)."""
         size = self._size[k]
-        fd = self._open(k)
+        fd = self.open_file(k)
         try:
             chunks, got = [], 0
             while got <= size:
@@ -274,44 +290,56 @@ class Archive:
         finally:
             os.close(fd)
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if len(data) != size:
-            found = f"more than {size}" if len(data) > size else f"{len(data)}"
-            raise ExportBroken(f"{self.name(k).decode()}: {found} bytes, {size} planned")
+        if len(data) != size:  # changed since it was opened
+            raise self.broken(k, f"more than {size}" if len(data) > size else len(data))
         if not self._crc_known[k]:
             self._crc[k], self._crc_known[k] = zlib.crc32(data), 1
         return data
 
     def _file_crc(self, k: int) -> int:
         if not self._crc_known[k]:
-            fd, crc, got = self._open(k), 0, 0
+            fd, crc, got = self.open_file(k), 0, 0
             try:
                 while piece := os.read(fd, READ_CHUNK):
                     crc, got = zlib.crc32(piece, crc), got + len(piece)
             finally:
                 os.close(fd)
             if got != self._size[k]:
-                raise ExportBroken(f"{self.name(k).decode()}: {got} bytes, {self._size[k]} planned")
+                raise self.broken(k, got)
             self._crc[k], self._crc_known[k] = crc, 1
         return self._crc[k]
 
 
+class Span(NamedTuple):
+    """Bytes ``offset`` to ``offset + length`` of member ``k``'s file (an image whose CRC
+    the plan has)."""
+
+    k: int
+    offset: int
+    length: int
+
+
 class ArchiveFile(io.RawIOBase):
     """Bytes ``start`` to ``stop`` of an archive as a read-only file positioned at ``start``
-    (its end is ``stop``). A read gives at most one of the archive's pieces (an image, or
-    headers and labels gathered up to ``COALESCE``), so a server that reads, seeks back and
-    skips what it sent (waitress) gets the same piece again without reading it twice; a seek
-    elsewhere starts the pieces over from there. Closing it closes the archive.
+    (its end is ``stop``). A read gives at most one of the archive's pieces (headers and
+    labels gathered up to ``COALESCE``, or up to ``READ_CHUNK`` of an image), so a server that
+    reads, seeks back and skips what it sent (waitress) gets the same piece again without
+    reading it twice; a seek elsewhere starts the pieces over from there. ``send_into`` gives
+    the bytes to a socket instead, an image's with ``sendfile``: from the page cache to the
+    socket without passing through Python. Closing it closes the archive.
 
-    A file that broke the plan raises ``ExportBroken`` from ``read``, logged here once."""
+    A file that broke the plan raises ``ExportBroken``, logged here once."""
 
     def __init__(self, archive: Archive, start: int = 0, stop: int | None = None) -> None:
         super().__init__()
         self.archive = archive
         self._stop = archive.size if stop is None else min(stop, archive.size)
         self._pos = start
-        self._piece, self._piece_at = b"", start
-        self._pieces: Iterator[bytes] | None = None
+        self._piece: bytes | Span = b""
+        self._piece_at = start
+        self._pieces: Iterator[bytes | Span] | None = None
         self._next_at = start  # where the next piece of ``_pieces`` begins
+        self._fd, self._fd_of = -1, -1  # the open file of the current span, and its member
         self._broken: ExportBroken | None = None
 
     def readable(self) -> bool:
@@ -333,11 +361,16 @@ class ArchiveFile(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         if self._pos >= self._stop or size == 0:
             return b""
-        if not self._piece_at <= self._pos < self._piece_at + len(self._piece):
-            self._fetch()
-        begin = self._pos - self._piece_at
-        end = len(self._piece) if size < 0 else min(len(self._piece), begin + size)
-        out = self._piece if begin == 0 and end == len(self._piece) else self._piece[begin:end]
+        piece, begin = self._current()
+        if isinstance(piece, Span):
+            want = min(piece.length - begin, READ_CHUNK if size < 0 else min(size, READ_CHUNK))
+            data = os.pread(self._span_fd(piece), want, piece.offset + begin)
+            if not data:  # shorter since it was opened
+                self._fail(self.archive.broken(piece.k, piece.offset + begin))
+            self._pos += len(data)
+            return data
+        end = len(piece) if size < 0 else min(len(piece), begin + size)
+        out = piece if begin == 0 and end == len(piece) else piece[begin:end]
         self._pos += len(out)
         return out
 
@@ -346,36 +379,80 @@ class ArchiveFile(io.RawIOBase):
         buffer[: len(data)] = data
         return len(data)
 
-    def _fetch(self) -> None:
-        """Make the piece holding ``_pos`` the current one."""
+    def send_into(self, fd: int, limit: int) -> int:
+        """Give up to ``limit`` bytes from the position on to the non-blocking socket ``fd``,
+        without moving the position (a server skips what was taken, as after ``read``); how
+        many it took, 0 when it is full."""
+        if self._pos >= self._stop or limit <= 0:
+            return 0
+        piece, begin = self._current()
+        try:
+            if isinstance(piece, Span):
+                want = min(piece.length - begin, limit)
+                sent = os.sendfile(fd, self._span_fd(piece), piece.offset + begin, want)
+                if not sent:  # end of file before the span's end: shorter than planned
+                    self._fail(self.archive.broken(piece.k, piece.offset + begin))
+                return sent
+            return os.write(fd, memoryview(piece)[begin : begin + limit])
+        except BlockingIOError:
+            return 0
+
+    def _current(self) -> tuple[bytes | Span, int]:
+        """The piece holding the position, and where in it the position is."""
         if self._broken is not None:  # a server may read again before it closes
             raise self._broken
+        length = self._piece.length if isinstance(self._piece, Span) else len(self._piece)
+        if not self._piece_at <= self._pos < self._piece_at + length:
+            self._advance()
+        return self._piece, self._pos - self._piece_at
+
+    def _advance(self) -> None:
         if self._pieces is None or self._pos < self._next_at:
-            self._pieces, self._next_at = self.archive.chunks(self._pos, self._stop), self._pos
+            self._pieces, self._next_at = self.archive.spans(self._pos, self._stop), self._pos
         try:
             while True:
                 piece = next(self._pieces, None)
                 if piece is None:  # cannot be: the plan says how long the archive is
                     raise ExportBroken(f"the archive ended at {self._next_at} of {self._stop}")
-                at, self._next_at = self._next_at, self._next_at + len(piece)
+                at = self._next_at
+                self._next_at += piece.length if isinstance(piece, Span) else len(piece)
                 if self._pos < self._next_at:
                     self._piece, self._piece_at = piece, at
                     return
         except ExportBroken as exc:
-            log.warning("export stopped short of its length: %s", exc)
-            exc.logged = True  # type: ignore[attr-defined]  # the server's log need not repeat it
-            self._broken = exc
-            raise
+            self._fail(exc)
+
+    def _span_fd(self, span: Span) -> int:
+        if self._fd_of != span.k:
+            self._close_fd()
+            try:
+                self._fd = self.archive.open_file(span.k)
+            except ExportBroken as exc:
+                self._fail(exc)
+            self._fd_of = span.k
+        return self._fd
+
+    def _fail(self, exc: ExportBroken) -> NoReturn:
+        log.warning("export stopped short of its length: %s", exc)
+        exc.logged = True  # type: ignore[attr-defined]  # the server's log need not repeat it
+        self._broken = exc
+        raise exc
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._fd_of = -1, -1
 
     def close(self) -> None:
         if not self.closed:
+            self._close_fd()
             self.archive.close()
         super().close()
 
 
 class _Window:
-    """The requested range [start, stop): clips pieces at their absolute positions and
-    gathers small ones into ``COALESCE``-sized writes."""
+    """The requested range [start, stop): clips pieces (and spans) at their absolute
+    positions and gathers small pieces into ``COALESCE``-sized ones."""
 
     def __init__(self, start: int, stop: int) -> None:
         self.start, self.stop = start, stop
@@ -389,15 +466,21 @@ class _Window:
     def skip(self, length: int) -> None:
         self._at += length
 
-    def take(self, at: int, pieces: Iterator[bytes]) -> Iterator[bytes]:
+    def take(self, at: int, pieces: Iterator[bytes | Span]) -> Iterator[bytes | Span]:
         self._at = at
         for piece in pieces:
-            begin, end = self._at, self._at + len(piece)
+            length = piece.length if isinstance(piece, Span) else len(piece)
+            begin, end = self._at, self._at + length
             self._at = end
-            if end <= self.start or begin >= self.stop or not piece:
+            if end <= self.start or begin >= self.stop or not length:
                 continue
-            if begin < self.start or end > self.stop:
-                piece = piece[max(self.start - begin, 0) : len(piece) - max(end - self.stop, 0)]
+            front, back = max(self.start - begin, 0), max(end - self.stop, 0)
+            if isinstance(piece, Span):
+                yield from self.flush()
+                yield Span(piece.k, piece.offset + front, length - front - back)
+                continue
+            if front or back:
+                piece = piece[front : length - back]
             if len(piece) >= COALESCE:
                 yield from self.flush()
                 yield piece
