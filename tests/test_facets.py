@@ -106,6 +106,10 @@ def _queries(batches: list[int], projects: dict) -> list[dict]:
         {"captured_before": cut_before, "device_id": "cam02", "split": "val"},
         {"captured_after": cut_after, "project_id": str(projects["Alpha"])},
         {"captured_after": cut_after, "class_values": "crack"},
+        # The review queue of images without annotations: no class at all.
+        {"has_annotations": "false"},
+        {"has_annotations": "false", "device_id": "cam02"},
+        {"has_annotations": "true", "split": "val"},
     ]
 
 

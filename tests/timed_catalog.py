@@ -116,10 +116,14 @@ def matches(row: dict[str, Any], query: dict[str, Any]) -> bool:
             if row["project_id"] != want or row["stage"] != query.get("stage", row["stage"]):
                 return False
         elif (
-            key == "class_values"
-            and not row["classes"] & set(value.split(","))
-            or key == "search"
-            and value.lower() not in row["filename"].lower()
+            key == "has_annotations"
+            and bool(row["classes"]) != (value == "true")
+            or (
+                key == "class_values"
+                and not row["classes"] & set(value.split(","))
+                or key == "search"
+                and value.lower() not in row["filename"].lower()
+            )
         ):
             return False
     return True

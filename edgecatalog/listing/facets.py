@@ -108,6 +108,11 @@ def facet_counts(
     together: dict[tuple, list[Facet]] = {}
     tables: dict[tuple, counts.CountTable | None] = {}
     for facet in chosen:
+        if facet.key is None and mine[facet.name].get("has_annotations") is False:
+            # Images without an annotation have no class: nothing to count (at 1M images,
+            # 240 ms of probing the annotations of 32,000 images for none).
+            grouped[facet.name], annotated[facet.name] = {}, {}
+            continue
         if facet.key is None:  # the class facet: its own per-class table or the annotations
             table = _table(None, conds[facet.name], images)
             grouped[facet.name], annotated[facet.name] = _grouped_classes(conds[facet.name], table)
