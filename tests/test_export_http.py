@@ -43,6 +43,7 @@ def test_the_service_sends_with_sendfile(app, settings):
         assert server.channel_class is SendingChannel
     finally:
         server.close()
+        server.task_dispatcher.shutdown()  # its threads, which would outlive the test
 
 
 def url(server, fmt="yolo", query=""):
