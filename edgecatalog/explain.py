@@ -48,7 +48,7 @@ PURPOSES: dict[str, str] = {
     "_rows": "page: zone rows",
     "window": "page: filters' time window",
     "page_rows": "page",
-    "annotations_in_order": "annotations",
+    "annotation_cursor": "annotations",
 }
 _OUR_MODULES = frozenset(
     {

@@ -38,13 +38,17 @@ import os
 import zlib
 from array import array
 from collections.abc import Iterator
+from itertools import accumulate
 from typing import NamedTuple, NoReturn
 
 from .. import safeopen
 from . import zipformat as zf
 from .spool import Spool, SpoolWriter
 
-GENERATED, FILE = 0, 1
+GENERATED, FILE = 0, 1  # Archive counts files by summing kinds
+# A member's part of the ETag digest, by kind: its kind, name length, size and time, its
+# name, then its proof (a generated member's CRC in decimal, a file's SHA-256).
+_RECORD = (b"%d\0%d\0%d\0%d\0%s%d", b"%d\0%d\0%d\0%d\0%s%s")
 COALESCE = 64 * 1024  # smaller pieces (headers, labels) are sent together up to this size
 READ_CHUNK = 1024 * 1024
 log = logging.getLogger("edgecatalog.exports")
@@ -58,7 +62,9 @@ class ExportBroken(OSError):
 
 
 class ArchiveBuilder:
-    """Members added in archive order; ``build`` fixes the layout."""
+    """Members added in archive order, each one's offset and part of the central directory
+    counted as it comes (its headers' lengths follow from its name and size); ``build``
+    gives the archive, its layout already known."""
 
     def __init__(self, spool: Spool, *, force_zip64: bool = False) -> None:
         self.spool = spool
@@ -74,37 +80,65 @@ class ArchiveBuilder:
         self._dos = array("L")
         self._segments: dict[int, list[tuple[int, int]]] = {}  # generated, several pieces
         self._digest = hashlib.sha256()
+        # The layout as members come: each one's local header offset, where the next would
+        # start (the central directory's offset) and the central directory's size so far.
+        self._offset = array("Q")
+        self._at = 0
+        self._cd_size = 0
 
     def __len__(self) -> int:
         return len(self._kind)
 
-    def _add(self, kind: int, name: str, size: int, crc: int | None, dos: int, proof: bytes) -> int:
+    def _add(
+        self,
+        kind: int,
+        name: str,
+        size: int,
+        crc: int | None,
+        dos: int,
+        proof: bytes | int,
+        src: int,
+        src_len: int,
+    ) -> None:
+        """A member's entry in the arrays, the digest and the layout. ``proof``: a file's
+        SHA-256 (ASCII hex), a generated member's CRC."""
         raw = name.encode("utf-8")
-        if len(raw) > zf.MAX16:
+        length = len(raw)
+        if length > zf.MAX16:
             raise ValueError(f"member name longer than {zf.MAX16} bytes: {name[:80]!r}")
+        at = self._at
         self._kind.append(kind)
         self._name_at.append(len(self._names))
         self._names += raw
         self._size.append(size)
         self._crc.append(crc or 0)
         self._crc_known.append(crc is not None)
+        self._src.append(src)
+        self._src_len.append(src_len)
         self._dos.append(dos)
-        self._digest.update(b"%d\0%d\0%d\0%d\0" % (kind, len(raw), size, dos) + raw + proof)
-        return len(self._kind) - 1
+        self._offset.append(at)
+        self._digest.update(_RECORD[kind] % (kind, length, size, dos, raw, proof))
+        if size < zf.MAX32 and at < zf.MAX32:  # no ZIP64 extra: the headers and the name
+            self._cd_size += zf.CENTRAL.size + length
+            self._at = at + zf.LOCAL.size + length + size
+        else:
+            self._cd_size += zf.central_length(raw, size, at)
+            self._at = at + zf.local_length(raw, size) + size
 
     def add_generated(self, name: str, writer: SpoolWriter, dos: int) -> None:
         writer.flush()
-        index = self._add(GENERATED, name, writer.size, writer.crc, dos, b"%d" % writer.crc)
-        segments = writer.segments
-        self._src.append(segments[0][0] if segments else 0)
-        self._src_len.append(0)
+        index, segments = len(self._kind), writer.segments
+        src = segments[0][0] if segments else 0
+        self._add(GENERATED, name, writer.size, writer.crc, dos, writer.crc, src, 0)
         if len(segments) > 1:
             self._segments[index] = list(segments)
 
     def add_bytes(self, name: str, data: str | bytes, dos: int) -> None:
-        writer = self.spool.writer()
-        writer.write(data)
-        self.add_generated(name, writer, dos)
+        """A small generated member (a label) whole: straight to the spool, which gathers
+        such pieces into large writes, without a ``SpoolWriter`` of its own."""
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        crc = zlib.crc32(raw)
+        self._add(GENERATED, name, len(raw), crc, dos, crc, self.spool.append(raw), 0)
 
     def add_file(
         self,
@@ -118,10 +152,9 @@ class ArchiveBuilder:
     ) -> None:
         """An image file, ``rel`` beneath ``root``, of ``size`` bytes with that SHA-256 and,
         when the catalog has it, that CRC-32 (None: counted from the bytes when sent)."""
-        self._add(FILE, name, size, crc, dos, sha256.encode("ascii"))
         where = f"{root}\0{rel}".encode()
-        self._src.append(self.spool.append(where))
-        self._src_len.append(len(where))
+        src = self.spool.append(where)
+        self._add(FILE, name, size, crc, dos, sha256.encode("ascii"), src, len(where))
 
     def build(self) -> Archive:
         digest = self._digest.copy()
@@ -142,21 +175,11 @@ class Archive:
         self._name_at, self._names = plan._name_at, bytes(plan._names)
         self._src, self._src_len, self._dos = plan._src, plan._src_len, plan._dos
         self._segments = plan._segments
-        self._offset = array("Q")
-        at = 0
-        for k in range(len(self._kind)):
-            self._offset.append(at)
-            at += zf.local_length(self.name(k), self._size[k]) + self._size[k]
-        self.cd_offset = at
-        self.cd_size = sum(
-            zf.central_length(self.name(k), self._size[k], self._offset[k])
-            for k in range(len(self._kind))
-        )
+        self._offset, self.cd_offset, self.cd_size = plan._offset, plan._at, plan._cd_size
         self.entries = len(self._kind)
-        # Image files among the members, and how many end at or before each member's start.
-        self._files_before = array("L", [0])
-        for kind in self._kind:
-            self._files_before.append(self._files_before[-1] + (kind == FILE))
+        # Image files among the members, and how many end at or before each member's start:
+        # a running sum of the kinds, GENERATED being 0 and FILE 1.
+        self._files_before = array("L", accumulate(self._kind, initial=0))
         self.files = self._files_before[-1]
         self.size = (
             self.cd_offset

@@ -16,6 +16,7 @@ from ..catalog import REVIEWED_SOURCES
 from .archive import ArchiveBuilder
 from .naming import DATASET_SPLITS
 from .placed import Placed, class_index, compact, pixel_box, polygon_points
+from .select import OBJECTS, ExportAnnotation
 from .spool import SpoolWriter
 
 INFO = {"description": "edgecatalog export", "version": "1"}
@@ -27,19 +28,19 @@ def polygon_area(points: list[int]) -> float:
     return abs(twice) / 2
 
 
-def annotation_object(ann: dict, width: int, height: int, category: int) -> dict:
+def annotation_object(ann: ExportAnnotation, width: int, height: int, category: int) -> dict:
     x, y, w, h = (round(v, 2) for v in pixel_box(ann, width, height))
-    out: dict = {"id": ann["id"], "image_id": ann["image"], "category_id": category}
+    out: dict = {"id": ann.id, "image_id": ann.image, "category_id": category}
     out["bbox"] = [x, y, w, h]
-    if ann["type"] == "bbox":
+    if ann.type == "bbox":
         out["area"] = round(w * h, 2)
     else:
         points = polygon_points(ann)
         out["area"] = round(polygon_area(points), 2)
         out["segmentation"] = [points]
     out["iscrowd"] = 0
-    if ann["confidence"] is not None and ann["source"] not in REVIEWED_SOURCES:
-        out["score"] = ann["confidence"]
+    if ann.confidence is not None and ann.source not in REVIEWED_SOURCES:
+        out["score"] = ann.confidence
     return out
 
 
@@ -52,6 +53,7 @@ class _Split:
 
 class CocoWriter:
     needs_split = True
+    shape = OBJECTS
 
     def __init__(self, builder: ArchiveBuilder, classes: list[str]) -> None:
         self.builder = builder
@@ -64,13 +66,12 @@ class CocoWriter:
             placed.split, _Split(self.builder)
         )
         row = placed.row
-        image = {"id": row["id"], "file_name": placed.name}
-        image.update(width=row["width"], height=row["height"])
+        image = {"id": row.id, "file_name": placed.name, "width": row.width, "height": row.height}
         part.images.write(("," if part.any_image else "") + compact(image))
         part.any_image = True
         for ann in placed.annotations:
-            category = class_index(self.index, ann["class_value"])
-            text = compact(annotation_object(ann, row["width"], row["height"], category))
+            category = class_index(self.index, ann.class_value)
+            text = compact(annotation_object(ann, row.width, row.height, category))
             part.annotations.write(("," if part.any_annotation else "") + text)
             part.any_annotation = True
 

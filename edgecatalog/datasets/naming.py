@@ -14,12 +14,12 @@ detection), so a YOLO or COCO reader finds it as an image.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Callable
 
 from ..errors import ValidationError
 from ..ingest.sidecars import IMAGE_SUFFIXES
+from .select import Row
 
 DATASET_SPLITS = ("train", "val", "test")
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f/\\:*?"<>|\u2028\u2029]')
@@ -49,14 +49,14 @@ def parse_assign_unsplit(name: str, text: str) -> tuple[tuple[str, float], ...]:
     return tuple((s, shares[s]) for s in DATASET_SPLITS if s in shares)
 
 
-def split_of(row: dict, assign: tuple[tuple[str, float], ...]) -> str:
+def split_of(row: Row, assign: tuple[tuple[str, float], ...]) -> str:
     """The split an image takes in the export: its own; for ``none``, the one its content
     hash falls in under ``assign`` (the same bytes, the same split), unless its split is
     locked, which nothing moves."""
-    split = row["split"]
-    if split != "none" or not assign or row["split_locked"]:
+    split = row.split
+    if split != "none" or not assign or row.split_locked:
         return split
-    point = int(row["sha256"][:16], 16) / 2**64
+    point = int(row.sha256[:16], 16) / 2**64
     bound = 0.0
     for name, fraction in assign:
         bound += fraction
@@ -79,22 +79,36 @@ class Namer:
         self._taken.add(key)
         return True
 
-    def name(self, row: dict, sniff: Callable[[], str | None]) -> str:
-        stem, suffix = os.path.splitext(_UNSAFE.sub("_", row["filename"]).strip())
+    def name(self, row: Row, sniff: Callable[[Row], str | None]) -> str:
+        """``sniff``: the image's format from its bytes, asked only when its name has no
+        image suffix."""
+        stem, suffix = split_suffix(_UNSAFE.sub("_", row.filename).strip())
         if suffix.lower() not in IMAGE_SUFFIXES:
-            stem, suffix = stem + suffix, EXTENSIONS.get(sniff() or "", "")
-        stem = _clip(stem.strip(" .")) or f"image_{row['id']}"
+            stem, suffix = stem + suffix, EXTENSIONS.get(sniff(row) or "", "")
+        stem = _clip(stem.strip(" .")) or f"image_{row.id}"
+        if self._take(stem):  # most images: the other candidates are not even built
+            return stem + suffix
         for candidate in (
-            stem,
-            f"{stem}_{_UNSAFE.sub('_', row['device_id'])[:60]}",
-            f"{stem}_{row['id']}",
+            f"{stem}_{_UNSAFE.sub('_', row.device_id)[:60]}",
+            f"{stem}_{row.id}",
         ):
             if self._take(candidate):
                 return candidate + suffix
         n = 2
-        while not self._take(f"{stem}_{row['id']}_{n}"):
+        while not self._take(f"{stem}_{row.id}_{n}"):
             n += 1
-        return f"{stem}_{row['id']}_{n}{suffix}"
+        return f"{stem}_{row.id}_{n}{suffix}"
+
+
+def split_suffix(name: str) -> tuple[str, str]:
+    """``os.path.splitext`` of a name without separators (``_UNSAFE`` replaced them): at the
+    last dot, unless only dots come before it (``.jpg``, ``..jpg`` have no suffix). Written
+    out: ``splitext`` is two Python calls deep, and every image of an export takes one or
+    two (its name, its YOLO label's)."""
+    dot = name.rfind(".")
+    if dot > 0 and (name[0] != "." or name[:dot].strip(".")):
+        return name[:dot], name[dot:]
+    return name, ""
 
 
 def _clip(stem: str) -> str:

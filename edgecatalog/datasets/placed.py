@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
+
+from .select import Annotation, Row, Shape
 
 
-@dataclass(frozen=True)
-class Placed:
-    """An image of the export: its row (``select.read_view``, annotations included), its
-    split in the export, its file name and its path in the archive."""
+class Placed(NamedTuple):
+    """An image of the export: its row and annotations (``select.read_view``), its split in
+    the export, its file name and its path in the archive. A tuple, made once per image: a
+    frozen dataclass costs several times as much to build."""
 
-    row: dict[str, Any]
+    row: Row
+    annotations: list[Annotation]
     split: str
     name: str
     path: str
-
-    @property
-    def annotations(self) -> list[dict[str, Any]]:
-        return self.row["annotations"]
 
 
 class FormatWriter(Protocol):
@@ -28,6 +26,8 @@ class FormatWriter(Protocol):
 
     # True: images whose split is none (and not assigned one) are left out.
     needs_split: bool
+    # The columns it reads of each image and annotation (``select.LABELS``, ...).
+    shape: Shape
 
     def add(self, placed: Placed, dos: int) -> None: ...
 
@@ -39,19 +39,19 @@ def compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def pixel_box(ann: dict[str, Any], width: int, height: int) -> tuple[float, float, float, float]:
+def pixel_box(ann: Annotation, width: int, height: int) -> tuple[float, float, float, float]:
     """(x, y, w, h) in pixels from the image's top-left corner, clipped to the image: from
     the stored normalized box (sub-pixel, unlike the integer ``geometry``)."""
-    x0 = min(max(ann["x_center"] - ann["width"] / 2, 0.0), 1.0) * width
-    y0 = min(max(ann["y_center"] - ann["height"] / 2, 0.0), 1.0) * height
-    x1 = min(max(ann["x_center"] + ann["width"] / 2, 0.0), 1.0) * width
-    y1 = min(max(ann["y_center"] + ann["height"] / 2, 0.0), 1.0) * height
+    x0 = min(max(ann.x_center - ann.width / 2, 0.0), 1.0) * width
+    y0 = min(max(ann.y_center - ann.height / 2, 0.0), 1.0) * height
+    x1 = min(max(ann.x_center + ann.width / 2, 0.0), 1.0) * width
+    y1 = min(max(ann.y_center + ann.height / 2, 0.0), 1.0) * height
     return x0, y0, x1 - x0, y1 - y0
 
 
-def polygon_points(ann: dict[str, Any]) -> list[int]:
+def polygon_points(ann: Annotation) -> list[int]:
     """A polygon's stored pixel coordinates, x1, y1, x2, y2, ..."""
-    return json.loads(ann["geometry"])
+    return json.loads(ann.geometry)
 
 
 def class_index(classes: dict[str, int], value: str) -> int:

@@ -12,6 +12,7 @@ import io
 from ..serialize import image_to_dict
 from .archive import ArchiveBuilder
 from .placed import Placed, compact
+from .select import LISTED, OBJECTS
 
 CSV_COLUMNS = (
     "image_id",
@@ -35,13 +36,17 @@ CSV_COLUMNS = (
 
 class JsonlWriter:
     needs_split = False
+    shape = LISTED
 
     def __init__(self, builder: ArchiveBuilder, classes: list[str]) -> None:
         self.builder = builder
         self.out = builder.spool.writer()
 
     def add(self, placed: Placed, dos: int) -> None:
-        item = image_to_dict(placed.row)
+        # The list's serializer reads mappings: the row and its annotations as dicts.
+        row = placed.row._asdict()
+        row["annotations"] = [ann._asdict() for ann in placed.annotations]
+        item = image_to_dict(row)
         item["file"] = placed.path
         self.out.write(compact(item) + "\n")
 
@@ -51,6 +56,7 @@ class JsonlWriter:
 
 class CsvWriter:
     needs_split = False
+    shape = OBJECTS
 
     def __init__(self, builder: ArchiveBuilder, classes: list[str]) -> None:
         self.builder = builder
@@ -59,24 +65,23 @@ class CsvWriter:
 
     def add(self, placed: Placed, dos: int) -> None:
         row = placed.row
-        head = [row["id"], placed.path, placed.split, row["width"], row["height"]]
-        head.append(row["device_id"])
+        head = [row.id, placed.path, placed.split, row.width, row.height, row.device_id]
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\r\n")
         for ann in placed.annotations or [None]:
             tail = [""] * 10
             if ann is not None:
                 tail = [
-                    ann["id"],
-                    ann["class_value"],
-                    ann["type"],
-                    repr(ann["x_center"]),
-                    repr(ann["y_center"]),
-                    repr(ann["width"]),
-                    repr(ann["height"]),
-                    ann["geometry"],
-                    "" if ann["confidence"] is None else repr(ann["confidence"]),
-                    ann["source"],
+                    ann.id,
+                    ann.class_value,
+                    ann.type,
+                    repr(ann.x_center),
+                    repr(ann.y_center),
+                    repr(ann.width),
+                    repr(ann.height),
+                    ann.geometry,
+                    "" if ann.confidence is None else repr(ann.confidence),
+                    ann.source,
                 ]
             writer.writerow(head + tail)
         self.out.write(text.getvalue())

@@ -10,30 +10,34 @@ same index in every export of the catalog.
 
 from __future__ import annotations
 
-import os
-
 from .archive import ArchiveBuilder
-from .naming import DATASET_SPLITS
+from .naming import DATASET_SPLITS, split_suffix
 from .placed import Placed, class_index, compact, polygon_points
+from .select import LABELS
+
+# A box's line: one %-format (the same digits as format specs) costs about three quarters
+# of an f-string with four specs, and as bytes it need not be encoded: a label is ASCII.
+BOX_LINE = b"%d %.6f %.6f %.6f %.6f\n"
 
 
-def label_text(placed: Placed, classes: dict[str, int]) -> str:
-    """A box's values are stored normalized (each checked 0..1 on the way in); a polygon's
-    points are stored in pixels, within the image, and are divided by its size here."""
-    width, height = placed.row["width"], placed.row["height"]
+def label_bytes(placed: Placed, classes: dict[str, int]) -> bytes:
+    """The image's label file. A box's values are stored normalized (each checked 0..1 on
+    the way in); a polygon's points are stored in pixels, within the image, and are divided
+    by its size here."""
+    width, height = placed.row.width, placed.row.height
     lines = []
     for ann in placed.annotations:
-        index = class_index(classes, ann["class_value"])
-        if ann["type"] == "bbox":
-            lines.append(
-                f"{index} {ann['x_center']:.6f} {ann['y_center']:.6f} "
-                f"{ann['width']:.6f} {ann['height']:.6f}\n"
-            )
+        try:  # the lookup inline, not a call per box: every box of the export comes here
+            index = classes[ann.class_value]
+        except KeyError:
+            index = class_index(classes, ann.class_value)  # raises, naming the class
+        if ann.geometry is None:  # a box (select.LabelAnnotation)
+            lines.append(BOX_LINE % (index, ann.x_center, ann.y_center, ann.width, ann.height))
         else:
             points = polygon_points(ann)
             values = [v / (width if i % 2 == 0 else height) for i, v in enumerate(points)]
-            lines.append(f"{index} " + " ".join(f"{v:.6f}" for v in values) + "\n")
-    return "".join(lines)
+            lines.append(b"%d " % index + b" ".join(b"%.6f" % v for v in values) + b"\n")
+    return b"".join(lines)
 
 
 def data_yaml(classes: list[str], splits: list[str]) -> str:
@@ -53,6 +57,7 @@ def data_yaml(classes: list[str], splits: list[str]) -> str:
 
 class YoloWriter:
     needs_split = True
+    shape = LABELS
 
     def __init__(self, builder: ArchiveBuilder, classes: list[str]) -> None:
         self.builder = builder
@@ -62,9 +67,9 @@ class YoloWriter:
 
     def add(self, placed: Placed, dos: int) -> None:
         self.splits.add(placed.split)
-        stem = os.path.splitext(placed.name)[0]
+        stem = split_suffix(placed.name)[0]
         self.builder.add_bytes(
-            f"labels/{placed.split}/{stem}.txt", label_text(placed, self.index), dos
+            f"labels/{placed.split}/{stem}.txt", label_bytes(placed, self.index), dos
         )
 
     def finish(self, dos: int) -> None:

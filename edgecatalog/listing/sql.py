@@ -230,15 +230,22 @@ def annotations_in_order(image_ids: list[int]) -> Iterator[dict[str, Any]]:
     Python at once."""
     if not image_ids:
         return
-    table, args = engine().values_table(image_ids, "j")
-    cursor = database.execute_sql(
-        f"{ANNOTATION_SELECT_A} FROM {table} JOIN annotation a ON a.image_id = j.value "
-        "ORDER BY j.key, a.z_order, a.id",
-        args,
-    )
+    cursor = annotation_cursor(image_ids)
     names = [col[0] for col in cursor.description]
     for values in cursor:
         yield dict(zip(names, values))
+
+
+def annotation_cursor(image_ids: list[int], select: str = ANNOTATION_SELECT_A) -> Any:
+    """``annotations_in_order``'s statement, its cursor as it is: each annotation a tuple of
+    the columns of ``select`` (of alias a; an export reads the few it needs, and makes no
+    dict per row); ``image_ids`` not empty."""
+    table, args = engine().values_table(image_ids, "j")
+    return database.execute_sql(
+        f"{select} FROM {table} JOIN annotation a ON a.image_id = j.value "
+        "ORDER BY j.key, a.z_order, a.id",
+        args,
+    )
 
 
 def paired(
