@@ -183,3 +183,15 @@ def test_a_file_changed_mid_stream_ends_the_download_short(settings, live_server
     log = stream.getvalue()
     assert f"{last.filename}: 1000 bytes, 3000000 planned" in log
     assert "Traceback" not in log and "Socket error" not in log, log
+
+
+def test_the_service_keeps_its_mmap_threshold():
+    """Where glibc is, the service fixes its mmap threshold (``server.fix_mmap_threshold``:
+    an export's large blocks go back to the system when freed, not to the heap)."""
+    if not os.path.exists("/lib/x86_64-linux-gnu/libc.so.6") and not os.path.exists(
+        "/lib/aarch64-linux-gnu/libc.so.6"
+    ):
+        pytest.skip("not glibc")
+    from edgecatalog.server import fix_mmap_threshold
+
+    assert fix_mmap_threshold() is True

@@ -3,9 +3,9 @@
 order, hence its length and an ETag. ``Archive.chunks(start, stop)`` gives any byte range of
 it, the same bytes every time, so a download that broke resumes with ``Range``. No Flask.
 
-The plan is held in flat arrays (about 30 bytes a member besides its name), so an archive of
-100,000 images and their labels costs a few MB of memory however large it is; an image's
-bytes are read from its file when its turn comes, one image at a time.
+The plan is held in flat arrays (50 bytes a member besides its name), so an archive of
+100,000 images and their labels costs about 16 MB of memory however large their files are; an
+image's bytes are sent from its file when its turn comes.
 
 A member's CRC-32 goes in its local header: a generated member's was counted as it was
 spooled; an image's is the catalog's (``image.crc32``, counted when its bytes were read in),
@@ -69,15 +69,18 @@ class ArchiveBuilder:
     def __init__(self, spool: Spool, *, force_zip64: bool = False) -> None:
         self.spool = spool
         self.force_zip64 = force_zip64
+        # "I" (4 bytes) where a value fits 32 bits: "L" is 8 on Linux, and an archive of
+        # 100,000 images has 200,000 members.
         self._kind = array("B")
         self._name_at = array("Q")
         self._names = bytearray()
         self._size = array("Q")
-        self._crc = array("L")
+        self._crc = array("I")
         self._crc_known = array("B")
+        self._unknown = 0  # members whose CRC is counted when sent (images indexed without)
         self._src = array("Q")  # spool offset: a generated member's bytes, a file's path
-        self._src_len = array("L")
-        self._dos = array("L")
+        self._src_len = array("I")
+        self._dos = array("I")
         self._segments: dict[int, list[tuple[int, int]]] = {}  # generated, several pieces
         self._digest = hashlib.sha256()
         # The layout as members come: each one's local header offset, where the next would
@@ -113,6 +116,7 @@ class ArchiveBuilder:
         self._size.append(size)
         self._crc.append(crc or 0)
         self._crc_known.append(crc is not None)
+        self._unknown += crc is None
         self._src.append(src)
         self._src_len.append(src_len)
         self._dos.append(dos)
@@ -170,16 +174,19 @@ class Archive:
         self.etag = etag
         self.force_zip64 = plan.force_zip64
         self._kind, self._size = plan._kind, plan._size
-        # Copies: counting a CRC for this request must not tell another built from the plan.
-        self._crc, self._crc_known = array("L", plan._crc), array("B", plan._crc_known)
-        self._name_at, self._names = plan._name_at, bytes(plan._names)
+        # Shared with the plan (no member is added after ``build``), but for CRCs still to be
+        # counted: copies, so that counting them for this request tells no other.
+        self._crc, self._crc_known = plan._crc, plan._crc_known
+        if plan._unknown:
+            self._crc, self._crc_known = array("I", plan._crc), array("B", plan._crc_known)
+        self._name_at, self._names = plan._name_at, plan._names
         self._src, self._src_len, self._dos = plan._src, plan._src_len, plan._dos
         self._segments = plan._segments
         self._offset, self.cd_offset, self.cd_size = plan._offset, plan._at, plan._cd_size
         self.entries = len(self._kind)
         # Image files among the members, and how many end at or before each member's start:
         # a running sum of the kinds, GENERATED being 0 and FILE 1.
-        self._files_before = array("L", accumulate(self._kind, initial=0))
+        self._files_before = array("I", accumulate(self._kind, initial=0))
         self.files = self._files_before[-1]
         self.size = (
             self.cd_offset
@@ -191,7 +198,7 @@ class Archive:
 
     def name(self, k: int) -> bytes:
         end = self._name_at[k + 1] if k + 1 < len(self._name_at) else len(self._names)
-        return self._names[self._name_at[k] : end]
+        return bytes(self._names[self._name_at[k] : end])
 
     def close(self) -> None:
         self.spool.close()
