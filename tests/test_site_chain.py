@@ -352,11 +352,20 @@ def test_three_devices_one_gateway_one_cloud_many_kills(tmp_path, gateway_db):
     assert figures["kills"] == 40
 
 
-def test_gateway_killed_twenty_times_mid_ingest(tmp_path, gateway_db):
+def test_gateway_killed_ten_times_mid_ingest(tmp_path, gateway_db):
+    gateway_killed_mid_ingest(tmp_path, gateway_db, kills=10, seed=5)
+
+
+@pytest.mark.slow
+def test_gateway_killed_thirty_times_mid_ingest(tmp_path, gateway_db):
+    gateway_killed_mid_ingest(tmp_path, gateway_db, kills=30, seed=11)
+
+
+def gateway_killed_mid_ingest(tmp_path, gateway_db, *, kills: int, seed: int) -> None:
     """The devices capture while the gateway is down, then drain their backlog into it while it
-    is SIGKILLed 20 times in a row at random points: nothing is duplicated, nothing
+    is SIGKILLed ``kills`` times in a row at random points: nothing is duplicated, nothing
     acknowledged is missing, and no file is left without its row."""
-    rng = random.Random(5)
+    rng = random.Random(seed)
     emulator = UpstreamEmulator(latency=0.01)
     site = build_site(tmp_path, gateway_db, emulator)
     hops = [site.gateway, *site.devices.values()]
@@ -364,14 +373,14 @@ def test_gateway_killed_twenty_times_mid_ingest(tmp_path, gateway_db):
         site.gateway.kill()
         for n in range(90):  # the devices keep capturing while the gateway is away
             capture(site, DEVICES[n % 3], 1000 + n, rng)
-        for _ in range(20):
+        for _ in range(kills):
             site.gateway.start()
             time.sleep(rng.uniform(0.05, 0.8))  # the backlog is arriving
             site.gateway.kill()
         site.gateway.start()
         wait_drained(site, 180)
         figures = check_site(site)
-        assert figures["images"] == 90 and site.gateway.kills == 21
+        assert figures["images"] == 90 and site.gateway.kills == kills + 1
         assert figures["cloud_uploads"] >= 90
     finally:
         for hop in hops:
