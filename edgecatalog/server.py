@@ -7,6 +7,8 @@ it stops accepting, lets in-flight requests (including responses still being str
 within ``[server] shutdown_timeout``, stops background services, checkpoints and closes the
 database, and returns 0. The loop is ours (one ``wasyncore`` poll at a time) rather than
 ``server.run()`` because waitress's own loop stops sending the moment it is interrupted.
+Before it opens anything, ``serve`` fixes glibc's mmap threshold (``fix_mmap_threshold``), so
+the memory of a large export goes back to the system.
 
 Its channels (``SendingChannel``) let a response body that can send itself do so: an export
 archive gives its image bytes to the socket with ``sendfile``, never through Python.

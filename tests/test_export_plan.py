@@ -1,8 +1,8 @@
 """The plan's shortcuts give what their plain forms gave: the same bytes and ETag for a fixed
 plan (pinned: they were computed before the plan was made faster), a header length counted
-without building the header, ``split_suffix`` as ``os.path.splitext``, ``dos_of`` (and a
-``DosClock``, which remembers the last second) as ``time.gmtime`` then ``dos_time``, and ``Files.absent`` (a stat relative to the root's
-folder) as a stat of the whole path, failures included."""
+without building the header, ``split_suffix`` as ``os.path.splitext``, ``dos_of`` as
+``time.gmtime`` then ``dos_time``, and ``Files.absent`` (a stat relative to the root's folder)
+as a stat of the whole path, failures included."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import zlib
 import pytest
 
 from edgecatalog.datasets.archive import ArchiveBuilder
-from edgecatalog.datasets.export import DosClock, Files, dos_of
+from edgecatalog.datasets.export import Files, dos_of
 from edgecatalog.datasets.naming import split_suffix
 from edgecatalog.datasets.select import ExportRow
 from edgecatalog.datasets.spool import Spool
@@ -102,9 +102,8 @@ def test_dos_of_is_gmtime_then_dos_time():
     anywhere = [rng.randrange(-4 * 10**15, 8 * 10**15) for _ in range(20_000)]
     for us in edges + near + anywhere:
         assert dos_of(us) == _dos_by_gmtime(us), us
-    clock = DosClock()
-    runs = [None] + [us + k for us in edges[1:] + near[:500] for k in (0, 1, 999_999, 10**6)]
-    assert [clock(us) for us in runs] == [_dos_by_gmtime(us) for us in runs]
+    runs = [us + k for us in edges[1:] + near[:500] for k in (0, 1, 999_999, 10**6)]
+    assert [dos_of(us) for us in runs] == [_dos_by_gmtime(us) for us in runs]
 
 
 def _absent_by_whole_path(row: ExportRow) -> str | None:

@@ -6,7 +6,7 @@ Export (``export``): the request (the list's filters, the format, ``include_imag
 ``assign_unsplit``) is planned in one read snapshot into an ``archive.Archive``: a ZIP whose
 every byte is decided before the first is sent (``zipformat``: stored members, CRC in each
 local header, ZIP64 when needed), its generated members waiting in an unnamed temporary file
-(``spool``), its images read from their files as their turn comes. Where an image goes and
+(``spool``), its images sent from their files as their turn comes. Where an image goes and
 what it is called: ``naming``; the view's rows: ``select``; the formats: ``coco``, ``yolo``,
 ``tables`` (jsonl, csv), over ``placed``.
 

@@ -9,7 +9,8 @@ image's bytes are sent from its file when its turn comes.
 
 A member's CRC-32 goes in its local header: a generated member's was counted as it was
 spooled; an image's is the catalog's (``image.crc32``, counted when its bytes were read in),
-so its bytes are sent as they are read, a piece at a time, never held whole. An image indexed
+so its bytes need not be read before its header: ``spans`` leaves them as a ``Span`` of its
+file, which ``chunks`` reads a piece at a time and a sender may pass on unread. An image indexed
 before the catalog kept CRCs has none: its bytes are read whole and counted before its header
 is sent, and the central directory at the end, which needs every CRC, has a range starting
 after such images (a resumed download) read them again to count theirs (a local disk read;
@@ -24,8 +25,9 @@ stream short of its ``Content-Length``, which any client sees as a failed downlo
 
 ``ArchiveFile`` is a byte range of it as a read-only, seekable file, what a WSGI server's
 ``wsgi.file_wrapper`` sends from: waitress then reads it from its I/O thread straight into the
-socket, instead of every byte going through its output buffer from a worker thread (about
-twice the throughput on loopback).
+socket, instead of every byte going through its output buffer from a worker thread; with
+``send_into``, a server that knows it (``server.SendingChannel``) gives it the socket, and
+the spans go with ``sendfile``.
 """
 
 from __future__ import annotations
@@ -431,7 +433,7 @@ class ArchiveFile(io.RawIOBase):
         """The piece holding the position, and where in it the position is."""
         if self._broken is not None:  # a server may read again before it closes
             raise self._broken
-        length = self._piece.length if isinstance(self._piece, Span) else len(self._piece)
+        length = _length_of(self._piece)
         if not self._piece_at <= self._pos < self._piece_at + length:
             self._advance()
         return self._piece, self._pos - self._piece_at
@@ -445,7 +447,7 @@ class ArchiveFile(io.RawIOBase):
                 if piece is None:  # cannot be: the plan says how long the archive is
                     raise ExportBroken(f"the archive ended at {self._next_at} of {self._stop}")
                 at = self._next_at
-                self._next_at += piece.length if isinstance(piece, Span) else len(piece)
+                self._next_at += _length_of(piece)
                 if self._pos < self._next_at:
                     self._piece, self._piece_at = piece, at
                     return
@@ -480,6 +482,10 @@ class ArchiveFile(io.RawIOBase):
         super().close()
 
 
+def _length_of(piece: bytes | Span) -> int:
+    return piece.length if isinstance(piece, Span) else len(piece)
+
+
 class _Window:
     """The requested range [start, stop): clips pieces (and spans) at their absolute
     positions and gathers small pieces into ``COALESCE``-sized ones."""
@@ -499,7 +505,7 @@ class _Window:
     def take(self, at: int, pieces: Iterator[bytes | Span]) -> Iterator[bytes | Span]:
         self._at = at
         for piece in pieces:
-            length = piece.length if isinstance(piece, Span) else len(piece)
+            length = _length_of(piece)
             begin, end = self._at, self._at + length
             self._at = end
             if end <= self.start or begin >= self.stop or not length:

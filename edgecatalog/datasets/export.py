@@ -124,24 +124,6 @@ def dos_of(us: int | None) -> int:
 MIN_DOS_TIME = zipformat.dos_time(zipformat.MIN_DOS)
 
 
-class DosClock:
-    """``dos_of`` for one column of the rows, its last second remembered: images written
-    together (an upload batch, an import, a bulk edit, a burst of captures) share it, and in
-    id order they come one after another; images of distinct seconds cost a comparison."""
-
-    def __init__(self) -> None:
-        self._second: int | None = None
-        self._dos = MIN_DOS_TIME
-
-    def __call__(self, us: int | None) -> int:
-        if not us:
-            return MIN_DOS_TIME
-        second = us // 1_000_000
-        if second != self._second:
-            self._second, self._dos = second, dos_of(us)
-        return self._dos
-
-
 @functools.lru_cache(maxsize=1024)
 def _dos_date(day: int) -> int | None:
     """The DOS date bits (its midnight's ``dos_time``) of a day counted from 1970-01-01;
@@ -247,7 +229,6 @@ def _plan(
     missing, index = builder.spool.writer(), builder.spool.writer()
     with_images, assign, needs_split = request.include_images, request.assign, writer.needs_split
     sniff = _sniff if with_images else _no_sniff  # without the bytes, no name from them
-    captured_dos, updated_dos = DosClock(), DosClock()
     newest = 0
     for row, anns in read_view(ids, writer.shape):
         split = split_of(row, assign)
@@ -259,7 +240,7 @@ def _plan(
             missing.write(f"{row.id}\t{row.filename}\t{problem}\n")
             continue
         name = namer.name(row, sniff)
-        placed = _placed((row, anns, split, name, f"images/{split}/{name}"))
+        placed = Placed(row, anns, split, name, f"images/{split}/{name}")
         if with_images:
             builder.add_file(
                 placed.path,
@@ -267,12 +248,12 @@ def _plan(
                 row.sha256,
                 row.root_path,
                 row.rel_path,
-                captured_dos(row.captured_at),
+                dos_of(row.captured_at),
                 row.crc32,
             )
         else:
             _index_line(index, placed)
-        writer.add(placed, updated_dos(row.updated_at))
+        writer.add(placed, dos_of(row.updated_at))
     end = dos_of(newest)
     writer.finish(end)
     if not with_images:
@@ -283,8 +264,6 @@ def _plan(
 
 
 INDEX_HEADER = "path,image_id,url,sha256,byte_size\r\n"
-# Placed(...) without the Python frame of a named tuple's __new__: one per image.
-_placed = functools.partial(tuple.__new__, Placed)
 
 
 def _index_line(index: SpoolWriter, placed: Placed) -> None:

@@ -79,10 +79,8 @@ def _central_extra(size: int, offset: int) -> bytes:
 
 
 def central_length(name: bytes, size: int, offset: int) -> int:
-    """Bytes of a member's central directory entry: ``central_entry``'s length, counted
-    without building its extra (the plan counts one per member)."""
-    values = (2 if size >= MAX32 else 0) + (offset >= MAX32)  # _central_extra's 8-byte values
-    return CENTRAL.size + len(name) + (4 + 8 * values if values else 0)
+    """Bytes of a member's central directory entry: ``central_entry``'s length."""
+    return CENTRAL.size + len(name) + len(_central_extra(size, offset))
 
 
 def central_entry(name: bytes, size: int, crc: int, dos: int, offset: int) -> bytes:

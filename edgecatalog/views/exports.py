@@ -7,7 +7,8 @@ archive, as RFC 9110 lets a server do), If-Range (the archive's strong ETag only
 another tag gets the whole archive) and If-None-Match are answered here; every range of the
 same plan is the same bytes. The bytes go out through the server's ``wsgi.file_wrapper``
 (``datasets.ArchiveFile``), which waitress sends from its I/O thread without copying them
-through its output buffer. The spool behind the archive has no name and is closed when the
+through its output buffer; the service's channel (``server.SendingChannel``) sends its images
+with ``sendfile``. The spool behind the archive has no name and is closed when the
 response ends, however it ends (a client gone mid-stream included).
 """
 
