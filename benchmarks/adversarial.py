@@ -63,10 +63,11 @@ def ensure_heavy(db_path: Path) -> None:
             device_pk = conn.execute(
                 "SELECT id FROM device WHERE device_id = ?", (HEAVY_DEVICE,)
             ).fetchone()[0]
+            # table_xinfo's hidden 2 and 3 are generated columns (captured_hour), not written.
             columns = [
-                d[0]
-                for d in conn.execute("SELECT * FROM image LIMIT 0").description
-                if d[0] not in ("id", "class_set_id")
+                r[1]
+                for r in conn.execute("PRAGMA table_xinfo(image)")
+                if r[1] not in ("id", "class_set_id") and r[6] not in (2, 3)
             ]
             base = conn.execute("SELECT max(id) FROM image").fetchone()[0]
             classes = [

@@ -12,8 +12,11 @@ Empty strings, never null, for string fields without a value.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from operator import itemgetter
 from typing import Any
 
@@ -179,6 +182,94 @@ _BATCH = _read_all(BATCH_FIELDS)
 
 def annotation_to_dict(row: Row) -> dict[str, Any]:
     return {name: read(row) for name, read in _ANNOTATION}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+# An annotation's geometry as stored: a compact JSON array of integers, already its JSON text
+# (loaded and dumped it comes back the same); anything else takes that round trip.
+_COMPACT_INTS = re.compile(r"\[(?:(?:0|-?[1-9][0-9]*)(?:,(?:0|-?[1-9][0-9]*))*)?\]")
+
+
+def _geometry_text(text: str) -> str:
+    return text if _COMPACT_INTS.fullmatch(text) else _dumps(json.loads(text))
+
+
+def _nullable_number_text(value: Any) -> str:
+    if value is None:
+        return "null"
+    if type(value) is float and math.isfinite(value):
+        return float.__repr__(value)  # what json writes for it, without json's machinery
+    return _dumps(value)
+
+
+# The column of ANNOTATION_FIELDS' row each field reads, where its name is not the field's.
+_ANNOTATION_COLUMN = {"image_id": "image"}
+
+
+def annotation_writer(columns: tuple[str, ...]) -> Callable[[tuple], str]:
+    """A function from an annotation as a tuple of ``columns`` (``listing``'s
+    ``ANNOTATION_COLUMNS``) to its JSON text: the same text as ``_dumps(annotation_to_dict)``
+    of it as a dict (``tests/test_serialize_text.py``), with no dict, and a ``%`` template
+    made from ``ANNOTATION_FIELDS`` once: a page of 100 images carrying 100 annotations each
+    spent ~9 us an annotation on dicts and ``json``, most of the request.
+
+    Integers and non-null numbers go in as they are (``%d``, and ``%r``, which is ``repr``,
+    as ``json`` writes floats); strings are escaped as ``json`` does; timestamps formatted once
+    per distinct value (the annotations of an image mostly share theirs; the memo lives as
+    long as the function, one page)."""
+    memo: dict[int | None, str] = {}
+
+    def timestamp(us: int | None) -> str:
+        text = memo.get(us)
+        if text is None:
+            text = memo[us] = format_ts(us)
+        return text
+
+    template, picks, conversions = [], [], []
+    for i, spec in enumerate(ANNOTATION_FIELDS):
+        picks.append(columns.index(_ANNOTATION_COLUMN.get(spec.name, spec.name)))
+        key = ("{" if i == 0 else ",") + _dumps(spec.name) + ":"
+        if spec.description == TIMESTAMP:
+            template.append(key + '"%s"')
+            conversions.append((i, timestamp))
+        elif spec.name == "geometry":
+            template.append(key + "%s")
+            conversions.append((i, _geometry_text))
+        elif spec.type == "string" and not spec.nullable:
+            template.append(key + "%s")
+            conversions.append((i, encode_basestring_ascii))
+        elif spec.type == "number" and spec.nullable:
+            template.append(key + "%s")
+            conversions.append((i, _nullable_number_text))
+        elif spec.type == "integer" and not spec.nullable:
+            template.append(key + "%d")
+        elif spec.type == "number":
+            template.append(key + "%r")
+        else:
+            raise TypeError(f"annotation_writer has no rule for the field {spec.name!r}")
+    text = "".join(template) + "}"
+    pick = itemgetter(*picks)
+
+    def write(annotation: tuple) -> str:
+        values = list(pick(annotation))
+        for i, convert in conversions:
+            values[i] = convert(values[i])
+        return text % tuple(values)
+
+    return write
+
+
+def image_json(
+    row: Row, write_annotation: Callable[[tuple], str], image_url: Callable[[int], str] | None
+) -> str:
+    """``_dumps(image_to_dict(row, image_url))`` of a row whose ``annotations`` are tuples,
+    each written by ``write_annotation`` (``annotation_writer``): the same text."""
+    annotations = row["annotations"]
+    head = _dumps(image_to_dict({k: v for k, v in row.items() if k != "annotations"}, image_url))
+    return f'{head[:-1]},"annotations":[{",".join(map(write_annotation, annotations))}]}}'
 
 
 def image_to_dict(row: Row, image_url: Callable[[int], str] | None = None) -> dict[str, Any]:

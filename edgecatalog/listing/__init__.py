@@ -38,9 +38,11 @@ from .query import (
     parse_filtered_page,
     parse_image_query,
 )
+from .sql import ANNOTATION_COLUMNS
 from .stats import answer_stats, stats_table
 
 __all__ = [
+    "ANNOTATION_COLUMNS",
     "DEFAULT_LIMIT",
     "FACETS",
     "FACET_NAMES",

@@ -51,6 +51,7 @@ from .counts import CountTable
 from .query import FILTERS, Filter, ImageQuery
 from .sql import (
     Sql,
+    annotation_tuples_in_order,
     annotations_in_order,
     bits_cond,
     bits_total,
@@ -93,16 +94,20 @@ class Page:
     include_annotations: bool = False
     plan: dict[str, str] = field(default_factory=dict)  # the choices made, in words
 
-    def items(self) -> Iterator[dict[str, Any]]:
+    def items(self, tuples: bool = False) -> Iterator[dict[str, Any]]:
         """The page's rows, each with its annotations when the query asked for them, read
-        from one statement's cursor as the rows are consumed: a page of images at the
-        annotation caps is never all in memory at once (the view writes each image out as it
-        comes)."""
+        from the cursor as the rows are consumed: a page of images at the annotation caps is
+        never all in memory at once (the view writes each image out as it comes). With
+        ``tuples``, each annotation is a tuple of ``sql.ANNOTATION_COLUMNS``, not a dict."""
         if not self.include_annotations:
             yield from self.rows
             return
-        annotations = annotations_in_order([row["id"] for row in self.rows])
-        for row, mine in paired(self.rows, annotations):
+        ids = [row["id"] for row in self.rows]
+        if tuples:
+            annotations: Iterator[Any] = annotation_tuples_in_order(ids)
+        else:
+            annotations = annotations_in_order(ids)
+        for row, mine in paired(self.rows, annotations, dicts=not tuples):
             row["annotations"] = mine
             yield row
             del row["annotations"]  # written out: let it go

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from .. import bulk_edits, catalog, envelope, listing, params, site
 from ..access import authenticator, requires
-from ..serialize import image_to_dict
+from ..serialize import annotation_writer, image_json, image_to_dict
 from ..web import json_body, public_base, settings
 from . import bodies
 
@@ -43,8 +43,9 @@ def list_images():
     if query.include_annotations:
         # A page of images at the annotation caps can be tens of MB: read and written out a
         # few images at a time, so the process never holds it whole (docs/threat-model.md).
-        items = (image_to_dict(row, url) for row in page.items())
-        return Response(envelope.stream_ok(items, meta), mimetype="application/json")
+        write = annotation_writer(listing.ANNOTATION_COLUMNS)
+        texts = (image_json(row, write, url) for row in page.items(tuples=True))
+        return Response(envelope.stream_texts(texts, meta), mimetype="application/json")
     return jsonify(envelope.ok([image_to_dict(row, url) for row in page.rows], meta))
 
 
