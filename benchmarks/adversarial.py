@@ -30,7 +30,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from matrix import NO_OFFSET, Case, Facts, read_facts
+from matrix import NO_OFFSET, Case, Facts, read_facts_on
 
 HEAVY_DEVICE, HEAVY_IMAGES, HEAVY_ANNOTATIONS = "heavy01", 100, 100
 SORTS = (
@@ -42,82 +42,104 @@ SORTS = (
 )
 
 
-def ensure_heavy(db_path: Path) -> None:
+class Db:
+    """A connection the matrix reads (and ``ensure_heavy`` writes) through, on either engine:
+    ``?`` placeholders, and on PostgreSQL ``ILIKE`` where the SQL says ``LIKE``, as the
+    service searches there (case-insensitive, as SQLite's LIKE is for ASCII)."""
+
+    def __init__(self, conn, engine: str = "sqlite") -> None:
+        self.conn, self.engine = conn, engine
+
+    def execute(self, sql: str, args=()):
+        if self.engine == "postgres":
+            sql = sql.replace("%", "%%").replace("?", "%s").replace(" LIKE ", " ILIKE ")
+        return self.conn.execute(sql, args)
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def writable_columns(self, table: str) -> list[str]:
+        """The table's columns in order, without the generated ones (captured_hour)."""
+        if self.engine == "postgres":
+            generated = {
+                r[0]
+                for r in self.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name = ? AND is_generated = 'ALWAYS'",
+                    (table,),
+                )
+            }
+            names = [d[0] for d in self.execute(f"SELECT * FROM {table} LIMIT 0").description]
+            return [n for n in names if n not in generated]
+        # table_xinfo's hidden 2 and 3 are generated columns.
+        return [r[1] for r in self.execute(f"PRAGMA table_xinfo({table})") if r[6] not in (2, 3)]
+
+    def insert_id(self, sql: str, args=()) -> int:
+        """Run an INSERT of one row; its new id."""
+        if self.engine == "postgres":
+            return self.execute(sql + " RETURNING id", args).fetchone()[0]
+        return self.execute(sql, args).lastrowid
+
+
+def ensure_heavy(db: Db) -> None:
     """Give the catalog ``HEAVY_IMAGES`` images with ``HEAVY_ANNOTATIONS`` annotations each,
     copied from existing rows (new names and hashes) with every trigger on, so the count
     tables, class sets and the search index keep them. Does nothing when they are there."""
-    conn = sqlite3.connect(db_path, timeout=60)
-    try:
-        if conn.execute("SELECT 1 FROM device WHERE device_id = ?", (HEAVY_DEVICE,)).fetchone():
-            return
-        with conn:
-            template = conn.execute("SELECT * FROM device ORDER BY id LIMIT 1").fetchone()
-            names = [d[0] for d in conn.execute("SELECT * FROM device LIMIT 0").description]
-            row = dict(zip(names, template))
-            row.pop("id")
-            row["device_id"] = HEAVY_DEVICE
-            conn.execute(
-                f"INSERT INTO device ({','.join(row)}) VALUES ({','.join('?' * len(row))})",
-                list(row.values()),
+    if db.execute("SELECT 1 FROM device WHERE device_id = ?", (HEAVY_DEVICE,)).fetchone():
+        return
+    template = db.execute("SELECT * FROM device ORDER BY id LIMIT 1").fetchone()
+    names = [d[0] for d in db.execute("SELECT * FROM device LIMIT 0").description]
+    row = dict(zip(names, template))
+    row.pop("id")
+    row["device_id"] = HEAVY_DEVICE
+    device_pk = db.insert_id(
+        f"INSERT INTO device ({','.join(row)}) VALUES ({','.join('?' * len(row))})",
+        list(row.values()),
+    )
+    columns = [c for c in db.writable_columns("image") if c not in ("id", "class_set_id")]
+    base = db.execute("SELECT max(id) FROM image").fetchone()[0]
+    classes = [r[0] for r in db.execute("SELECT DISTINCT class_value FROM annotation LIMIT 40")]
+    ann_cols = [
+        c
+        for c in db.writable_columns("annotation")
+        if c not in ("id", "image_id", "class_value", "z_order")
+    ]
+    for i in range(HEAVY_IMAGES):
+        source = base - i  # recent images: their batch is the newest
+        select = [
+            {
+                "filename": f"'{HEAVY_DEVICE}_' || filename",
+                "sha256": f"'{HEAVY_DEVICE}{i:04d}' || substr(sha256, 12)",
+                "device_id": str(device_pk),
+                "storage_key": f"'{HEAVY_DEVICE}/' || storage_key",
+            }.get(c, c)
+            for c in columns
+        ]
+        image_id = db.insert_id(
+            f"INSERT INTO image ({','.join(columns)}) SELECT {','.join(select)} "
+            "FROM image WHERE id = ?",
+            (source,),
+        )
+        (ann_id,) = db.execute(
+            "SELECT min(id) FROM annotation WHERE image_id = ?", (source,)
+        ).fetchone()
+        for k in range(HEAVY_ANNOTATIONS):
+            db.execute(
+                f"INSERT INTO annotation (image_id, class_value, z_order, {','.join(ann_cols)}) "
+                f"SELECT ?, ?, ?, {','.join(ann_cols)} FROM annotation WHERE id = ?",
+                (image_id, classes[k % len(classes)], k, ann_id),
             )
-            device_pk = conn.execute(
-                "SELECT id FROM device WHERE device_id = ?", (HEAVY_DEVICE,)
-            ).fetchone()[0]
-            # table_xinfo's hidden 2 and 3 are generated columns (captured_hour), not written.
-            columns = [
-                r[1]
-                for r in conn.execute("PRAGMA table_xinfo(image)")
-                if r[1] not in ("id", "class_set_id") and r[6] not in (2, 3)
-            ]
-            base = conn.execute("SELECT max(id) FROM image").fetchone()[0]
-            classes = [
-                r[0] for r in conn.execute("SELECT DISTINCT class_value FROM annotation LIMIT 40")
-            ]
-            ann_cols = [
-                d[0]
-                for d in conn.execute("SELECT * FROM annotation LIMIT 0").description
-                if d[0] not in ("id", "image_id", "class_value", "z_order")
-            ]
-            for i in range(HEAVY_IMAGES):
-                source = base - i  # recent images: their batch is the newest
-                select = [
-                    {
-                        "filename": f"'{HEAVY_DEVICE}_' || filename",
-                        "sha256": f"'{HEAVY_DEVICE}{i:04d}' || substr(sha256, 12)",
-                        "device_id": str(device_pk),
-                        "storage_key": f"'{HEAVY_DEVICE}/' || storage_key",
-                    }.get(c, c)
-                    for c in columns
-                ]
-                cur = conn.execute(
-                    f"INSERT INTO image ({','.join(columns)}) SELECT {','.join(select)} "
-                    "FROM image WHERE id = ?",
-                    (source,),
-                )
-                image_id = cur.lastrowid
-                (ann_id,) = conn.execute(
-                    "SELECT min(id) FROM annotation WHERE image_id = ?", (source,)
-                ).fetchone()
-                conn.executemany(
-                    f"INSERT INTO annotation (image_id, class_value, z_order, {','.join(ann_cols)}) "
-                    f"SELECT ?, ?, ?, {','.join(ann_cols)} FROM annotation WHERE id = ?",
-                    [
-                        (image_id, classes[k % len(classes)], k, ann_id)
-                        for k in range(HEAVY_ANNOTATIONS)
-                    ],
-                )
-    finally:
-        conn.close()
+    db.commit()
 
 
-def _count(conn: sqlite3.Connection, term: str) -> int:
+def _count(conn: Db, term: str) -> int:
     escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return conn.execute(
         "SELECT count(*) FROM image WHERE filename LIKE ? ESCAPE '\\'", (f"%{escaped}%",)
     ).fetchone()[0]
 
 
-def search_terms(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
+def search_terms(conn: Db) -> list[tuple[str, str, int]]:
     """(label, term, matches): terms by selectivity and position in time. Names look like
     ``cam07_20261113_141502_000123.jpg`` (device, capture day, time, per-device number)."""
     (top,) = conn.execute("SELECT max(id) FROM image WHERE filename LIKE 'cam%'").fetchone()
@@ -139,10 +161,11 @@ def search_terms(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
             (f"day {where}", stamp[:8]),
             (f"ten days {where}", stamp[:7]),
         ]
-    device = name_at(0.5).split("_", 1)[0]  # cam07
+    device = name_at(0.5).split("_", 1)[0]  # cam07 (cam042 in a site catalog)
     picked += [
         ("device prefix (spread)", f"{device}_"),
-        ("tenth of devices (spread)", device[:4]),
+        # cam0: cam00-cam09 of ~30 devices; cam04: cam040-cam049 of a site's 200
+        ("tenth of devices (spread)", device[: max(4, len(device) - 1)]),
         ("time of day (spread)", "_" + name_at(0.5).split("_")[2][:4]),
         ("nothing", "zqzqzq"),
     ]
@@ -154,7 +177,7 @@ def search_terms(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
     return measured
 
 
-def class_groups(conn: sqlite3.Connection) -> list[tuple[str, list[str]]]:
+def class_groups(conn: Db) -> list[tuple[str, list[str]]]:
     """2, 3 and 5 classes at high overlap (the classes that share the most images with the
     most common one) and low overlap (the fewest), from the class-set counts."""
     pairs: dict[str, int] = {}
@@ -182,17 +205,23 @@ def _quote(term: str) -> str:
 
 
 def cases(db_path: Path) -> list[Case]:
-    ensure_heavy(db_path)
-    facts: Facts = read_facts(db_path)
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    """The matrix of a SQLite catalog file."""
+    conn = sqlite3.connect(db_path, timeout=60)
     try:
-        terms = search_terms(conn)
-        groups = class_groups(conn)
-        (mid_batch,) = conn.execute(
-            "SELECT batch_id FROM image WHERE id = (SELECT max(id) / 2 FROM image)"
-        ).fetchone()
+        return cases_on(Db(conn))
     finally:
         conn.close()
+
+
+def cases_on(db: Db) -> list[Case]:
+    """The matrix of the catalog ``db`` reads (either engine), its heavy images added first."""
+    ensure_heavy(db)
+    facts: Facts = read_facts_on(db)
+    terms = search_terms(db)
+    groups = class_groups(db)
+    (mid_batch,) = db.execute(
+        "SELECT batch_id FROM image WHERE id = (SELECT max(id) / 2 FROM image)"
+    ).fetchone()
     out: list[Case] = []
 
     def add(name: str, params: dict[str, str], datasette: dict[str, str] | None, note=""):

@@ -57,28 +57,38 @@ class Facts:
 def read_facts(db_path: Path) -> Facts:
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        device_pk, device_id = conn.execute(
-            "SELECT id, device_id FROM device WHERE device_id = 'cam07'"
-        ).fetchone()
-        batch_id = conn.execute(
-            "SELECT id FROM batch WHERE stage != 'collecting' ORDER BY image_count, id "
-            "LIMIT 1 OFFSET (SELECT count(*) / 2 FROM batch WHERE stage != 'collecting')"
-        ).fetchone()[0]
-        project_id = conn.execute(
-            "SELECT project_id FROM batch WHERE project_id IS NOT NULL GROUP BY project_id "
-            "ORDER BY sum(image_count) DESC LIMIT 1"
-        ).fetchone()[0]
-        classes = [
-            r[0]
-            for r in conn.execute(
-                "SELECT class_value FROM annotation GROUP BY class_value ORDER BY count(*) DESC"
-            )
-        ]
-        middle = conn.execute("SELECT max(id) / 2 FROM image").fetchone()[0]
-        filename = conn.execute("SELECT filename FROM image WHERE id = ?", (middle,)).fetchone()[0]
-        captured_max = conn.execute("SELECT max(captured_at) FROM image").fetchone()[0]
+        return read_facts_on(conn)
     finally:
         conn.close()
+
+
+def read_facts_on(conn) -> Facts:
+    """``read_facts`` through a connection with ``?`` placeholders (``adversarial.Db`` on
+    PostgreSQL)."""
+    found = conn.execute("SELECT id, device_id FROM device WHERE device_id = 'cam07'").fetchone()
+    if found is None:  # a site catalog (cam000-cam199): a device a quarter of the way in
+        found = conn.execute(
+            "SELECT id, device_id FROM device WHERE device_id LIKE 'cam%' ORDER BY device_id "
+            "LIMIT 1 OFFSET (SELECT count(*) / 4 FROM device WHERE device_id LIKE 'cam%')"
+        ).fetchone()
+    device_pk, device_id = found
+    batch_id = conn.execute(
+        "SELECT id FROM batch WHERE stage != 'collecting' ORDER BY image_count, id "
+        "LIMIT 1 OFFSET (SELECT count(*) / 2 FROM batch WHERE stage != 'collecting')"
+    ).fetchone()[0]
+    project_id = conn.execute(
+        "SELECT project_id FROM batch WHERE project_id IS NOT NULL GROUP BY project_id "
+        "ORDER BY sum(image_count) DESC LIMIT 1"
+    ).fetchone()[0]
+    classes = [
+        r[0]
+        for r in conn.execute(
+            "SELECT class_value FROM annotation GROUP BY class_value ORDER BY count(*) DESC"
+        )
+    ]
+    middle = conn.execute("SELECT max(id) / 2 FROM image").fetchone()[0]
+    filename = conn.execute("SELECT filename FROM image WHERE id = ?", (middle,)).fetchone()[0]
+    captured_max = conn.execute("SELECT max(captured_at) FROM image").fetchone()[0]
     # cam07_20261113_141502_000123.jpg -> "20261113_1415": one minute, ~20 images at 1M.
     rare_search = filename.split("_", 1)[1][:13]
     return Facts(

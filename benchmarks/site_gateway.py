@@ -3,6 +3,8 @@ psycopg floor, ingest from 20 concurrent device syncs, database size and peak RS
 
     .venv/bin/python benchmarks/site_gateway.py --pgdata benchmarks/out/ec-site            # everything
     .venv/bin/python benchmarks/site_gateway.py --pgdata benchmarks/out/ec-site --skip-ingest --only class
+    .venv/bin/python benchmarks/site_gateway.py --pgdata benchmarks/out/ec-site --skip-ingest \
+        --matrix adversarial --duration 1      # adversarial.py's hard cases, made from this catalog
 
 ``--pgdata DIR`` holds everything of the run and is kept between runs: ``DIR/pg`` the cluster
 (``initdb`` as the ``postgres`` user, a loopback port kept in ``DIR/state.json``), ``DIR/data``
@@ -860,9 +862,23 @@ def check_answers(case: Case, svc: servers.Server, floor: servers.Server) -> str
     return f"same (total {ja['meta']['total']:,})"
 
 
+def adversarial_cases(cluster: Cluster) -> list:
+    """``adversarial.py``'s matrix, made from this catalog (its heavy images added once,
+    through the triggers)."""
+    import adversarial
+
+    with cluster.connect(DBNAME, autocommit=False) as conn:
+        return adversarial.cases_on(adversarial.Db(conn, "postgres"))
+
+
 def run_matrix(args, cluster: Cluster, work: Path, data_dir: Path) -> dict:
-    facts = read_facts(cluster)
-    cases = [c for c in site_cases(facts) if not args.only or re.search(args.only, c.name)]
+    if args.matrix == "adversarial":
+        facts: dict = {}
+        every = adversarial_cases(cluster)
+    else:
+        facts = read_facts(cluster)
+        every = site_cases(facts)
+    cases = [c for c in every if not args.only or re.search(args.only, c.name)]
     port = servers.free_port()
     config = write_config(work, data_dir, cluster.url(DBNAME), port, args.threads)
     started: list[servers.Server] = []
@@ -1377,6 +1393,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--threads", type=int, default=8, help="waitress threads (both servers)")
     parser.add_argument("--only", help="regex: run only the matching queries")
+    parser.add_argument(
+        "--matrix",
+        choices=("site", "adversarial"),
+        default="site",
+        help="the site's list matrix, or adversarial.py's hard cases made from this catalog",
+    )
     parser.add_argument("--skip-matrix", action="store_true")
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--ingest-seconds", type=float, default=300.0)
