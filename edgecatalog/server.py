@@ -114,7 +114,9 @@ def build_server(app: Any, settings: Settings) -> Any:
         ident="edgecatalog",
         # A response body past this goes to a temporary file until sent, not the heap: at
         # waitress's 1 MB, a page of images carrying their annotations (several MB, written
-        # in 64 KB pieces) held ~10 MB more at the peak of 8 concurrent clients.
+        # in 64 KB pieces) held ~10 MB more at the peak of 8 concurrent clients. (A low
+        # outbuf_high_watermark bounds it as well, without the file, but then a client that
+        # reads slowly holds a worker thread until it has read the page.)
         outbuf_overflow=OUTBUF_IN_MEMORY,
         # The app judges forwarded headers itself, against [server] trusted_proxies (a list
         # of addresses and networks, which waitress's single trusted_proxy cannot express).
