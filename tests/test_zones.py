@@ -175,3 +175,24 @@ def test_zone_bounds_widen_with_every_write(zoned):
     assert lo == 2
     (top,) = database.execute_sql("SELECT updated_hi FROM image_zone WHERE zone = 3").fetchone()
     assert top == 9000000000000000
+
+
+def test_few_rows_far_along_the_sort_order_are_sorted_not_walked_to(zoned, monkeypatch):
+    # A device's names sit together in the filename order (cam00_... before cam01_...):
+    # walking it from the far end passes every other device's rows first. With the filter's
+    # rows few, after a short walk they are sorted instead (on PostgreSQL the planner walked
+    # the filename index past 740,000 rows at 1M images).
+    for name, value in zip(
+        ("WALK_MIN", "WALK_BUDGET", "FILTER_WALK_MIN", "FILTER_WALK_BUDGET"), (2, 4, 2, 64)
+    ):
+        monkeypatch.setattr(plan, name, value)
+    for extra in ({}, {"offset": "5", "limit": "4"}, {"limit": "20"}):
+        params = {"device_id": "cam00", "sort": "filename", "order": "desc", **extra}
+        total, ids, chosen = _answer(params)
+        assert (total, ids) == _oracle(params), (params, chosen)
+        assert "they are sorted" in chosen["page"], chosen
+    # Read from the near end, the walk finds the page: nothing to sort.
+    params = {"device_id": "cam00", "sort": "filename", "order": "asc", "limit": "5"}
+    total, ids, chosen = _answer(params)
+    assert (total, ids) == _oracle(params)
+    assert "bounded walk" in chosen["page"], chosen

@@ -108,6 +108,12 @@ class Engine(Protocol):
         the engine would otherwise pick a 3-4 valued column's index over a batch's."""
         ...
 
+    def sort_key_unindexed(self, column: str, text: bool) -> str:
+        """``column`` as an ORDER BY key no index gives (the same order): the engine then
+        takes the filters' rows through their own index and sorts them, rather than walking
+        the sort key's index past rows the filters reject."""
+        ...
+
     def insert_id(self, cursor: Any, sql: str, row: tuple) -> int:
         """Run one INSERT of ``row`` and return the new row's id."""
         ...

@@ -505,6 +505,12 @@ class PostgresEngine:
     def no_index(self, condition: str) -> str:
         return condition  # the planner has statistics: nothing to steer
 
+    def sort_key_unindexed(self, column: str, text: bool) -> str:
+        # Its statistics do not see that a device's names sit together in the filename
+        # order: it walked that index backwards past 740,000 rows (0.87 s at 1M images) to
+        # find a device's first 50 by filename, where sorting its 5,000 rows takes a few ms.
+        return f"({column} || '')" if text else f"({column} + 0)"
+
     def insert_id(self, cursor: Any, sql: str, row: tuple) -> int:
         return cursor.execute(sql + ' RETURNING "id"', row).fetchone()[0]
 

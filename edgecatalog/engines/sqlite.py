@@ -411,6 +411,9 @@ class SqliteEngine:
         # A unary '+' takes the column out of the planner's index choice.
         return f"+{condition}"
 
+    def sort_key_unindexed(self, column: str, text: bool) -> str:
+        return f"+{column}"
+
     def insert_id(self, cursor: Any, sql: str, row: tuple) -> int:
         return cursor.execute(sql, row).lastrowid
 

@@ -305,23 +305,36 @@ class ImageList:
         plan: dict[str, str] = {}
         ids, matches, total, size, page_conds = self._counted(query, conds, plan)
         rows: list[dict[str, Any]] = []
+        walked_short = False
         if total <= query.offset:
             plan["page"] = f"no page statement: the total is not above offset {query.offset}"
             found = None
         elif matches is not None and self._by_zones(query, conds, matches, plan):
             found = self._search_page(query, conds, page_conds, matches, total, size, plan)
         elif ids is None and page_conds and query.sort != "created_at":
-            found = self._filter_page(query, page_conds, total, size, plan)
+            found, walked_short = self._filter_page(query, page_conds, total, size, plan)
         else:
             found = None
         if found is not None:
             rows = page_rows([ids_cond(found)], query.sort, query.order, query.limit, 0)
         elif total > query.offset:
-            rows = page_rows(page_conds, query.sort, query.order, query.limit, query.offset)
+            # Few rows whose page a walk of the sort order did not find (they sit together
+            # far along it, as a device's names do in the filename order): sorted, never
+            # walked to.
+            few = walked_short and total <= FILTER_WALK_BUDGET
+            rows = page_rows(
+                page_conds, query.sort, query.order, query.limit, query.offset, sort_rows=few
+            )
             plan["page"] = (
                 f"the page's ids from image alone by {query.sort} {query.order} (limit "
                 f"{query.limit}, offset {query.offset}), then the joins for those ids only"
                 + ("; the ids are the rechecked trigram candidates" if ids is not None else "")
+                + (
+                    f"; the bounded walk came back short and the filters select {total} "
+                    "rows: they are sorted (the sort key kept out of the index choice)"
+                    if few
+                    else ""
+                )
             )
         return Page(rows, total, query.limit, query.offset, query.include_annotations, plan)
 
@@ -396,35 +409,37 @@ class ImageList:
         total: int,
         size: int,
         plan: dict[str, str],
-    ) -> list[int] | None:
+    ) -> tuple[list[int] | None, bool]:
         """The page's ids when the filters' own index does not give the sort order (no
         (column, sort key) index: the engine would take all the filters' rows and sort them,
         ~2 us a row, a project's 173k in 0.33 s at 1M), or None to let it. Spread over the
         catalog, they fill a page within the first rows of the sort order, which a bounded
         walk (~1 us a row; 16 times what a page takes on average) tries first; sitting
-        together in time, the zones of their created_at window answer."""
+        together in time, the zones of their created_at window answer. With None, whether a
+        bounded walk was tried and came back short."""
         if total <= WALK_BUDGET:
-            return None  # few rows: sorting them is cheap
+            return None, False  # few rows: sorting them is cheap
         wanted = query.offset + query.limit
         budget = min(max(16 * wanted * size // max(total, 1), FILTER_WALK_MIN), total)
         if budget > FILTER_WALK_BUDGET:
-            return None
+            return None, False
         found = _walk(query, page_conds, budget, total, size, plan)
         if found is not None:
-            return found
+            return found, False
         if query.sort not in zones.BOUNDS or total <= FILTER_WALK_BUDGET:
-            return None
+            return None, True
         span = zone_page.window(page_conds)
         if zone_page.cost(span) >= 2 * total:
-            return None
+            return None, True
         plan["page"] = (
             f"zone by zone: the bounded walk of {budget} rows came back short; the {len(span)} "
             f"zone(s) of the filters' created_at window in the order of their {query.sort} "
             "bounds; then the joins for those ids only"
         )
-        return zone_page.page_ids(
+        found = zone_page.page_ids(
             span, page_conds, query.sort, query.order, query.limit, query.offset
         )
+        return found, False
 
     def _by_zones(
         self, query: ImageQuery, conds: _Conditions, matches: dict[int, int], plan: dict

@@ -191,13 +191,19 @@ def unindexed(cond: Sql) -> Sql:
 # -- statements -------------------------------------------------------------------------------
 
 
-def page_rows(conds: list[Sql], sort: str, order: str, limit: int, offset: int) -> list[dict]:
-    """The page's ids from ``image`` alone (the planner walks the sort index), then the joins
-    for those ids only; ``sort`` and ``order`` are validated choices."""
+def page_rows(
+    conds: list[Sql], sort: str, order: str, limit: int, offset: int, *, sort_rows: bool = False
+) -> list[dict]:
+    """The page's ids from ``image`` alone (the planner walks the sort index; with
+    ``sort_rows``, it sorts the rows the conditions select instead), then the joins for those
+    ids only; ``sort`` and ``order`` are validated choices."""
     direction = "DESC" if order == "desc" else "ASC"
+    key = f"t.{sort}"
+    if sort_rows:
+        key = engine().sort_key_unindexed(key, text=sort == "filename")
     statement = compose(
         f"{ROW_SELECT} WHERE i.id IN (SELECT t.id FROM image t{{}} "
-        f"ORDER BY t.{sort} {direction}, t.id {direction} LIMIT ? OFFSET ?) "
+        f"ORDER BY {key} {direction}, t.id {direction} LIMIT ? OFFSET ?) "
         f"ORDER BY i.{sort} {direction}, i.id {direction}",
         where(conds),
         Sql("", (limit, offset)),
