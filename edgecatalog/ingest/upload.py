@@ -294,8 +294,8 @@ def ingest_upload(
         if existing is not None:
             incoming.discard()  # never fsync'ed: a duplicate costs no disk flush
             return existing
-        # The file and its folder are flushed by the group commit, once for every upload
-        # in the round, before the row is committed.
+        # The file and its folder are flushed by the group commit's flush stage, shared with
+        # the uploads that arrive meanwhile, before the row's transaction begins.
         stored = incoming.persist(filename, sync_dir=False, sync_file=False)
     owner = meta.device_id or device_id or config.default_device_id
     result = _index(config, stored, filename, meta, owner)
