@@ -153,23 +153,16 @@ def test_a_failed_flush_fails_its_jobs_and_writes_nothing(db, tmp_path, monkeypa
     assert group.flushes._leading is False and group.commits._leading is False
 
 
-@pytest.mark.parametrize(
-    ("files", "expected"),
-    [
-        (1, ["fsync f0", "fsync dir"]),  # a lone file: its own fsync and its folder's
-        (3, ["syncfs dir"]),  # several: one flush of the filesystem
-    ],
-)
-def test_flush_chooses_syncfs_only_for_several_files(tmp_path, monkeypatch, files, expected):
+@pytest.mark.parametrize("files", [1, 3])
+def test_flush_is_one_syncfs_whatever_the_number_of_files(tmp_path, monkeypatch, files):
     calls: list[str] = []
     monkeypatch.setattr(commit, "syncfs_available", lambda: True)
     monkeypatch.setattr(commit, "syncfs", lambda path: calls.append(f"syncfs {path.name}") or True)
     monkeypatch.setattr(commit, "fsync_file", lambda path: calls.append(f"fsync {path.name}"))
     monkeypatch.setattr(commit, "fsync_dir", lambda path: calls.append(f"fsync {path.name}"))
     folder = tmp_path / "dir"
-    jobs = [commit._Job(lambda: None, (folder,), (folder / f"f{i}",)) for i in range(files)]
-    commit._flush(jobs)
-    assert calls == expected
+    commit._flush([commit._Job(lambda: None, (folder,), (folder / f"f{i}",)) for i in range(files)])
+    assert calls == ["syncfs dir"]
 
 
 def test_flush_without_syncfs_fsyncs_every_file_and_folder(tmp_path, monkeypatch):

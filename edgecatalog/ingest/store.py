@@ -175,13 +175,9 @@ class IncomingFile:
         self, filename: str, *, sync_dir: bool = True, sync_file: bool = True
     ) -> StoredFile:
         """Rename to ``raw-data/<uuid>_<filename>``, then fsync the file and the folder
-        (unless the caller flushes them itself before committing the row, as the dataset
-        import does with one ``syncfs``).
-
-        The rename comes before the flushes: nothing points at the new name until the row is
-        committed, after both, and on ext4 the file's fsync then commits the rename in the
-        same journal transaction, so the folder's fsync finds nothing left to write (one
-        journal commit an upload instead of two)."""
+        (unless the caller flushes them itself before committing the row, as the upload's
+        group commit and the dataset import do with one ``syncfs``). The rename may come
+        first: nothing points at the new name until the row is committed, after both."""
         if not self.format:
             self.check()
         assert self._out is not None
