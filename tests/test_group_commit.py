@@ -173,3 +173,82 @@ def test_flush_without_syncfs_fsyncs_every_file_and_folder(tmp_path, monkeypatch
     folder = tmp_path / "dir"
     commit._flush([commit._Job(lambda: None, (folder,), (folder / f"f{i}",)) for i in range(3)])
     assert calls == ["f0", "f1", "f2", "dir/"]
+
+
+def _queue_behind_a_blocked_round(group, jobs):
+    """Run ``jobs`` ((name, work, together) each) in threads while a first round holds the
+    commit stage, so they all meet in the next round; their results or exceptions by name."""
+    release, started = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def blocking():
+        started.set()
+        release.wait(10)
+        return "first"
+
+    def call(name, work, together=None):
+        with database.connection_context():
+            try:
+                results[name] = group.run(work, together=together)
+            except ValueError as exc:
+                results[name] = exc
+
+    leader = threading.Thread(target=call, args=("first", blocking))
+    leader.start()
+    assert started.wait(10)
+    threads = [threading.Thread(target=call, args=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    while len(group.commits._pending) < len(jobs):
+        threading.Event().wait(0.01)
+    release.set()
+    for thread in [leader, *threads]:
+        thread.join(10)
+    return results
+
+
+def test_jobs_that_can_run_together_make_one_call(db):
+    calls: list[list[str]] = []
+
+    def create_all(names):
+        calls.append(list(names))
+        for name in names:
+            Project.create(name=name, created_at=1, updated_at=1)
+        return [f"made {name}" for name in names]
+
+    def alone(name):
+        return lambda: create_all([name])[0]
+
+    names = [f"p{i}" for i in range(4)]
+    results = _queue_behind_a_blocked_round(
+        GroupCommit(), [(n, alone(n), (create_all, n)) for n in names]
+    )
+    assert [sorted(c) for c in calls] == [sorted(names)]  # one call for the whole round
+    assert {n: results[n] for n in names} == {n: f"made {n}" for n in names}
+    with database.connection_context():
+        assert sorted(p.name for p in Project.select()) == sorted(names)
+
+
+def test_a_bad_job_in_a_joint_call_fails_alone(db):
+    calls: list[list[str]] = []
+
+    def create_all(names):
+        calls.append(list(names))
+        for name in names:
+            Project.create(name=name, created_at=1, updated_at=1)
+            if name == "bad":
+                raise ValueError("bad job")
+        return list(names)
+
+    def alone(name):
+        return lambda: create_all([name])[0]
+
+    names = ["a", "bad", "c"]
+    results = _queue_behind_a_blocked_round(
+        GroupCommit(), [(n, alone(n), (create_all, n)) for n in names]
+    )
+    assert sorted(len(c) for c in calls) == [1, 1, 1, 3]  # the joint call, then one by one
+    assert isinstance(results["bad"], ValueError)
+    assert results["a"] == "a" and results["c"] == "c"
+    with database.connection_context():  # the joint call's rows were rolled back
+        assert sorted(p.name for p in Project.select()) == ["a", "c"]

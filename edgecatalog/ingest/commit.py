@@ -8,9 +8,10 @@ its leader and handles every job waiting there at that moment, then hands the le
 
 1. flush: the files the jobs stored and the folders they were renamed into are made durable
    (``_flush``: one ``syncfs``);
-2. commit: the jobs run in one ``BEGIN IMMEDIATE`` transaction (each in its own savepoint
-   when there are several, so a bad one rolls back alone), committed once; each job's thread
-   is woken with its own result.
+2. commit: the jobs run in one ``BEGIN IMMEDIATE`` transaction, committed once, and each
+   job's thread is woken with its own result. Jobs that can run as one call (``together``:
+   uploads, one ``add_images`` for the round) do; otherwise, or if that call fails, each
+   runs in its own savepoint, so a bad one rolls back alone.
 
 The stages overlap: while a round's transaction waits for its WAL fsync, the next uploads'
 files are being flushed, so the serial part of an upload (one writer at a time) is its
@@ -37,11 +38,17 @@ MAX_JOBS_PER_COMMIT = 64  # keeps each write transaction short for readers and o
 MAX_JOBS_PER_FLUSH = 64
 
 
+# A job that may run as part of one call for several: (function, item). Jobs of a round whose
+# functions are equal run as ``function([item, ...])``, which returns their results in order.
+Together = tuple[Callable[[list[Any]], list[Any]], Any]
+
+
 @dataclass
 class _Job:
     work: Callable[[], Any]
     folders: tuple[Path, ...]
     files: tuple[Path, ...] = ()
+    together: Together | None = None
     result: Any = None
     error: BaseException | None = None
 
@@ -126,14 +133,21 @@ class GroupCommit:
         *,
         sync_folders: Iterable[Path] = (),
         sync_files: Iterable[Path] = (),
+        together: Together | None = None,
     ) -> Any:
         """``work()``'s result once committed, or its exception (its writes rolled back).
 
         ``sync_files`` and ``sync_folders`` are flushed to disk before the transaction
         begins: pass the file a job stored and the folder it was renamed into, so both are
         durable before the row pointing at them is.
+
+        ``together``: ``(function, item)`` such that ``function([item])[0]`` is what
+        ``work()`` returns. When every job of a round gives an equal function, the round
+        makes one call with all their items instead of one savepoint and call each; if that
+        call raises, nothing of it is kept and the jobs run one by one as usual, so a bad
+        job still fails alone.
         """
-        job = _Job(work, tuple(sync_folders), tuple(sync_files))
+        job = _Job(work, tuple(sync_folders), tuple(sync_files), together)
         if job.files or job.folders:
             self.flushes.pass_through(job)
         if job.error is None:  # a failed flush: nothing is written for this job
@@ -151,6 +165,8 @@ def _commit(batch: list[_Job]) -> None:
         with write_tx():
             batch[0].result = batch[0].work()
         return
+    if _run_together(batch):
+        return
     with write_tx():
         for job in batch:
             try:
@@ -158,6 +174,22 @@ def _commit(batch: list[_Job]) -> None:
                     job.result = job.work()
             except Exception as exc:  # noqa: BLE001 - handed to the job's own thread to raise
                 job.error = exc
+
+
+def _run_together(batch: list[_Job]) -> bool:
+    """Commit the round's jobs as one call of their shared function; False (nothing written)
+    when they do not share one, or when the call fails: then each job runs on its own."""
+    first = batch[0].together
+    if first is None or any(job.together is None or job.together[0] != first[0] for job in batch):
+        return False
+    try:
+        with write_tx():
+            results = first[0]([job.together[1] for job in batch])  # type: ignore[index]
+    except Exception:  # noqa: BLE001 - rolled back; the jobs one by one say whose it was
+        return False
+    for job, result in zip(batch, results):
+        job.result = result
+    return True
 
 
 def _flush(batch: list[_Job]) -> None:
