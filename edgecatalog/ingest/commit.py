@@ -35,7 +35,7 @@ from ..db import write_tx
 from .durable import fsync_dir, fsync_file, syncfs, syncfs_available
 
 MAX_JOBS_PER_COMMIT = 64  # keeps each write transaction short for readers and other writers
-MAX_JOBS_PER_FLUSH = 64
+MAX_JOBS_PER_FLUSH = 64  # bounds a round's lists; one syncfs covers any number of files
 
 
 # A job that may run as part of one call for several: (function, item). Jobs of a round whose
