@@ -1,6 +1,6 @@
 """Ingestion throughput: folder indexing (the ``scan`` path) and HTTP upload, against the floor.
 
-    .venv/bin/python benchmarks/ingest.py --n 2000
+    .venv/bin/python benchmarks/ingest.py --n 2000 [--skip-scan | --skip-upload]
 
 Generates N unique, real JPEGs of about ``--kb`` KB (default 100), half with a JSON sidecar
 and half with a YOLO sidecar (plus classes.txt), then measures, as the median of ``--repeats``:
@@ -316,6 +316,9 @@ def main() -> int:
     parser.add_argument("--mode", choices=("index", "move"), default="index")
     parser.add_argument("--skip-upload", action="store_true")
     parser.add_argument(
+        "--skip-scan", action="store_true", help="only the HTTP upload and its floor"
+    )
+    parser.add_argument(
         "--cold",
         action="store_true",
         help="drop the page cache before each floor and scan run (root only)",
@@ -329,47 +332,63 @@ def main() -> int:
         images = generate(work / "captures", args.n, args.kb)
         size = sum(p.stat().st_size for p in images) / len(images)
         print(f"{args.n} JPEGs of {size / 1000:.0f} KB avg with sidecars, {os.cpu_count()} CPUs")
-        floor, floor_cpu = timed(args.repeats, args.cold, measure_floor, work / "captures")
-        scan, scan_cpu = timed(
-            args.repeats, args.cold, measure_scan, work / "captures", work, args.mode, args.n
-        )
-        in_service, _ = timed(
-            args.repeats,
-            args.cold,
-            measure_scan_in_service,
-            work / "captures",
-            work,
-            args.mode,
-            args.n,
-        )
-        print(f"load average before: {os.getloadavg()[0]:.1f}")
-        if OTHER_LOAD:  # noise: cores other programs used while floor and scan were measured
-            print(
-                f"other processes meanwhile: {statistics.median(OTHER_LOAD):.2f} cores "
-                f"(median), {max(OTHER_LOAD):.2f} at most"
-            )
-        cache = "cold cache" if args.cold else "warm cache"
-        report(f"floor (read + sha256, {cache})", args.n, floor, floor, floor_cpu)
-        report(f"scan ({args.mode} mode)", args.n, scan, floor, scan_cpu)
-        # No CPU figure: its workers are the fork server's children, not this process's.
-        report("  the same inside serve", args.n, in_service, floor)
+        if not args.skip_scan:
+            measure_scans(args, work)
         if not args.skip_upload:
-            # Alternating, so both see the same machine.
-            runs, floor_runs = [], []
-            for _ in range(args.repeats):
-                floor_runs.append(
-                    measure_upload(images, work, args.threads, start=start_upload_floor)
-                )
-                runs.append(measure_upload(images, work, args.threads))
-            if all(r is not None for r in runs):
-                up, up_floor = statistics.median(runs), statistics.median(floor_runs)
-                report(f"HTTP upload ({args.threads} threads)", args.n, up, floor)
-                print(
-                    f"{'upload floor (bare WSGI, file + fsync)':<38} {args.n / up_floor:>9.0f} "
-                    f"images/s  {up_floor:7.3f} s\n"
-                    f"{'HTTP upload / upload floor':<38} {up_floor / up:>9.1%}"
-                )
+            measure_uploads(args, images, work)
     return 0
+
+
+def measure_scans(args: argparse.Namespace, work: Path) -> None:
+    """The floor (read + SHA-256), the scan, and the scan inside serve; printed."""
+    floor, floor_cpu = timed(args.repeats, args.cold, measure_floor, work / "captures")
+    scan, scan_cpu = timed(
+        args.repeats, args.cold, measure_scan, work / "captures", work, args.mode, args.n
+    )
+    in_service, _ = timed(
+        args.repeats,
+        args.cold,
+        measure_scan_in_service,
+        work / "captures",
+        work,
+        args.mode,
+        args.n,
+    )
+    print(f"load average before: {os.getloadavg()[0]:.1f}")
+    if OTHER_LOAD:  # noise: cores other programs used while floor and scan were measured
+        print(
+            f"other processes meanwhile: {statistics.median(OTHER_LOAD):.2f} cores "
+            f"(median), {max(OTHER_LOAD):.2f} at most"
+        )
+    cache = "cold cache" if args.cold else "warm cache"
+    report(f"floor (read + sha256, {cache})", args.n, floor, floor, floor_cpu)
+    report(f"scan ({args.mode} mode)", args.n, scan, floor, scan_cpu)
+    # No CPU figure: its workers are the fork server's children, not this process's.
+    report("  the same inside serve", args.n, in_service, floor)
+
+
+def measure_uploads(args: argparse.Namespace, images: list[Path], work: Path) -> None:
+    """The upload floor and the service's HTTP upload, alternately (so both see the same
+    machine), each the median of ``--repeats``; printed."""
+    runs, floor_runs = [], []
+    print(f"load average before the uploads: {os.getloadavg()[0]:.1f}")
+    for _ in range(args.repeats):
+        floor_runs.append(measure_upload(images, work, args.threads, start=start_upload_floor))
+        runs.append(measure_upload(images, work, args.threads))
+    if any(r is None for r in runs):
+        return
+    up, up_floor = statistics.median(runs), statistics.median(floor_runs)
+    print(
+        f"{'upload floor (bare WSGI, file + fsync)':<38} {args.n / up_floor:>9.0f} "
+        f"images/s  {up_floor:7.3f} s\n"
+        f"{f'HTTP upload ({args.threads} threads)':<38} {args.n / up:>9.0f} images/s  "
+        f"{up:7.3f} s\n"
+        f"{'HTTP upload / upload floor':<38} {up_floor / up:>9.1%}\n"
+        "each run, images/s: floor "
+        + ", ".join(f"{args.n / r:.0f}" for r in floor_runs)
+        + "; upload "
+        + ", ".join(f"{args.n / r:.0f}" for r in runs)
+    )
 
 
 def drop_page_cache() -> bool:

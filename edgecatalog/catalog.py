@@ -29,7 +29,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, cast
+from typing import Any, NamedTuple, TypedDict, cast
 
 from . import edit_clock
 from .config import defaults as setting_defaults
@@ -363,24 +363,34 @@ def ensure_device(device_id: str, now: int) -> Device:
     return Device.create(device_id=device_id, name=device_id, created_at=now)
 
 
-def collecting_batch(device: Device, now: int, policy: BatchPolicy) -> Batch:
-    """The device's open batch, closing it first when it is full or its window has passed."""
-    batch = (
-        Batch.select()
-        .where((Batch.device == device) & (Batch.stage == "collecting"))
-        .order_by(Batch.id.desc())
-        .first()
-    )
+class OpenBatch(NamedTuple):
+    """A device's collecting batch as the writer needs it: its id and how many images it has."""
+
+    id: int
+    image_count: int
+
+
+def collecting_batch(device: Device, now: int, policy: BatchPolicy) -> OpenBatch:
+    """The device's open batch, closing it first when it is full or its window has passed.
+
+    Plain SQL, as in ``ensure_device``: every upload's transaction runs this under the write
+    lock, and the ORM query cost ~0.3 ms of CPU where SQLite answers in ~20 us."""
+    row = database.execute_sql(
+        "SELECT id, image_count, opened_at FROM batch WHERE device_id = ? AND stage = ? "
+        "ORDER BY id DESC LIMIT 1",
+        (device.id, "collecting"),
+    ).fetchone()
     # A clock set back (now < opened_at) keeps the batch open rather than closing it early.
-    if batch is not None and (
-        batch.image_count >= policy.max_images or now - batch.opened_at >= policy.window_us
-    ):
-        batch.stage, batch.closed_at, batch.updated_at = "complete", now, now
-        batch.save()
-        batch = None
-    if batch is None:
+    if row is not None and (row[1] >= policy.max_images or now - row[2] >= policy.window_us):
+        database.execute_sql(
+            "UPDATE batch SET stage = ?, closed_at = ?, updated_at = ? WHERE id = ?",
+            ("complete", now, now, row[0]),
+        )
+        row = None
+    if row is None:
         batch = _new_batch(device, f"{device.device_id} {format_ts(now)}", now)
-    return batch
+        return OpenBatch(batch.id, batch.image_count)
+    return OpenBatch(row[0], row[1])
 
 
 def closed_batch(device_id: str, name: str, project_id: int | None, now: int) -> Batch:

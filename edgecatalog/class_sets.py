@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .models import ClassSet, ClassSetMember
+from .models import database
 
 SEP = "\x1f"
 EMPTY = 0
@@ -27,16 +27,37 @@ def set_key(classes: Iterable[str]) -> str:
 
 def ids_for(keys: Iterable[str]) -> dict[str, int]:
     """The id of each set (``set_key`` text), adding the sets (and their members) not seen
-    before; "" is EMPTY. In the caller's write transaction."""
+    before; "" is EMPTY. In the caller's write transaction.
+
+    Plain SQL: it runs in every upload's transaction, where the ORM's three statements cost
+    ~0.2 ms of CPU. Sets already known (nearly every image's) are found by one SELECT; only
+    the others are inserted, with their members, as the triggers of migration 0013 add a set
+    and its members together."""
     wanted = sorted({k for k in keys if k})
     ids = {"": EMPTY}
-    if not wanted:
-        return ids
     for start in range(0, len(wanted), 500):  # bounded statements, whatever the chunk
         part = wanted[start : start + 500]
-        ClassSet.insert_many([{"classes": k} for k in part]).on_conflict_ignore().execute()
-        found = ClassSet.select(ClassSet.id, ClassSet.classes).where(ClassSet.classes.in_(part))
-        ids.update({row.classes: row.id for row in found})
-        members = [{"class_value": c, "set_id": ids[k]} for k in part for c in k.split(SEP)]
-        ClassSetMember.insert_many(members).on_conflict_ignore().execute()
+        ids.update(_known(part))
+        new = [k for k in part if k not in ids]
+        if not new:
+            continue
+        cursor = database.cursor()
+        cursor.executemany(
+            "INSERT INTO class_set (classes) VALUES (?) ON CONFLICT DO NOTHING",
+            [(k,) for k in new],
+        )
+        ids.update(_known(new))
+        cursor.executemany(
+            "INSERT INTO class_set_member (class_value, set_id) VALUES (?, ?) "
+            "ON CONFLICT DO NOTHING",
+            [(c, ids[k]) for k in new for c in k.split(SEP)],
+        )
     return ids
+
+
+def _known(keys: list[str]) -> dict[str, int]:
+    marks = ", ".join("?" * len(keys))
+    rows = database.execute_sql(
+        f"SELECT classes, id FROM class_set WHERE classes IN ({marks})", keys
+    ).fetchall()
+    return dict(rows)

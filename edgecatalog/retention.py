@@ -107,6 +107,12 @@ def _remove_file(root: str, rel: str) -> int:
 def evict_if_needed(settings: Settings, incoming: int = 0) -> EvictionReport:
     """Evict synced files, oldest first, until the limits hold with ``incoming`` more bytes."""
     report = EvictionReport()
+    total, free = disk_usage(settings)
+    if shortfall(settings, total, free, incoming) <= 0:
+        # Room enough (nearly always): no lock, no lock file. Every upload asks first, and
+        # this answer is no staler than one given under the lock, which is released before
+        # the bytes are written anyway.
+        return report
     with (
         _lock,
         engine().job_lock(database, "retention", settings.data_dir, LOCK_WAIT_SECONDS) as got,

@@ -52,7 +52,7 @@ from ..catalog import (
 from ..db import write_tx
 from ..engines import current as engine
 from ..errors import ValidationError
-from ..models import Annotation, Batch, Image, Outbox, database
+from ..models import Annotation, Image, Outbox, database
 from ..timeutil import now_us
 from .counts import gate_ready, gated_chunk
 
@@ -170,10 +170,17 @@ def _assign_batches(news: Sequence[NewImage], now: int, policy: BatchPolicy) -> 
             for i in indexes[:take]:
                 out[i] = batch.id
             count = batch.image_count + len(indexes[:take])
-            changes: dict[str, Any] = {"image_count": count, "updated_at": now}
             if count >= policy.max_images:  # full: completed now, as collecting_batch would
-                changes.update(stage="complete", closed_at=now)
-            Batch.update(**changes).where(Batch.id == batch.id).execute()
+                database.execute_sql(
+                    "UPDATE batch SET image_count = ?, updated_at = ?, stage = ?, closed_at = ? "
+                    "WHERE id = ?",
+                    (count, now, "complete", now, batch.id),
+                )
+            else:
+                database.execute_sql(
+                    "UPDATE batch SET image_count = ?, updated_at = ? WHERE id = ?",
+                    (count, now, batch.id),
+                )
             indexes = indexes[take:]
     return out
 

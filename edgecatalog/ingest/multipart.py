@@ -6,7 +6,10 @@ are kept in memory up to a cap. Nothing ever holds the whole body, so a 50 MiB u
 few 64 KiB buffers, and a body over the limit is refused as soon as the limit is passed.
 
 Uses Werkzeug's sans-IO ``MultipartDecoder`` (a parser, not Flask): the caller passes any
-binary stream, so the CLI and the tests can drive it without a web framework.
+binary stream, so the CLI and the tests can drive it without a web framework. Its two
+boundary regexes are replaced by ``Delimiter`` (``bytes.find``, the same matches): compiled
+anew for every request's random boundary and run over every CR and LF of the image's bytes,
+they took 0.5 of the 0.8 ms of CPU that reading a 100 KB upload cost.
 """
 
 from __future__ import annotations
@@ -49,6 +52,98 @@ class UploadParts:
     def discard(self) -> None:
         if self.image is not None:
             self.image.discard()
+
+
+_BLANKS = b" \t\f\v"  # the regexes' [^\S\n\r]: whitespace that ends no line
+_CR, _LF = 13, 10
+
+
+class _Match:
+    """The little of ``re.Match`` the decoder uses."""
+
+    __slots__ = ("_end", "_group", "_start")
+
+    def __init__(self, start: int, end: int, group: bytes) -> None:
+        self._start, self._end, self._group = start, end, group
+
+    def start(self) -> int:
+        return self._start
+
+    def end(self) -> int:
+        return self._end
+
+    def group(self, index: int) -> bytes:
+        assert index == 1
+        return self._group
+
+
+class Delimiter:
+    """Finds what Werkzeug's ``MultipartDecoder.preamble_re`` (``line_break_first`` False)
+    or ``boundary_re`` (True) matches, with ``bytes.find``:
+    ``LB? --boundary ( --[blanks]* LB? | [blanks]* LB )``, LB being CRLF, LF or CR.
+
+    Werkzeug compiles both regexes for every decoder, and a client sends a new random
+    boundary with every request, so Python's regex cache never hits: 0.19 ms of CPU an
+    upload, about what the rest of parsing a 100 KB body costs. ``search`` gives the same
+    leftmost match (``tests/test_multipart_delimiter.py`` compares the two)."""
+
+    def __init__(self, boundary: bytes, *, line_break_first: bool) -> None:
+        self._dashed = b"--" + boundary
+        self._line_break_first = line_break_first
+
+    def search(self, data: bytes | bytearray, pos: int = 0) -> _Match | None:
+        dashed = self._dashed
+        at = data.find(dashed, pos)
+        while at != -1:
+            after = at + len(dashed)
+            end = _delimiter_end(data, after)
+            if end is not None:
+                start = self._start(data, at, pos)
+                if start is not None:
+                    return _Match(start, end, bytes(data[after:end]))
+            at = data.find(dashed, at + 1)
+        return None
+
+    def _start(self, data: bytes | bytearray, at: int, pos: int) -> int | None:
+        """Where a match ending in ``--boundary`` at ``at`` begins: at the line break before
+        it (CRLF preferred), or, when the line break is optional, at the dashes."""
+        if at - 2 >= pos and data[at - 2] == _CR and data[at - 1] == _LF:
+            return at - 2
+        if at - 1 >= pos and data[at - 1] in (_CR, _LF):
+            return at - 1
+        return None if self._line_break_first else at
+
+
+def _line_break_end(data: bytes | bytearray, at: int) -> int | None:
+    if at < len(data) and data[at] == _CR:
+        return at + 2 if at + 1 < len(data) and data[at + 1] == _LF else at + 1
+    return at + 1 if at < len(data) and data[at] == _LF else None
+
+
+def _delimiter_end(data: bytes | bytearray, at: int) -> int | None:
+    """The end of what follows ``--boundary`` at ``at``: ``--``, blanks and an optional
+    line break (the closing delimiter), or blanks and a line break; None if neither."""
+    closing = data[at : at + 2] == b"--"
+    if closing:
+        at += 2
+    while at < len(data) and data[at] in _BLANKS:
+        at += 1
+    end = _line_break_end(data, at)
+    if end is not None:
+        return end
+    return at if closing else None
+
+
+class _Decoder(MultipartDecoder):
+    """Werkzeug's decoder with ``Delimiter`` in place of its two per-boundary regexes."""
+
+    def __init__(self, boundary: bytes) -> None:
+        # The parent's set-up for a fixed boundary: its regexes then come from Python's
+        # regex cache (microseconds), and are replaced below.
+        super().__init__(b"edgecatalog")
+        self.boundary = boundary
+        self.preamble_re = Delimiter(boundary, line_break_first=False)  # type: ignore[assignment]
+        self.boundary_re = Delimiter(boundary, line_break_first=True)  # type: ignore[assignment]
 
 
 def multipart_boundary(content_type: str) -> bytes:
@@ -115,7 +210,7 @@ def read_upload(
     field_limits: dict[str, int],
 ) -> UploadParts:
     """Read the whole body; on any error remove what was written and re-raise."""
-    decoder = MultipartDecoder(multipart_boundary(content_type))
+    decoder = _Decoder(multipart_boundary(content_type))
     reader = _Reader(images_dir, max_body_bytes, field_limits)
     try:
         _pump(stream, decoder, reader, max_body_bytes)

@@ -78,7 +78,7 @@ def image_size_bytes(data: bytes, fmt: str) -> tuple[int, int]:
     return _checked_size(io.BytesIO(data), fmt)
 
 
-def _checked_size(source: str | io.BytesIO, fmt: str) -> tuple[int, int]:
+def _checked_size(source: str | BinaryIO, fmt: str) -> tuple[int, int]:
     try:
         width, height = imagesize.get(source)
     except Exception:  # noqa: BLE001 - imagesize raises assorted errors on truncated headers
@@ -110,10 +110,14 @@ class IncomingFile:
         self.max_bytes = max_bytes
         self.param = param
         incoming = images_dir / INCOMING
-        incoming.mkdir(parents=True, exist_ok=True)
         self.tmp = incoming / f"{uuid.uuid4().hex}.part"
-        # Held open across write() calls, closed by persist() or discard().
-        self._out: BinaryIO | None = open(self.tmp, "wb")  # noqa: SIM115
+        # Held open across write() calls, closed by persist() or discard(); readable too, so
+        # check() reads the header back through it instead of opening the file twice more.
+        try:
+            self._out: BinaryIO | None = open(self.tmp, "w+b")  # noqa: SIM115
+        except FileNotFoundError:  # the first upload (or someone removed the folder)
+            incoming.mkdir(parents=True, exist_ok=True)
+            self._out = open(self.tmp, "w+b")  # noqa: SIM115
         self._digest = hashlib.sha256()
         self.crc32 = 0
         self._head = b""
@@ -147,7 +151,7 @@ class IncomingFile:
         """Format (from the first bytes), width/height (from the header) and a whole
         container (``imagecheck``), or the error."""
         assert self._out is not None, "check after persist or discard"
-        self._out.flush()  # imagesize reads the header back from the file
+        self._out.flush()
         if self.byte_size == 0:
             raise ValidationError(self.param, f"the {self.param} part is empty")
         fmt = sniff_format(self._head)
@@ -159,9 +163,9 @@ class IncomingFile:
                 f"{self.param} is not a supported image (JPEG, PNG, WebP or BMP, judged by "
                 "its bytes)",
             )
-        self.width, self.height = image_size(self.tmp, fmt)
-        with open(self.tmp, "rb") as written:
-            problem = structure_problem(written, fmt, self.byte_size)
+        self.width, self.height = _checked_size(self._out, fmt)
+        problem = structure_problem(self._out, fmt, self.byte_size)
+        self._out.seek(0, io.SEEK_END)  # where the next write() would go, as before the check
         if problem is not None:
             raise ValidationError(self.param, problem)
         self.format = fmt
@@ -170,23 +174,32 @@ class IncomingFile:
     def persist(
         self, filename: str, *, sync_dir: bool = True, sync_file: bool = True
     ) -> StoredFile:
-        """fsync, rename to ``raw-data/<uuid>_<filename>`` and fsync the folder (unless the
-        caller flushes the file and folder itself before committing the row, as group commit
-        does)."""
+        """Rename to ``raw-data/<uuid>_<filename>``, then fsync the file and the folder
+        (unless the caller flushes them itself before committing the row, as the upload's
+        group commit and the dataset import do with one ``syncfs``). The rename may come
+        first: nothing points at the new name until the row is committed, after both."""
         if not self.format:
             self.check()
         assert self._out is not None
         self._out.flush()
-        if sync_file:
-            os.fsync(self._out.fileno())
-        self._out.close()
-        self._out = None
         key = f"raw-data/{uuid.uuid4()}_{filename}"
         final = self.images_dir / key
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.tmp, final)
-        if sync_dir:
-            fsync_dir(final.parent)
+        try:
+            os.replace(self.tmp, final)
+        except FileNotFoundError:  # no raw-data/ yet (a missing .part fails again below)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.tmp, final)
+        try:
+            if sync_file:
+                os.fsync(self._out.fileno())
+            if sync_dir:
+                fsync_dir(final.parent)
+        except BaseException:
+            final.unlink(missing_ok=True)  # renamed already: discard() would miss it
+            raise
+        finally:
+            self._out.close()
+            self._out = None
         return StoredFile(
             key,
             final,

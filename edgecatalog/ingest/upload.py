@@ -201,6 +201,11 @@ class UploadConfig:
     device_share: DeviceShare | None = None
     limits: AnnotationLimits = DEFAULT_LIMITS
 
+    def add_images(self, news: list[NewImage]) -> list[tuple[int, bool]]:
+        """``bulk.add_images`` with this configuration's batch policy and caps: one upload's
+        image, or a group commit round's."""
+        return add_images(news, self.batch_policy, limits=self.limits)
+
     @classmethod
     def from_settings(cls, settings: Any, device_share: DeviceShare | None = None) -> UploadConfig:
         return cls(
@@ -294,8 +299,8 @@ def ingest_upload(
         if existing is not None:
             incoming.discard()  # never fsync'ed: a duplicate costs no disk flush
             return existing
-        # The file and its folder are flushed by the group commit, once for every upload
-        # in the round, before the row is committed.
+        # The file and its folder are flushed by the group commit's flush stage, shared with
+        # the uploads that arrive meanwhile, before the row's transaction begins.
         stored = incoming.persist(filename, sync_dir=False, sync_file=False)
     owner = meta.device_id or device_id or config.default_device_id
     result = _index(config, stored, filename, meta, owner)
@@ -335,33 +340,30 @@ def check_device_upload(meta: Metadata, device_id: str, *, review: bool = False)
 def _index(
     config: UploadConfig, stored: store.StoredFile, filename: str, meta: Metadata, device_id: str
 ) -> UploadResult:
+    new = NewImage(
+        filename=filename,
+        storage_key=stored.storage_key,
+        sha256=stored.sha256,
+        crc32=stored.crc32,
+        byte_size=stored.byte_size,
+        width=stored.width,
+        height=stored.height,
+        root=str(config.images_dir),
+        path=stored.storage_key,
+        device_id=device_id,
+        captured_at=meta.captured_at,
+        model_id=meta.model_id,
+        model_version=meta.model_version,
+        source=meta.source,
+        annotations=meta.annotations,
+    )
     try:
         image_id, created = UPLOADS.run(
-            lambda: add_images(
-                [
-                    NewImage(
-                        filename=filename,
-                        storage_key=stored.storage_key,
-                        sha256=stored.sha256,
-                        crc32=stored.crc32,
-                        byte_size=stored.byte_size,
-                        width=stored.width,
-                        height=stored.height,
-                        root=str(config.images_dir),
-                        path=stored.storage_key,
-                        device_id=device_id,
-                        captured_at=meta.captured_at,
-                        model_id=meta.model_id,
-                        model_version=meta.model_version,
-                        source=meta.source,
-                        annotations=meta.annotations,
-                    )
-                ],
-                config.batch_policy,
-                limits=config.limits,
-            )[0],
+            lambda: config.add_images([new])[0],
             sync_folders=[stored.path.parent],
             sync_files=[stored.path],
+            # The uploads of a round are written by one add_images call.
+            together=(config.add_images, new),
         )
     except BaseException:
         store.discard(stored)
