@@ -128,8 +128,7 @@ def test_query_count_does_not_grow_with_page_size(cat, extra, monkeypatch):
     # Each image still carries its own annotations, in z order, across the chunks' seams.
     for row in body["data"]:
         want = database.execute_sql(
-            "SELECT id FROM annotation WHERE image_id = %s ORDER BY z_order, id"
-            % int(row["id"])
+            f"SELECT id FROM annotation WHERE image_id = {int(row['id'])} ORDER BY z_order, id"
         ).fetchall()
         assert [a["id"] for a in row["annotations"]] == [w[0] for w in want]
 
