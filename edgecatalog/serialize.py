@@ -7,6 +7,10 @@ builds the OpenAPI schemas (types.ImageDetailResponse, types.AnnotationDTO, Proj
 the same specs, so a field cannot be served without being documented. The names, types and
 order are those of the upstream contract's types.ImageDetailResponse and types.AnnotationDTO.
 Empty strings, never null, for string fields without a value.
+
+A list page's annotations, which can number tens of thousands, are written as JSON text
+straight from their rows (``annotation_writer``, made from ``ANNOTATION_FIELDS``; ``image_json``
+puts them in their image's text): the same bytes as the dicts dumped.
 """
 
 from __future__ import annotations
