@@ -11,7 +11,9 @@ Before it opens anything, ``serve`` fixes glibc's mmap threshold (``fix_mmap_thr
 the memory of a large export goes back to the system.
 
 Its channels (``SendingChannel``) let a response body that can send itself do so: an export
-archive gives its image bytes to the socket with ``sendfile``, never through Python.
+archive gives its image bytes to the socket with ``sendfile``, never through Python. A
+response waiting to be sent keeps at most ``OUTBUF_IN_MEMORY`` in memory, the rest in a
+temporary file.
 """
 
 from __future__ import annotations
