@@ -75,7 +75,6 @@ IMAGE_COLUMNS = (
     "sha256",
     "byte_size",
     "root_id",
-    "path",
     "model_id",
     "model_version",
     "source",
@@ -122,7 +121,6 @@ CAPTURE_FILE_COLUMNS = (
     "root_id",
     "path",
     "kind",
-    "stem",
     "image_id",
     "byte_size",
     "mtime_ns",
@@ -274,7 +272,7 @@ def iter_images(plan: Plan, rng: random.Random):
         row = (
             image_id,
             filename,
-            key,
+            key if uploaded else capture_path(filename),
             width,
             height,
             d,
@@ -289,7 +287,6 @@ def iter_images(plan: Plan, rng: random.Random):
             sha,
             rng.randint(120_000, 450_000),
             UPLOAD_ROOT_ID if uploaded else CAPTURE_ROOT_ID,
-            key if uploaded else capture_path(filename),
             "yolov8n-edge",
             "2026.10.1",
             "upload" if uploaded else "capture",
@@ -349,6 +346,6 @@ def with_real_file(row: tuple, out: Path) -> tuple:
     fixed = list(row)
     fixed[IMG_COL["sha256"]] = hashlib.sha256(data).hexdigest()
     fixed[IMG_COL["byte_size"]] = len(data)
-    fixed[IMG_COL["root_id"]], fixed[IMG_COL["path"]] = CAPTURE_ROOT_ID, path
+    fixed[IMG_COL["root_id"]], fixed[IMG_COL["storage_key"]] = CAPTURE_ROOT_ID, path
     fixed[IMG_COL["source"]], fixed[IMG_COL["evicted_at"]] = "capture", None
     return tuple(fixed)

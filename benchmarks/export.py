@@ -94,7 +94,6 @@ def make_catalog(data_dir: Path, n: int, kb: int) -> None:
                         width=64,
                         height=64,
                         root=str(settings.images_dir),
-                        path=key,
                         device_id=f"cam{i % 4:02d}",
                         annotations=boxes(i),
                     )
@@ -131,7 +130,7 @@ def measure_floor(data_dir: Path) -> tuple[float, int]:
     import sqlite3
 
     conn = sqlite3.connect(data_dir / "catalog.db")
-    rows = conn.execute("SELECT id, path, width, height FROM image ORDER BY id").fetchall()
+    rows = conn.execute("SELECT id, storage_key, width, height FROM image ORDER BY id").fetchall()
     labels = {}
     for image_id, cls, xc, yc, w, h in conn.execute(
         "SELECT image_id, class_value, x_center, y_center, width, height FROM annotation "

@@ -191,7 +191,7 @@ def attach_annotations(conn: sqlite3.Connection, data: list[dict]) -> None:
 
 def send_file(conn: sqlite3.Connection, image_id: int, environ: dict, start_response):
     row = conn.execute(
-        "SELECT r.path, i.path FROM image i JOIN file_root r ON r.id = i.root_id WHERE i.id = ?",
+        "SELECT r.path, i.storage_key FROM image i JOIN file_root r ON r.id = i.root_id WHERE i.id = ?",
         (image_id,),
     ).fetchone()
     if row is None:

@@ -12,9 +12,10 @@ is the same as one it grew itself.
 
 Filenames look like ``cam07/2026-11-03/cam07_20261103_141502_000123.jpg``. The catalog keeps
 bare names (the upload path has no folders), so the folder part goes where a capture-folder
-image keeps it: ``path`` (relative to its ``FileRoot``, the capture folder), while ``filename``
-is the bare name and ``storage_key`` is ``raw-data/<uuid>_<filename>`` as for an upload. A few
-images (``source = 'upload'``) live under the data folder's ``images/`` root instead.
+image keeps it: ``storage_key`` (relative to its ``FileRoot``, the capture folder), while
+``filename`` is the bare name. A few images (``source = 'upload'``) live under the data
+folder's ``images/`` root instead, their ``storage_key`` ``raw-data/<uuid>_<filename>`` as for an
+upload; a synced image's ``remote_storage_key`` has that form too, the cloud's.
 
 Usage: ``python benchmarks/generate.py --images 100000 --out /tmp/ec-100k``. The output folder
 is a complete data folder (``catalog.db``, ``captures/``, ``images/``) for ``storage.data_dir``.
@@ -204,12 +205,10 @@ def capture_file_row(image: tuple) -> tuple | None:
     """The bookkeeping row the capture folder keeps for a file it took (migration 0003)."""
     if image[spec.IMG_COL["source"]] != "capture":
         return None
-    path = image[spec.IMG_COL["path"]]
     return (
         spec.CAPTURE_ROOT_ID,
-        path,
+        image[spec.IMG_COL["storage_key"]],
         "image",
-        path.rsplit(".", 1)[0],
         image[0],
         image[spec.IMG_COL["byte_size"]],
         image[spec.IMG_COL["captured_at"]] * 1000,

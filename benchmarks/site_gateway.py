@@ -297,7 +297,7 @@ def image_sql(lo: int, hi: int, n_images: int, n_devices: int, root_id: int) -> 
     return f"""
 INSERT INTO image (id, filename, storage_key, width, height, device_id, batch_id,
   annotation_status, split, split_locked, version_id, created_at, updated_at, captured_at,
-  sha256, byte_size, root_id, path, model_id, model_version, source, sync_state, synced_at,
+  sha256, byte_size, root_id, model_id, model_version, source, sync_state, synced_at,
   remote_id, remote_batch_id, remote_storage_key, evicted_at)
 SELECT id, filename, key, CASE WHEN d % 5 = 0 THEN 1280 ELSE 1920 END,
   CASE WHEN d % 5 = 0 THEN 720 ELSE 1080 END, d, batch_id, status, split,
@@ -307,7 +307,7 @@ SELECT id, filename, key, CASE WHEN d % 5 = 0 THEN 1280 ELSE 1920 END,
   created,
   CASE WHEN status = 'pending' THEN created ELSE {UPDATED.format(id="id")} END,
   captured, encode(sha256(convert_to('bench:' || id, 'UTF8')), 'hex'),
-  120000 + floor({u("id", 9)} * 330001)::bigint, {root_id}, key, 'yolov8n-edge', '2026.10.1',
+  120000 + floor({u("id", 9)} * 330001)::bigint, {root_id}, 'yolov8n-edge', '2026.10.1',
   'upload', sync_state,
   CASE WHEN sync_state = 'synced' THEN created + (5 + floor({u("id", 12)} * 596))::bigint * 1000000 END,
   CASE WHEN sync_state = 'synced' THEN (5000000 + id)::text ELSE '' END,

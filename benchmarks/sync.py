@@ -116,7 +116,6 @@ def run_worker(images: list[bytes]) -> tuple[float, float]:
                     width=640,
                     height=480,
                     root=str(settings.images_dir),
-                    path=key,
                     device_id="bench",
                     model_id="mdl_1",
                     model_version="1.0.0",

@@ -134,7 +134,6 @@ def http_grid(n: int, size: int, workers: int | None, case: str) -> None:
                 width=width,
                 height=height,
                 root=str(settings.images_dir),
-                path=key,
                 device_id="bench",
             )
         )

@@ -90,8 +90,7 @@ class NewImage:
     byte_size: int
     width: int
     height: int
-    root: str  # absolute folder the file lives under
-    path: str  # relative to root
+    root: str  # absolute folder the file lives under; storage_key is relative to it
     device_id: str
     captured_at: int | None = None
     model_id: str = ""

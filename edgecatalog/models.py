@@ -125,6 +125,9 @@ class FileRoot(BaseModel):
 
 class Image(BaseModel):
     filename = CharField()
+    # Where its bytes are, relative to ``root`` ('/'-separated; never taken from a client),
+    # and the contract's ``storage_key``: one column, since the two are always the same
+    # (migration 0024 dropped the copy that was ``path``).
     storage_key = CharField()
     width = IntegerField(default=0)
     height = IntegerField(default=0)
@@ -146,7 +149,6 @@ class Image(BaseModel):
     # indexed before it: the export counts it from the bytes.
     crc32 = BigIntegerField(null=True)
     root = ForeignKeyField(FileRoot, index=False)
-    path = TextField()  # relative to root; never taken from a client
     model_id = CharField(default="")
     model_version = CharField(default="")
     source = CharField(default="")
@@ -283,7 +285,6 @@ class CaptureFile(BaseModel):
     root = ForeignKeyField(FileRoot, index=False)
     path = TextField()  # relative to root, '/'-separated
     kind = CharField()  # image | sidecar
-    stem = TextField()  # path without its suffix: how a sidecar finds its image
     image = ForeignKeyField(Image, null=True, on_delete="CASCADE")
     byte_size = BigIntegerField(default=0)
     mtime_ns = BigIntegerField(default=0)
@@ -291,8 +292,9 @@ class CaptureFile(BaseModel):
 
     class Meta:
         indexes = (
+            # Also how a late sidecar finds its image: the paths that start with its stem
+            # and a dot are one range of it (``indexer.image_for_stem``).
             (("root", "path"), True),
-            (("root", "stem"), False),
         )
 
 

@@ -82,7 +82,11 @@ class EvictionReport:
 def _candidates(limit: int) -> list[Image]:
     query = (
         Image.select(
-            Image.id, Image.path, Image.byte_size, Image.sha256, FileRoot.path.alias("root_path")
+            Image.id,
+            Image.storage_key,
+            Image.byte_size,
+            Image.sha256,
+            FileRoot.path.alias("root_path"),
         )
         .join(FileRoot, on=(Image.root == FileRoot.id))
         .where(Image.sync_state.in_(EVICTABLE) & Image.evicted_at.is_null() & ~Image.pinned)
@@ -158,7 +162,7 @@ def evict_if_needed(settings: Settings, incoming: int = 0) -> EvictionReport:
             chunk = [img for img in chunk if img.id in marked]
             thumbs = settings.data_dir / thumbnails.CACHE_DIRNAME
             for img in chunk:
-                report.freed_bytes += _remove_file(img.root_path, img.path)
+                report.freed_bytes += _remove_file(img.root_path, img.storage_key)
                 # Its thumbnails go too: /files/{id}/thumbnail answers 410 like the file.
                 thumbnails.remove_cached(thumbs, img.sha256)
                 report.evicted += 1

@@ -55,7 +55,7 @@ def annotations_of(image_id: int) -> list[tuple[str, float, float, float, float]
 
 
 def file_of(image: Image) -> Path:
-    return Path(FileRoot.get_by_id(image.root_id).path) / image.path
+    return Path(FileRoot.get_by_id(image.root_id).path) / image.storage_key
 
 
 def rejected_paths() -> dict[str, str]:

@@ -133,12 +133,12 @@ def jpeg_bytes(width: int = 64, height: int = 48, seed: int = 0) -> bytes:
 def assert_crcs_are_the_files() -> int:
     """Every image's ``crc32`` is its file's CRC-32 counted here; how many were checked."""
     images = list(
-        Image.select(Image.crc32, Image.path, FileRoot.path.alias("root_path"))
+        Image.select(Image.crc32, Image.storage_key, FileRoot.path.alias("root_path"))
         .join(FileRoot)
         .dicts()
     )
     for row in images:
-        data = (Path(row["root_path"]) / row["path"]).read_bytes()
+        data = (Path(row["root_path"]) / row["storage_key"]).read_bytes()
         assert row["crc32"] == zlib.crc32(data), row
     return len(images)
 
@@ -172,7 +172,6 @@ def seed_image(
             width=width,
             height=height,
             root=str(settings.images_dir),
-            path=key,
             device_id=device_id,
             captured_at=captured_at,
             annotations=annotations,

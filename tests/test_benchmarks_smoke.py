@@ -99,7 +99,7 @@ def test_row_counts_and_links(catalog: Path) -> None:
 
 def test_column_formats(catalog: Path) -> None:
     for filename, path, source, created, captured in rows(
-        catalog, "SELECT filename, path, source, created_at, captured_at FROM image"
+        catalog, "SELECT filename, storage_key, source, created_at, captured_at FROM image"
     ):
         match = re.fullmatch(r"(cam\d\d)_(\d{4})(\d\d)(\d\d)_\d{6}_\d{6}\.jpg", filename)
         assert match, filename

@@ -543,7 +543,6 @@ def _new(i: int, annotations=(), width: int = 64, height: int = 48) -> NewImage:
         width=width,
         height=height,
         root="/nowhere",
-        path=f"raw-data/f{i}.jpg",
         device_id="cam",
         annotations=tuple(annotations),
     )

@@ -29,7 +29,6 @@ def seed_many(settings, count: int, start: int = 0) -> list[int]:
             width=64,
             height=48,
             root=str(settings.images_dir),
-            path=f"raw-data/b{i}.jpg",
             device_id=("cam01", "cam02")[i % 2],
             annotations=(
                 (

@@ -133,7 +133,7 @@ def test_files_present_before_start_and_in_new_subfolders(tmp_path, watch):
     (folder / "new" / "deep").mkdir(parents=True)
     (folder / "new" / "deep" / "l.jpg").write_bytes(late)
     image = wait_for(lambda: image_by_sha(sha(late)))
-    assert image.path == "new/deep/l.jpg"
+    assert image.storage_key == "new/deep/l.jpg"
 
 
 def test_reconciliation_finds_what_events_missed(watch):
@@ -144,7 +144,7 @@ def test_reconciliation_finds_what_events_missed(watch):
     data = unique_jpeg(10)
     (folder / "x.jpg").write_bytes(data)
     image = wait_for(lambda: image_by_sha(sha(data)), timeout=15)
-    assert running.passes > passes and image.path == "x.jpg"
+    assert running.passes > passes and image.storage_key == "x.jpg"
 
 
 def test_move_mode_moves_and_serves(watch, auth_headers):

@@ -112,7 +112,6 @@ def _news(start: int, n: int, device: str) -> list[NewImage]:
                 width=64,
                 height=48,
                 root="/nonexistent-root",
-                path=f"{i}.jpg",
                 device_id=device,
                 annotations=anns,
             )

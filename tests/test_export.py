@@ -32,7 +32,7 @@ def classes() -> list[str]:
 
 def stored_bytes(settings, image_id: int) -> bytes:
     image = Image.get_by_id(image_id)
-    return (settings.images_dir / image.path).read_bytes()
+    return (settings.images_dir / image.storage_key).read_bytes()
 
 
 def expected_label(image: Image) -> str:
@@ -220,10 +220,10 @@ def test_export_needs_a_read_token(settings, client):
 def test_bytes_gone_are_listed_in_missing_txt(settings, client, auth_headers):
     ids = seed_catalog(settings)
     evicted = Image.get_by_id(ids["a"])
-    (settings.images_dir / evicted.path).unlink()
+    (settings.images_dir / evicted.storage_key).unlink()
     Image.update(evicted_at=now_us()).where(Image.id == evicted.id).execute()
     lost = Image.get_by_id(ids["b"])
-    (settings.images_dir / lost.path).unlink()  # gone without the catalog knowing
+    (settings.images_dir / lost.storage_key).unlink()  # gone without the catalog knowing
     z = export(client, auth_headers, "yolo")
     missing = z.read("missing.txt").decode().splitlines()
     assert missing[0].startswith("#")

@@ -172,7 +172,7 @@ def test_a_file_changed_mid_stream_ends_the_download_short(settings, live_server
                     h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")
                 ).split(b":")[1]
             )
-            (settings.images_dir / last.path).write_bytes(os.urandom(1000))
+            (settings.images_dir / last.storage_key).write_bytes(os.urandom(1000))
             received = len(body)
             while chunk := sock.recv(1 << 20):
                 received += len(chunk)

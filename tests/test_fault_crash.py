@@ -200,7 +200,7 @@ def check_after_restart(data: Path, ledger: Ledger, check_files: bool) -> dict[s
         in_images = {
             p
             for p, root in conn.execute(
-                "SELECT i.path, f.path FROM image i JOIN file_root f ON i.root_id = f.id"
+                "SELECT i.storage_key, f.path FROM image i JOIN file_root f ON i.root_id = f.id"
             )
             if os.path.realpath(root) == images_root
         }
@@ -269,7 +269,7 @@ def mismatched_files(data: Path) -> list[str]:
     captured images alike)."""
     with read_db(data) as conn:
         rows = conn.execute(
-            "SELECT f.path, i.path, i.sha256 FROM image i JOIN file_root f ON i.root_id = f.id"
+            "SELECT f.path, i.storage_key, i.sha256 FROM image i JOIN file_root f ON i.root_id = f.id"
         ).fetchall()
     bad = []
     for root, rel, sha in rows:

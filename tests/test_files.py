@@ -142,7 +142,7 @@ def _point(img_id: int, **changes) -> None:
 )
 def test_stored_path_escaping_root_is_404(client, auth_headers, image, stored):
     img, _ = image
-    _point(img.id, path=stored)
+    _point(img.id, storage_key=stored)
     assert_envelope(client.get(f"/files/{img.id}", headers=auth_headers()), 404, "NOT_FOUND")
 
 
@@ -152,13 +152,13 @@ def test_symlink_out_of_images_is_404(client, auth_headers, settings, tmp_path, 
     outside.write_text("not for you")
     link = settings.images_dir / "raw-data" / "link.jpg"
     os.symlink(outside, link)
-    _point(img.id, path="raw-data/link.jpg")
+    _point(img.id, storage_key="raw-data/link.jpg")
     resp = client.get(f"/files/{img.id}", headers=auth_headers())
     assert_envelope(resp, 404, "NOT_FOUND")
     assert b"not for you" not in resp.data
     # A symlinked directory is followed to its real place too.
     os.symlink(tmp_path, settings.images_dir / "up")
-    _point(img.id, path="up/secret.txt")
+    _point(img.id, storage_key="up/secret.txt")
     assert_envelope(client.get(f"/files/{img.id}", headers=auth_headers()), 404, "NOT_FOUND")
 
 
@@ -170,9 +170,9 @@ def test_escape_from_a_registered_root_is_404(client, auth_headers, tmp_path, im
     elsewhere.mkdir()
     (tmp_path / "beside.jpg").write_bytes(b"\xff\xd8\xff beside")
     root = FileRoot.create(path=str(elsewhere))
-    _point(img.id, root=root.id, path="../beside.jpg")
+    _point(img.id, root=root.id, storage_key="../beside.jpg")
     assert_envelope(client.get(f"/files/{img.id}", headers=auth_headers()), 404, "NOT_FOUND")
-    _point(img.id, path=str(tmp_path / "beside.jpg"))
+    _point(img.id, storage_key=str(tmp_path / "beside.jpg"))
     assert_envelope(client.get(f"/files/{img.id}", headers=auth_headers()), 404, "NOT_FOUND")
 
 
@@ -190,7 +190,7 @@ def test_watch_dir_root_is_served(tmp_path):
     try:
         img = seed_image(settings, filename="cap.jpg", data=b"\xff\xd8\xff capture")
         root = FileRoot.create(path=str(watch))
-        _point(img.id, root=root.id, path="cap.jpg")
+        _point(img.id, root=root.id, storage_key="cap.jpg")
         token = Authenticator(settings).issue_token("t")
         resp = app.test_client().get(
             f"/files/{img.id}", headers={"Authorization": f"Bearer {token}"}
@@ -202,7 +202,7 @@ def test_watch_dir_root_is_served(tmp_path):
 
 def test_missing_file_and_unknown_id_are_404(client, auth_headers, settings, image):
     img, _ = image
-    (settings.images_dir / img.path).unlink()
+    (settings.images_dir / img.storage_key).unlink()
     assert_envelope(client.get(f"/files/{img.id}", headers=auth_headers()), 404, "NOT_FOUND")
     assert_envelope(client.get("/files/424242", headers=auth_headers()), 404, "NOT_FOUND")
     assert_envelope(

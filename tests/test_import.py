@@ -81,7 +81,7 @@ def test_export_then_import_into_an_empty_catalog(settings, app, tmp_path, reque
     assert batch.project.name == "from-export" and batch.image_count == len(after)
     assert batch.device.device_id == "imported"
     for image in Image.select():  # the bytes are where the catalog says, and whole
-        assert (other.images_dir / image.path).stat().st_size == image.byte_size
+        assert (other.images_dir / image.storage_key).stat().st_size == image.byte_size
     again = import_dataset(other, archive, fmt)  # the same bytes are imported once
     assert again.images == 0 and again.duplicates == len(before)
 

@@ -86,7 +86,7 @@ def check_consistent(data_dir: Path, acked: dict[int, dict]) -> int:
     images = data_dir / "images"
     db = sqlite3.connect(f"file:{data_dir / 'catalog.db'}?mode=ro", uri=True)
     try:
-        rows = {r[0]: r[1:] for r in db.execute("SELECT id, path, sha256 FROM image")}
+        rows = {r[0]: r[1:] for r in db.execute("SELECT id, storage_key, sha256 FROM image")}
         counts = dict(db.execute("SELECT image_id, COUNT(*) FROM annotation GROUP BY image_id"))
     finally:
         db.close()
@@ -107,7 +107,7 @@ def orphans(data_dir: Path) -> int:
     images = data_dir / "images"
     db = sqlite3.connect(f"file:{data_dir / 'catalog.db'}?mode=ro", uri=True)
     try:
-        known = {r[0] for r in db.execute("SELECT path FROM image")}
+        known = {r[0] for r in db.execute("SELECT storage_key FROM image")}
     finally:
         db.close()
     files = [f"raw-data/{p.name}" for p in (images / "raw-data").iterdir()]
@@ -183,7 +183,7 @@ def test_reconcile_removes_what_an_interrupted_ingest_leaves(tmp_path):
     database.close()
     app = create_app(settings)
     assert not orphan.exists() and not partial.exists()
-    assert (images / kept.path).exists() and elsewhere.exists()
+    assert (images / kept.storage_key).exists() and elsewhere.exists()
     app.extensions["edgecatalog.ingest_lock"].release()
 
 

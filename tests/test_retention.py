@@ -63,7 +63,7 @@ def _seed(settings, count: int, synced: int, start: int = 0):
 
 
 def _file(settings, image) -> str:
-    return str(settings.images_dir / image.path)
+    return str(settings.images_dir / image.storage_key)
 
 
 def test_eviction_takes_the_oldest_synced_files_and_never_an_unsynced_one(disk_settings):

@@ -94,7 +94,7 @@ def _catalog_rows() -> dict[str, list]:
     q = lambda sql: sorted(database.execute_sql(sql).fetchall())
     return {
         "images": q(
-            "SELECT i.filename, i.path, i.sha256, i.width, i.height, d.device_id, "
+            "SELECT i.filename, i.storage_key, i.sha256, i.width, i.height, d.device_id, "
             "i.model_id, i.byte_size, b.image_count, b.stage FROM image i "
             "JOIN device d ON d.id = i.device_id JOIN batch b ON b.id = i.batch_id"
         ),
@@ -108,7 +108,7 @@ def _catalog_rows() -> dict[str, list]:
             "JOIN image i ON i.id = o.image_id"
         ),
         "files": q(
-            "SELECT c.path, c.kind, c.stem, i.filename FROM capture_file c "
+            "SELECT c.path, c.kind, i.filename FROM capture_file c "
             "JOIN image i ON i.id = c.image_id"
         ),
     }
@@ -213,7 +213,6 @@ def test_a_failed_chunk_leaves_no_gate_and_no_rows(fresh):
             width=4,
             height=4,
             root="/nowhere",
-            path=f"raw-data/f{i}.jpg",
             device_id="cam",
             annotations=(NewAnnotation("dog", "bbox", (0.5, 0.5, 0.1, 0.1)),),
         )

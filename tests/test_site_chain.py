@@ -213,7 +213,7 @@ ANNOTATION_SQL = (
 )
 IMAGE_SQL = (
     "SELECT i.sha256, d.device_id, i.split, i.annotation_status, i.captured_at, "
-    "i.model_version, i.remote_id, i.path FROM image i JOIN device d ON d.id = i.device_id"
+    "i.model_version, i.remote_id, i.storage_key FROM image i JOIN device d ON d.id = i.device_id"
 )
 
 

@@ -153,7 +153,7 @@ def test_change_for_an_image_upstream_gave_no_id_is_quarantined(tmp_path, emulat
     open_db(settings)
     worker = SyncWorker(settings)
     image = seed_image(settings, seed=5)
-    emulator.store_upload((settings.images_dir / image.path).read_bytes(), "x.jpg", {})
+    emulator.store_upload((settings.images_dir / image.storage_key).read_bytes(), "x.jpg", {})
     drain(worker)  # 409 duplicate: synced, but without an upstream id
     catalog.update_image(image.id, {"split": "val"})
     drain(worker)

@@ -65,7 +65,6 @@ def bulk_seed(
                 width=64,
                 height=48,
                 root=str(settings.images_dir),
-                path=key,
                 device_id="cam01",
                 annotations=classes,
             )

@@ -173,7 +173,7 @@ def test_file_missing_locally_is_quarantined_not_retried(env, emulator):
     settings, make = env
     _, worker = make()
     image = seed_image(settings, filename="gone.jpg", seed=4)
-    (settings.images_dir / image.path).unlink()
+    (settings.images_dir / image.storage_key).unlink()
     report = worker.run_pass()
     # Nothing was sent (upstream was only asked what it is: GET /device/self).
     assert report.quarantined == 1

@@ -196,7 +196,7 @@ def test_file_replaced_in_place_never_serves_a_stale_thumbnail(settings, client,
     image = seed_image(settings, data=solid_jpeg(300, 200, (250, 0, 0)), width=300, height=200)
     red = decode(thumb_url(client, image.id, auth_headers, size=128).data)
     assert mean_colour(red)[0] > 200
-    source = settings.images_dir / image.path
+    source = settings.images_dir / image.storage_key
     replacement = solid_jpeg(300, 200, (0, 0, 250))
     source.write_bytes(replacement)
     later = time.time() + 5
@@ -276,7 +276,7 @@ def test_undecodable_large_image_is_422_each_time_from_the_pool(settings, client
 
 def test_missing_file_is_404(settings, client, auth_headers):
     image = seed_image(settings)
-    (settings.images_dir / image.path).unlink()
+    (settings.images_dir / image.storage_key).unlink()
     assert thumb_url(client, image.id, auth_headers, size=128).status_code == 404
 
 

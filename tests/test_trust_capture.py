@@ -180,7 +180,7 @@ def test_a_capture_swapped_for_another_file_is_taken_later_not_stored_wrong(move
     assert indexer.commit([again], set()) == ["indexed"]
     image = Image.get()
     assert image.sha256 == sha(second)
-    assert (settings.images_dir / image.path).read_bytes() == second
+    assert (settings.images_dir / image.storage_key).read_bytes() == second
 
 
 def test_a_copy_across_filesystems_is_hashed_again(tmp_path):

@@ -245,7 +245,6 @@ def _new_image(one: _Stored, images_dir: Path, device_id: str) -> NewImage:
         width=file.width,
         height=file.height,
         root=str(images_dir),
-        path=file.storage_key,
         device_id=device_id,
         source=IMPORT_SOURCE,
         annotations=one.item.annotations,

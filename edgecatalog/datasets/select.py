@@ -58,7 +58,7 @@ class ExportRow(NamedTuple):
 
 EXPORT_COLUMNS = """i.id, i.filename, i.width, i.height, d.device_id, i.split, i.split_locked,
  i.updated_at, i.evicted_at, i.sha256, i.crc32, i.byte_size, i.captured_at,
- r.path AS root_path, i.path AS rel_path"""
+ r.path AS root_path, i.storage_key AS rel_path"""
 
 
 class ListedRow(NamedTuple):
@@ -94,7 +94,7 @@ class ListedRow(NamedTuple):
 
 LISTED_COLUMNS = (
     f"{ROW_COLUMNS}, i.sha256, i.crc32, i.byte_size, i.captured_at, r.path AS root_path,"
-    " i.path AS rel_path"
+    " i.storage_key AS rel_path"
 )
 
 

@@ -18,6 +18,7 @@ row says "moved", and the next pass finishes the move.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import uuid
@@ -28,7 +29,7 @@ from typing import NamedTuple
 from .. import safeopen
 from ..catalog import NewImage, file_root
 from ..db import write_tx
-from ..models import CaptureFile, FileRoot, Image, database
+from ..models import FileRoot, Image, database
 from ..timeutil import now_us
 from .bulk import add_probed_images
 from .durable import (
@@ -43,17 +44,26 @@ from .durable import (
 )
 from .probe import CaptureOptions, FileStat, Probe
 from .rejects import Rejection, clear_rejected, record_rejected
-from .sidecars import stem_of
+from .sidecars import IMAGE_SUFFIXES
+
+# Every spelling of every image suffix (".jpg", ".JPG", ".jPg", ...): classify() lowers it.
+IMAGE_SUFFIX_SPELLINGS = tuple(
+    sorted(
+        "".join(spelling)
+        for suffix in IMAGE_SUFFIXES
+        for spelling in itertools.product(*({c, c.upper()} for c in suffix))
+    )
+)
 
 log = logging.getLogger("edgecatalog.capture")
 
 INDEXED, DUPLICATE, REJECTED, CHANGING = "indexed", "duplicate", "rejected", "changing"
 IN_PLACE, MOVED, DUPLICATE_KIND, SIDECAR = "image", "moved", "duplicate", "sidecar"
 UPSERT_SQL = (
-    'INSERT INTO "capture_file" ("root_id", "path", "kind", "stem", "image_id", "byte_size", '
-    '"mtime_ns", "updated_at") VALUES (?, ?, ?, ?, ?, ?, ?, ?) '
+    'INSERT INTO "capture_file" ("root_id", "path", "kind", "image_id", "byte_size", '
+    '"mtime_ns", "updated_at") VALUES (?, ?, ?, ?, ?, ?, ?) '
     'ON CONFLICT ("root_id", "path") DO UPDATE SET "kind" = excluded."kind", '
-    '"stem" = excluded."stem", "image_id" = excluded."image_id", '
+    '"image_id" = excluded."image_id", '
     '"byte_size" = excluded."byte_size", "mtime_ns" = excluded."mtime_ns", '
     '"updated_at" = excluded."updated_at"'
 )
@@ -94,17 +104,18 @@ class FolderIndexer:
         return found
 
     def image_for_stem(self, stem: str) -> int | None:
-        row = (
-            CaptureFile.select(CaptureFile.image)
-            .where(
-                (CaptureFile.root == self.root_row.id)
-                & (CaptureFile.stem == stem)
-                & CaptureFile.kind.in_([IN_PLACE, MOVED])
-            )
-            .order_by(CaptureFile.updated_at.desc())
-            .first()
-        )
-        return row.image_id if row is not None else None
+        """The image last taken from a file of this stem (``sidecars.stem_of``): its path is
+        the stem and an image suffix in any case, so those paths (56) are looked up in the
+        (root, path) index. No column of its own: a copy of every path less its suffix, and
+        its index, cost ~100 bytes an image; a range of paths would depend on PostgreSQL's
+        collation, which need not sort by code point."""
+        paths = [stem + suffix for suffix in IMAGE_SUFFIX_SPELLINGS]
+        row = database.execute_sql(
+            'SELECT "image_id" FROM "capture_file" WHERE "root_id" = ? AND "kind" IN (?, ?) '
+            f'AND "path" IN ({", ".join("?" * len(paths))}) ORDER BY "updated_at" DESC',
+            (self.root_row.id, IN_PLACE, MOVED, *paths),
+        ).fetchone()
+        return row[0] if row is not None else None
 
     def remember(self, file: FileStat, kind: str, image_id: int | None) -> None:
         self.remember_many([(file, kind, image_id)])
@@ -117,7 +128,7 @@ class FolderIndexer:
         database.cursor().executemany(
             UPSERT_SQL,
             [
-                (self.root_row.id, f.rel, kind, stem_of(f.rel), image_id, f.size, f.mtime_ns, now)
+                (self.root_row.id, f.rel, kind, image_id, f.size, f.mtime_ns, now)
                 for f, kind, image_id in rows
             ],
         )
@@ -248,7 +259,6 @@ class FolderIndexer:
             width=probe.width,
             height=probe.height,
             root=root,
-            path=rel,
             device_id=(meta.device_id if meta and meta.device_id else self.options.device_id),
             # Without a timestamp in the sidecar, the file's mtime is the best capture time.
             captured_at=meta.captured_at if meta and meta.captured_at else file.mtime_ns // 1000,
@@ -348,5 +358,7 @@ class FolderIndexer:
         )
         if image is None or image.byte_size != file.size:
             return False
-        finish_move(str(self.root), file.rel, Path(image.root_path) / image.path, image.sha256)
+        finish_move(
+            str(self.root), file.rel, Path(image.root_path) / image.storage_key, image.sha256
+        )
         return True

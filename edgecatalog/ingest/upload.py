@@ -349,7 +349,6 @@ def _index(
         width=stored.width,
         height=stored.height,
         root=str(config.images_dir),
-        path=stored.storage_key,
         device_id=device_id,
         captured_at=meta.captured_at,
         model_id=meta.model_id,
@@ -403,7 +402,7 @@ def stored_among_files(images_dir: Path) -> set[str]:
     in_roots = Image.root.in_(roots)
     known = {
         path
-        for (path,) in Image.select(Image.path)
+        for (path,) in Image.select(Image.storage_key)
         .where(in_roots & Image.filename.in_(_json_values(names)))
         .tuples()
         if path in paths
@@ -414,8 +413,8 @@ def stored_among_files(images_dir: Path) -> set[str]:
         # scan, paid only when such files exist; a miss here is what makes a file an orphan.
         known.update(
             path
-            for (path,) in Image.select(Image.path)
-            .where(in_roots & Image.path.in_(_json_values(misses)))
+            for (path,) in Image.select(Image.storage_key)
+            .where(in_roots & Image.storage_key.in_(_json_values(misses)))
             .tuples()
         )
     return known

@@ -52,7 +52,7 @@ def open_image(image: Image, root_path: str) -> BinaryIO:
     """The image's file, opened beneath its root without following links (``safeopen``):
     a link planted in its place since it was indexed never sends what it points at."""
     try:
-        return safeopen.open_file(root_path, image.path)
+        return safeopen.open_file(root_path, image.storage_key)
     except FileNotFoundError:
         raise LocalFileProblem(f"the file of image {image.id} is missing") from None
     except safeopen.UnsafeFile as exc:
@@ -114,7 +114,7 @@ def upload_request(row: Outbox, image: Image, annotations: list[Annotation]) -> 
     }
     return UploadRequest(
         image.root_path,
-        image.path,
+        image.storage_key,
         size,
         image.filename,
         content_type,

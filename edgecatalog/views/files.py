@@ -55,7 +55,7 @@ class OpenedFile:
 
 
 # One statement, no model instance: this route serves every image of every grid.
-FILE_SQL = """SELECT i.filename, i.sha256, i.byte_size, i.evicted_at, r.path, i.path
+FILE_SQL = """SELECT i.filename, i.sha256, i.byte_size, i.evicted_at, r.path, i.storage_key
  FROM image i JOIN file_root r ON r.id = i.root_id WHERE i.id = ?"""
 
 
