@@ -196,3 +196,31 @@ def test_few_rows_far_along_the_sort_order_are_sorted_not_walked_to(zoned, monke
     total, ids, chosen = _answer(params)
     assert (total, ids) == _oracle(params)
     assert "bounded walk" in chosen["page"], chosen
+
+
+def test_rows_too_few_for_the_long_walk_get_a_short_one(app, settings, monkeypatch):
+    # A filter whose rows are too few for a walk of 16 times the average within the budget
+    # (a device's 33k of 1M) walks 4 times it: enough where its rows are spread over the
+    # sort order, where before they were all sorted; where they sit together far along it,
+    # the walk comes back short and they are sorted after it. Here: 60 images, 20 a device,
+    # every third in progress; a page of one row; walks of at most 15 rows.
+    for i in range(60):
+        seed_image(
+            settings, filename=f"cam{i % 3:02d}_{i:03d}.jpg", device_id=f"cam{i % 3:02d}", seed=i
+        )
+    database.connect(reuse_if_open=True)
+    database.execute_sql("UPDATE image SET annotation_status = 'in_progress' WHERE id % 3 = 0")
+    for name, value in zip(
+        ("WALK_MIN", "WALK_BUDGET", "FILTER_WALK_MIN", "FILTER_WALK_BUDGET"), (2, 4, 2, 15)
+    ):
+        monkeypatch.setattr(plan, name, value)
+    spread = {"annotation_status": "in_progress", "sort": "updated_at", "limit": "1"}
+    for order in ("desc", "asc"):
+        params = {**spread, "order": order}
+        total, ids, chosen = _answer(params)
+        assert (total, ids) == _oracle(params), (params, chosen)
+        assert "the first 12 rows" in chosen["page"], chosen  # 4 * 1 * 60 / 20
+    together = {"device_id": "cam02", "sort": "filename", "order": "asc", "limit": "1"}
+    total, ids, chosen = _answer(together)
+    assert (total, ids) == _oracle(together), chosen
+    assert "bounded walk" not in chosen["page"], chosen
