@@ -39,6 +39,7 @@ LIST_PATH = "/data/images"
 # the stack): labels follow the code, so a new statement of an old function keeps its label.
 PURPOSES: dict[str, str] = {
     "known_device_pk": "device lookup",
+    "_class_candidates": "a rare class's images, rechecked",
     "_candidates": "search candidates",
     "search_zones": "search matches per zone",
     "_total": "total",

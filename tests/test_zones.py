@@ -16,6 +16,7 @@ from __future__ import annotations
 import pytest
 from conftest import seed_image
 from count_checks import assert_counts_match_rows, assert_zones_bound_rows, copy_image
+from sync_helpers import box
 from werkzeug.datastructures import MultiDict
 
 from edgecatalog import catalog, listing
@@ -224,3 +225,43 @@ def test_rows_too_few_for_the_long_walk_get_a_short_one(app, settings, monkeypat
     total, ids, chosen = _answer(together)
     assert (total, ids) == _oracle(together), chosen
     assert "bounded walk" not in chosen["page"], chosen
+
+
+def test_a_search_with_a_rare_class_rechecks_its_images(app, settings, monkeypatch):
+    # 36 images: "cat" on every sixth, "person" on every other; names carry a day and a
+    # device. Classes with at most CLASS_PROBE images are rechecked image by image with every
+    # condition (the search's LIKE among them); more, and the search's own plan answers.
+    for i in range(36):
+        classes = [c for c, every in (("cat", 6), ("person", 2)) if i % every == 0]
+        seed_image(
+            settings,
+            filename=f"cam{i % 3:02d}_day{i % 4}_{i:03d}.jpg",
+            device_id=f"cam{i % 3:02d}",
+            seed=i,
+            annotations=tuple(box(c, 0.5, 0.5, 0.2, 0.2) for c in classes),
+        )
+    database.connect(reuse_if_open=True)
+    database.execute_sql("UPDATE image SET annotation_status = 'in_progress' WHERE id % 4 = 0")
+    monkeypatch.setattr(plan, "CLASS_PROBE", 6)  # "cat" has 6 images, "person" 18
+    rows = {r["id"]: r for r in _rows()}
+    classes_of = {i: set() for i in rows}
+    for image_id, value in database.execute_sql(
+        "SELECT image_id, class_value FROM annotation"
+    ).fetchall():
+        classes_of[image_id].add(value)
+    for params, rare in (
+        ({"class_values": "cat", "search": "day0"}, True),
+        ({"class_values": "cat", "search": "cam0", "sort": "updated_at", "order": "asc"}, True),
+        ({"class_values": "cat", "search": "_", "annotation_status": "in_progress"}, True),
+        ({"class_values": "cat", "search": "day2", "offset": "1", "limit": "2"}, True),
+        ({"class_values": "cat", "search": "zzz"}, True),
+        ({"class_values": "person", "search": "day0"}, False),
+        ({"class_values": "cat,person", "search": "day0", "sort": "filename"}, False),
+    ):
+        total, ids, chosen = _answer(params)
+        wanted = set(params["class_values"].split(","))
+        kept = [i for i in _oracle({**params, "limit": "100", "offset": "0"})[1]]
+        kept = [i for i in kept if classes_of[i] & wanted]
+        offset, limit = int(params.get("offset", 0)), int(params.get("limit", 50))
+        assert (total, ids) == (len(kept), kept[offset : offset + limit]), (params, chosen)
+        assert ("rechecked with every condition" in chosen.get("search", "")) is rare, chosen
