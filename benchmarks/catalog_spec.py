@@ -82,7 +82,6 @@ IMAGE_COLUMNS = (
     "synced_at",
     "remote_id",
     "remote_batch_id",
-    "remote_storage_key",
     "evicted_at",
     "pinned",
 )
@@ -200,10 +199,8 @@ def status_and_split(rng: random.Random, project: int | None, stage: str) -> tup
     return status, "train" if r < 0.7 else "val" if r < 0.85 else "test" if r < 0.95 else "none"
 
 
-def sync_fields(
-    rng: random.Random, created: int, batch_id: int, image_id: int, storage_key: str
-) -> tuple:
-    """(sync_state, synced_at, remote_id, remote_batch_id, remote_storage_key, evicted_at)."""
+def sync_fields(rng: random.Random, created: int, batch_id: int, image_id: int) -> tuple:
+    """(sync_state, synced_at, remote_id, remote_batch_id, evicted_at)."""
     age = END_US - created
     r = rng.random()
     if age > 2 * DAY_US:
@@ -212,14 +209,13 @@ def sync_fields(
     else:
         state = "synced" if r < 0.4 else "pending"
     if state != "synced":
-        return state, None, "", "", "", None
+        return state, None, "", "", None
     evicted = created + 20 * DAY_US if age > 20 * DAY_US and rng.random() < 0.3 else None
     return (
         state,
         created + rng.randint(5, 600) * 1_000_000,
         str(5_000_000 + image_id),
         str(90_000 + batch_id),
-        storage_key,
         evicted,
     )
 
@@ -290,7 +286,7 @@ def iter_images(plan: Plan, rng: random.Random):
             "yolov8n-edge",
             "2026.10.1",
             "upload" if uploaded else "capture",
-            *sync_fields(rng, created, batch_id, image_id, key),
+            *sync_fields(rng, created, batch_id, image_id),
             # One image in a thousand pinned, from its id (no draw from rng: the rest of the
             # catalog is the one earlier figures were measured on).
             int(image_id % 1000 == 0),

@@ -15,7 +15,7 @@ bare names (the upload path has no folders), so the folder part goes where a cap
 image keeps it: ``storage_key`` (relative to its ``FileRoot``, the capture folder), while
 ``filename`` is the bare name. A few images (``source = 'upload'``) live under the data
 folder's ``images/`` root instead, their ``storage_key`` ``raw-data/<uuid>_<filename>`` as for an
-upload; a synced image's ``remote_storage_key`` has that form too, the cloud's.
+upload.
 
 Usage: ``python benchmarks/generate.py --images 100000 --out /tmp/ec-100k``. The output folder
 is a complete data folder (``catalog.db``, ``captures/``, ``images/``) for ``storage.data_dir``.

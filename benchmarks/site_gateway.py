@@ -298,7 +298,7 @@ def image_sql(lo: int, hi: int, n_images: int, n_devices: int, root_id: int) -> 
 INSERT INTO image (id, filename, storage_key, width, height, device_id, batch_id,
   annotation_status, split, split_locked, version_id, created_at, updated_at, captured_at,
   sha256, byte_size, root_id, model_id, model_version, source, sync_state, synced_at,
-  remote_id, remote_batch_id, remote_storage_key, evicted_at)
+  remote_id, remote_batch_id, evicted_at)
 SELECT id, filename, key, CASE WHEN d % 5 = 0 THEN 1280 ELSE 1920 END,
   CASE WHEN d % 5 = 0 THEN 720 ELSE 1080 END, d, batch_id, status, split,
   status = 'completed' AND split <> 'none' AND {u("id", 6)} < 0.05,
@@ -312,7 +312,6 @@ SELECT id, filename, key, CASE WHEN d % 5 = 0 THEN 1280 ELSE 1920 END,
   CASE WHEN sync_state = 'synced' THEN created + (5 + floor({u("id", 12)} * 596))::bigint * 1000000 END,
   CASE WHEN sync_state = 'synced' THEN (5000000 + id)::text ELSE '' END,
   CASE WHEN sync_state = 'synced' THEN (90000 + batch_id)::text ELSE '' END,
-  CASE WHEN sync_state = 'synced' THEN key ELSE '' END,
   CASE WHEN sync_state = 'synced' AND {END_US} - created > {20 * DAY_US} AND {u("id", 13)} < 0.3
     THEN created + {20 * DAY_US} END
 FROM (

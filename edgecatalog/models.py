@@ -157,7 +157,6 @@ class Image(BaseModel):
     synced_at = BigIntegerField(null=True)
     remote_id = CharField(default="")
     remote_batch_id = CharField(default="")
-    remote_storage_key = CharField(default="")
     evicted_at = BigIntegerField(null=True)
     # The image's distinct annotation classes as one id (``class_sets``; 0: none), kept by
     # triggers on annotation (migration 0013), set by the bulk writer for new images.

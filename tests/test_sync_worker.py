@@ -76,7 +76,7 @@ def test_offline_then_online_every_image_and_annotation_arrives_once(env, emulat
             assert got["geometry"] == pytest.approx(list(want.geometry), abs=tol)
         local = Image.get(Image.sha256 == sha)
         assert local.remote_id == str(stored.image_id)
-        assert local.remote_storage_key == stored.storage_key
+        assert local.remote_batch_id == str(stored.batch_id)
         assert local.sync_state == "synced" and local.synced_at is not None
         assert stored.metadata["sha256"] == sha and stored.metadata["filename"] == local.filename
     uploads = [e for e in emulator.log if e.path.endswith("/upload") and e.status == 201]

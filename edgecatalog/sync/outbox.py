@@ -167,11 +167,8 @@ def _apply_upload(
     (fields set locally, annotations changed while it was in flight: added ones to the cloud,
     any change as the whole set to a gateway)."""
     changes = {"sync_state": "synced", "synced_at": now}
-    for local, remote in (
-        ("remote_id", "image_id"),
-        ("remote_batch_id", "batch_id"),
-        ("remote_storage_key", "storage_key"),
-    ):
+    # Not the cloud's storage key: nothing here reads it, and remote_id names the image there.
+    for local, remote in (("remote_id", "image_id"), ("remote_batch_id", "batch_id")):
         if outcome.data.get(remote):
             changes[local] = outcome.data[remote]
     Image.update(**changes).where(Image.id == image.id).execute()
