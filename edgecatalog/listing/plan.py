@@ -369,6 +369,11 @@ class ImageList:
             carried = scan_cache.search_zones(like_pattern(search))
             matches, size = carried.zones, carried.max_id
         total, counted_size, page_conds = self._total(query, conds, plan, matches)
+        if matches is not None and query.sort == "created_at" and not conds.search_alone:
+            # The matches' time span: a (filter, created_at) index then seeks into it for the
+            # page instead of walking its newer rows. Not for the other sorts: there it could
+            # draw the engine to the created_at index and a sort of the span.
+            page_conds = [*page_conds, zone_page.created_window(matches)]
         return None, matches, total, size or counted_size, page_conds
 
     def _search_page(
@@ -637,7 +642,11 @@ class ImageList:
         if matches is None:
             every = conds.render()
         else:
-            every = [*conds.render(probe=True), zone_page.within(matches)]
+            every = [
+                *conds.render(probe=True),
+                zone_page.within(matches),
+                zone_page.created_window(matches),
+            ]
         covered = conds.columns is not None
         images = counts.source_for(conds.columns or (), per_class=False, tables=self.count_tables)
         source = images if covered else None

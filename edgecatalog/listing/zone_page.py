@@ -150,6 +150,35 @@ def captured_window(after: int | None, before: int | None) -> Sql:
     return compose("t.created_at >= {} AND t.created_at <= {}", first, last)
 
 
+def created_window(matches: Mapping[int, int]) -> Sql:
+    """A condition on ``t.created_at``: within the created_at bounds of the zones holding a
+    match, which hold every row of those zones (bounds only widen). Beside ``within``, it lets
+    a (column, created_at) index read only the matches' time span of its column's rows (a
+    split's rows over the ten days a term's matches fill, not all of them)."""
+    ranges = _runs(z for z, n in matches.items() if n)
+    if not ranges:
+        return Sql("1 = 0")
+    lo, hi = zones.BOUNDS["created_at"]
+    runs = Sql(
+        " WHERE " + " OR ".join("zone BETWEEN ? AND ?" for _ in ranges),
+        tuple(v for r in ranges for v in r),
+    )
+    first = compose(f"(SELECT min({lo}) FROM {zones.TABLE}{{}})", runs)
+    last = compose(f"(SELECT max({hi}) FROM {zones.TABLE}{{}})", runs)
+    return compose("t.created_at >= {} AND t.created_at <= {}", first, last)
+
+
+def _runs(group: Iterable[int]) -> list[tuple[int, int]]:
+    """Zones as runs of consecutive ones, (first, last) each."""
+    runs: list[tuple[int, int]] = []
+    for zone in sorted(group):
+        if runs and runs[-1][1] + 1 == zone:
+            runs[-1] = (runs[-1][0], zone)
+        else:
+            runs.append((zone, zone))
+    return runs
+
+
 def within(matches: Mapping[int, int]) -> Sql:
     """A condition on ``t.id``: in a zone holding a match (runs of consecutive zones as one
     id range each)."""
@@ -157,13 +186,7 @@ def within(matches: Mapping[int, int]) -> Sql:
 
 
 def _in_zones(group: Iterable[int]) -> Sql:
-    ranges: list[tuple[int, int]] = []
-    for zone in sorted(group):
-        first, last = zones.id_range(zone)
-        if ranges and ranges[-1][1] + 1 == first:
-            ranges[-1] = (ranges[-1][0], last)
-        else:
-            ranges.append((first, last))
+    ranges = [(zones.id_range(a)[0], zones.id_range(b)[1]) for a, b in _runs(group)]
     if not ranges:
         return Sql("1 = 0")
     return Sql(
