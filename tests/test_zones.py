@@ -265,3 +265,23 @@ def test_a_search_with_a_rare_class_rechecks_its_images(app, settings, monkeypat
         offset, limit = int(params.get("offset", 0)), int(params.get("limit", 50))
         assert (total, ids) == (len(kept), kept[offset : offset + limit]), (params, chosen)
         assert ("rechecked with every condition" in chosen.get("search", "")) is rare, chosen
+
+
+def test_a_search_by_updated_at_walks_further_than_by_created_at(app, settings, monkeypatch):
+    # By created_at the zones find a spread term's page as cheaply as a walk; by updated_at
+    # their bounds overlap, so the walk a filter gets is tried first.
+    for i in range(60):
+        seed_image(
+            settings, filename=f"cam{i % 3:02d}_{i:03d}.jpg", device_id=f"cam{i % 3:02d}", seed=i
+        )
+    for name, value in zip(
+        ("WALK_MIN", "WALK_BUDGET", "FILTER_WALK_MIN", "FILTER_WALK_BUDGET"), (2, 4, 2, 64)
+    ):
+        monkeypatch.setattr(plan, name, value)
+    monkeypatch.setattr(plan, "FTS_PROBE", 0)  # the term's zones, not its trigram candidates
+    scan_cache.forget()
+    for sort, path in (("updated_at", "the first 12 rows"), ("created_at", "zone by zone")):
+        params = {"search": "cam01", "sort": sort, "limit": "1"}
+        total, ids, chosen = _answer(params)
+        assert (total, ids) == _oracle(params), (params, chosen)
+        assert chosen["page"].startswith(path), chosen  # 4 * 1 * 60 / 20 rows
