@@ -5,7 +5,8 @@
 In one run, with the machine, the date and every figure printed (``--json FILE`` keeps them):
 
 1. a catalog of ``--images`` real ~``--kb`` KB JPEGs (one noise JPEG with a COM segment making
-   each distinct, ``ingest.py``'s), 3 boxes each, written through ``ingest.bulk.add_images``;
+   each distinct, ``ingest.py``'s), 3 boxes each, written through ``ingest.bulk.add_images``
+   (``--images 0``: no such catalog, steps 1-4 skipped);
 2. floor: the standard library's ``zipfile`` writing the same images (read from their files)
    and the same label texts (made beforehand) as stored members into a sink that counts bytes;
 3. export: ``GET /data/exports/yolo`` from a real ``edgecatalog serve`` subprocess on a
@@ -15,8 +16,11 @@ In one run, with the machine, the date and every figure printed (``--json FILE``
 4. import: ``edgecatalog export yolo --out`` to a file, the source catalog removed, then
    ``edgecatalog import`` of that file into an empty catalog (subprocess), in images/s;
 5. with ``--million DIR`` (a catalog ``generate.py`` made, e.g. ``--images 1000000``; made
-   there if missing, ~100 s): the time to the first byte of a few views of it served by
-   ``edgecatalog serve``, and of the whole catalog (``include_images=false``).
+   there if missing, ~150 s): the time to the first byte of a few views of it served by
+   ``edgecatalog serve`` (a tenth of its capture time, ~100,000 images, as YOLO; a batch, a
+   device's completed images, a rare class as JSON Lines), and of the whole catalog
+   (``include_images=false``); and ``rows_floor``: what reading that tenth's rows once costs
+   in SQLite alone, the least a plan made from them pays before its first byte.
 
 Not part of the test suite. Everything is removed at the end but ``--million``'s catalog.
 """
@@ -316,11 +320,18 @@ def first_bytes(million: Path, out: dict) -> None:
     ).fetchone()[0]
     device = conn.execute("SELECT device_id FROM device ORDER BY id LIMIT 1").fetchone()[0]
     batch = conn.execute("SELECT max(id) FROM batch").fetchone()[0]
+    # A tenth of the capture time, in its middle: ~100,000 images of the million.
+    lo, hi = conn.execute("SELECT min(captured_at), max(captured_at) FROM image").fetchone()
+    after = lo + (hi - lo) * 45 // 100
+    before = after + (hi - lo) // 10
+    tenth = f"captured_after={after // 1000}&captured_before={before // 1000}"
+    out["rows_floor"] = rows_floor(conn, after, before)
     conn.close()
     port = free_port()
     config = write_config(million.parent / "million.toml", million, port)
     server = start_server(config, port)
     views = {
+        "a tenth of the capture time (YOLO)": f"{tenth}&format=yolo",
         "one batch": f"batch_id={batch}",
         "one device, completed": f"device_id={device}&annotation_status=completed",
         f"rare class {rare}": f"class_values={rare}",
@@ -335,8 +346,10 @@ def first_bytes(million: Path, out: dict) -> None:
             listed = requests.get(
                 f"{base}/data/images?limit=1&{query}", headers=headers, timeout=600
             ).json()["meta"]["total"]
+            fmt = "yolo" if "format=yolo" in query else "jsonl"
+            query = query.replace("&format=yolo", "")
             times = [
-                download(f"{base}/data/exports/jsonl?{query}", headers, stop_after_first=True)[
+                download(f"{base}/data/exports/{fmt}?{query}", headers, stop_after_first=True)[
                     "first_byte_ms"
                 ]
                 for _ in range(3)
@@ -348,6 +361,35 @@ def first_bytes(million: Path, out: dict) -> None:
         server.wait(timeout=60)
     out["catalog_images"] = count
     out["first_byte"] = results
+
+
+def rows_floor(conn, after: int, before: int) -> dict:
+    """What reading a view's rows once costs, whatever a plan does with them: two aggregates
+    over the rows of a tenth of the capture time (~100,000 images), the image rows' columns an
+    archive's length needs and their annotations' (median of 3 runs, ms). An archive whose
+    Content-Length is known before its first byte reads at least this much before it, unless
+    its sums are kept at write time."""
+    view = "t.captured_at >= ? AND t.captured_at < ?"
+    statements = {
+        "image rows (count, sizes, name lengths, newest change)": (
+            "SELECT count(*), sum(t.byte_size), sum(length(t.filename)), max(t.updated_at) "
+            f"FROM image t WHERE {view}"
+        ),
+        "their annotations (count, boxes, polygon points)": (
+            "SELECT count(*), sum(a.type = 'bbox'), sum(length(a.geometry)) FROM image t "
+            f"JOIN annotation a ON a.image_id = t.id WHERE {view}"
+        ),
+    }
+    found: dict = {}
+    for name, sql in statements.items():
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            row = conn.execute(sql, (after, before)).fetchone()
+            times.append((time.perf_counter() - started) * 1000)
+        found[name] = {"rows": row[0], "ms": round(statistics.median(times), 1)}
+        print(name, found[name], flush=True)
+    return found
 
 
 def main() -> int:
@@ -369,7 +411,8 @@ def main() -> int:
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     try:
-        throughput_and_import(args.work, args.images, args.kb, args.repeats, out)
+        if args.images:  # 0: the million-image catalog's figures only
+            throughput_and_import(args.work, args.images, args.kb, args.repeats, out)
         if args.million is not None:
             first_bytes(args.million, out)
     finally:
