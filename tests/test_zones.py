@@ -201,9 +201,9 @@ def test_few_rows_far_along_the_sort_order_are_sorted_not_walked_to(zoned, monke
 
 def test_rows_too_few_for_the_long_walk_get_a_short_one(app, settings, monkeypatch):
     # A filter whose rows are too few for a walk of 16 times the average within the budget
-    # (a device's 33k of 1M) walks 4 times it: enough where its rows are spread over the
-    # sort order, where before they were all sorted; where they sit together far along it,
-    # the walk comes back short and they are sorted after it. Here: 60 images, 20 a device,
+    # (a device's 33k of 1M) walks 4 times it by updated_at: enough where its rows are spread
+    # over the sort order, where before they were all sorted. By filename, where a device's
+    # names sit together, they are sorted without a walk. Here: 60 images, 20 a device,
     # every third in progress; a page of one row; walks of at most 15 rows.
     for i in range(60):
         seed_image(
