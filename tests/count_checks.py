@@ -82,6 +82,16 @@ RECOUNTS = {
         "SELECT class_set_id, n FROM image_set_total WHERE n > 0 ORDER BY 1",
         "SELECT class_set_id, count(*) FROM image GROUP BY 1 ORDER BY 1",
     ),
+    "image_set_status": (
+        (
+            "SELECT annotation_status, split, sync_state, class_set_id, n "
+            "FROM image_set_status WHERE n > 0 ORDER BY 1, 2, 3, 4"
+        ),
+        (
+            "SELECT annotation_status, split, sync_state, class_set_id, count(*) "
+            "FROM image GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+        ),
+    ),
     "image_set_count": (
         (
             "SELECT device_id, class_set_id, annotation_status, split, sync_state, n "

@@ -103,6 +103,9 @@ COUNT_TABLES: tuple[CountTable, ...] = (
     # total most often narrows by (the device; the batch, which a project's filter becomes),
     # so that filter is a range of the key, not a probe per set.
     CountTable("image_set_total", (CLASS_SET,)),
+    # Under a status, split or sync state without a device: a quarter of image_set_count's
+    # rows (62,689 against 252,827 at 1M images), those of the status a range of the key.
+    CountTable("image_set_status", (STATUS, SPLIT, SYNC, CLASS_SET)),
     CountTable("image_set_count", (DEVICE, CLASS_SET, STATUS, SPLIT, SYNC)),
     CountTable("image_set_facet", (BATCH, CLASS_SET, DEVICE, STATUS, SPLIT, SYNC)),
     # Source and model_version: their facets read these, and the model_version filter's
