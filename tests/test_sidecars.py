@@ -193,3 +193,18 @@ def test_json_wins_over_yolo_and_missing_classes_reject(tmp_path):
     run_scan(settings, folder, recursive=False, mode=None, out=io.StringIO(), err=io.StringIO())
     assert [a[0] for a in annotations_of(image_by_sha(sha(yolo_only)).id)] == ["widget"]
     database.close()
+
+
+def test_late_sidecar_finds_its_image_by_any_spelling_of_its_suffix(watched):
+    # The image's path is its stem and an image suffix in any case ("Cap.JpEg"); a name with
+    # the stem and more before the suffix ("Cap.x.jpg", stem "Cap.x") is another image's.
+    (watched / "deep").mkdir()
+    ours, other = unique_jpeg(3), unique_jpeg(4)
+    (watched / "deep" / "Cap.x.jpg").write_bytes(other)
+    (watched / "deep" / "Cap.JpEg").write_bytes(ours)
+    image = wait_for(lambda: image_by_sha(sha(ours)))
+    neighbour = wait_for(lambda: image_by_sha(sha(other)))
+    (watched / "deep" / "Cap.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    wait_for(lambda: len(annotations_of(image.id)) == 1)
+    assert annotations_of(image.id) == [("box", 0.5, 0.5, 0.25, 0.25)]
+    assert annotations_of(neighbour.id) == []
