@@ -291,8 +291,8 @@ class CaptureFile(BaseModel):
 
     class Meta:
         indexes = (
-            # Also how a late sidecar finds its image: the paths that start with its stem
-            # and a dot are one range of it (``indexer.image_for_stem``).
+            # Also how a late sidecar finds its image: its stem with each spelling of each
+            # image suffix, looked up here (``indexer.image_for_stem``).
             (("root", "path"), True),
         )
 

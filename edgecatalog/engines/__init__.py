@@ -8,9 +8,10 @@ chunk applies instead; the substring-search index (its structure, the triggers t
 and the statement that narrows a term to candidates); the same four for the zones' bounds
 (``listing.zones``); the bulk-load gate; the write lock; a read snapshot; a case-insensitive
 ``LIKE``; a list of values bound as one value; a condition or sort key kept out of the
-planner's index choice; and the fingerprint that says whether the database changed. ``engines.sqlite`` (the embedded default) and
-``engines.postgres`` implement it; ``current()`` picks the one of the bound database, which it
-reads from ``models`` at call time (the only import of the package's models here). No Flask.
+planner's index choice; and the fingerprint that says whether the database changed.
+``engines.sqlite`` (the embedded default) and ``engines.postgres`` implement it; ``current()``
+picks the one of the bound database, which it reads from ``models`` at call time (the only
+import of the package's models here). No Flask.
 """
 
 from __future__ import annotations

@@ -16,8 +16,10 @@ plan's choices in words (``edgecatalog explain`` prints them). The choices:
   The count tables are kept by triggers in the writing transaction: never stale.
 - page: the page's ids from ``image`` alone by the sort index, then the joins for those ids.
   Where no index gives the filters' rows in the sort order, a walk of the sort index bounded
-  from the exact counts tries first, then the zones of the filters' ``created_at`` window
-  (``zone_page``), before the engine sorts the filters' rows.
+  from the exact counts tries first (a shorter one by ``updated_at`` for filters with too few
+  rows for the long one), then the zones of the filters' ``created_at`` window
+  (``zone_page``), before the engine sorts the filters' rows (a few that the walk did not
+  find: with the sort key kept out of the index choice).
 - class: an ``EXISTS`` probe per row when the class is common (the sort-index walk finds a
   page after a few rows), the ``IN`` list when it is rare; decided from the exact counts.
 - search: the engine's substring index gives candidates, bounded by ``FTS_PROBE``, which the
@@ -25,8 +27,11 @@ plan's choices in words (``edgecatalog explain`` prints them). The choices:
   one without 3 literal characters in a row, or one already counted is counted per zone over
   the filename index once and carried across inserts (``scan_cache.search_zones``; a search
   alone's total is their sum); its page comes from a bounded walk of the sort index where the
-  matches are dense, else from the zones holding them in the order of their bounds
-  (``zone_page``), unless the other filters' own index reads fewer rows.
+  matches are dense (longer when not sorted by ``created_at``), else from the zones holding
+  them in the order of their bounds (``zone_page``), unless the other filters' own index reads
+  fewer rows; with other filters, the zones' ``created_at`` span bounds the count and a
+  ``created_at``-sorted page. With classes of at most ``CLASS_PROBE`` images, a search starts
+  from those images instead, each rechecked with every condition.
 
 ``ImageList`` holds the declarations (filters, count tables); ``IMAGES`` is the service's.
 No Flask.
@@ -397,8 +402,8 @@ class ImageList:
         # (an image is edited days after it came), so the zones visited for a page can be
         # most of them (~35 ms for a device's prefix at 1M), where the walk a filter gets
         # (FILTER_WALK_BUDGET, ~1 us a row) finds it in a few ms.
-        limit = WALK_BUDGET if query.sort == "created_at" else FILTER_WALK_BUDGET
-        if budget <= limit:
+        longest = WALK_BUDGET if query.sort == "created_at" else FILTER_WALK_BUDGET
+        if budget <= longest:
             found = _walk(query, page_conds, budget, total, size, plan)
             if found is not None:
                 return found
@@ -524,12 +529,7 @@ class ImageList:
         """The ids matching every filter, a search among them, found from the images of the
         classes when they are at most CLASS_PROBE (their IN list drives; each one is
         rechecked with every condition); None for classes with more images."""
-        classes = conds.classes or ()
-        marks = ", ".join("?" * len(classes))
-        (images,) = scan_cache.fetchone(
-            f"SELECT coalesce(sum(n), 0) FROM image_class_count WHERE class_value IN ({marks})",
-            tuple(classes),
-        )
+        (images,) = scan_cache.fetchone(*compose("SELECT {}", self._class_images(conds.classes)))
         if images > CLASS_PROBE:
             return None
         statement = compose(
@@ -679,12 +679,7 @@ class ImageList:
             counted = compose("(SELECT count(*) FROM image t{})", where(every))
             return compose("SELECT {}, {}, {}, 0", counted, SIZE, SIZE)
         classes = conds.classes
-        per_class = counts.source_for((), per_class=True, tables=self.count_tables)
-        class_images = compose(
-            f"(SELECT coalesce(sum(n), 0) FROM {per_class.name} WHERE class_value IN "
-            f"({','.join('?' * len(classes))}))",
-            Sql("", classes),
-        )
+        class_images = self._class_images(classes)
         other = SIZE if not others or source is None else _sum(source, others)
         if len(classes) == 1 and covered:
             table = counts.source_for(conds.columns, per_class=True, tables=self.count_tables)
@@ -720,6 +715,16 @@ class ImageList:
         plan["total"] = "COUNT(*) over image with every condition (no count table covers them)"
         counted = compose("(SELECT count(*) FROM image t{})", where(every))
         return compose("SELECT {}, {}, {}, {}", counted, SIZE, SIZE, class_images)
+
+    def _class_images(self, classes: tuple[str, ...]) -> Sql:
+        """The classes' images summed from the per-class count table: exact for one class,
+        an upper bound for several (an image with two of them counts twice)."""
+        per_class = counts.source_for((), per_class=True, tables=self.count_tables)
+        return compose(
+            f"(SELECT coalesce(sum(n), 0) FROM {per_class.name} WHERE class_value IN "
+            f"({','.join('?' * len(classes))}))",
+            Sql("", classes),
+        )
 
     def _hourly_count(self, conds: _Conditions, plan: dict[str, str]) -> Sql | None:
         """``_count``'s statement for a captured_at range that tables keyed by the hour

@@ -10,7 +10,8 @@ reads one run of ids through the primary key with every condition, keeps the bes
 ``offset + limit`` rows so far, and stops when the next zone's bound cannot beat the last of
 them: exact, whatever the ids' order (bounds only ever widen), and fast when ids follow time,
 as inserts make them. ``cost`` says what the visit would read, so the planner can prefer a
-filter's own index when that reads fewer rows. No Flask.
+filter's own index when that reads fewer rows; ``created_window`` bounds ``created_at`` by the
+zones holding matches, so such an index reads only their time span. No Flask.
 """
 
 from __future__ import annotations
